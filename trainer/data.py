@@ -1,0 +1,260 @@
+"""Corpora for the research target: discovery, the train/validation split, encoding and caching.
+
+A corpus is a list of documents (a file, or a row of a parquet shard). Each document is held
+out for validation or not by a stable hash of its identifier, so the split never depends on
+the order files are found in, the machine, or the Python version. Both splits are encoded
+once with the tokenizer and cached; the cache key is built from cheap file metadata, so a
+second run reads only the cached arrays, never the corpus itself. The fingerprint, a hash of
+the encoded content and the split rule, is recorded with every result: results on different
+fingerprints are never compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainer.tokenizer import ByteTokenizer
+
+# Bump when the way documents are split or encoded changes: it invalidates every cache
+# entry and changes every fingerprint, so old and new results are never compared.
+SPLIT_RULE = "doc-sha256-mod-1000<100:v1"
+VAL_PER_MILLE = 100  # 10 % of documents are held out
+# Documents are joined with a NUL byte: source and text files never contain one, so it
+# marks a document boundary without a special token outside the byte vocabulary.
+DOC_SEPARATOR = b"\x00"
+TEXT_PROBE_BYTES = 8192
+
+
+class CorpusError(Exception):
+    """A corpus that cannot be read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One unit of the split: its stable identifier and a way to read its bytes."""
+
+    doc_id: str
+    path: Path
+    row: int | None = None  # row index inside a parquet shard
+
+
+def is_validation(doc_id: str) -> bool:
+    """Whether a document is held out, by a stable hash of its identifier."""
+    digest = hashlib.sha256(doc_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % 1000 < VAL_PER_MILLE
+
+
+def _walk_files(root: Path, suffix: str | None) -> list[Path]:
+    """Every regular, non-hidden file below root (optionally with a suffix), in a stable order."""
+    found: list[Path] = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and d != "__pycache__")
+        for name in files:
+            if name.startswith(".") or (suffix is not None and not name.endswith(suffix)):
+                continue
+            path = Path(directory, name)
+            if path.is_file():
+                found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """A parsed corpus name: `stdlib`, `text:DIR` or `parquet:DIR`."""
+
+    kind: str
+    root: Path
+
+    @classmethod
+    def parse(cls, name: str) -> CorpusSpec:
+        if name == "stdlib":
+            return cls("stdlib", Path(sysconfig.get_paths()["stdlib"]).resolve())
+        kind, sep, location = name.partition(":")
+        if sep and kind in ("text", "parquet") and location:
+            root = Path(location).expanduser().resolve()
+            if not root.is_dir():
+                raise CorpusError(
+                    f"corpus {name!r}: {root} is not a directory; point it at a folder of "
+                    f"{'text files' if kind == 'text' else '.parquet shards'}"
+                )
+            return cls(kind, root)
+        raise CorpusError(
+            f"unknown corpus {name!r}; use 'stdlib', 'text:DIR' (a folder of text files) "
+            "or 'parquet:DIR' (a folder of .parquet shards with a 'text' column)"
+        )
+
+    @property
+    def name(self) -> str:
+        return "stdlib" if self.kind == "stdlib" else f"{self.kind}:{self.root}"
+
+    def files(self) -> list[Path]:
+        if self.kind == "stdlib":
+            # site-packages differs from machine to machine; the standard library does not.
+            return [
+                p
+                for p in _walk_files(self.root, ".py")
+                if "site-packages" not in p.relative_to(self.root).parts
+            ]
+        if self.kind == "parquet":
+            return _walk_files(self.root, ".parquet")
+        return _walk_files(self.root, None)
+
+    def manifest_key(self, files: list[Path]) -> str:
+        """A cheap key from file names, sizes and modification times: no file is read."""
+        h = hashlib.sha256(f"{SPLIT_RULE}|{self.kind}|{self.root}".encode())
+        for path in files:
+            st = path.stat()
+            h.update(
+                f"|{path.relative_to(self.root).as_posix()}:{st.st_size}:{st.st_mtime_ns}".encode()
+            )
+        return h.hexdigest()[:24]
+
+
+def _read_text_file(path: Path) -> bytes | None:
+    """A file's bytes, or None when it looks binary (a NUL byte near its start)."""
+    data = path.read_bytes()
+    return None if DOC_SEPARATOR in data[:TEXT_PROBE_BYTES] else data
+
+
+def _iter_documents(spec: CorpusSpec, files: list[Path]) -> Iterator[tuple[str, bytes]]:
+    if spec.kind == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:  # optional extra
+            raise CorpusError(
+                "parquet corpora need pyarrow: pip install 'research-cockpit[parquet]'"
+            ) from exc
+        for path in files:
+            rel = path.relative_to(spec.root).as_posix()
+            try:
+                column = pq.read_table(path, columns=["text"]).column("text")
+            except (KeyError, ValueError) as exc:
+                raise CorpusError(f"{path}: a parquet shard needs a 'text' column ({exc})") from exc
+            for row, text in enumerate(column.to_pylist()):
+                if text:
+                    yield f"{rel}#{row}", text.encode("utf-8").replace(DOC_SEPARATOR, b"")
+        return
+    for path in files:
+        data = _read_text_file(path)
+        if data:
+            yield path.relative_to(spec.root).as_posix(), data
+
+
+@dataclass(frozen=True)
+class EncodedCorpus:
+    """Paths to a cached, encoded corpus and what identifies it."""
+
+    directory: Path
+    name: str
+    fingerprint: str
+    vocab_size: int
+    train_tokens: int
+    val_tokens: int
+    train_documents: int
+    val_documents: int
+
+    @property
+    def train_path(self) -> Path:
+        return self.directory / "train.bin"
+
+    @property
+    def val_path(self) -> Path:
+        return self.directory / "val.bin"
+
+    def load(self, split: str) -> np.ndarray:
+        """A split's tokens, read into memory (uint8 for the byte tokenizer)."""
+        path = self.train_path if split == "train" else self.val_path
+        return np.fromfile(path, dtype=np.uint8)
+
+
+def default_cache_dir() -> Path:
+    """Where encoded corpora are kept: COCKPIT_CACHE_DIR, else the user cache directory."""
+    override = os.environ.get("COCKPIT_CACHE_DIR")
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("research-cockpit"))
+
+
+def _encode(spec: CorpusSpec, files: list[Path], destination: Path) -> dict[str, object]:
+    tokenizer = ByteTokenizer()
+    counts = {"train": 0, "val": 0}
+    docs = {"train": 0, "val": 0}
+    content_hash = hashlib.sha256(f"{SPLIT_RULE}|{tokenizer.name}".encode())
+    with open(destination / "train.bin", "wb") as train, open(destination / "val.bin", "wb") as val:
+        outputs = {"train": train, "val": val}
+        for doc_id, data in _iter_documents(spec, files):
+            split = "val" if is_validation(doc_id) else "train"
+            encoded = tokenizer.encode(data) + DOC_SEPARATOR
+            outputs[split].write(encoded)
+            counts[split] += len(encoded)
+            docs[split] += 1
+            content_hash.update(f"{split}|{doc_id}|{len(encoded)}|".encode())
+            content_hash.update(encoded)
+    if docs["train"] + docs["val"] < 2:
+        raise CorpusError(
+            f"corpus {spec.name!r} has {docs['train'] + docs['val']} readable documents; "
+            "it needs at least two (one for training, one held out for validation)"
+        )
+    if docs["val"] == 0 or docs["train"] == 0:
+        raise CorpusError(
+            f"corpus {spec.name!r}: its {docs['train'] + docs['val']} documents all fell on one "
+            "side of the train/validation split; add more files (about one in ten is held out)"
+        )
+    return {
+        "name": spec.name,
+        "fingerprint": content_hash.hexdigest()[:16],
+        "vocab_size": tokenizer.vocab_size,
+        "train_tokens": counts["train"],
+        "val_tokens": counts["val"],
+        "train_documents": docs["train"],
+        "val_documents": docs["val"],
+        "split_rule": SPLIT_RULE,
+        "tokenizer": tokenizer.name,
+    }
+
+
+def prepare_corpus(name: str, cache_dir: Path | None = None) -> EncodedCorpus:
+    """Encode a corpus once and return its cached form; later calls only read the cache."""
+    spec = CorpusSpec.parse(name)
+    files = spec.files()
+    if not files:
+        raise CorpusError(f"corpus {name!r}: no files found under {spec.root}")
+    cache_root = (cache_dir or default_cache_dir()) / "corpora"
+    entry = cache_root / f"{spec.kind}-{spec.manifest_key(files)}"
+    meta_path = entry / "meta.json"
+    if not meta_path.is_file():
+        cache_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".encoding-", dir=cache_root))
+        try:
+            meta = _encode(spec, files, staging)
+            (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+            try:
+                staging.rename(entry)  # atomic: concurrent runs either win or find it done
+            except OSError:
+                if not meta_path.is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    meta = json.loads(meta_path.read_text())
+    return EncodedCorpus(
+        directory=entry,
+        name=meta["name"],
+        fingerprint=meta["fingerprint"],
+        vocab_size=meta["vocab_size"],
+        train_tokens=meta["train_tokens"],
+        val_tokens=meta["val_tokens"],
+        train_documents=meta["train_documents"],
+        val_documents=meta["val_documents"],
+    )

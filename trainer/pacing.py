@@ -1,0 +1,75 @@
+"""Pacing: how many steps of a script fit in the budget, fixed once per script and machine.
+
+A wall-clock budget makes the number of steps, and with it a step-indexed schedule, depend
+on how fast each step happened to run. The first run of a script on a machine times its
+steps and asks for a plan; the plan is remembered under the script's content, the device,
+the thread count and the budget, and later runs of the same script reuse it. Runs that
+differ only by their seed then do identical work, and a rerun with the same seed gives the
+same number. A plan that no longer fits the budget (the machine got busier) is forgotten and
+made anew by the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+# Plans leave this share of the remaining time unused, for step-time jitter.
+SAFETY = 0.97
+
+
+class Pacing:
+    """Remembered step plans, in one JSON file."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = path
+        self.key = key
+        self.plan: int | None = None
+        self.reused = False
+
+    @staticmethod
+    def make_key(script: Path, *facts: object) -> str:
+        digest = hashlib.sha256(script.read_bytes())
+        for fact in facts:
+            digest.update(f"|{fact}".encode())
+        return digest.hexdigest()[:32]
+
+    def _load(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _store(self, plans: dict[str, int]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(plans, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # without a writable cache every run plans afresh; nothing else is lost
+
+    def plan_steps(self, steps_done: int, seconds_per_step: float, seconds_left: float) -> int:
+        """The total number of steps for this run: remembered, or planned from the pace now."""
+        remembered = self._load().get(self.key)
+        if isinstance(remembered, int) and remembered > steps_done:
+            self.plan, self.reused = remembered, True
+            return remembered
+        if not (seconds_per_step > 0 and math.isfinite(seconds_per_step)):
+            raise ValueError(f"seconds_per_step must be a positive number, got {seconds_per_step}")
+        fits = int(max(0.0, seconds_left) * SAFETY / seconds_per_step)
+        self.plan, self.reused = steps_done + fits, False
+        plans = self._load()
+        plans[self.key] = self.plan
+        self._store(plans)
+        return self.plan
+
+    def forget(self) -> None:
+        """Drop this script's plan: it did not fit the budget."""
+        plans = self._load()
+        if plans.pop(self.key, None) is not None:
+            self._store(plans)

@@ -1,0 +1,211 @@
+"""The research script: a small modern GPT trained on bytes under a fixed wall-clock budget.
+
+This is the file the agent edits. The harness calls train(ctx) and evaluates the model it
+returns on held-out data; nothing printed here counts. `ctx` offers:
+
+    ctx.device, ctx.seed, ctx.vocab_size, ctx.seq_len   where and what to train
+    ctx.batch(batch_size) -> (inputs, targets)          training batches, int64, on the device
+    ctx.progress(), ctx.time_left()                     the clock (fraction spent, seconds left)
+    ctx.report(step=..., loss=..., **metrics)           live metrics for the cockpit
+
+The returned model must map model(idx) to logits (batch, time, ctx.vocab_size), and
+model(idx, targets, reduction="none") to per-token losses, and must not look ahead.
+"""
+
+import math
+import os
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CUDA = os.environ.get("COCKPIT_DEVICE") == "cuda"  # set by the harness: size for the device
+
+# ---- Model ----------------------------------------------------------------------------
+DEPTH = 8 if CUDA else 4  # transformer blocks
+WIDTH = 768 if CUDA else 128  # model dimension
+HEAD_DIM = 128 if CUDA else 32  # dimension of each attention head
+MLP_RATIO = 4  # MLP hidden width as a multiple of WIDTH
+LOGIT_SOFTCAP = 15.0  # logits are squashed into (-cap, cap)
+ROPE_BASE = 10000.0  # rotary embedding base
+
+# ---- Optimisation ---------------------------------------------------------------------
+BATCH_SIZE = 64 if CUDA else 4  # sequences per step (each ctx.seq_len long)
+LEARNING_RATE = 0.003  # peak AdamW learning rate for the transformer's matrices
+EMBED_LR = 0.01  # learning rate of the embedding and the output head
+WEIGHT_DECAY = 0.1  # decoupled weight decay on matrices
+BETA1 = 0.9
+BETA2 = 0.95
+WARMUP_STEPS = 3  # steps spent ramping the learning rate up
+WARMDOWN_FRACTION = 0.4  # share of the planned steps spent decaying it at the end
+FINAL_LR_FRACTION = 0.0  # learning rate at the end, as a fraction of the peak
+GRAD_CLIP = 1.0  # gradient norm clipping (0 turns it off)
+TIMED_STEPS = 8  # steps timed (after two warm-up steps) to plan how many fit the budget
+REPORT_EVERY = 10 if CUDA else 1  # steps between live loss reports
+COMPILE = CUDA  # torch.compile the model (worth it on a GPU, not for short CPU runs)
+
+
+def rotary_tables(seq_len, head_dim, base, device):
+    frequencies = base ** (-torch.arange(0, head_dim, 2, device=device).float() / head_dim)
+    angles = torch.outer(torch.arange(seq_len, device=device).float(), frequencies)
+    return angles.cos()[None, None], angles.sin()[None, None]
+
+
+def apply_rotary(x, cos, sin):
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, width, head_dim):
+        super().__init__()
+        self.heads = width // head_dim
+        self.head_dim = head_dim
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.proj = nn.Linear(width, width, bias=False)
+
+    def forward(self, x, cos, sin):
+        batch, time, width = x.shape
+        qkv = self.qkv(x).view(batch, time, 3, self.heads, self.head_dim).transpose(1, 3)
+        q, k, v = qkv.unbind(dim=2)
+        q = apply_rotary(F.rms_norm(q, (self.head_dim,)), cos, sin)
+        k = apply_rotary(F.rms_norm(k, (self.head_dim,)), cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(batch, time, width))
+
+
+class MLP(nn.Module):
+    def __init__(self, width, ratio):
+        super().__init__()
+        self.up = nn.Linear(width, ratio * width, bias=False)
+        self.down = nn.Linear(ratio * width, width, bias=False)
+
+    def forward(self, x):
+        return self.down(F.relu(self.up(x)).square())  # ReLU squared
+
+
+class Block(nn.Module):
+    def __init__(self, width, head_dim, mlp_ratio):
+        super().__init__()
+        self.attention = Attention(width, head_dim)
+        self.mlp = MLP(width, mlp_ratio)
+
+    def forward(self, x, cos, sin):
+        x = x + self.attention(F.rms_norm(x, (x.shape[-1],)), cos, sin)
+        return x + self.mlp(F.rms_norm(x, (x.shape[-1],)))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab_size, max_seq_len):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.embed = nn.Embedding(vocab_size, WIDTH)
+        self.blocks = nn.ModuleList(Block(WIDTH, HEAD_DIM, MLP_RATIO) for _ in range(DEPTH))
+        self.head = nn.Linear(WIDTH, vocab_size, bias=False)
+        cos, sin = rotary_tables(max_seq_len, HEAD_DIM, ROPE_BASE, self.embed.weight.device)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.normal_(self.embed.weight, std=1.0)
+        nn.init.normal_(self.head.weight, std=0.001)
+        for block in self.blocks:
+            for linear in (block.attention.qkv, block.mlp.up):
+                bound = math.sqrt(3.0 / WIDTH)
+                nn.init.uniform_(linear.weight, -bound, bound)
+            # Residual branches start at zero: each block begins as the identity.
+            nn.init.zeros_(block.attention.proj.weight)
+            nn.init.zeros_(block.mlp.down.weight)
+
+    def estimate_flops(self):
+        """Training FLOPs per token: 6 per matrix weight, plus causal attention."""
+        matrix_params = sum(
+            p.numel() for name, p in self.named_parameters() if p.dim() == 2 and "embed" not in name
+        )
+        attention = 6 * DEPTH * WIDTH * self.cos.shape[2]  # 12 * L * d * T, halved for causality
+        return 6 * matrix_params + attention
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        time = idx.shape[1]
+        x = F.rms_norm(self.embed(idx), (WIDTH,))
+        cos, sin = self.cos[:, :, :time], self.sin[:, :, :time]
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        logits = self.head(F.rms_norm(x, (WIDTH,))).float()
+        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+        if targets is None:
+            return logits
+        losses = F.cross_entropy(
+            logits.view(-1, self.vocab_size), targets.reshape(-1), reduction=reduction
+        )
+        return losses.view(targets.shape) if reduction == "none" else losses
+
+
+def learning_rate_scale(step, planned_steps):
+    """Warm up, hold, then decay linearly to FINAL_LR_FRACTION over the last WARMDOWN_FRACTION."""
+    if step < WARMUP_STEPS:
+        return (step + 1) / WARMUP_STEPS
+    if planned_steps is None:
+        return 1.0
+    progress = step / planned_steps
+    if progress < 1.0 - WARMDOWN_FRACTION:
+        return 1.0
+    remaining = max(0.0, 1.0 - progress) / WARMDOWN_FRACTION
+    return FINAL_LR_FRACTION + (1.0 - FINAL_LR_FRACTION) * remaining
+
+
+def build_optimizer(model):
+    matrices = [
+        p for name, p in model.named_parameters() if p.dim() == 2 and name.startswith("blocks.")
+    ]
+    others = [
+        p
+        for name, p in model.named_parameters()
+        if not (p.dim() == 2 and name.startswith("blocks."))
+    ]
+    groups = [
+        {"params": matrices, "lr": LEARNING_RATE, "weight_decay": WEIGHT_DECAY},
+        {"params": others, "lr": EMBED_LR, "weight_decay": 0.0},
+    ]
+    for group in groups:
+        group["initial_lr"] = group["lr"]
+    fused = {"fused": True} if CUDA else {}
+    return torch.optim.AdamW(groups, betas=(BETA1, BETA2), eps=1e-10, **fused)
+
+
+def train(ctx):
+    torch.manual_seed(ctx.seed)
+    model = GPT(ctx.vocab_size, ctx.seq_len).to(ctx.device)
+    optimizer = build_optimizer(model)
+    step_model = torch.compile(model) if COMPILE else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device.type == "cuda")
+    step, planned_steps, step_times = 0, None, []
+    while ctx.time_left() > 0 and (planned_steps is None or step < planned_steps):
+        started = time.perf_counter()
+        scale = learning_rate_scale(step, planned_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * scale
+        inputs, targets = ctx.batch(BATCH_SIZE)
+        with autocast:
+            loss = step_model(inputs, targets)
+        loss.backward()
+        if GRAD_CLIP > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if planned_steps is None and step > 2:
+            # Time a few steps, then fix how many fit: the schedule runs on steps, so runs that
+            # differ only by their seed do the same work.
+            if CUDA:
+                torch.cuda.synchronize()
+            step_times.append(time.perf_counter() - started)
+            if len(step_times) == TIMED_STEPS:
+                planned_steps = ctx.plan_steps(step, statistics.median(step_times))
+        if step % REPORT_EVERY == 0:
+            ctx.report(step=step, loss=loss.item(), lr_scale=scale)
+    return model

@@ -1,0 +1,238 @@
+"""Runs one training as its own process tree and follows it until it ends.
+
+The training (the trainer harness running a script) gets a session of its own, so that it
+and everything it spawns (compiler workers, data loaders) can be stopped as one. Its live
+metrics are a JSON-lines file that this side follows while the run goes on. The harness
+stops a script that overruns by itself; as a last resort, at budget + grace + a margin the
+whole tree gets SIGTERM and then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from trainer.outcomes import Outcome
+
+# Past the harness's own soft and hard stops (budget + grace, then +10 s), the harness has
+# not managed to end itself: the tree is killed.
+KILL_MARGIN_SECONDS = 30.0
+TERM_TO_KILL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What to run and where its output goes."""
+
+    script: Path
+    budget_seconds: float
+    grace_seconds: float
+    harness_args: Sequence[str] = ()
+    metrics_path: Path | None = None
+    summary_path: Path | None = None
+    log_path: Path | None = None  # None: the output goes to this process's stdout
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    # Evaluation may take up to max(60 s, budget) inside the harness.
+    eval_allowance_seconds: float | None = None
+
+    @property
+    def deadline_seconds(self) -> float:
+        evaluation = self.eval_allowance_seconds
+        if evaluation is None:
+            evaluation = max(60.0, self.budget_seconds)
+        return self.budget_seconds + self.grace_seconds + evaluation + KILL_MARGIN_SECONDS
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "trainer", "--script", str(self.script)]
+        command += ["--budget", f"{self.budget_seconds:g}", "--grace", f"{self.grace_seconds:g}"]
+        if self.metrics_path is not None:
+            command += ["--metrics", str(self.metrics_path)]
+        if self.summary_path is not None:
+            command += ["--summary-json", str(self.summary_path)]
+        return command + list(self.harness_args)
+
+
+@dataclass
+class RunResult:
+    """How a training ended, from the harness's exit code and summary."""
+
+    outcome: Outcome
+    exit_code: int | None
+    summary: dict[str, Any]
+    reason: str
+    killed: bool = False
+    wall_seconds: float = 0.0
+
+    @property
+    def val_bpb(self) -> float | None:
+        value = self.summary.get("val_bpb")
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def kill_tree(pid: int, term_timeout: float = TERM_TO_KILL_SECONDS) -> None:
+    """SIGTERM a process and all its descendants, then SIGKILL whatever is left."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=term_timeout)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=term_timeout)
+
+
+class MetricsFollower:
+    """Reads the JSON lines appended to a file so far; call again for the new ones."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+
+    def read_new(self) -> Iterator[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as stream:
+                stream.seek(self._offset)
+                chunk = stream.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()  # an unfinished last line waits for the next read
+        for line in lines:
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue
+
+
+class TrainingProcess:
+    """One running training: start it, follow it, stop it."""
+
+    def __init__(self, job: TrainingJob) -> None:
+        self.job = job
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self._log: IO[bytes] | None = None
+        self.follower = MetricsFollower(job.metrics_path) if job.metrics_path else None
+
+    def start(self) -> None:
+        job = self.job
+        for path in (job.metrics_path, job.summary_path):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.unlink(missing_ok=True)
+        env = {**os.environ, **job.env, "PYTHONUNBUFFERED": "1"}
+        stdout: IO[bytes] | None = None
+        if job.log_path is not None:
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = stdout = open(job.log_path, "wb")  # noqa: SIM115
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            job.command(),
+            cwd=job.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout is not None else None,
+            start_new_session=True,  # its own process group: stopped as one, deaf to our SIGHUP
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def stop(self) -> None:
+        """Stop the whole tree now (the run will be recorded as interrupted)."""
+        if self.process is not None and self.process.poll() is None:
+            kill_tree(self.process.pid)
+
+    def wait(
+        self,
+        on_metric: Callable[[dict[str, Any]], None] | None = None,
+        poll_seconds: float = 0.1,
+        should_stop: Callable[[], bool] | None = None,
+        on_tick: Callable[[], None] | None = None,
+    ) -> RunResult:
+        """Follow the run until it ends, is stopped, or overruns its deadline.
+
+        on_tick runs before each metric check (about every poll_seconds)."""
+        if self.process is None:
+            self.start()
+        assert self.process is not None
+        deadline = self.started_at + self.job.deadline_seconds
+        killed = False
+        interrupted = False
+        while True:
+            if on_tick is not None:
+                on_tick()
+            self._drain(on_metric)
+            if self.process.poll() is not None:
+                break
+            if should_stop is not None and should_stop():
+                self.stop()
+                interrupted = True
+                break
+            if time.monotonic() > deadline:
+                kill_tree(self.process.pid)
+                killed = True
+                break
+            time.sleep(poll_seconds)
+        exit_code = self.process.wait()
+        self._drain(on_metric)
+        if self._log is not None:
+            self._log.close()
+        return self._result(exit_code, killed, interrupted)
+
+    def _drain(self, on_metric: Callable[[dict[str, Any]], None] | None) -> None:
+        if self.follower is None:
+            return
+        for record in self.follower.read_new():
+            if on_metric is not None:
+                on_metric(record)
+
+    def _result(self, exit_code: int, killed: bool, interrupted: bool) -> RunResult:
+        summary: dict[str, Any] = {}
+        if self.job.summary_path is not None:
+            try:
+                summary = json.loads(self.job.summary_path.read_text())
+            except (OSError, ValueError):
+                summary = {}
+        wall = time.monotonic() - self.started_at
+        if killed:
+            reason = f"killed after {wall:.0f} s: the run did not end by its deadline"
+            return RunResult(Outcome.TIMEOUT, exit_code, summary, reason, True, wall)
+        if interrupted:
+            return RunResult(
+                Outcome.INTERRUPTED, exit_code, summary, "stopped on request", True, wall
+            )
+        outcome = Outcome.from_exit_code(exit_code)
+        if outcome is None:
+            if exit_code < 0:
+                reason = f"the training process died from {signal.Signals(-exit_code).name}"
+            else:
+                reason = f"the training process exited with code {exit_code} and no summary"
+            return RunResult(Outcome.CRASH, exit_code, summary, reason, False, wall)
+        reason = str(summary.get("reason", "")) if outcome is not Outcome.OK else ""
+        return RunResult(outcome, exit_code, summary, reason, False, wall)

@@ -1,0 +1,93 @@
+"""Shared fixtures: a private cache for encoded corpora, small text corpora, and a helper
+that runs the real harness in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test (and every process it starts) caches corpora in one session-wide folder."""
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["COCKPIT_CACHE_DIR"] = str(cache)
+    return cache
+
+
+def write_text_corpus(root: Path, documents: int = 40, lines: int = 60) -> Path:
+    """A folder of small text files whose bytes say which file they come from."""
+    root.mkdir(parents=True, exist_ok=True)
+    for number in range(documents):
+        body = "".join(
+            f"file {number:03d} line {line} says hello to the model\n" for line in range(lines)
+        )
+        (root / f"doc_{number:03d}.txt").write_text(body)
+    return root
+
+
+@pytest.fixture(scope="session")
+def text_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_text_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@dataclass
+class HarnessRun:
+    exit_code: int
+    output: str
+    summary: dict[str, Any]
+    seconds: float
+    metrics: list[dict[str, Any]]
+
+
+def run_harness(
+    script: str | Path,
+    tmp_path: Path,
+    *args: str,
+    budget: float = 2.0,
+    grace: float = 2.0,
+    corpus: str | None = None,
+    timeout: float = 120.0,
+) -> HarnessRun:
+    """Run `python -m trainer` on a script (a path, or source text to write to a file)."""
+    if isinstance(script, str):
+        path = tmp_path / "script.py"
+        path.write_text(textwrap.dedent(script))
+    else:
+        path = script
+    summary_path = tmp_path / "summary.json"
+    metrics_path = tmp_path / "metrics.jsonl"
+    command = [
+        sys.executable, "-m", "trainer", "--script", str(path), "--device", "cpu",
+        "--budget", str(budget), "--grace", str(grace),
+        "--summary-json", str(summary_path), "--metrics", str(metrics_path),
+        "--seq-len", "64", "--eval-tokens", "4096", *args,
+    ]  # fmt: skip
+    if corpus is not None:
+        command += ["--corpus", corpus]
+    started = time.monotonic()
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False
+    )
+    seconds = time.monotonic() - started
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    metrics = []
+    if metrics_path.exists():
+        metrics = [
+            json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()
+        ]
+    return HarnessRun(
+        completed.returncode, completed.stdout + completed.stderr, summary, seconds, metrics
+    )

@@ -488,6 +488,10 @@ def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
         script=str(options.script),
         eval_tokens=eval_windows(corpus.val_tokens, seq_len, eval_tokens) * seq_len,
     )
+    # The optimisers import torch._dynamo on their first step (about a second); import it
+    # now so that the training budget measures training, not imports.
+    importlib.import_module("torch._dynamo")
+
     random.seed(options.seed)
     np.random.seed(options.seed % 2**32)
     torch.manual_seed(options.seed)

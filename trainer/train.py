@@ -42,7 +42,7 @@ WARMUP_STEPS = 3  # steps spent ramping the learning rate up
 WARMDOWN_FRACTION = 0.4  # share of the planned steps spent decaying it at the end
 FINAL_LR_FRACTION = 0.0  # learning rate at the end, as a fraction of the peak
 GRAD_CLIP = 1.0  # gradient norm clipping (0 turns it off)
-TIMED_STEPS = 8  # steps timed (after two warm-up steps) to plan how many fit the budget
+TIMED_STEPS = 16  # steps timed (after two warm-up steps) to plan how many fit the budget
 REPORT_EVERY = 10 if CUDA else 1  # steps between live loss reports
 COMPILE = CUDA  # torch.compile the model (worth it on a GPU, not for short CPU runs)
 
@@ -205,7 +205,7 @@ def train(ctx):
                 torch.cuda.synchronize()
             step_times.append(time.perf_counter() - started)
             if len(step_times) == TIMED_STEPS:
-                planned_steps = ctx.plan_steps(step, statistics.median(step_times))
+                planned_steps = ctx.plan_steps(step, statistics.mean(step_times))
         if step % REPORT_EVERY == 0:
             ctx.report(step=step, loss=loss.item(), lr_scale=scale)
     return model

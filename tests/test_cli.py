@@ -1,0 +1,166 @@
+"""The `cockpit` command end to end: real processes, real trainings with small budgets."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SCRIPTS, write_text_corpus
+from trainer.outcomes import Outcome
+from trainer.summary import parse_summary
+
+
+def cockpit(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 300):
+    return subprocess.run(
+        [sys.executable, "-m", "cockpit", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_cockpit_train_on_the_default_script_learns_within_a_minute() -> None:
+    """The acceptance run: the template on the stdlib corpus, 20 s of training on the CPU."""
+    started = time.monotonic()
+    result = cockpit("train", "--budget", "20", "--device", "cpu")
+    wall = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = parse_summary(result.stdout)
+    assert summary["status"] == "ok"
+    assert math.isfinite(summary["val_bpb"])
+    # 8.0 is the untrained byte level and about 4.7 what byte frequencies alone score: the
+    # model must have learned from context.
+    assert summary["val_bpb"] < 4.0, summary
+    assert summary["corpus"] == "stdlib" and summary["num_steps"] > 50
+    assert wall < 60, f"took {wall:.1f} s"
+
+
+def test_two_runs_with_the_same_seed_agree() -> None:
+    results = [
+        cockpit("train", "--budget", "6", "--device", "cpu", "--seed", "7") for _ in range(2)
+    ]
+    values = []
+    for result in results:
+        assert result.returncode == 0, result.stdout + result.stderr
+        values.append(parse_summary(result.stdout)["val_bpb"])
+    assert abs(values[0] - values[1]) <= 0.002, values
+
+
+def make_workspace(root: Path, script: str | Path, config: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    source = script.read_text() if isinstance(script, Path) else script
+    (root / "train.py").write_text(source)
+    (root / "config.toml").write_text(config)
+    write_text_corpus(root / "corpus", documents=30, lines=30)
+    return root
+
+
+def test_a_workspace_config_drives_the_run_and_keeps_its_files(tmp_path: Path) -> None:
+    workspace = make_workspace(
+        tmp_path / "ws",
+        SCRIPTS / "tiny_gpt.py",
+        '[trainer]\nbudget_seconds = 2.5\ncorpus = "text:corpus"\nseq_len = 64\neval_tokens = 4096\n',
+    )
+    result = cockpit("train", "--workspace", str(workspace), "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = parse_summary(result.stdout)
+    # The relative corpus folder is the workspace's, and the config's budget was used.
+    assert summary["corpus"] == f"text:{(workspace / 'corpus').resolve()}"
+    assert summary["budget_seconds"] == 2.5 and summary["seq_len"] == 64
+    runs = list((workspace / ".cockpit" / "train").iterdir())
+    assert len(runs) == 1
+    assert json.loads((runs[0] / "summary.json").read_text())["status"] == "ok"
+    assert (runs[0] / "metrics.jsonl").read_text().count('"event": "metric"') > 3
+
+
+def test_flags_and_environment_override_the_workspace(tmp_path: Path) -> None:
+    workspace = make_workspace(
+        tmp_path / "ws",
+        SCRIPTS / "tiny_gpt.py",
+        '[trainer]\nbudget_seconds = 60\nseed = 1\ncorpus = "text:corpus"\nseq_len = 64\neval_tokens = 4096\n',
+    )
+    result = cockpit(
+        "train", "--workspace", str(workspace), "--device", "cpu", "--budget", "2.5",
+        env={"COCKPIT_TRAINER__SEED": "5"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = parse_summary(result.stdout)
+    assert summary["budget_seconds"] == 2.5  # flag beats the workspace
+    assert summary["seed"] == 5  # environment beats the workspace
+
+
+def test_a_bad_setting_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    workspace = make_workspace(
+        tmp_path / "ws", "def train(ctx):\n    pass\n", "[trainer]\n\nbudget_secs = 3\n"
+    )
+    result = cockpit("train", "--workspace", str(workspace))
+    assert result.returncode == 2
+    assert f"{workspace / 'config.toml'}:3" in result.stderr
+    assert "budget_secs" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_crashing_script_exits_with_the_crash_code_and_its_reason(tmp_path: Path) -> None:
+    workspace = make_workspace(
+        tmp_path / "ws",
+        "def train(ctx):\n    raise RuntimeError('bad idea')\n",
+        '[trainer]\ncorpus = "text:corpus"\n',
+    )
+    result = cockpit("train", "--workspace", str(workspace), "--device", "cpu")
+    assert result.returncode == Outcome.CRASH
+    assert "RuntimeError: bad idea" in result.stdout
+    assert parse_summary(result.stdout)["status"] == "crash"
+
+
+def test_a_missing_workspace_is_a_clear_error(tmp_path: Path) -> None:
+    result = cockpit("train", "--workspace", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_bare_cockpit_runs_the_main_job_on_the_defaults(tmp_path: Path) -> None:
+    corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
+    result = cockpit(
+        env={
+            "COCKPIT_TRAINER__BUDGET_SECONDS": "3",
+            "COCKPIT_TRAINER__DEVICE": "cpu",
+            "COCKPIT_TRAINER__CORPUS": f"text:{corpus}",
+            "COCKPIT_TRAINER__SEQ_LEN": "64",
+            "COCKPIT_TRAINER__EVAL_TOKENS": "4096",
+        }
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = parse_summary(result.stdout)
+    assert summary["status"] == "ok"
+    assert summary["script"].endswith(os.path.join("trainer", "train.py"))
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_bench_trainer_prints_its_figures(tmp_path: Path, as_json: bool) -> None:
+    corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
+    args = ["bench", "trainer", "--budget", "3", "--device", "cpu", "--corpus", f"text:{corpus}"]
+    result = cockpit(*args, *(["--json"] if as_json else []))
+    assert result.returncode == 0, result.stdout + result.stderr
+    if not as_json:
+        assert "tokens/s" in result.stdout and "plain GPT" in result.stdout
+        assert "speed against the plain GPT" in result.stdout
+        return
+    report = json.loads(result.stdout)
+    for row in (report["script"], report["reference"]):
+        assert row["status"] == "ok", row
+        assert row["tokens_per_second"] > 0 and row["num_steps"] > 0
+        assert 0 < row["mfu_percent"] < 100
+        assert row["val_bpb"] < 8.0 and row["peak_memory_mb"] > 0
+    assert report["peak_tflops"] > 0 and report["device"] == "cpu"
+    assert report["speed_vs_plain_gpt"] == pytest.approx(
+        report["script"]["tokens_per_second"] / report["reference"]["tokens_per_second"]
+    )

@@ -1,0 +1,92 @@
+"""Layering and packaging: who may import whom, defaults that cannot drift, and a wheel that
+carries everything the command needs."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from cockpit.config import TrainerSettings
+from tests.conftest import REPO
+from trainer.harness import HarnessOptions
+
+
+def modules_after_import(*names: str) -> set[str]:
+    code = (
+        "import sys\n"
+        + "".join(f"import {name}\n" for name in names)
+        + "print('\\n'.join(sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    return set(result.stdout.split())
+
+
+def test_only_the_ui_imports_textual() -> None:
+    loaded = modules_after_import(
+        "cockpit.cli", "cockpit.config", "cockpit.training", "cockpit.engine.runner",
+        "cockpit.bench.trainer_bench", "agent", "trainer.harness",
+    )  # fmt: skip
+    assert "cockpit.engine.runner" in loaded
+    assert not {m for m in loaded if m == "textual" or m.startswith("textual.")}
+
+
+def test_the_trainer_imports_nothing_of_cockpit_or_agent() -> None:
+    loaded = modules_after_import("trainer", "trainer.harness", "trainer.data", "trainer.evaluate")
+    assert "trainer.harness" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in ("cockpit", "agent")}
+
+
+def test_harness_defaults_match_the_shipped_settings() -> None:
+    """`python -m trainer` alone and `cockpit train` must train the same way by default."""
+    harness = {f.name: f.default for f in dataclasses.fields(HarnessOptions)}
+    settings = TrainerSettings()
+    for name in (
+        "budget_seconds",
+        "grace_seconds",
+        "device",
+        "seed",
+        "corpus",
+        "seq_len",
+        "eval_tokens",
+        "threads",
+    ):
+        assert harness[name] == getattr(settings, name), name
+
+
+def test_the_wheel_carries_the_defaults_the_template_and_the_command(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("research_cockpit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert archive.read("cockpit/defaults/config.toml") == (REPO / "config.toml").read_bytes()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "cockpit = cockpit.cli:main" in archive.read(entry_points).decode()
+    for required in (
+        "trainer/train.py",
+        "trainer/harness.py",
+        "cockpit/bench/reference_gpt.py",
+        "agent/__init__.py",
+        "themes/__init__.py",
+    ):
+        assert required in names, required
+    assert not any(name.startswith("tests/") for name in names)

@@ -32,7 +32,6 @@ VAL_PER_MILLE = 100  # 10 % of documents are held out
 # Documents are joined with a NUL byte: source and text files never contain one, so it
 # marks a document boundary without a special token outside the byte vocabulary.
 DOC_SEPARATOR = b"\x00"
-TEXT_PROBE_BYTES = 8192
 
 
 class CorpusError(Exception):
@@ -121,9 +120,10 @@ class CorpusSpec:
 
 
 def _read_text_file(path: Path) -> bytes | None:
-    """A file's bytes, or None when it looks binary (a NUL byte near its start)."""
+    """A file's bytes, or None when it is binary: a NUL byte anywhere (text never has one,
+    and NUL is the document separator)."""
     data = path.read_bytes()
-    return None if DOC_SEPARATOR in data[:TEXT_PROBE_BYTES] else data
+    return None if DOC_SEPARATOR in data else data
 
 
 def _iter_documents(spec: CorpusSpec, files: list[Path]) -> Iterator[tuple[str, bytes]]:
@@ -137,9 +137,11 @@ def _iter_documents(spec: CorpusSpec, files: list[Path]) -> Iterator[tuple[str, 
         for path in files:
             rel = path.relative_to(spec.root).as_posix()
             try:
+                if "text" not in pq.read_schema(path).names:
+                    raise CorpusError(f"{path}: a parquet shard needs a 'text' column")
                 column = pq.read_table(path, columns=["text"]).column("text")
-            except (KeyError, ValueError) as exc:
-                raise CorpusError(f"{path}: a parquet shard needs a 'text' column ({exc})") from exc
+            except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                raise CorpusError(f"{path}: cannot read this parquet shard ({exc})") from exc
             for row, text in enumerate(column.to_pylist()):
                 if text:
                     yield f"{rel}#{row}", text.encode("utf-8").replace(DOC_SEPARATOR, b"")

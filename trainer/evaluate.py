@@ -87,6 +87,8 @@ def check_model(model: Any, vocab_size: int, seq_len: int, device: torch.device)
                 tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             )
             raise _bad(f"model(idx) must return logits shaped (batch, time, vocab), got {shape}")
+        if not torch.isfinite(logits).all():
+            raise HarnessStop(Outcome.NAN, "the model's logits hold NaN or inf")
         if logits.shape[-1] != vocab_size:
             raise _bad(
                 f"the model predicts over {logits.shape[-1]} tokens but the tokenizer has "
@@ -103,6 +105,8 @@ def check_model(model: Any, vocab_size: int, seq_len: int, device: torch.device)
                 "the model's per-token losses are not the cross-entropy of its own logits "
                 f"(largest gap {gap:.4g}); compute the loss from the logits it returns"
             )
+        if half == 0:
+            return  # a one-token window has no later token to look ahead to
         early = model(x_later_changed)[:, :half].float()
         drift = (early - logits[:, :half].float()).abs().max().item()
         if not drift <= (1e-4 if strict else 5e-2) * max(1.0, logits.float().abs().max().item()):
@@ -127,6 +131,12 @@ def evaluate_bpb(
 ) -> EvalResult:
     """Validation bits per byte of a model over the first fixed windows of the held-out split."""
     windows = eval_windows(len(val_tokens), seq_len, eval_tokens)
+    if eval_tokens < seq_len:
+        raise HarnessStop(
+            Outcome.SETUP,
+            f"eval_tokens ({eval_tokens}) is smaller than one window of seq_len ({seq_len}); "
+            "raise eval_tokens or lower seq_len",
+        )
     if windows == 0:
         raise HarnessStop(
             Outcome.SETUP,

@@ -59,10 +59,21 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parse_value(text: str) -> Any:
+# Figures that are text even when they look like numbers (a fingerprint of digits).
+_TEXT_KEYS = frozenset(
+    {"status", "reason", "device", "device_name", "corpus", "corpus_fingerprint", "script",
+     "harness_version", "torch_version"}
+)  # fmt: skip
+
+
+def _parse_value(key: str, text: str) -> Any:
     text = text.strip()
     if text == "n/a":
         return None
+    if key in _TEXT_KEYS:
+        return text
+    if text in ("True", "False"):
+        return text == "True"
     for kind in (int, float):
         try:
             return kind(text)
@@ -81,7 +92,7 @@ def parse_summary(output: str) -> dict[str, Any]:
             key, sep, value = line.partition(":")
             if not sep or not key.strip() or " " in key.strip():
                 break
-            figures[key.strip()] = _parse_value(value)
+            figures[key.strip()] = _parse_value(key.strip(), value)
         if figures:
             return figures
     return {}

@@ -80,25 +80,62 @@ class RunResult:
         return float(value) if isinstance(value, (int, float)) else None
 
 
+def _exited_child(pid: int) -> bool | None:
+    """Whether our own child has exited, without reaping it (its Popen still wants the
+    status); None when pid is not our child."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return None
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until the processes have exited; return those still alive after the timeout.
+
+    psutil would reap a process that is our own child and so steal its exit status from
+    the Popen that started it; our children are polled with WNOWAIT instead."""
+    deadline = time.monotonic() + timeout
+    children = [p for p in processes if _exited_child(p.pid) is not None]
+    others = [p for p in processes if p not in children]
+    while True:
+        children = [p for p in children if not _exited_child(p.pid)]
+        _, others = psutil.wait_procs(others, timeout=0)
+        if not children and not others:
+            return []
+        if time.monotonic() >= deadline:
+            return children + list(others)
+        time.sleep(0.02)
+
+
+def _signal_all(processes: list[psutil.Process], signum: int) -> None:
+    for process in processes:
+        try:
+            process.send_signal(signum)
+        except psutil.NoSuchProcess:
+            pass
+
+
 def kill_tree(pid: int, term_timeout: float = TERM_TO_KILL_SECONDS) -> None:
-    """SIGTERM a process and all its descendants, then SIGKILL whatever is left."""
+    """SIGTERM a process and all its descendants, then SIGKILL whatever is left.
+
+    The exit status of a process that is our own child is left for its Popen to collect."""
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return
-    for process in processes:
-        try:
-            process.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(processes, timeout=term_timeout)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=term_timeout)
+    _signal_all(processes, signal.SIGTERM)
+    alive = _wait_gone(processes, term_timeout)
+    if alive:
+        _signal_all(alive, signal.SIGKILL)
+        _wait_gone(alive, term_timeout)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class MetricsFollower:
@@ -134,6 +171,7 @@ class TrainingProcess:
         self.job = job
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.stop_requested = False
         self._log: IO[bytes] | None = None
         self.follower = MetricsFollower(job.metrics_path) if job.metrics_path else None
 
@@ -165,6 +203,7 @@ class TrainingProcess:
 
     def stop(self) -> None:
         """Stop the whole tree now (the run will be recorded as interrupted)."""
+        self.stop_requested = True
         if self.process is not None and self.process.poll() is None:
             kill_tree(self.process.pid)
 
@@ -183,7 +222,6 @@ class TrainingProcess:
         assert self.process is not None
         deadline = self.started_at + self.job.deadline_seconds
         killed = False
-        interrupted = False
         while True:
             if on_tick is not None:
                 on_tick()
@@ -192,7 +230,6 @@ class TrainingProcess:
                 break
             if should_stop is not None and should_stop():
                 self.stop()
-                interrupted = True
                 break
             if time.monotonic() > deadline:
                 kill_tree(self.process.pid)
@@ -203,7 +240,7 @@ class TrainingProcess:
         self._drain(on_metric)
         if self._log is not None:
             self._log.close()
-        return self._result(exit_code, killed, interrupted)
+        return self._result(exit_code, killed, self.stop_requested)
 
     def _drain(self, on_metric: Callable[[dict[str, Any]], None] | None) -> None:
         if self.follower is None:
@@ -230,7 +267,7 @@ class TrainingProcess:
         outcome = Outcome.from_exit_code(exit_code)
         if outcome is None:
             if exit_code < 0:
-                reason = f"the training process died from {signal.Signals(-exit_code).name}"
+                reason = f"the training process died from {_signal_name(-exit_code)}"
             else:
                 reason = f"the training process exited with code {exit_code} and no summary"
             return RunResult(Outcome.CRASH, exit_code, summary, reason, False, wall)

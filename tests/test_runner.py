@@ -1,0 +1,410 @@
+"""The engine's runner with real processes: kill_tree ends whole trees (SIGTERM first, SIGKILL
+for what ignores it), a training that overruns its deadline is killed and reported as a
+timeout, every harness exit code becomes its Outcome, a stop request interrupts the run, and
+the metrics follower hands over complete lines only."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from cockpit.engine import runner
+from cockpit.engine.runner import MetricsFollower, TrainingJob, TrainingProcess, kill_tree
+from tests.conftest import SCRIPTS
+from trainer.outcomes import Outcome
+
+
+def harness_args(text_corpus: Path | str) -> tuple[str, ...]:
+    return ("--device", "cpu", "--corpus", f"text:{text_corpus}", "--seq-len", "64",
+            "--eval-tokens", "4096")  # fmt: skip
+
+
+def dead(process: psutil.Process) -> bool:
+    """Gone, or a zombie waiting to be reaped (it runs no more code either way)."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def all_dead(processes: Iterable[psutil.Process], timeout: float = 5.0) -> bool:
+    """Whether every process is dead, waiting a little for the kernel to catch up."""
+    processes = list(processes)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if all(dead(p) for p in processes):
+            return True
+        time.sleep(0.02)
+    return all(dead(p) for p in processes)
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def write_script(path: Path, source: str) -> Path:
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+# --- kill_tree ------------------------------------------------------------------------------
+
+# Ignores SIGTERM, and so does one of its children; the shell's background sleep is a
+# grandchild of the root.
+STUBBORN_TREE = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+shell = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300"])
+ignorer = subprocess.Popen(
+    [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+     " print('ready', flush=True); time.sleep(300)"],
+    stdout=subprocess.PIPE,
+)
+ignorer.stdout.readline()
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_kill_tree_kills_what_ignores_sigterm_down_to_the_grandchildren() -> None:
+    """A root and a child that ignore SIGTERM, a shell and its background sleep: after the
+    term timeout every one of them is gone, the stubborn ones by SIGKILL."""
+    root = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN_TREE], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert root.stdout is not None and root.stdout.readline() == b"ready\n"
+        parent = psutil.Process(root.pid)
+
+        def grandchildren_started() -> bool:
+            return any(p.ppid() != root.pid for p in parent.children(recursive=True))
+
+        wait_until(grandchildren_started, 10, "the shell's background sleep")
+        tree = [parent, *parent.children(recursive=True)]
+        assert len(tree) >= 4
+        started = time.monotonic()
+        kill_tree(root.pid, term_timeout=0.5)
+        elapsed = time.monotonic() - started
+        assert all_dead(tree), [p.pid for p in tree if not dead(p)]
+        assert 0.4 < elapsed < 4.0  # it waited for SIGTERM to work, then escalated
+    finally:
+        if root.poll() is None:
+            root.kill()
+            root.wait()
+
+
+def test_kill_tree_ends_an_obedient_tree_with_sigterm_alone() -> None:
+    """Processes that honour SIGTERM are gone without waiting out the term timeout."""
+    root = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
+    try:
+        parent = psutil.Process(root.pid)
+        wait_until(lambda: len(parent.children()) == 2, 10, "two sleeps")
+        tree = [parent, *parent.children(recursive=True)]
+        started = time.monotonic()
+        kill_tree(root.pid, term_timeout=30)
+        assert time.monotonic() - started < 5  # no SIGKILL escalation was needed
+        assert all_dead(tree)
+    finally:
+        if root.poll() is None:
+            root.kill()
+            root.wait()
+
+
+def test_kill_tree_leaves_the_exit_status_to_the_callers_popen() -> None:
+    """The runner learns how its training ended from Popen; kill_tree must not take the exit
+    status away from it."""
+    child = subprocess.Popen(["sleep", "300"])
+    try:
+        kill_tree(child.pid, term_timeout=5)
+        assert child.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_kill_tree_of_a_finished_process_is_harmless() -> None:
+    """A pid that has already exited and been reaped is skipped without an error."""
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    kill_tree(done.pid, term_timeout=0.1)
+    assert done.returncode == 0
+
+
+# --- jobs and their outcomes ------------------------------------------------------------------
+
+
+def test_the_job_command_runs_the_harness_with_its_budget_and_outputs(tmp_path: Path) -> None:
+    """The command is `python -m trainer` with budget, grace, metrics and summary flags, and
+    the extra harness arguments last; the deadline adds evaluation and the kill margin."""
+    job = TrainingJob(
+        tmp_path / "train.py",
+        budget_seconds=300,
+        grace_seconds=10,
+        harness_args=("--device", "cpu"),
+        metrics_path=tmp_path / "m.jsonl",
+        summary_path=tmp_path / "s.json",
+    )
+    assert job.command() == [
+        sys.executable, "-m", "trainer", "--script", str(tmp_path / "train.py"),
+        "--budget", "300", "--grace", "10", "--metrics", str(tmp_path / "m.jsonl"),
+        "--summary-json", str(tmp_path / "s.json"), "--device", "cpu",
+    ]  # fmt: skip
+    assert job.deadline_seconds == 300 + 10 + 300 + runner.KILL_MARGIN_SECONDS
+    short = TrainingJob(tmp_path / "t.py", budget_seconds=2, grace_seconds=1)
+    assert short.deadline_seconds == 2 + 1 + 60 + runner.KILL_MARGIN_SECONDS
+
+
+def test_every_outcome_has_its_exit_code_and_unknown_codes_have_none() -> None:
+    """The table the runner classifies by: each Outcome round-trips through its code; codes
+    the harness never uses (Python's 1, argparse's 2, signals) map to None."""
+    for outcome in Outcome:
+        assert Outcome.from_exit_code(int(outcome)) is outcome
+    for code in (None, 1, 2, 11, -9, -15):
+        assert Outcome.from_exit_code(code) is None
+
+
+STUBBORN_SCRIPT = """
+import os, subprocess, time
+from pathlib import Path
+
+MARKER = Path(__file__).with_name("started.txt")
+
+
+def train(ctx):
+    child = subprocess.Popen(["sleep", "300"])
+    staging = MARKER.with_suffix(".tmp")
+    staging.write_text(f"{os.getpid()} {child.pid}")
+    staging.rename(MARKER)
+    while True:  # deaf to the harness's soft stop and to SIGTERM
+        try:
+            time.sleep(0.05)
+        except BaseException:
+            pass
+"""
+
+
+def test_a_run_past_its_deadline_is_killed_as_a_timeout(
+    tmp_path: Path, text_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script that swallows every stop and has a child of its own: once the runner's
+    deadline (here 1 s, far inside the harness's own watchdog at budget + grace + 10 s) has
+    passed, the runner kills the whole tree and reports TIMEOUT with killed=True."""
+    monkeypatch.setattr(runner, "KILL_MARGIN_SECONDS", 0.0)
+    script = write_script(tmp_path / "stubborn.py", STUBBORN_SCRIPT)
+    job = TrainingJob(
+        script,
+        budget_seconds=0.5,
+        grace_seconds=0.5,
+        harness_args=harness_args(text_corpus),
+        summary_path=tmp_path / "summary.json",
+        metrics_path=tmp_path / "metrics.jsonl",
+        log_path=tmp_path / "run.log",
+        cwd=tmp_path,
+        eval_allowance_seconds=0,
+    )
+    assert job.deadline_seconds == 1.0
+    process = TrainingProcess(job)
+    process.start()
+    marker = tmp_path / "started.txt"
+    try:
+        assert process.process is not None
+
+        def script_running() -> bool:
+            if process.process is not None and process.process.poll() is not None:
+                pytest.fail(f"the harness ended early:\n{(tmp_path / 'run.log').read_text()}")
+            return marker.exists()
+
+        wait_until(script_running, 60, "the script to start training")
+        harness_pid, child_pid = (int(pid) for pid in marker.read_text().split())
+        assert harness_pid == process.pid
+        tree = [psutil.Process(harness_pid), psutil.Process(child_pid)]
+        result = process.wait(poll_seconds=0.05)
+    finally:
+        process.stop()
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.killed is True
+    assert "did not end by its deadline" in result.reason
+    assert result.summary == {}  # the harness never got to write one
+    assert all_dead(tree)
+
+
+SIMPLE_SCRIPTS = {
+    "crash": 'def train(ctx):\n    raise RuntimeError("boom in the schedule")\n',
+    "bad_model": "def train(ctx):\n    return None\n",
+    "killed": "import os, signal\ndef train(ctx):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+}
+
+
+def test_exit_codes_and_signals_become_outcomes(tmp_path: Path, text_corpus: Path) -> None:
+    """Six runs at once: a good run is OK with its val_bpb and live metrics; a raise is CRASH
+    with the script's reason; None is BAD_MODEL; a bad corpus is SETUP; a usage error (exit 2)
+    and a death by SIGKILL are CRASH with a reason that says so."""
+    base = harness_args(text_corpus)
+    jobs: dict[str, TrainingJob] = {}
+
+    def job(name: str, script: Path, args: tuple[str, ...] = base, budget: float = 2.0) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        jobs[name] = TrainingJob(
+            script,
+            budget_seconds=budget,
+            grace_seconds=2.0,
+            harness_args=args,
+            metrics_path=folder / "metrics.jsonl",
+            summary_path=folder / "summary.json",
+            log_path=folder / "run.log",
+            cwd=folder,
+        )
+
+    job("ok", SCRIPTS / "tiny_gpt.py", budget=1.0)
+    for name, source in SIMPLE_SCRIPTS.items():
+        job(name, write_script(tmp_path / f"{name}.py", source))
+    job("setup", SCRIPTS / "tiny_gpt.py", (*base[:2], "--corpus", "text:/nonexistent/corpus"))
+    job("usage", SCRIPTS / "tiny_gpt.py", (*base, "--no-such-flag"))
+
+    processes = {name: TrainingProcess(j) for name, j in jobs.items()}
+    for process in processes.values():
+        process.start()
+    metrics: list[dict[str, Any]] = []
+    try:
+        results = {
+            name: process.wait(on_metric=metrics.append if name == "ok" else None)
+            for name, process in processes.items()
+        }
+    finally:
+        for process in processes.values():
+            process.stop()
+
+    def log(name: str) -> str:
+        path = jobs[name].log_path
+        assert path is not None
+        return path.read_text()
+
+    ok = results["ok"]
+    assert (ok.outcome, ok.exit_code, ok.reason, ok.killed) == (Outcome.OK, 0, "", False), log("ok")
+    assert ok.val_bpb is not None and 0 < ok.val_bpb < 8.0
+    assert ok.summary["status"] == "ok" and ok.wall_seconds > 1.0
+    assert metrics[0]["event"] == "start" and metrics[-1]["event"] == "end"
+    assert any(m["event"] == "metric" and "loss" in m for m in metrics)
+    assert metrics[-1]["val_bpb"] == ok.val_bpb
+
+    crash = results["crash"]
+    assert (crash.outcome, crash.exit_code) == (Outcome.CRASH, 3), log("crash")
+    assert crash.reason == "RuntimeError: boom in the schedule"
+    assert "Traceback" in log("crash") and crash.val_bpb is None
+
+    bad = results["bad_model"]
+    assert (bad.outcome, bad.exit_code) == (Outcome.BAD_MODEL, 7), log("bad_model")
+    assert "returned None" in bad.reason
+
+    setup = results["setup"]
+    assert (setup.outcome, setup.exit_code) == (Outcome.SETUP, 9), log("setup")
+    assert "is not a directory" in setup.reason
+
+    killed = results["killed"]
+    assert (killed.outcome, killed.exit_code) == (Outcome.CRASH, -signal.SIGKILL), log("killed")
+    assert "SIGKILL" in killed.reason and killed.summary == {} and not killed.killed
+
+    usage = results["usage"]
+    assert (usage.outcome, usage.exit_code) == (Outcome.CRASH, 2), log("usage")
+    assert "exited with code 2 and no summary" in usage.reason
+    assert "--no-such-flag" in log("usage")
+
+
+def test_a_stop_request_interrupts_the_run(tmp_path: Path, text_corpus: Path) -> None:
+    """should_stop turning true once training has begun stops the tree: INTERRUPTED, with
+    the harness's own summary (it got SIGTERM and wrote it) and its last metrics line."""
+    script = write_script(
+        tmp_path / "forever.py",
+        "import time\ndef train(ctx):\n    while True:\n        time.sleep(0.05)\n",
+    )
+    job = TrainingJob(
+        script,
+        budget_seconds=60,
+        grace_seconds=5,
+        harness_args=harness_args(text_corpus),
+        metrics_path=tmp_path / "metrics.jsonl",
+        summary_path=tmp_path / "summary.json",
+        log_path=tmp_path / "run.log",
+    )
+    records: list[dict[str, Any]] = []
+    process = TrainingProcess(job)
+    try:
+        result = process.wait(
+            on_metric=records.append,
+            poll_seconds=0.05,
+            should_stop=lambda: any(r.get("phase") == "training" for r in records),
+        )
+    finally:
+        process.stop()
+    assert result.outcome is Outcome.INTERRUPTED
+    assert result.killed is True and result.reason == "stopped on request"
+    assert result.summary["status"] == "interrupted"  # the harness ended itself on SIGTERM
+    assert "SIGTERM" in result.summary["reason"]
+    assert records[-1]["event"] == "end" and records[-1]["status"] == "interrupted"
+    assert result.wall_seconds < 30
+    assert process.pid is not None and not psutil.pid_exists(process.pid)
+
+
+def test_stop_then_wait_records_the_run_as_interrupted(tmp_path: Path, text_corpus: Path) -> None:
+    """stop() says the run will be recorded as interrupted; wait() afterwards must not turn it
+    into a success."""
+    job = TrainingJob(
+        SCRIPTS / "tiny_gpt.py",
+        budget_seconds=30,
+        grace_seconds=5,
+        harness_args=harness_args(text_corpus),
+        summary_path=tmp_path / "summary.json",
+        log_path=tmp_path / "run.log",
+    )
+    process = TrainingProcess(job)
+    process.start()
+    try:
+        process.stop()
+        result = process.wait()
+    finally:
+        process.stop()
+    assert result.outcome is not Outcome.OK
+    assert result.outcome is Outcome.INTERRUPTED
+
+
+# --- the metrics follower ---------------------------------------------------------------------
+
+
+def test_the_follower_hands_over_complete_lines_only(tmp_path: Path) -> None:
+    """A line without its newline waits for the next read, even split inside a UTF-8
+    character; blank and malformed lines are skipped; a missing file reads as nothing."""
+    path = tmp_path / "metrics.jsonl"
+    follower = MetricsFollower(path)
+    assert list(follower.read_new()) == []
+
+    accented = json.dumps({"step": 2, "note": "é"}, ensure_ascii=False).encode()
+    cut = accented.index("é".encode()) + 1  # inside the two-byte character
+    with open(path, "wb") as stream:
+        stream.write(b'{"step": 1, "loss": 5.5}\n\n' + accented[:cut])
+    assert list(follower.read_new()) == [{"step": 1, "loss": 5.5}]
+    assert list(follower.read_new()) == []
+
+    with open(path, "ab") as stream:
+        stream.write(accented[cut:] + b"\nnot json at all\n" + b'{"step": 3')
+    assert list(follower.read_new()) == [{"step": 2, "note": "é"}]
+
+    with open(path, "ab") as stream:
+        stream.write(b', "loss": 4.0}\n')
+    assert list(follower.read_new()) == [{"step": 3, "loss": 4.0}]
+    assert list(follower.read_new()) == []

@@ -6,6 +6,8 @@ returns on held-out data; nothing printed here counts. `ctx` offers:
     ctx.device, ctx.seed, ctx.vocab_size, ctx.seq_len   where and what to train
     ctx.batch(batch_size) -> (inputs, targets)          training batches, int64, on the device
     ctx.progress(), ctx.time_left()                     the clock (fraction spent, seconds left)
+    ctx.plan_steps(steps_done, seconds_per_step)        how many steps fit the budget (fixed per
+                                                        script, so reruns are reproducible)
     ctx.report(step=..., loss=..., **metrics)           live metrics for the cockpit
 
 The returned model must map model(idx) to logits (batch, time, ctx.vocab_size), and
@@ -14,7 +16,6 @@ model(idx, targets, reduction="none") to per-token losses, and must not look ahe
 
 import math
 import os
-import statistics
 import time
 
 import torch
@@ -42,21 +43,60 @@ WARMUP_STEPS = 3  # steps spent ramping the learning rate up
 WARMDOWN_FRACTION = 0.4  # share of the planned steps spent decaying it at the end
 FINAL_LR_FRACTION = 0.0  # learning rate at the end, as a fraction of the peak
 GRAD_CLIP = 1.0  # gradient norm clipping (0 turns it off)
-TIMED_STEPS = 16  # steps timed (after two warm-up steps) to plan how many fit the budget
+UNTIMED_STEPS = 10  # first steps left out of the pace (allocation, compilation)
+PLAN_AT = 0.2  # share of the budget after which the pace so far fixes the run's step count
 REPORT_EVERY = 10 if CUDA else 1  # steps between live loss reports
 COMPILE = CUDA  # torch.compile the model (worth it on a GPU, not for short CPU runs)
 
 
+class RMSNorm(torch.autograd.Function):
+    """x / rms(x), with a hand-written backward: far fewer passes over memory on the CPU
+    than F.rms_norm's autograd graph."""
+
+    @staticmethod
+    def forward(ctx, x):
+        scale = torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + 1e-6)
+        y = x * scale
+        ctx.save_for_backward(y, scale)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, scale = ctx.saved_tensors
+        return scale * (grad - y * (grad * y).mean(dim=-1, keepdim=True))
+
+
+rms_norm = RMSNorm.apply
+
+
 def rotary_tables(seq_len, head_dim, base, device):
+    """cos and signed sin of position x frequency for the two halves of a head, shaped
+    (1, time, 1, head_dim), so that a rotation is one roll, one multiply, one multiply-add."""
     frequencies = base ** (-torch.arange(0, head_dim, 2, device=device).float() / head_dim)
     angles = torch.outer(torch.arange(seq_len, device=device).float(), frequencies)
-    return angles.cos()[None, None], angles.sin()[None, None]
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), -1)[None, :, None], torch.cat((-sin, sin), -1)[None, :, None]
 
 
-def apply_rotary(x, cos, sin):
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).type_as(x)
+def rotate(x, cos, sin):
+    # Channel i pairs with channel i + head_dim / 2: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin).
+    swapped = torch.roll(x, x.shape[-1] // 2, dims=-1)
+    return torch.addcmul(x * cos, swapped, sin).type_as(x)
+
+
+class Rotary(torch.autograd.Function):
+    """Rotary position embedding: channel pairs turned by an angle that grows with position.
+    Its gradient is the same rotation backwards, so no activations need to be kept."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return rotate(grad, cos, -sin), None, None
 
 
 class Attention(nn.Module):
@@ -68,13 +108,29 @@ class Attention(nn.Module):
         self.proj = nn.Linear(width, width, bias=False)
 
     def forward(self, x, cos, sin):
-        batch, time, width = x.shape
-        qkv = self.qkv(x).view(batch, time, 3, self.heads, self.head_dim).transpose(1, 3)
-        q, k, v = qkv.unbind(dim=2)
-        q = apply_rotary(F.rms_norm(q, (self.head_dim,)), cos, sin)
-        k = apply_rotary(F.rms_norm(k, (self.head_dim,)), cos, sin)
+        batch, length, width = x.shape
+        qkv = self.qkv(x)
+        # Queries and keys are rotated together, as 2 x heads heads of one tensor.
+        qk = qkv[..., : 2 * width].view(batch, length, 2 * self.heads, self.head_dim)
+        q, k = Rotary.apply(qk, cos, sin).transpose(1, 2).split(self.heads, dim=1)
+        v = qkv[..., 2 * width :].view(batch, length, self.heads, self.head_dim).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(batch, time, width))
+        return self.proj(y.transpose(1, 2).reshape(batch, length, width))
+
+
+class ReluSquared(torch.autograd.Function):
+    """relu(x)**2 with a hand-written backward: four kernels instead of seven on the CPU."""
+
+    @staticmethod
+    def forward(ctx, x):
+        r = torch.relu(x)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx, grad):
+        (r,) = ctx.saved_tensors
+        return torch.mul(grad, r).mul_(2.0)
 
 
 class MLP(nn.Module):
@@ -84,7 +140,7 @@ class MLP(nn.Module):
         self.down = nn.Linear(ratio * width, width, bias=False)
 
     def forward(self, x):
-        return self.down(F.relu(self.up(x)).square())  # ReLU squared
+        return self.down(ReluSquared.apply(self.up(x)))
 
 
 class Block(nn.Module):
@@ -94,8 +150,8 @@ class Block(nn.Module):
         self.mlp = MLP(width, mlp_ratio)
 
     def forward(self, x, cos, sin):
-        x = x + self.attention(F.rms_norm(x, (x.shape[-1],)), cos, sin)
-        return x + self.mlp(F.rms_norm(x, (x.shape[-1],)))
+        x = x + self.attention(rms_norm(x), cos, sin)
+        return x + self.mlp(rms_norm(x))
 
 
 class GPT(nn.Module):
@@ -126,16 +182,16 @@ class GPT(nn.Module):
         matrix_params = sum(
             p.numel() for name, p in self.named_parameters() if p.dim() == 2 and "embed" not in name
         )
-        attention = 6 * DEPTH * WIDTH * self.cos.shape[2]  # 12 * L * d * T, halved for causality
+        attention = 6 * DEPTH * WIDTH * self.cos.shape[1]  # 12 * L * d * T, halved for causality
         return 6 * matrix_params + attention
 
     def forward(self, idx, targets=None, reduction="mean"):
-        time = idx.shape[1]
-        x = F.rms_norm(self.embed(idx), (WIDTH,))
-        cos, sin = self.cos[:, :, :time], self.sin[:, :, :time]
+        length = idx.shape[1]
+        x = rms_norm(self.embed(idx))
+        cos, sin = self.cos[:, :length], self.sin[:, :length]
         for block in self.blocks:
             x = block(x, cos, sin)
-        logits = self.head(F.rms_norm(x, (WIDTH,))).float()
+        logits = self.head(rms_norm(x)).float()
         logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
         if targets is None:
             return logits
@@ -173,7 +229,7 @@ def build_optimizer(model):
     ]
     for group in groups:
         group["initial_lr"] = group["lr"]
-    fused = {"fused": True} if CUDA else {}
+    fused = {"fused": True} if CUDA else {"foreach": True}
     return torch.optim.AdamW(groups, betas=(BETA1, BETA2), eps=1e-10, **fused)
 
 
@@ -183,9 +239,10 @@ def train(ctx):
     optimizer = build_optimizer(model)
     step_model = torch.compile(model) if COMPILE else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device.type == "cuda")
-    step, planned_steps, step_times = 0, None, []
+    step, planned_steps, pace_started = 0, None, None
     while ctx.time_left() > 0 and (planned_steps is None or step < planned_steps):
-        started = time.perf_counter()
+        if step == UNTIMED_STEPS:
+            pace_started = time.perf_counter()
         scale = learning_rate_scale(step, planned_steps)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * scale
@@ -198,14 +255,14 @@ def train(ctx):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        if planned_steps is None and step > 2:
-            # Time a few steps, then fix how many fit: the schedule runs on steps, so runs that
-            # differ only by their seed do the same work.
+        if planned_steps is None and step >= UNTIMED_STEPS + 10 and ctx.progress() >= PLAN_AT:
+            # The pace so far fixes how many steps the run takes in all. The schedule runs on
+            # steps (and is flat until the warmdown), so reruns that differ only by their seed
+            # do the same work, and a rerun with the same seed gives the same result.
             if CUDA:
                 torch.cuda.synchronize()
-            step_times.append(time.perf_counter() - started)
-            if len(step_times) == TIMED_STEPS:
-                planned_steps = ctx.plan_steps(step, statistics.mean(step_times))
+            seconds_per_step = (time.perf_counter() - pace_started) / (step - UNTIMED_STEPS)
+            planned_steps = ctx.plan_steps(step, seconds_per_step)
         if step % REPORT_EVERY == 0:
             ctx.report(step=step, loss=loss.item(), lr_scale=scale)
     return model

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 # Plans leave this share of the remaining time unused, for step-time jitter.
-SAFETY = 0.95
+SAFETY = 0.97
 
 
 class Pacing:

@@ -87,6 +87,9 @@ def test_the_wheel_carries_the_defaults_the_template_and_the_command(tmp_path: P
         "cockpit/bench/reference_gpt.py",
         "agent/__init__.py",
         "themes/__init__.py",
+        "cockpit/template/program.md",
+        "cockpit/template/gitignore",
+        "cockpit/template/config.toml",
     ):
         assert required in names, required
     assert not any(name.startswith("tests/") for name in names)

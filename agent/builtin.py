@@ -35,9 +35,9 @@ class Constant:
 
 def _number(node: ast.expr) -> int | float | None:
     # bool is an int subclass, and True is no hyperparameter to scale.
-    if isinstance(node, ast.Constant) and not isinstance(node.value, bool):
-        if isinstance(node.value, (int, float)):
-            return node.value
+    value = node.value if isinstance(node, ast.Constant) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
     return None
 
 

@@ -67,6 +67,75 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the run's log, metrics and summary in this folder",
     )
 
+    init = commands.add_parser("init", help="create a research workspace from the template")
+    init.add_argument("directory", type=Path)
+
+    for name, help_text in (
+        ("run", "run the research loop in the foreground"),
+        ("start", "run the research loop detached (survives the terminal closing)"),
+    ):
+        loop = commands.add_parser(name, help=help_text)
+        _add_engine_workspace(loop)
+        if name == "run":
+            loop.add_argument(
+                "--headless", action="store_true", help="no terminal UI (the only mode for now)"
+            )
+        loop.add_argument(
+            "--experiments",
+            type=int,
+            default=None,
+            help="experiments after the baseline (0: until stopped)",
+        )
+        loop.add_argument(
+            "--budget", type=_positive_float, default=None, help="training seconds per experiment"
+        )
+        loop.add_argument(
+            "--tag",
+            default=None,
+            help="the run's tag (default: today, e.g. nov26); an existing tag resumes that run",
+        )
+        loop.add_argument("--mode", choices=("autonomous", "supervised"), default=None)
+        loop.add_argument("--proposer", choices=("builtin",), default=None)
+        loop.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+        loop.add_argument(
+            "--adopt",
+            action="store_true",
+            help="make uncommitted changes to train.py the new baseline",
+        )
+
+    stop = commands.add_parser("stop", help="stop the engine after the current experiment")
+    _add_engine_workspace(stop)
+    stop.add_argument(
+        "--now",
+        action="store_true",
+        help="stop at once (the training is recorded as interrupted and runs again next time)",
+    )
+
+    status = commands.add_parser("status", help="what the engine is doing")
+    _add_engine_workspace(status)
+    status.add_argument("--json", action="store_true")
+
+    for name, help_text in (
+        ("approve", "approve the proposal that waits (supervised mode)"),
+        ("veto", "veto the proposal that waits; the reason goes to the agent"),
+        ("pause", "pause after the current step"),
+        ("resume", "resume a paused engine"),
+        ("note", "a note for the agent"),
+        ("mode", "switch between autonomous and supervised"),
+    ):
+        steer = commands.add_parser(name, help=help_text)
+        _add_engine_workspace(steer)
+        if name in ("approve", "veto"):
+            steer.add_argument(
+                "--experiment", type=int, default=None, help="its number (default: the one waiting)"
+            )
+        if name == "veto":
+            steer.add_argument("--reason", default="", help="why, for the agent")
+        if name == "note":
+            steer.add_argument("text")
+        if name == "mode":
+            steer.add_argument("mode", choices=("autonomous", "supervised"))
+
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     benches = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     trainer_bench = benches.add_parser(
@@ -82,12 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_engine_workspace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        default=None,
+        help="the research workspace (default: the default workspace in the user data directory)",
+    )
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "trainer.budget_seconds": getattr(args, "budget", None),
         "trainer.device": getattr(args, "device", None),
         "trainer.seed": getattr(args, "seed", None),
         "trainer.corpus": getattr(args, "corpus", None),
+        "engine.experiments": getattr(args, "experiments", None),
+        "engine.mode": getattr(args, "mode", None),
+        "engine.proposer": getattr(args, "proposer", None),
     }
 
 
@@ -135,13 +216,49 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_engine(args: argparse.Namespace) -> int:
+    from cockpit import commands
+
+    if args.command == "init":
+        return commands.cmd_init(args.directory)
+    workspace = commands.open_workspace(args.workspace)
+    if args.command == "run":
+        return commands.cmd_run(workspace, _overrides(args), args.tag, args.adopt)
+    if args.command == "start":
+        forwarded: list[str] = []
+        for flag in ("experiments", "budget", "tag", "mode", "proposer", "device"):
+            value = getattr(args, flag)
+            if value is not None:
+                forwarded += [f"--{flag}", str(value)]
+        if args.adopt:
+            forwarded.append("--adopt")
+        return commands.cmd_start(workspace, forwarded)
+    if args.command == "stop":
+        return commands.cmd_stop(workspace, args.now)
+    if args.command == "status":
+        return commands.cmd_status(workspace, args.json)
+    payload: dict[str, Any] = {}
+    if args.command in ("approve", "veto") and args.experiment is not None:
+        payload["experiment"] = args.experiment
+    if args.command == "veto":
+        payload["reason"] = args.reason
+    if args.command == "note":
+        payload["text"] = args.text
+    kind = {"mode": "set_mode"}.get(args.command, args.command)
+    if args.command == "mode":
+        payload["mode"] = args.mode
+    return commands.cmd_send(workspace, kind, payload)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from cockpit.engine.workspace import WorkspaceError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {None: _cmd_train, "train": _cmd_train, "bench": _cmd_bench}
     try:
-        return handlers[args.command](args)
-    except ConfigError as exc:
+        return handlers.get(args.command, _cmd_engine)(args)
+    except (ConfigError, WorkspaceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

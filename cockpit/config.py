@@ -37,6 +37,7 @@ __all__ = [
     "ENV_PREFIX",
     "ENV_SEPARATOR",
     "ConfigError",
+    "EngineSettings",
     "PathsSettings",
     "Settings",
     "TrainerSettings",
@@ -136,6 +137,60 @@ class TrainerSettings(BaseModel):
     )
 
 
+class EngineSettings(BaseModel):
+    """The ``[engine]`` section: how the research loop proposes, trains and decides."""
+
+    model_config = _MODEL_CONFIG
+
+    mode: str = Field(
+        default="autonomous",
+        pattern=r"^(autonomous|supervised)$",
+        description=(
+            "autonomous: every proposal is trained; supervised: each proposal waits for the "
+            "researcher to approve or veto it."
+        ),
+        json_schema_extra={"allowed": '"autonomous" or "supervised"'},
+    )
+    proposer: str = Field(
+        default="builtin",
+        pattern=r"^(builtin)$",
+        description=(
+            "Who proposes experiments: builtin (perturbs the numeric CAPS constants of the "
+            "script; needs no model)."
+        ),
+        json_schema_extra={"allowed": '"builtin"'},
+    )
+    experiments: int = Field(
+        default=0,
+        ge=0,
+        description="Experiments to run after the baseline; 0 = until stopped.",
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = until stopped)"},
+    )
+    keep_margin_bpb: float = Field(
+        default=0.001,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "An experiment is kept when its val_bpb beats the best by more than this; within "
+            "it, the one with fewer lines of code wins."
+        ),
+        json_schema_extra={"allowed": "a number, 0 or more"},
+    )
+    fix_attempts: int = Field(
+        default=1,
+        ge=0,
+        description="How many times a crashed experiment is handed back to the proposer to fix.",
+        json_schema_extra={"allowed": "an integer, 0 or more"},
+    )
+    sample_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds between GPU and process readings during training.",
+        json_schema_extra={"allowed": "a number greater than 0"},
+    )
+
+
 class PathsSettings(BaseModel):
     """The ``[paths]`` section: where the cockpit keeps its files."""
 
@@ -164,6 +219,9 @@ class Settings(BaseModel):
 
     trainer: TrainerSettings = Field(
         default_factory=TrainerSettings, description="How one training run is executed."
+    )
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings, description="How the research loop runs."
     )
     paths: PathsSettings = Field(
         default_factory=PathsSettings, description="Where the cockpit keeps its files."

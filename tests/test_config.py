@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from cockpit import config
 from cockpit.config import (
     ConfigError,
+    EngineSettings,
     PathsSettings,
     Settings,
     TrainerSettings,
@@ -25,7 +26,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 only
     import tomli as tomllib
 
-SECTIONS: dict[str, type[BaseModel]] = {"trainer": TrainerSettings, "paths": PathsSettings}
+SECTIONS: dict[str, type[BaseModel]] = {
+    "trainer": TrainerSettings,
+    "engine": EngineSettings,
+    "paths": PathsSettings,
+}
 
 
 def write_workspace(tmp_path: Path, text: str) -> Path:
@@ -302,7 +307,7 @@ def test_unknown_section_names_line(tmp_path: Path) -> None:
     workspace = write_workspace(tmp_path, "[trainer]\nseed = 1\n\n[foo]\nbar = 1\n")
     message = load_error(workspace)
     assert message.startswith(f"{workspace / 'config.toml'}:4: unknown section [foo].")
-    assert "Valid sections: [paths], [trainer]." in message
+    assert "Valid sections: [engine], [paths], [trainer]." in message
 
 
 def test_unknown_subtable_of_a_section(tmp_path: Path) -> None:

@@ -377,8 +377,10 @@ def test_commit_experiment_is_idempotent_and_refuses_a_different_reuse(ws: Works
     with pytest.raises(WorkspaceError, match="different experiment"):
         ws.commit_experiment("t", 1, variant("0.01"), "raise the learning rate")
 
-    with pytest.raises(WorkspaceError, match="start at 1"):
+    with pytest.raises(WorkspaceError, match="experiment 0 is the baseline"):
         ws.commit_experiment("t", 0, variant("0.01"), "zero")
+    with pytest.raises(WorkspaceError, match="start at 0"):
+        ws.commit_experiment("t", -1, variant("0.01"), "negative")
 
 
 # ----------------------------------------------------------------------------------

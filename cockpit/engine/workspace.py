@@ -423,8 +423,9 @@ class Workspace:
     @staticmethod
     def experiment_refname(tag: str, number: int) -> str:
         """The ref of experiment ``number`` of a run: ``refs/cockpit/<tag>/<number>``."""
-        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-            raise WorkspaceError(f"experiment numbers start at 1, not {number!r}")
+        # 0 is the baseline: its ref names the run's base commit itself.
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise WorkspaceError(f"experiment numbers start at 0 (the baseline), not {number!r}")
         return f"{_RUN_REFS}{_check_tag(tag)}/{number}"
 
     def commit_experiment(
@@ -437,6 +438,10 @@ class Workspace:
         holds the same script on the current best (or has been kept since), it is returned;
         when it holds anything else, WorkspaceError.
         """
+        if number == 0:
+            raise WorkspaceError(
+                "experiment 0 is the baseline, the run's base commit; number experiments from 1"
+            )
         refname = self.experiment_refname(tag, number)
         tip = self._tip(tag)
         data = script_text.encode("utf-8")

@@ -1,0 +1,235 @@
+"""The engine's command-line verbs: init, run, start, stop, status, and the steering commands
+(approve, veto, pause, resume, note, mode) that any shell can send to a running engine."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cockpit.config import Settings, load_settings
+from cockpit.engine.journal import Journal, JournalError
+from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
+from cockpit.engine.workspace import Workspace, WorkspaceError
+
+COMMAND_WAIT_SECONDS = 3.0
+START_WAIT_SECONDS = 20.0
+
+
+def open_workspace(path: Path | None, *, announce: bool = True) -> Workspace:
+    """The given workspace, or the default one (created on first use, and said where)."""
+    if path is not None:
+        return Workspace.open(path.expanduser().resolve())
+    workspace, created = Workspace.open_or_create_default()
+    if announce:
+        verb = "created the default workspace" if created else "using the default workspace"
+        print(f"{verb}: {workspace.path}", file=sys.stderr)
+    return workspace
+
+
+def engine_running(workspace: Workspace) -> bool:
+    """Whether an engine holds this workspace's lock right now."""
+    path = workspace.cockpit_dir / "engine.lock"
+    if not path.exists():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def cmd_init(path: Path) -> int:
+    workspace = Workspace.init(path.expanduser().resolve())
+    print(f"workspace ready: {workspace.path}")
+    print(
+        f"  edit {workspace.path / 'program.md'} to steer the research, then: cockpit run --workspace {path}"
+    )
+    return 0
+
+
+def run_settings(workspace: Workspace, overrides: dict[str, Any]) -> Settings:
+    return load_settings(workspace.path, overrides=overrides)
+
+
+def cmd_run(workspace: Workspace, overrides: dict[str, Any], tag: str | None, adopt: bool) -> int:
+    from agent.builtin import BuiltinProposer
+
+    settings = run_settings(workspace, overrides)
+    proposer = BuiltinProposer(seed=settings.trainer.seed)
+    engine = Engine(workspace, settings, proposer, out=sys.stdout)
+    options = EngineOptions(tag=tag, experiments=overrides.get("engine.experiments"), adopt=adopt)
+    try:
+        return engine.run(options)
+    except (EngineError, WorkspaceError, JournalError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_start(workspace: Workspace, argv: Sequence[str]) -> int:
+    """Run the engine detached from this terminal: its own session, immune to SIGHUP."""
+    if engine_running(workspace):
+        print(f"an engine is already running for {workspace.path}; `cockpit status` shows it")
+        return 1
+    log = workspace.cockpit_dir / "engine.log"
+    command = [
+        sys.executable,
+        "-m",
+        "cockpit",
+        "run",
+        "--headless",
+        "--workspace",
+        str(workspace.path),
+        *argv,
+    ]
+    with open(log, "ab") as output:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=workspace.path,
+        )
+    deadline = time.monotonic() + START_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            print(f"the engine stopped at once (exit code {child.returncode}); its log, {log}:")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+            return 1
+        if engine_running(workspace):
+            print(f"engine started (pid {child.pid}); log: {log}")
+            print("  `cockpit status` shows it, `cockpit stop` stops it")
+            return 0
+        time.sleep(0.1)
+    print(f"the engine (pid {child.pid}) has not taken the workspace yet; see {log}")
+    return 1
+
+
+def _open_journal(workspace: Workspace, *, readonly: bool) -> Journal | None:
+    path = journal_path(workspace)
+    if readonly and not path.exists():
+        return None
+    return Journal.open(path, readonly=readonly)
+
+
+def status_report(workspace: Workspace) -> dict[str, Any]:
+    """What `cockpit status` says, as data."""
+    running = engine_running(workspace)
+    report: dict[str, Any] = {
+        "workspace": str(workspace.path),
+        "running": running,
+        "phase": "stopped",
+        "experiment": None,
+        "best_val_bpb": None,
+        "baseline_val_bpb": None,
+        "tag": None,
+        "mode": None,
+        "time_left": None,
+        "last_decisions": [],
+    }
+    journal = _open_journal(workspace, readonly=True)
+    if journal is None:
+        return report
+    with journal:
+        state = journal.all_state()
+        run = journal.latest_run()
+        if run is not None:
+            report.update(
+                tag=run.tag,
+                branch=run.branch,
+                mode=run.mode,
+                best_val_bpb=run.best_val_bpb,
+                baseline_val_bpb=run.baseline_val_bpb,
+                run_status=run.status,
+                experiments=len(journal.experiments(run.id)),
+            )
+            decisions = journal.events(run.id, kinds=["decision"], limit=5, latest=True)
+            report["last_decisions"] = [
+                {"at": event.at, "message": event.message, **(event.data or {})}
+                for event in decisions
+            ]
+        if running:
+            report.update(
+                phase=state.get("phase", "starting"),
+                experiment=state.get("experiment"),
+                time_left=state.get("time_left") if state.get("phase") == "training" else None,
+                pid=state.get("pid"),
+            )
+    return report
+
+
+def cmd_status(workspace: Workspace, as_json: bool) -> int:
+    report = status_report(workspace)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if report["tag"] is None:
+        print(
+            f"{workspace.path}: no run yet; start one with `cockpit start` or `cockpit run --headless`"
+        )
+        return 0
+    phase = report["phase"]
+    if phase == "training" and report["time_left"] is not None:
+        phase = f"training, {report['time_left']:.0f} s left"
+    engine = (
+        f"engine running (pid {report.get('pid')})" if report["running"] else "engine not running"
+    )
+    print(f"{report['workspace']}  run {report['tag']} ({report['mode']})  {engine}")
+    experiment = f"  experiment #{report['experiment']}" if report["experiment"] is not None else ""
+    print(f"  phase: {phase}{experiment}")
+    best, baseline = report["best_val_bpb"], report["baseline_val_bpb"]
+    if best is not None and baseline is not None:
+        print(f"  best val_bpb {best:.6f}  baseline {baseline:.6f}  gain {baseline - best:+.6f}")
+    for decision in report["last_decisions"]:
+        print(
+            f"  {time.strftime('%H:%M:%S', time.localtime(decision['at']))}  {decision['message']}"
+        )
+    return 0
+
+
+def cmd_send(workspace: Workspace, kind: str, payload: dict[str, Any] | None = None) -> int:
+    """Post a command to the engine through the journal and report what became of it."""
+    journal = _open_journal(workspace, readonly=False)
+    assert journal is not None
+    with journal:
+        command_id = journal.post_command(kind, payload or {})
+        if not engine_running(workspace):
+            print(
+                f"no engine is running for {workspace.path}; the {kind} command waits for the next start"
+            )
+            return 0
+        deadline = time.monotonic() + COMMAND_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            command = journal.command(command_id)
+            if command is not None and command.status != "pending":
+                print(
+                    f"{kind}: {command.result}"
+                    if command.status == "done"
+                    else f"{kind} failed: {command.result}"
+                )
+                return 0 if command.status == "done" else 1
+            time.sleep(0.1)
+    print(f"{kind}: sent; the engine has not answered yet")
+    return 0
+
+
+def cmd_stop(workspace: Workspace, now: bool) -> int:
+    code = cmd_send(workspace, "stop_engine", {"now": now})
+    if code or not now:
+        return code
+    deadline = time.monotonic() + 60
+    while engine_running(workspace) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if engine_running(workspace):
+        print("the engine is still stopping; `cockpit status` shows when it is done")
+        return 1
+    print("engine stopped")
+    return 0

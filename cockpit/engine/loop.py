@@ -1,0 +1,774 @@
+"""The research loop: propose, commit, train, evaluate, decide, again.
+
+One engine runs per workspace (a lock file). The journal is its memory: every step is
+recorded before the next begins, so an engine killed at any moment (kill -9 included) picks
+up the same run where it stopped. Nothing is decided twice, no result is lost, and a training
+that was cut short is recorded as interrupted and run again.
+
+    baseline (experiment 0: the best script unchanged)
+    loop: commands -> propose -> commit (ref refs/cockpit/<tag>/<n>) -> [supervised: wait]
+          -> train (own process tree, live metrics and readings into the journal)
+          -> decide (keep: the branch advances; discard: it does not) -> results.tsv
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import psutil
+import pygit2
+
+from agent.proposal import LedgerEntry, NoProposal, Proposal, ProposalContext, Proposer, script_hash
+from cockpit.config import Settings
+from cockpit.engine.journal import Experiment, Journal, Run
+from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
+from cockpit.engine.runner import RunResult, TrainingProcess, kill_tree
+from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
+from cockpit.training import RunFiles, build_job
+from trainer.outcomes import Outcome
+
+HEARTBEAT_SECONDS = 1.0
+METRICS_FLUSH_SECONDS = 0.5
+COMMAND_POLL_SECONDS = 0.2
+CRASH_TAIL_LINES = 40
+PROPOSAL_ATTEMPTS = 5
+
+
+class EngineError(Exception):
+    """The engine cannot go on; the message says why and what to do."""
+
+
+@contextlib.contextmanager
+def engine_lock(cockpit_dir: Path) -> Iterator[None]:
+    """One engine per workspace: an exclusive lock that dies with the process holding it."""
+    cockpit_dir.mkdir(parents=True, exist_ok=True)
+    path = cockpit_dir / "engine.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise EngineError(
+                f"an engine is already running for this workspace (pid {holder}); "
+                "see it with `cockpit status`, stop it with `cockpit stop`"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def journal_path(workspace: Workspace) -> Path:
+    return workspace.cockpit_dir / "journal.db"
+
+
+@dataclass
+class EngineOptions:
+    """What `cockpit run` asked for (the rest comes from the settings)."""
+
+    tag: str | None = None
+    experiments: int | None = None  # None: the settings' engine.experiments
+    adopt: bool = False
+
+
+@dataclass
+class _Control:
+    """What commands have asked of the engine."""
+
+    paused: bool = False
+    stop_engine: bool = False
+    stop_now: bool = False
+    stop_current: bool = False
+    approved: set[int] = field(default_factory=set)
+    vetoed: dict[int, str] = field(default_factory=dict)
+
+
+class Engine:
+    """Drives one research run of a workspace."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        settings: Settings,
+        proposer: Proposer,
+        *,
+        gpu_source: GpuSource | None = None,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.workspace = workspace
+        self.settings = settings
+        self.proposer = proposer
+        self.gpu_source = gpu_source
+        self.out = out
+        self.clock = clock
+        self.control = _Control()
+        self.mode = settings.engine.mode
+        self.journal: Journal | None = None
+        self.run_record: Run | None = None
+        self._last_heartbeat = 0.0
+        self._process: TrainingProcess | None = None
+        self._current: Experiment | None = None
+        self._monitor = Monitor(None, None)
+
+    # --- output --------------------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        if self.out is not None:
+            self.out.write(message + "\n")
+            self.out.flush()
+
+    # --- entry point ---------------------------------------------------------------------
+
+    def run(self, options: EngineOptions) -> int:
+        """Run (or resume) a run until its experiments are done or it is stopped."""
+        with engine_lock(self.workspace.cockpit_dir):
+            journal = Journal.open(journal_path(self.workspace))
+            self.journal = journal
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            try:
+                return self._run(options)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+                journal.set_state(phase="stopped", pid=None, train_pid=None, time_left=None)
+                journal.close()
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.control.stop_engine = self.control.stop_now = True
+        if self._process is not None:
+            self._process.stop()
+
+    def _run(self, options: EngineOptions) -> int:
+        journal = self._journal()
+        run = self._open_run(options)
+        self.run_record = run
+        self.mode = run.mode
+        journal.set_state(pid=os.getpid(), run=run.tag, phase="starting", heartbeat=self.clock())
+        journal.add_event("engine", f"engine started (pid {os.getpid()})", run_id=run.id)
+        self.say(f"run {run.tag} on branch {run.branch} in {self.workspace.path}")
+        self._recover(run)
+        target = options.experiments if options.experiments is not None else run.target
+        monitor = Monitor(
+            self.gpu_source or default_gpu_source(),
+            self._on_sample,
+            interval=self.settings.engine.sample_seconds,
+        )
+        monitor.start(None)
+        self._monitor = monitor
+        try:
+            self._loop(run, target or 0)
+        finally:
+            monitor.close()
+            self._export()
+        stopped = self.control.stop_engine
+        journal.update_run(run.id, status="stopped" if stopped else "finished")
+        journal.add_event("engine", "engine stopped" if stopped else "run finished", run_id=run.id)
+        best = self._run_record().best_val_bpb
+        self.say(
+            f"{'stopped' if stopped else 'finished'}: best val_bpb {best:.6f}"
+            if best
+            else "stopped"
+        )
+        return 0
+
+    def _journal(self) -> Journal:
+        assert self.journal is not None
+        return self.journal
+
+    def _run_record(self) -> Run:
+        assert self.run_record is not None
+        run = self._journal().run(self.run_record.id)
+        assert run is not None
+        self.run_record = run
+        return run
+
+    # --- the run -------------------------------------------------------------------------
+
+    def _open_run(self, options: EngineOptions) -> Run:
+        journal = self._journal()
+        workspace = self.workspace
+        existing = journal.run_by_tag(options.tag) if options.tag else journal.latest_run()
+        if existing is not None and (options.tag or existing.status == "active"):
+            if existing.status != "active":
+                journal.update_run(existing.id, status="active")
+            self._checkout(existing.tag)
+            self.say(f"resuming run {existing.tag}")
+            return existing
+        if options.adopt:
+            workspace.adopt_script()
+        else:
+            workspace.require_clean_script()
+        base = options.tag or default_tag()
+        tag = journal.unique_tag(workspace.unique_tag(base))
+        branch = workspace.start_run(tag)
+        self._checkout(tag)
+        target = (
+            options.experiments
+            if options.experiments is not None
+            else self.settings.engine.experiments
+        )
+        return journal.create_run(
+            tag=tag,
+            branch=branch,
+            base_commit=workspace.best_commit(tag),
+            mode=self.settings.engine.mode,
+            proposer=self.proposer.name,
+            config=self.settings.model_dump(),
+            corpus_fingerprint="",
+            target=target,
+        )
+
+    def _checkout(self, tag: str) -> None:
+        try:
+            self.workspace.checkout_run(tag)
+        except WorkspaceError as exc:
+            raise EngineError(str(exc)) from exc
+
+    def _recover(self, run: Run) -> None:
+        """Make the journal, the branch and the processes agree after an engine that died."""
+        journal = self._journal()
+        orphan = journal.get_state("train_pid")
+        if isinstance(orphan, int) and _is_training_process(orphan):
+            kill_tree(orphan)
+            journal.add_event(
+                "engine", f"stopped an orphaned training process (pid {orphan})", run_id=run.id
+            )
+        journal.set_state(train_pid=None)
+        for experiment in journal.unfinished_experiments(run.id):
+            if experiment.status == "training":
+                journal.update_experiment(
+                    experiment.id, status="committed", attempt=experiment.attempt + 1
+                )
+                journal.add_event(
+                    "interrupted",
+                    f"experiment {experiment.number} was interrupted while training; it runs again",
+                    run_id=run.id,
+                    experiment_id=experiment.id,
+                )
+        self._export()
+
+    def _loop(self, run: Run, target: int) -> None:
+        while True:
+            self._handle_commands()
+            if self.control.stop_engine:
+                return
+            if self.control.paused:
+                self._set_phase("paused")
+                time.sleep(COMMAND_POLL_SECONDS)
+                continue
+            experiment = self._next_experiment(run, target)
+            if experiment is None:
+                return
+            self._advance(experiment)
+
+    def _decided_count(self, run: Run) -> int:
+        return sum(
+            1
+            for e in self._journal().experiments(run.id)
+            if e.number > 0 and e.decision in ("keep", "discard", "crash")
+        )
+
+    def _next_experiment(self, run: Run, target: int) -> Experiment | None:
+        """The unfinished experiment to carry on with, or a new proposal (None: done)."""
+        journal = self._journal()
+        pending = journal.unfinished_experiments(run.id)
+        if pending:
+            return pending[0]
+        if journal.experiment(run.id, 0) is None:
+            return self._baseline(run)
+        if target and self._decided_count(run) >= target:
+            return None
+        return self._propose(run)
+
+    def _advance(self, experiment: Experiment) -> None:
+        """Take an experiment one step further."""
+        if experiment.status in ("proposed", "awaiting_approval"):
+            self._await_approval(experiment)
+        elif experiment.status in ("committed", "training"):
+            self._train(experiment)
+        elif experiment.status == "evaluating":
+            self._decide(experiment)
+
+    # --- proposing -----------------------------------------------------------------------
+
+    def _baseline(self, run: Run) -> Experiment:
+        workspace = self.workspace
+        best = workspace.best_commit(run.tag)
+        script = workspace.script_at(best)
+        refname = workspace.experiment_refname(run.tag, 0)
+        if refname not in workspace.repo.references:
+            workspace.repo.references.create(refname, best)
+        return self._journal().add_experiment(
+            run.id,
+            0,
+            parent_commit=best,
+            commit_sha=best,
+            ref=refname,
+            proposer="baseline",
+            description="baseline",
+            hypothesis="the unmodified script, to measure against",
+            diff="",
+            script_hash=script_hash(script),
+            status="committed",
+            lines_of_code=lines_of_code(script),
+        )
+
+    def _context(self, run: Run, script: str) -> ProposalContext:
+        journal = self._journal()
+        experiments = journal.experiments(run.id)
+        ledger = [
+            LedgerEntry(e.number, e.description or "", e.status, e.val_bpb, None)
+            for e in experiments
+            if e.is_final
+        ]
+        notes = [
+            event.message
+            for event in journal.events(run.id, kinds=["note", "veto"], limit=50, latest=True)
+        ]
+        device = str(self.settings.trainer.device)
+        return ProposalContext(
+            best_script=script,
+            device="cuda" if device.startswith("cuda") else "cpu",
+            tried_hashes=frozenset(e.script_hash for e in experiments if e.script_hash),
+            ledger=ledger,
+            notes=notes,
+        )
+
+    def _propose(self, run: Run) -> Experiment | None:
+        journal = self._journal()
+        workspace = self.workspace
+        number = journal.next_number(run.id)
+        best = workspace.best_commit(run.tag)
+        orphan = workspace.experiment_ref(run.tag, number)
+        self._set_phase("proposing", experiment=number)
+        proposal: Proposal | None
+        if orphan is not None:
+            # Committed to git but never journaled (the engine died in between): adopt it.
+            lines = workspace.repo[orphan].peel(pygit2.Commit).message.strip().splitlines()
+            proposal = Proposal(
+                lines[0] if lines else f"experiment {number}",
+                "",
+                workspace.script_at(orphan),
+                "recovered",
+            )
+        else:
+            proposal = self._fresh_proposal(run, workspace.script_at(best))
+            if proposal is None:
+                return None
+        sha, ref = workspace.commit_experiment(
+            run.tag, number, proposal.script, f"{proposal.description}\n\n{proposal.hypothesis}\n"
+        )
+        experiment = journal.add_experiment(
+            run.id,
+            number,
+            parent_commit=best,
+            commit_sha=sha,
+            ref=ref,
+            proposer=proposal.proposer,
+            model=proposal.model,
+            description=proposal.description,
+            hypothesis=proposal.hypothesis,
+            diff=workspace.diff(sha),
+            script_hash=proposal.script_hash,
+            lines_of_code=lines_of_code(proposal.script),
+            status="awaiting_approval" if self.mode == "supervised" else "committed",
+        )
+        self.say(f"#{number} {proposal.description} ({proposal.proposer})")
+        return experiment
+
+    def _fresh_proposal(self, run: Run, best_script: str) -> Proposal | None:
+        """A proposal whose script was never trained in this run (None: nothing left)."""
+        journal = self._journal()
+        for _ in range(PROPOSAL_ATTEMPTS):
+            try:
+                proposal = self.proposer.propose(self._context(run, best_script))
+            except NoProposal as exc:
+                journal.add_event("proposer", f"nothing left to propose: {exc}", run_id=run.id)
+                self.say(f"nothing left to propose: {exc}")
+                return None
+            if not journal.has_script_hash(run.id, proposal.script_hash):
+                return proposal
+            journal.add_event(
+                "rejection",
+                f"{proposal.description}: this script was already trained",
+                run_id=run.id,
+            )
+        self.say("the proposer keeps repeating scripts that were already trained")
+        return None
+
+    def _await_approval(self, experiment: Experiment) -> None:
+        journal = self._journal()
+        if experiment.status == "proposed" or self.mode == "autonomous":
+            journal.update_experiment(experiment.id, status="committed")
+            return
+        self._set_phase("awaiting_approval", experiment=experiment.number)
+        while True:
+            self._handle_commands()
+            if (
+                experiment.number in self.control.vetoed
+                or experiment.number in self.control.approved
+            ):
+                break
+            if self.control.stop_engine or self.mode == "autonomous":
+                break
+            time.sleep(COMMAND_POLL_SECONDS)
+        if experiment.number in self.control.vetoed:
+            reason = self.control.vetoed.pop(experiment.number) or "vetoed by the researcher"
+            journal.record_decision(experiment.id, "veto", reason)
+            journal.add_event(
+                "veto",
+                f"#{experiment.number} {experiment.description}: {reason}",
+                run_id=experiment.run_id,
+            )
+            self.say(f"#{experiment.number} vetoed: {reason}")
+        elif experiment.number in self.control.approved or self.mode == "autonomous":
+            self.control.approved.discard(experiment.number)
+            journal.update_experiment(experiment.id, status="committed")
+
+    # --- training ------------------------------------------------------------------------
+
+    def _train(self, experiment: Experiment) -> None:
+        journal = self._journal()
+        run = self._run_record()
+        directory = self.workspace.cockpit_dir / "runs" / run.tag / f"{experiment.number:04d}"
+        if experiment.attempt:
+            directory = directory.with_name(f"{directory.name}-{experiment.attempt}")
+        files = RunFiles.under(directory)
+        script = directory / self.workspace.script_name
+        assert experiment.commit_sha is not None
+        script.write_text(self.workspace.script_at(experiment.commit_sha))
+        job = build_job(self.settings, script, files, self.workspace.path)
+        process = TrainingProcess(job)
+        self.control.stop_current = False
+        buffer: list[dict[str, Any]] = []
+        last_flush = time.monotonic()
+
+        def on_metric(record: dict[str, Any]) -> None:
+            event = record.get("event")
+            if event == "metric":
+                buffer.append(record)
+            elif event == "phase" and record.get("phase") == "evaluating":
+                self._set_phase("evaluating", experiment=experiment.number)
+
+        def on_tick() -> None:
+            nonlocal last_flush
+            if buffer and time.monotonic() - last_flush >= METRICS_FLUSH_SECONDS:
+                journal.add_metrics(experiment.id, list(buffer))
+                buffer.clear()
+                last_flush = time.monotonic()
+            self._handle_commands()
+            left = job.budget_seconds - (time.monotonic() - process.started_at)
+            self._heartbeat(time_left=round(max(0.0, left), 1))
+
+        journal.update_experiment(
+            experiment.id, status="training", started_at=self.clock(), log_path=str(files.log)
+        )
+        self.say(f"#{experiment.number} training for {job.budget_seconds:g} s")
+        process.start()
+        self._process, self._current = process, experiment
+        journal.set_state(train_pid=process.pid)
+        self._set_phase("training", experiment=experiment.number)
+        self._monitor.set_root(process.pid)
+        try:
+            result = process.wait(
+                on_metric=on_metric,
+                on_tick=on_tick,
+                should_stop=lambda: self.control.stop_current or self.control.stop_now,
+                poll_seconds=0.1,
+            )
+        finally:
+            self._monitor.set_root(None)
+            self._process = self._current = None
+        if buffer:
+            journal.add_metrics(experiment.id, buffer)
+        journal.set_state(train_pid=None)
+        if result.outcome is Outcome.INTERRUPTED and self.control.stop_now:
+            # The engine is stopping at once: the training runs again when it starts next.
+            journal.update_experiment(
+                experiment.id, status="committed", attempt=experiment.attempt + 1
+            )
+            journal.add_event(
+                "interrupted",
+                f"experiment {experiment.number} was interrupted by the engine stopping; it runs again",
+                run_id=run.id,
+                experiment_id=experiment.id,
+            )
+            return
+        self._record_result(experiment, result, files)
+        refreshed = journal.experiment_by_id(experiment.id)
+        assert refreshed is not None
+        self._decide(refreshed)
+
+    def _record_result(self, experiment: Experiment, result: RunResult, files: RunFiles) -> None:
+        summary = result.summary
+        cuda = str(summary.get("device", "")).startswith("cuda")
+        memory = summary.get("peak_vram_mb") if cuda else summary.get("peak_rss_mb")
+        crash_tail = None
+        if result.outcome is not Outcome.OK:
+            crash_tail = _tail(files.log, CRASH_TAIL_LINES)
+        self._journal().update_experiment(
+            experiment.id,
+            status="evaluating",
+            outcome=result.outcome.status,
+            exit_code=result.exit_code,
+            val_bpb=result.val_bpb,
+            peak_memory_mb=memory,
+            training_seconds=summary.get("training_seconds"),
+            total_seconds=summary.get("total_seconds"),
+            num_steps=summary.get("num_steps"),
+            summary={**summary, "runner_reason": result.reason},
+            crash_tail=crash_tail,
+            ended_at=self.clock(),
+        )
+
+    # --- deciding ------------------------------------------------------------------------
+
+    def _decide(self, experiment: Experiment) -> None:
+        journal = self._journal()
+        run = self._run_record()
+        margin = self.settings.engine.keep_margin_bpb
+        number = experiment.number
+        if experiment.outcome != "ok" or experiment.val_bpb is None:
+            reason = (experiment.summary or {}).get("reason") or (experiment.summary or {}).get(
+                "runner_reason"
+            )
+            status = {"timeout": "timeout", "interrupted": "interrupted"}.get(
+                str(experiment.outcome), "crash"
+            )
+            journal.record_decision(
+                experiment.id, "crash", f"{experiment.outcome}: {reason or 'no summary'}", status
+            )
+            self.say(f"#{number} {status}: {reason}")
+            self._export()
+            if number == 0:
+                self.control.stop_engine = True
+                raise EngineError(
+                    f"the baseline failed ({experiment.outcome}: {reason}); fix train.py in "
+                    f"{self.workspace.path} and run again (its log: {experiment.log_path})"
+                )
+            return
+        value = experiment.val_bpb
+        summary = experiment.summary or {}
+        if number == 0:
+            assert experiment.commit_sha is not None
+            journal.record_decision(
+                experiment.id,
+                "keep",
+                f"baseline: val_bpb {value:.6f}",
+                run_update={
+                    "baseline_val_bpb": value,
+                    "best_val_bpb": value,
+                    "best_commit": experiment.commit_sha,
+                    "corpus_fingerprint": str(summary.get("corpus_fingerprint", "")),
+                },
+            )
+            self.say(f"#0 baseline val_bpb {value:.6f}")
+            self._export()
+            return
+        best = run.best_val_bpb
+        best_experiment = self._best_experiment(run)
+        assert best is not None and experiment.commit_sha is not None
+        delta = value - best
+        best_lines = best_experiment.lines_of_code if best_experiment else None
+        fewer_lines = (
+            experiment.lines_of_code is not None
+            and best_lines is not None
+            and experiment.lines_of_code < best_lines
+        )
+        if delta < -margin:
+            keep, reason = (
+                True,
+                f"val_bpb {value:.6f} beats the best {best:.6f} by {-delta:.6f} (margin {margin:g})",
+            )
+        elif abs(delta) <= margin and fewer_lines:
+            keep, reason = (
+                True,
+                f"val_bpb {value:.6f} ties the best {best:.6f} within {margin:g} with fewer lines",
+            )
+        elif delta < 0:
+            keep, reason = (
+                False,
+                f"val_bpb {value:.6f} beats the best {best:.6f} by only {-delta:.6f} (margin {margin:g})",
+            )
+        else:
+            keep, reason = (
+                False,
+                f"val_bpb {value:.6f} is not better than the best {best:.6f} (+{delta:.6f})",
+            )
+        if keep:
+            self.workspace.keep(run.tag, experiment.commit_sha)
+            journal.record_decision(
+                experiment.id,
+                "keep",
+                reason,
+                run_update={"best_val_bpb": value, "best_commit": experiment.commit_sha},
+            )
+        else:
+            journal.record_decision(experiment.id, "discard", reason)
+        self.say(f"#{number} {'keep' if keep else 'discard'}: {reason}")
+        self._export()
+
+    def _best_experiment(self, run: Run) -> Experiment | None:
+        for experiment in self._journal().experiments(run.id):
+            if experiment.commit_sha == run.best_commit:
+                return experiment
+        return None
+
+    # --- commands ------------------------------------------------------------------------
+
+    def _handle_commands(self) -> None:
+        journal = self._journal()
+        self._heartbeat()
+        for command in journal.pending_commands():
+            try:
+                result = self._apply(command.kind, command.payload)
+            except (WorkspaceError, ValueError, KeyError) as exc:
+                journal.finish_command(command.id, "failed", str(exc))
+                continue
+            journal.finish_command(command.id, "done", result)
+
+    def _apply(self, kind: str, payload: dict[str, Any]) -> str:
+        journal = self._journal()
+        run = self._run_record()
+        control = self.control
+        if kind == "pause":
+            control.paused = True
+            return "paused after the current step"
+        if kind == "resume":
+            control.paused = False
+            return "resumed"
+        if kind == "stop_run":
+            control.stop_current = True
+            return "stopping the current training"
+        if kind == "stop_engine":
+            control.stop_engine = True
+            control.stop_now = bool(payload.get("now"))
+            return "stopping now" if control.stop_now else "stopping after the current experiment"
+        if kind == "set_mode":
+            mode = str(payload.get("mode"))
+            if mode not in ("autonomous", "supervised"):
+                raise ValueError(f"unknown mode {mode!r}; use autonomous or supervised")
+            self.mode = mode
+            journal.update_run(run.id, mode=mode)
+            return f"mode {mode}"
+        if kind == "note":
+            text = str(payload.get("text", "")).strip()
+            if not text:
+                raise ValueError("a note needs text")
+            journal.add_event("note", text, run_id=run.id)
+            return "noted"
+        if kind in ("approve", "veto"):
+            waiting = [
+                e for e in journal.unfinished_experiments(run.id) if e.status == "awaiting_approval"
+            ]
+            number = payload.get("experiment", waiting[0].number if waiting else None)
+            if number is None:
+                raise ValueError("no proposal is waiting for approval")
+            if kind == "approve":
+                control.approved.add(int(number))
+                return f"approved #{number}"
+            control.vetoed[int(number)] = str(payload.get("reason", "")).strip()
+            return f"vetoed #{number}"
+        if kind in ("override_keep", "override_discard"):
+            return self._override(run, kind, int(payload["experiment"]))
+        raise ValueError(f"unknown command {kind!r}")
+
+    def _override(self, run: Run, kind: str, number: int) -> str:
+        journal = self._journal()
+        experiment = journal.experiment(run.id, number)
+        if experiment is None or experiment.commit_sha is None or not experiment.is_final:
+            raise ValueError(f"experiment #{number} has no decision to override")
+        if kind == "override_keep":
+            if experiment.val_bpb is None:
+                raise ValueError(f"experiment #{number} has no val_bpb to keep")
+            self.workspace.keep(run.tag, experiment.commit_sha)
+            journal.record_decision(
+                experiment.id,
+                "keep",
+                "kept by the researcher (override)",
+                run_update={
+                    "best_val_bpb": experiment.val_bpb,
+                    "best_commit": experiment.commit_sha,
+                },
+            )
+        else:
+            if experiment.commit_sha != run.best_commit or experiment.parent_commit is None:
+                raise ValueError(
+                    f"only the current best experiment can be reverted; #{number} is not it"
+                )
+            parent = next(
+                (
+                    e
+                    for e in journal.experiments(run.id)
+                    if e.commit_sha == experiment.parent_commit
+                ),
+                None,
+            )
+            self.workspace.revert_to(run.tag, experiment.parent_commit)
+            journal.record_decision(
+                experiment.id,
+                "discard",
+                "reverted by the researcher (override)",
+                run_update={
+                    "best_val_bpb": parent.val_bpb if parent else None,
+                    "best_commit": experiment.parent_commit,
+                },
+            )
+        self._export()
+        return f"{kind.replace('override_', '')} #{number}"
+
+    # --- state ---------------------------------------------------------------------------
+
+    def _set_phase(self, phase: str, **values: Any) -> None:
+        self._journal().set_state(phase=phase, heartbeat=self.clock(), **values)
+
+    def _heartbeat(self, **values: Any) -> None:
+        now = self.clock()
+        if values or now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+            self._last_heartbeat = now
+            self._journal().set_state(heartbeat=now, pid=os.getpid(), **values)
+
+    def _on_sample(self, sample: MonitorSample) -> None:
+        run = self.run_record
+        if run is None or self.journal is None:
+            return
+        current = self._current
+        self.journal.add_sample(
+            run.id, sample.to_dict(), experiment_id=current.id if current else None
+        )
+
+    def _export(self) -> None:
+        if self.run_record is not None:
+            self._journal().export_results_tsv(
+                self.run_record.id, self.workspace.path / "results.tsv"
+            )
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _is_training_process(pid: int) -> bool:
+    """Whether pid is still a trainer harness (and not a recycled pid)."""
+    try:
+        command = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return "trainer" in command and "-m" in command

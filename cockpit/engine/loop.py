@@ -444,7 +444,7 @@ class Engine:
         journal = self._journal()
         run = self._run_record()
         directory = self.workspace.cockpit_dir / "runs" / run.tag / f"{experiment.number:04d}"
-        if experiment.attempt:
+        if experiment.attempt > 1:  # attempts count from 1: a rerun gets a folder of its own
             directory = directory.with_name(f"{directory.name}-{experiment.attempt}")
         files = RunFiles.under(directory)
         script = directory / self.workspace.script_name

@@ -1,0 +1,292 @@
+"""The research loop end to end: real workspaces, real journals, real training processes with
+tiny budgets, the real `cockpit` command in its own processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cockpit.engine.journal import Journal
+from cockpit.engine.workspace import Workspace
+from tests.conftest import REPO, SCRIPTS, write_text_corpus
+
+TSV_ROW = re.compile(r"^[0-9a-f]{7}\t\d+\.\d{6}\t\d+\.\d\t(keep|discard|crash)\t[^\t]+$")
+
+
+@pytest.fixture(autouse=True)
+def no_git_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits must work without user.name/user.email anywhere."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("COCKPIT_DATA_DIR", str(tmp_path / "data"))
+
+
+def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> Workspace:
+    workspace = Workspace.init(root, script_source=script)
+    corpus = write_text_corpus(root.parent / f"{root.name}-corpus", documents=30, lines=30)
+    (root / "config.toml").write_text(
+        "[trainer]\n"
+        f'corpus = "text:{corpus}"\n'
+        "budget_seconds = 1.5\n"
+        "grace_seconds = 2.0\n"
+        "seq_len = 64\n"
+        "eval_tokens = 4096\n"
+        'device = "cpu"\n'
+        "[engine]\n"
+        "sample_seconds = 0.2\n"
+    )
+    # The settings file is the workspace's own business: commit it so train.py stays the only
+    # thing the engine looks at.
+    subprocess.run(
+        ["git", "-C", str(root), "commit", "-qam", "test settings"], check=True, env=git_env()
+    )
+    return workspace
+
+
+def git_env() -> dict[str, str]:
+    return {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+
+def cockpit(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cockpit", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cockpit", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def git(workspace: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(workspace), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 60, what: str = "condition"
+) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def state(workspace: Path, key: str) -> object:
+    path = workspace / ".cockpit" / "journal.db"
+    if not path.exists():
+        return None
+    try:
+        with Journal.open(path, readonly=True) as journal:
+            return journal.get_state(key)
+    except Exception:
+        return None
+
+
+def experiments(workspace: Path) -> list:
+    with Journal.open(workspace / ".cockpit" / "journal.db", readonly=True) as journal:
+        run = journal.latest_run()
+        assert run is not None
+        return journal.experiments(run.id)
+
+
+def test_a_headless_run_trains_the_baseline_and_each_experiment_once(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "3", "--proposer", "builtin"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert rows[0] == "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
+    assert len(rows) == 5 and all(TSV_ROW.match(row) for row in rows[1:]), rows
+    assert rows[1].endswith("\tkeep\tbaseline")
+
+    records = experiments(root)
+    assert [e.number for e in records] == [0, 1, 2, 3]
+    assert len({e.script_hash for e in records}) == 4  # nothing trained twice
+    (tag,) = {
+        line.strip().removeprefix("cockpit/")
+        for line in git(root, "branch", "--list", "cockpit/*", "--format=%(refname:short)").split()
+    }
+    kept = [e.commit_sha for e in records if e.decision == "keep" and e.number > 0]
+    history = git(
+        root, "rev-list", "--first-parent", f"cockpit/{tag}", f"^refs/cockpit/{tag}/base"
+    ).split()
+    assert history == list(reversed(kept))  # the branch holds exactly the kept experiments
+    refs = git(root, "for-each-ref", "--format=%(refname)", f"refs/cockpit/{tag}").split()
+    assert {f"refs/cockpit/{tag}/{n}" for n in range(4)} <= set(refs)
+    git(root, "fsck", "--strict")
+    for record in records[1:]:
+        shown = git(root, "show", record.ref)
+        assert record.description.split(" ")[0] in shown and "+" in shown  # its diff is there
+        # Every experiment is a child of the best commit at its time.
+        assert git(root, "rev-parse", f"{record.ref}^").strip() == record.parent_commit
+    assert all(e.decision_reason for e in records)
+    assert not git(root, "status", "--porcelain", "--untracked-files=no").strip()
+
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["running"] is False and status["phase"] == "stopped"
+    assert status["best_val_bpb"] <= status["baseline_val_bpb"]
+    assert len(status["last_decisions"]) == 4
+
+
+def test_user_changes_to_train_py_are_never_overwritten(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    edited = (root / "train.py").read_text().replace("LEARNING_RATE = 0.1", "LEARNING_RATE = 0.2")
+    (root / "train.py").write_text(edited)
+    result = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
+    assert result.returncode == 1
+    assert "uncommitted changes" in result.stderr and "--adopt" in result.stderr
+    assert (root / "train.py").read_text() == edited
+
+
+def test_a_baseline_that_crashes_stops_the_run_with_its_reason(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    broken = tmp_path / "broken.py"
+    broken.write_text(
+        "LEARNING_RATE = 0.1\n\ndef train(ctx):\n    raise RuntimeError('no model today')\n"
+    )
+    make_workspace(root, broken)
+    result = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "2")
+    assert result.returncode == 1
+    assert "the baseline failed" in result.stderr and "no model today" in result.stderr
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].split("\t")[1:4] == ["0.000000", "0.0", "crash"]
+
+
+def test_supervised_mode_waits_for_approval_and_a_veto_reaches_the_journal(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    engine = spawn(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1", "--mode", "supervised"
+    )
+    try:
+        wait_for(lambda: state(root, "phase") == "awaiting_approval", what="the first proposal")
+        vetoed = state(root, "experiment")
+        result = cockpit("veto", "--workspace", str(root), "--reason", "too risky tonight")
+        assert result.returncode == 0 and "vetoed" in result.stdout, result.stdout + result.stderr
+        wait_for(lambda: state(root, "phase") == "awaiting_approval" and state(root, "experiment") != vetoed,
+                 what="the next proposal")  # fmt: skip
+        result = cockpit("approve", "--workspace", str(root))
+        assert result.returncode == 0 and "approved" in result.stdout
+        assert engine.wait(timeout=120) == 0
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    records = experiments(root)
+    assert [e.status for e in records][:2] == ["keep", "vetoed"]
+    assert records[1].decision_reason == "too risky tonight" and records[1].started_at is None
+    assert records[2].decision in ("keep", "discard")
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        vetoes = journal.events(kinds=["veto"])
+    assert any("too risky tonight" in event.message for event in vetoes)
+    assert len((root / "results.tsv").read_text().splitlines()) == 3  # a veto is never trained
+
+
+def test_kill_9_during_training_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    (root / "config.toml").write_text(
+        (root / "config.toml").read_text().replace("budget_seconds = 1.5", "budget_seconds = 4")
+    )
+    subprocess.run(["git", "-C", str(root), "commit", "-qam", "longer"], check=True, env=git_env())
+    engine = spawn(
+        "run", "--headless", "--workspace", str(root), "--experiments", "2", "--tag", "night"
+    )
+    try:
+        wait_for(
+            lambda: state(root, "phase") == "training" and state(root, "experiment") == 1,
+            what="experiment 1",
+        )
+        trainer_pid = state(root, "train_pid")
+        time.sleep(0.5)
+        engine.send_signal(signal.SIGKILL)
+        engine.wait(timeout=10)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert isinstance(trainer_pid, int)
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--tag", "night", "--experiments", "2"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming run night" in result.stdout
+    assert (
+        not psutil.pid_exists(trainer_pid)
+        or psutil.Process(trainer_pid).status() == psutil.STATUS_ZOMBIE
+    )
+    records = experiments(root)
+    assert [e.number for e in records] == [0, 1, 2]
+    assert records[1].attempt == 2 and records[1].is_final  # attempts count from 1
+    assert [e.attempt for e in records] == [1, 2, 1]
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert len(rows) == 4 and len({row.split("\t")[0] for row in rows[1:]}) == 3
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        interrupted = journal.events(kinds=["interrupted"])
+    assert len(interrupted) == 1 and "experiment 1" in interrupted[0].message
+    git(root, "fsck", "--strict")
+
+
+def test_start_survives_the_terminal_closing_and_stop_ends_it(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    # A "terminal": a shell in a session of its own that runs `cockpit start`; closing it
+    # sends SIGHUP to its whole process group.
+    terminal = subprocess.Popen(
+        ["bash", "-c", f"{sys.executable} -m cockpit start --workspace {root} --experiments 0; sleep 60"],
+        cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)["running"],
+                 what="the engine to start")  # fmt: skip
+        os.killpg(terminal.pid, signal.SIGHUP)
+        terminal.wait(timeout=10)
+        time.sleep(1.0)
+        status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+        assert status["running"] is True, status
+
+        assert cockpit("pause", "--workspace", str(root)).returncode == 0
+        wait_for(lambda: state(root, "phase") == "paused", timeout=30, what="the pause")
+        assert "noted" in cockpit("note", "--workspace", str(root), "try a wider model").stdout
+        assert cockpit("resume", "--workspace", str(root)).returncode == 0
+
+        result = cockpit("stop", "--workspace", str(root), "--now")
+        assert result.returncode == 0 and "engine stopped" in result.stdout, result.stdout
+        status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+        assert status["running"] is False and status["phase"] == "stopped"
+    finally:
+        if terminal.poll() is None:
+            os.killpg(terminal.pid, signal.SIGKILL)
+        cockpit("stop", "--workspace", str(root), "--now")
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        messages = [event.message for event in journal.events(kinds=["engine", "note"])]
+    assert "engine stopped" in messages and "try a wider model" in messages

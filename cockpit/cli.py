@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     trainer_bench.add_argument(
         "--no-reference", action="store_true", help="skip the plain-GPT comparison run"
     )
+    loop_bench = benches.add_parser(
+        "loop", help="the engine's own overhead per experiment (p50, p95), the proposer excluded"
+    )
+    loop_bench.add_argument("--experiments", type=int, default=12)
+    loop_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
 
 
@@ -208,6 +213,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "loop":
+        from cockpit.bench.loop_bench import run_loop_bench
+
+        return run_loop_bench(args.experiments, args.json)
     from cockpit.bench.trainer_bench import run_trainer_bench
 
     settings, workspace = _settings(args)

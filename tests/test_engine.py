@@ -290,3 +290,16 @@ def test_start_survives_the_terminal_closing_and_stop_ends_it(tmp_path: Path) ->
     with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
         messages = [event.message for event in journal.events(kinds=["engine", "note"])]
     assert "engine stopped" in messages and "try a wider model" in messages
+
+
+def test_bench_loop_prints_the_engines_overhead(tmp_path: Path) -> None:
+    result = cockpit("bench", "loop", "--experiments", "3", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["experiments"] == 3  # one gap before each experiment after the baseline
+    assert (
+        0
+        < report["overhead_p50_seconds"]
+        <= report["overhead_p95_seconds"]
+        <= report["overhead_max_seconds"]
+    )

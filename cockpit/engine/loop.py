@@ -123,6 +123,8 @@ class Engine:
         self._process: TrainingProcess | None = None
         self._current: Experiment | None = None
         self._monitor = Monitor(None, None)
+        # (what, perf_counter) marks of the loop's own steps, for `cockpit bench loop`.
+        self.marks: list[tuple[str, float]] = []
 
     # --- output --------------------------------------------------------------------------
 
@@ -394,7 +396,9 @@ class Engine:
         journal = self._journal()
         for _ in range(PROPOSAL_ATTEMPTS):
             try:
+                self.marks.append(("propose_start", time.perf_counter()))
                 proposal = self.proposer.propose(self._context(run, best_script))
+                self.marks.append(("propose_end", time.perf_counter()))
             except NoProposal as exc:
                 journal.add_event("proposer", f"nothing left to propose: {exc}", run_id=run.id)
                 self.say(f"nothing left to propose: {exc}")
@@ -478,6 +482,7 @@ class Engine:
         )
         self.say(f"#{experiment.number} training for {job.budget_seconds:g} s")
         process.start()
+        self.marks.append(("train_start", time.perf_counter()))
         self._process, self._current = process, experiment
         journal.set_state(train_pid=process.pid)
         self._set_phase("training", experiment=experiment.number)
@@ -490,6 +495,7 @@ class Engine:
                 poll_seconds=0.1,
             )
         finally:
+            self.marks.append(("train_end", time.perf_counter()))
             self._monitor.set_root(None)
             self._process = self._current = None
         if buffer:

@@ -235,7 +235,10 @@ class TrainingProcess:
                 kill_tree(self.process.pid)
                 killed = True
                 break
-            time.sleep(poll_seconds)
+            try:  # wakes the moment the process exits, so no poll interval is lost
+                self.process.wait(timeout=poll_seconds)
+            except subprocess.TimeoutExpired:
+                pass
         exit_code = self.process.wait()
         self._drain(on_metric)
         if self._log is not None:

@@ -303,3 +303,50 @@ def test_bench_loop_prints_the_engines_overhead(tmp_path: Path) -> None:
         <= report["overhead_p95_seconds"]
         <= report["overhead_max_seconds"]
     )
+
+
+def test_kill_9_during_evaluation_reruns_that_experiment_once(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root, SCRIPTS / "slow_eval.py")
+    engine = spawn(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1", "--tag", "eval"
+    )
+    try:
+        wait_for(lambda: state(root, "phase") == "evaluating" and state(root, "experiment") == 1,
+                 timeout=90, what="experiment 1 to evaluate")  # fmt: skip
+        engine.send_signal(signal.SIGKILL)
+        engine.wait(timeout=10)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--tag", "eval", "--experiments", "1"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = experiments(root)
+    assert [(e.number, e.attempt) for e in records] == [(0, 1), (1, 2)]
+    assert all(e.decision in ("keep", "discard") for e in records)
+    assert len((root / "results.tsv").read_text().splitlines()) == 3
+
+
+def test_a_commit_that_never_reached_the_journal_is_adopted_not_repeated(tmp_path: Path) -> None:
+    """The engine died between committing experiment 2 to git and journaling it."""
+    root = tmp_path / "ws"
+    workspace = make_workspace(root)
+    first = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1", "--tag", "gap"
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    best = workspace.best_commit("gap")
+    script = workspace.script_at(best).replace("BETA2 = 0.99", "BETA2 = 0.95")
+    sha, ref = workspace.commit_experiment("gap", 2, script, "BETA2 0.99 -> 0.95\n\nleft behind\n")
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "2", "--tag", "gap"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = experiments(root)
+    assert [e.number for e in records] == [0, 1, 2]
+    assert records[2].commit_sha == sha and records[2].ref == ref
+    assert records[2].description == "BETA2 0.99 -> 0.95" and records[2].proposer == "recovered"
+    assert records[2].decision in ("keep", "discard")
+    git(root, "fsck", "--strict")

@@ -1,0 +1,46 @@
+"""A tiny research script whose model is slow to evaluate, so tests can stop the engine while
+the harness evaluates."""
+
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LEARNING_RATE = 0.1  # AdamW learning rate
+BATCH_SIZE = 16  # sequences per step
+
+
+class SlowBigram(nn.Module):
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.table = nn.Embedding(vocab_size, vocab_size)
+        nn.init.zeros_(self.table.weight)
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        if not self.training:
+            time.sleep(0.6)  # evaluation (and only evaluation) takes a few seconds
+        logits = self.table(idx)
+        if targets is None:
+            return logits
+        losses = F.cross_entropy(
+            logits.view(-1, self.vocab_size), targets.reshape(-1), reduction=reduction
+        )
+        return losses.view(targets.shape) if reduction == "none" else losses
+
+
+def train(ctx):
+    torch.manual_seed(ctx.seed)
+    model = SlowBigram(ctx.vocab_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+    step = 0
+    while ctx.time_left() > 0:
+        inputs, targets = ctx.batch(BATCH_SIZE)
+        loss = model(inputs, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        step += 1
+        ctx.report(step=step, loss=loss.item())
+    return model

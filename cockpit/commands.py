@@ -150,6 +150,9 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 baseline_val_bpb=run.baseline_val_bpb,
                 run_status=run.status,
                 experiments=len(journal.experiments(run.id)),
+                metric=run.config.get("trainer", {}).get("metric", "val_bpb"),
+                # Script mode: the metric is what the workspace's own command printed.
+                self_reported=bool(run.config.get("trainer", {}).get("command")),
             )
             decisions = journal.events(run.id, kinds=["decision"], limit=5, latest=True)
             report["last_decisions"] = [
@@ -187,7 +190,10 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
     print(f"  phase: {phase}{experiment}")
     best, baseline = report["best_val_bpb"], report["baseline_val_bpb"]
     if best is not None and baseline is not None:
-        print(f"  best val_bpb {best:.6f}  baseline {baseline:.6f}  gain {baseline - best:+.6f}")
+        metric = report.get("metric", "val_bpb") + (
+            " (self-reported)" if report.get("self_reported") else ""
+        )
+        print(f"  best {metric} {best:.6f}  baseline {baseline:.6f}  gain {baseline - best:+.6f}")
     for decision in report["last_decisions"]:
         print(
             f"  {time.strftime('%H:%M:%S', time.localtime(decision['at']))}  {decision['message']}"

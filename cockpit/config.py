@@ -77,6 +77,21 @@ class TrainerSettings(BaseModel):
         description="The training script the agent edits, relative to the workspace.",
         json_schema_extra={"allowed": "a non-empty path relative to the workspace"},
     )
+    command: str = Field(
+        default="",
+        description=(
+            "Script mode: a shell command, run in the workspace, that trains the script and "
+            'prints the summary block itself (e.g. "uv run train.py" in an autoresearch '
+            'checkout); "" = the built-in harness. Its metric is self-reported.'
+        ),
+        json_schema_extra={"allowed": 'a shell command, or "" for the built-in harness'},
+    )
+    metric: str = Field(
+        default="val_bpb",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The summary-block figure that decides keep or discard; lower is better.",
+        json_schema_extra={"allowed": "a name from the summary block, such as val_bpb"},
+    )
     budget_seconds: float = Field(
         default=300.0,
         gt=0,

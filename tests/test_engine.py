@@ -350,3 +350,57 @@ def test_a_commit_that_never_reached_the_journal_is_adopted_not_repeated(tmp_pat
     assert records[2].description == "BETA2 0.99 -> 0.95" and records[2].proposer == "recovered"
     assert records[2].decision in ("keep", "discard")
     git(root, "fsck", "--strict")
+
+
+SELF_REPORTING_SCRIPT = '''"""Prints its own summary block, as an autoresearch train.py does."""
+LEARNING_RATE = 0.1
+BATCH_SIZE = 16
+WIDTH = 64
+score = 2.0 + abs(LEARNING_RATE - 0.07) + abs(WIDTH - 96) / 1000 + BATCH_SIZE / 10000
+print("step 1 loss 2.5")
+print("---")
+print(f"val_bpb:          {score:.6f}")
+print("training_seconds: 0.1")
+print("peak_vram_mb:     1536.0")
+'''
+
+
+def test_script_mode_runs_the_workspace_command_and_marks_the_metric_self_reported(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "autoresearch_train.py"
+    script.write_text(SELF_REPORTING_SCRIPT)
+    root = tmp_path / "ws"
+    make_workspace(root, script)
+    config = (root / "config.toml").read_text()
+    (root / "config.toml").write_text(
+        config.replace(
+            "[trainer]\n",
+            f'[trainer]\ncommand = "{sys.executable} train.py"\nmetric = "val_bpb"\n',
+            1,
+        )
+    )
+    subprocess.run(
+        ["git", "-C", str(root), "commit", "-qam", "script mode"], check=True, env=git_env()
+    )
+    result = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = experiments(root)
+    assert len(records) == 4
+    for record in records:
+        printed = subprocess.run(
+            [sys.executable, "-c", Workspace.open(root).script_at(record.commit_sha)],
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert record.val_bpb == pytest.approx(float(printed.split("val_bpb:")[1].split()[0]))
+        assert record.summary["self_reported"] is True and record.peak_memory_mb == 1536.0
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert len(rows) == 5 and rows[1].split("\t")[2] == "1.5"
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["self_reported"] is True and status["metric"] == "val_bpb"
+    assert "(self-reported)" in cockpit("status", "--workspace", str(root)).stdout
+    # The working tree holds the best script again once the run is over.
+    assert (root / "train.py").read_text() == Workspace.open(root).script_at(
+        Workspace.open(root).best_commit(status["tag"])
+    )

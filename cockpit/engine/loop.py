@@ -14,6 +14,7 @@ that was cut short is recorded as interrupted and run again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import signal
@@ -34,6 +35,7 @@ from cockpit.engine.runner import RunResult, TrainingProcess, kill_tree
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
 from trainer.outcomes import Outcome
+from trainer.summary import parse_summary
 
 HEARTBEAT_SECONDS = 1.0
 METRICS_FLUSH_SECONDS = 0.5
@@ -451,10 +453,23 @@ class Engine:
         if experiment.attempt > 1:  # attempts count from 1: a rerun gets a folder of its own
             directory = directory.with_name(f"{directory.name}-{experiment.attempt}")
         files = RunFiles.under(directory)
-        script = directory / self.workspace.script_name
         assert experiment.commit_sha is not None
-        script.write_text(self.workspace.script_at(experiment.commit_sha))
-        job = build_job(self.settings, script, files, self.workspace.path)
+        experiment_script = self.workspace.script_at(experiment.commit_sha)
+        command = self.settings.trainer.command
+        if command:
+            # Script mode: the command runs the workspace's own file, so the experiment's
+            # version goes there for the run (and the best one comes back after it).
+            self._place_script(experiment_script)
+            job = dataclasses.replace(
+                build_job(self.settings, self.workspace.script_path, files, self.workspace.path),
+                command_line=["/bin/sh", "-c", command],
+                metrics_path=None,
+                summary_path=None,
+            )
+        else:
+            script = directory / self.workspace.script_name
+            script.write_text(experiment_script)
+            job = build_job(self.settings, script, files, self.workspace.path)
         process = TrainingProcess(job)
         self.control.stop_current = False
         buffer: list[dict[str, Any]] = []
@@ -498,6 +513,8 @@ class Engine:
             self.marks.append(("train_end", time.perf_counter()))
             self._monitor.set_root(None)
             self._process = self._current = None
+            if command:
+                self._place_script(self.workspace.script_at(self.workspace.best_commit(run.tag)))
         if buffer:
             journal.add_metrics(experiment.id, buffer)
         journal.set_state(train_pid=None)
@@ -518,24 +535,57 @@ class Engine:
         assert refreshed is not None
         self._decide(refreshed)
 
+    def _place_script(self, text: str) -> None:
+        """Put a script into the working tree for a script-mode run, never over user edits."""
+        path = self.workspace.script_path
+        run = self._run_record()
+        current = path.read_text() if path.exists() else None
+        best = self.workspace.script_at(self.workspace.best_commit(run.tag))
+        if current not in (best, text) and not self._journal().has_script_hash(
+            run.id, script_hash(current or "")
+        ):
+            raise EngineError(
+                f"{path.name} was edited while the run went on; commit your changes or move them "
+                "aside, then start the engine again"
+            )
+        path.write_text(text)
+
     def _record_result(self, experiment: Experiment, result: RunResult, files: RunFiles) -> None:
-        summary = result.summary
-        cuda = str(summary.get("device", "")).startswith("cuda")
+        summary = dict(result.summary)
+        outcome, value = result.outcome.status, result.val_bpb
+        reason = result.reason
+        if self.settings.trainer.command:
+            # Script mode: the figures are whatever the command printed (self-reported).
+            metric = self.settings.trainer.metric
+            summary = (
+                parse_summary(files.log.read_text(errors="replace")) if files.log.exists() else {}
+            )
+            summary.update(self_reported=True, metric=metric)
+            value = summary.get(metric) if isinstance(summary.get(metric), (int, float)) else None
+            if outcome == "ok" and value is None:
+                outcome, reason = (
+                    "crash",
+                    f"the command's output has no '{metric}:' line in a summary block",
+                )
+                summary["reason"] = reason
+        cuda = str(
+            summary.get("device", "cuda" if summary.get("self_reported") else "")
+        ).startswith("cuda")
         memory = summary.get("peak_vram_mb") if cuda else summary.get("peak_rss_mb")
         crash_tail = None
-        if result.outcome is not Outcome.OK:
+        if outcome != "ok":
             crash_tail = _tail(files.log, CRASH_TAIL_LINES)
         self._journal().update_experiment(
             experiment.id,
             status="evaluating",
-            outcome=result.outcome.status,
+            outcome=outcome,
             exit_code=result.exit_code,
-            val_bpb=result.val_bpb,
+            val_bpb=value,
             peak_memory_mb=memory,
             training_seconds=summary.get("training_seconds"),
             total_seconds=summary.get("total_seconds"),
             num_steps=summary.get("num_steps"),
-            summary={**summary, "runner_reason": result.reason},
+            summary={**summary, "runner_reason": reason},
             crash_tail=crash_tail,
             ended_at=self.clock(),
         )

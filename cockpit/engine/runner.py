@@ -45,6 +45,9 @@ class TrainingJob:
     env: Mapping[str, str] = field(default_factory=dict)
     # Evaluation may take up to max(60 s, budget) inside the harness.
     eval_allowance_seconds: float | None = None
+    # Script mode: run this instead of the harness; it prints its own summary block, and its
+    # exit code means only success (0) or failure.
+    command_line: Sequence[str] | None = None
 
     @property
     def deadline_seconds(self) -> float:
@@ -54,6 +57,8 @@ class TrainingJob:
         return self.budget_seconds + self.grace_seconds + evaluation + KILL_MARGIN_SECONDS
 
     def command(self) -> list[str]:
+        if self.command_line is not None:
+            return list(self.command_line)
         command = [sys.executable, "-m", "trainer", "--script", str(self.script)]
         command += ["--budget", f"{self.budget_seconds:g}", "--grace", f"{self.grace_seconds:g}"]
         if self.metrics_path is not None:
@@ -268,6 +273,8 @@ class TrainingProcess:
                 Outcome.INTERRUPTED, exit_code, summary, "stopped on request", True, wall
             )
         outcome = Outcome.from_exit_code(exit_code)
+        if self.job.command_line is not None and exit_code != 0:
+            outcome = None  # a command's own exit codes say nothing about why it failed
         if outcome is None:
             if exit_code < 0:
                 reason = f"the training process died from {_signal_name(-exit_code)}"

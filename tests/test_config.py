@@ -300,7 +300,7 @@ def test_unknown_key_names_line_and_valid_keys(tmp_path: Path) -> None:
         f"{workspace / 'config.toml'}:4: unknown setting 'trainer.budget_secs'."
     )
     assert "Did you mean 'budget_seconds'?" in message
-    assert "Valid settings in [trainer]: budget_seconds, corpus, device," in message
+    assert "Valid settings in [trainer]: budget_seconds, command, corpus, device," in message
 
 
 def test_unknown_section_names_line(tmp_path: Path) -> None:

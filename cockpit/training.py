@@ -31,10 +31,19 @@ def resolve_corpus(corpus: str, base: Path) -> str:
     return f"{kind}:{(base / Path(location).expanduser()).resolve()}"
 
 
+def device_placement(device: str) -> tuple[str, dict[str, str]]:
+    """The harness's device and the environment that pins it: `cuda:N` trains on GPU N alone
+    (CUDA_VISIBLE_DEVICES), so the training and everything it spawns see only that card."""
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and index:
+        return "cuda", {"CUDA_VISIBLE_DEVICES": index}
+    return device, {}
+
+
 def harness_args(trainer: TrainerSettings, cache_dir: str, base: Path) -> list[str]:
     """The harness flags for the settings (budget and grace travel in TrainingJob)."""
     args = [
-        "--device", trainer.device,
+        "--device", device_placement(trainer.device)[0],
         "--seed", str(trainer.seed),
         "--corpus", resolve_corpus(trainer.corpus, base),
         "--seq-len", str(trainer.seq_len),
@@ -90,7 +99,7 @@ def build_job(
         summary_path=files.summary,
         log_path=files.log,
         cwd=base,
-        env=dict(env or {}),
+        env={**device_placement(trainer.device)[1], **(env or {})},
     )
 
 

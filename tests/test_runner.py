@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterable
@@ -408,3 +409,39 @@ def test_the_follower_hands_over_complete_lines_only(tmp_path: Path) -> None:
         stream.write(b', "loss": 4.0}\n')
     assert list(follower.read_new()) == [{"step": 3, "loss": 4.0}]
     assert list(follower.read_new()) == []
+
+
+def test_a_chosen_gpu_is_pinned_with_cuda_visible_devices() -> None:
+    """cuda:N trains on GPU N alone: the harness sees one card, as `cuda`."""
+    from cockpit.config import Settings, TrainerSettings
+    from cockpit.training import RunFiles, build_job, device_placement
+
+    assert device_placement("cuda:3") == ("cuda", {"CUDA_VISIBLE_DEVICES": "3"})
+    assert device_placement("cuda") == ("cuda", {})
+    assert device_placement("cpu") == ("cpu", {})
+    settings = Settings(trainer=TrainerSettings(device="cuda:1"))
+    job = build_job(
+        settings, Path("train.py"), RunFiles.under(Path(tempfile.mkdtemp())), Path.cwd()
+    )
+    assert job.env["CUDA_VISIBLE_DEVICES"] == "1"
+    command = job.command()
+    assert command[command.index("--device") + 1] == "cuda"
+
+
+def test_the_local_executor_starts_a_training_and_hands_back_its_handle(
+    tmp_path: Path, text_corpus: Path
+) -> None:
+    from cockpit.engine.runner import LocalExecutor
+
+    job = TrainingJob(
+        SCRIPTS / "tiny_gpt.py",
+        budget_seconds=1.5,
+        grace_seconds=2,
+        harness_args=harness_args(text_corpus),
+        summary_path=tmp_path / "summary.json",
+        log_path=tmp_path / "run.log",
+    )
+    process = LocalExecutor().start(job)
+    assert process.pid is not None and psutil.pid_exists(process.pid)
+    result = process.wait()
+    assert result.outcome is Outcome.OK and result.val_bpb is not None

@@ -31,7 +31,7 @@ from agent.proposal import LedgerEntry, NoProposal, Proposal, ProposalContext, P
 from cockpit.config import Settings
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
-from cockpit.engine.runner import RunResult, TrainingProcess, kill_tree
+from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
 from trainer.outcomes import Outcome
@@ -108,6 +108,7 @@ class Engine:
         proposer: Proposer,
         *,
         gpu_source: GpuSource | None = None,
+        executor: Executor | None = None,
         out: TextIO | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -115,6 +116,7 @@ class Engine:
         self.settings = settings
         self.proposer = proposer
         self.gpu_source = gpu_source
+        self.executor = executor or LocalExecutor()
         self.out = out
         self.clock = clock
         self.control = _Control()
@@ -470,7 +472,6 @@ class Engine:
             script = directory / self.workspace.script_name
             script.write_text(experiment_script)
             job = build_job(self.settings, script, files, self.workspace.path)
-        process = TrainingProcess(job)
         self.control.stop_current = False
         buffer: list[dict[str, Any]] = []
         last_flush = time.monotonic()
@@ -496,7 +497,7 @@ class Engine:
             experiment.id, status="training", started_at=self.clock(), log_path=str(files.log)
         )
         self.say(f"#{experiment.number} training for {job.budget_seconds:g} s")
-        process.start()
+        process = self.executor.start(job)
         self.marks.append(("train_start", time.perf_counter()))
         self._process, self._current = process, experiment
         journal.set_state(train_pid=process.pid)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import psutil
 
@@ -283,3 +283,21 @@ class TrainingProcess:
             return RunResult(Outcome.CRASH, exit_code, summary, reason, False, wall)
         reason = str(summary.get("reason", "")) if outcome is not Outcome.OK else ""
         return RunResult(outcome, exit_code, summary, reason, False, wall)
+
+
+class Executor(Protocol):
+    """Where trainings run. This machine today; one slot per GPU and cluster engines (SLURM
+    through submitit, Ray) fit the same shape: start a job, get a handle to follow and stop."""
+
+    def start(self, job: TrainingJob) -> TrainingProcess:
+        """Start the job and return its handle (wait() follows it, stop() ends it)."""
+        ...
+
+
+class LocalExecutor:
+    """Runs each training on this machine as its own process tree."""
+
+    def start(self, job: TrainingJob) -> TrainingProcess:
+        process = TrainingProcess(job)
+        process.start()
+        return process

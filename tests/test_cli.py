@@ -68,7 +68,7 @@ def make_workspace(root: Path, script: str | Path, config: str) -> Path:
 def test_a_workspace_config_drives_the_run_and_keeps_its_files(tmp_path: Path) -> None:
     workspace = make_workspace(
         tmp_path / "ws",
-        SCRIPTS / "tiny_gpt.py",
+        SCRIPTS / "tiny_research.py",
         '[trainer]\nbudget_seconds = 2.5\ncorpus = "text:corpus"\nseq_len = 64\neval_tokens = 4096\n',
     )
     result = cockpit("train", "--workspace", str(workspace), "--device", "cpu", cwd=tmp_path)
@@ -86,7 +86,7 @@ def test_a_workspace_config_drives_the_run_and_keeps_its_files(tmp_path: Path) -
 def test_flags_and_environment_override_the_workspace(tmp_path: Path) -> None:
     workspace = make_workspace(
         tmp_path / "ws",
-        SCRIPTS / "tiny_gpt.py",
+        SCRIPTS / "tiny_research.py",
         '[trainer]\nbudget_seconds = 60\nseed = 1\ncorpus = "text:corpus"\nseq_len = 64\neval_tokens = 4096\n',
     )
     result = cockpit(

@@ -307,7 +307,17 @@ def test_bench_loop_prints_the_engines_overhead(tmp_path: Path) -> None:
 
 def test_kill_9_during_evaluation_reruns_that_experiment_once(tmp_path: Path) -> None:
     root = tmp_path / "ws"
-    make_workspace(root, SCRIPTS / "slow_eval.py")
+    # The tiny script, with a model that is slow to evaluate (and only to evaluate).
+    slow = tmp_path / "slow_eval.py"
+    tiny = (SCRIPTS / "tiny_research.py").read_text()
+    slow.write_text(
+        tiny.replace("import torch\n", "import time\n\nimport torch\n", 1).replace(
+            "        logits = self.table(idx)\n",
+            "        if not self.training:\n            time.sleep(0.6)\n        logits = self.table(idx)\n",
+        )
+    )
+    assert "time.sleep(0.6)" in slow.read_text()
+    make_workspace(root, slow)
     engine = spawn(
         "run", "--headless", "--workspace", str(root), "--experiments", "1", "--tag", "eval"
     )

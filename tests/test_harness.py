@@ -16,7 +16,7 @@ from tests.conftest import REPO, SCRIPTS, run_harness
 from trainer.outcomes import Outcome
 from trainer.summary import parse_summary
 
-TINY = SCRIPTS / "tiny_gpt.py"
+TINY = SCRIPTS / "tiny_research.py"
 
 
 def corpus_arg(text_corpus: Path) -> str:

@@ -272,11 +272,11 @@ def test_exit_codes_and_signals_become_outcomes(tmp_path: Path, text_corpus: Pat
             cwd=folder,
         )
 
-    job("ok", SCRIPTS / "tiny_gpt.py", budget=1.0)
+    job("ok", SCRIPTS / "tiny_research.py", budget=1.0)
     for name, source in SIMPLE_SCRIPTS.items():
         job(name, write_script(tmp_path / f"{name}.py", source))
-    job("setup", SCRIPTS / "tiny_gpt.py", (*base[:2], "--corpus", "text:/nonexistent/corpus"))
-    job("usage", SCRIPTS / "tiny_gpt.py", (*base, "--no-such-flag"))
+    job("setup", SCRIPTS / "tiny_research.py", (*base[:2], "--corpus", "text:/nonexistent/corpus"))
+    job("usage", SCRIPTS / "tiny_research.py", (*base, "--no-such-flag"))
 
     processes = {name: TrainingProcess(j) for name, j in jobs.items()}
     for process in processes.values():
@@ -366,7 +366,7 @@ def test_stop_then_wait_records_the_run_as_interrupted(tmp_path: Path, text_corp
     """stop() says the run will be recorded as interrupted; wait() afterwards must not turn it
     into a success."""
     job = TrainingJob(
-        SCRIPTS / "tiny_gpt.py",
+        SCRIPTS / "tiny_research.py",
         budget_seconds=30,
         grace_seconds=5,
         harness_args=harness_args(text_corpus),
@@ -434,7 +434,7 @@ def test_the_local_executor_starts_a_training_and_hands_back_its_handle(
     from cockpit.engine.runner import LocalExecutor
 
     job = TrainingJob(
-        SCRIPTS / "tiny_gpt.py",
+        SCRIPTS / "tiny_research.py",
         budget_seconds=1.5,
         grace_seconds=2,
         harness_args=harness_args(text_corpus),

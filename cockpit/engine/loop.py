@@ -255,16 +255,19 @@ class Engine:
         journal.set_state(train_pid=None)
         for experiment in journal.unfinished_experiments(run.id):
             if experiment.status == "training":
-                journal.update_experiment(
-                    experiment.id, status="committed", attempt=experiment.attempt + 1
-                )
-                journal.add_event(
-                    "interrupted",
-                    f"experiment {experiment.number} was interrupted while training; it runs again",
-                    run_id=run.id,
-                    experiment_id=experiment.id,
-                )
+                self._requeue(experiment, "while training")
         self._export()
+
+    def _requeue(self, experiment: Experiment, when: str) -> None:
+        """Record a training that was cut short as interrupted; it runs again, as a new attempt."""
+        journal = self._journal()
+        journal.update_experiment(experiment.id, status="committed", attempt=experiment.attempt + 1)
+        journal.add_event(
+            "interrupted",
+            f"experiment {experiment.number} was interrupted {when}; it runs again",
+            run_id=experiment.run_id,
+            experiment_id=experiment.id,
+        )
 
     def _loop(self, run: Run, target: int) -> None:
         while True:
@@ -521,15 +524,7 @@ class Engine:
         journal.set_state(train_pid=None)
         if result.outcome is Outcome.INTERRUPTED and self.control.stop_now:
             # The engine is stopping at once: the training runs again when it starts next.
-            journal.update_experiment(
-                experiment.id, status="committed", attempt=experiment.attempt + 1
-            )
-            journal.add_event(
-                "interrupted",
-                f"experiment {experiment.number} was interrupted by the engine stopping; it runs again",
-                run_id=run.id,
-                experiment_id=experiment.id,
-            )
+            self._requeue(experiment, "by the engine stopping")
             return
         self._record_result(experiment, result, files)
         refreshed = journal.experiment_by_id(experiment.id)

@@ -1,4 +1,4 @@
-"""A tiny research script for engine tests: a bigram table with tunable CAPS constants."""
+"""A tiny research script for tests: a bigram table with tunable CAPS constants."""
 
 import torch
 import torch.nn as nn

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.pacing import SAFETY, Pacing
+from trainer.pacing import MIN_MARGIN_SECONDS, SAFETY, Pacing, usable_seconds
 from trainer.summary import format_summary, parse_summary, write_json_atomic
 
 AUTORESEARCH_KEYS = [
@@ -132,7 +132,7 @@ def test_write_json_atomic_replaces_the_file_and_leaves_no_temp_file(tmp_path: P
 
 
 def fits(seconds_left: float, seconds_per_step: float) -> int:
-    return int(seconds_left * SAFETY / seconds_per_step)
+    return int(usable_seconds(seconds_left) / seconds_per_step)
 
 
 def test_the_first_plan_is_stored_and_the_same_key_reuses_it(tmp_path: Path) -> None:
@@ -240,3 +240,24 @@ def test_flags_stay_booleans_and_fingerprints_stay_text() -> None:
     parsed = parse_summary(text)
     assert parsed["plan_reused"] is True
     assert parsed["corpus_fingerprint"] == "1234e5"
+
+
+def test_plans_keep_a_share_of_the_time_and_at_least_half_a_second() -> None:
+    assert usable_seconds(300.0) == pytest.approx(300.0 * SAFETY)  # long budgets: the share
+    assert usable_seconds(5.0) == pytest.approx(5.0 - MIN_MARGIN_SECONDS)  # short: the minimum
+    assert usable_seconds(0.3) == 0.0 and usable_seconds(-1.0) == 0.0
+
+
+def test_a_plan_that_ran_out_of_time_is_cut_to_what_fitted(tmp_path: Path) -> None:
+    """The next runs then do the same, smaller amount of work, and agree with each other."""
+    path = tmp_path / "pacing.json"
+    first = Pacing(path, "script-a")
+    planned = first.plan_steps(10, 0.01, 10.0)
+    first.shrink(planned - 40)  # it managed 40 steps fewer before the budget ran out
+    again = Pacing(path, "script-a")
+    assert again.plan_steps(10, 0.5, 10.0) == int((planned - 40) * SAFETY)
+    assert again.reused
+    Pacing(path, "script-a").shrink(0)  # nothing fitted: the plan is dropped
+    fresh = Pacing(path, "script-a")
+    fresh.plan_steps(10, 0.01, 10.0)
+    assert not fresh.reused

@@ -550,7 +550,7 @@ def _train_and_evaluate(run: Run) -> None:
     if pacing.plan is not None:
         run.summary.update(planned_steps=pacing.plan, plan_reused=pacing.reused)
         if run.training_seconds >= options.budget_seconds:
-            pacing.forget()  # the plan ran out of time: the next run plans afresh
+            pacing.shrink(ctx.last_step)  # it ran out of time: later runs take what fitted
     run.sink.write({"event": "phase", "phase": "evaluating"})
     if hasattr(model, "eval") and callable(model.eval):
         model.eval()

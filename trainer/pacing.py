@@ -5,8 +5,8 @@ on how fast each step happened to run. The first run of a script on a machine ti
 steps and asks for a plan; the plan is remembered under the script's content, the device,
 the thread count and the budget, and later runs of the same script reuse it. Runs that
 differ only by their seed then do identical work, and a rerun with the same seed gives the
-same number. A plan that no longer fits the budget (the machine got busier) is forgotten and
-made anew by the next run.
+same number. A plan that does not fit the budget (the machine got busier) is cut down to the steps
+that did fit, so that the runs after it agree again.
 """
 
 from __future__ import annotations
@@ -17,8 +17,16 @@ import math
 import os
 from pathlib import Path
 
-# Plans leave this share of the remaining time unused, for step-time jitter.
+# Plans leave this share of the remaining time unused, for step-time jitter, and at least
+# MIN_MARGIN_SECONDS (a pause of the machine matters more to a short budget than a long one).
 SAFETY = 0.97
+MIN_MARGIN_SECONDS = 0.5
+
+
+def usable_seconds(seconds_left: float) -> float:
+    """The part of the remaining time a plan may fill."""
+    left = max(0.0, seconds_left)
+    return max(0.0, left - max(left * (1.0 - SAFETY), MIN_MARGIN_SECONDS))
 
 
 class Pacing:
@@ -61,12 +69,23 @@ class Pacing:
             return remembered
         if not (seconds_per_step > 0 and math.isfinite(seconds_per_step)):
             raise ValueError(f"seconds_per_step must be a positive number, got {seconds_per_step}")
-        fits = int(max(0.0, seconds_left) * SAFETY / seconds_per_step)
+        fits = int(usable_seconds(seconds_left) / seconds_per_step)
         self.plan, self.reused = steps_done + fits, False
         plans = self._load()
         plans[self.key] = self.plan
         self._store(plans)
         return self.plan
+
+    def shrink(self, steps_done: int) -> None:
+        """The plan ran out of time after steps_done steps: remember a plan that fits, so
+        that the next runs of the script do the same work (and forget it if none would)."""
+        fitted = int(steps_done * SAFETY)
+        if fitted < 1:
+            self.forget()
+            return
+        plans = self._load()
+        plans[self.key] = fitted
+        self._store(plans)
 
     def forget(self) -> None:
         """Drop this script's plan: it did not fit the budget."""

@@ -255,7 +255,7 @@ def train(ctx):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        if planned_steps is None and step >= UNTIMED_STEPS + 10 and ctx.progress() >= PLAN_AT:
+        if planned_steps is None and step >= UNTIMED_STEPS + 20 and ctx.progress() >= PLAN_AT:
             # The pace so far fixes how many steps the run takes in all. The schedule runs on
             # steps (and is flat until the warmdown), so reruns that differ only by their seed
             # do the same work, and a rerun with the same seed gives the same result.

@@ -414,3 +414,42 @@ def test_script_mode_runs_the_workspace_command_and_marks_the_metric_self_report
     assert (root / "train.py").read_text() == Workspace.open(root).script_at(
         Workspace.open(root).best_commit(status["tag"])
     )
+
+
+def test_overrides_keep_a_discarded_experiment_and_revert_a_kept_one(tmp_path: Path) -> None:
+    """The researcher's keep/discard overrides move the branch and the journal together."""
+    from agent.builtin import BuiltinProposer
+    from cockpit.config import load_settings
+    from cockpit.engine.loop import Engine, EngineOptions
+    from cockpit.engine.monitor import ScriptedGpuSource
+
+    root = tmp_path / "ws"
+    workspace = make_workspace(root)
+    settings = load_settings(root, overrides={"engine.keep_margin_bpb": 10.0})  # nothing beats it
+    engine = Engine(
+        workspace, settings, BuiltinProposer(seed=1), gpu_source=ScriptedGpuSource.no_gpu()
+    )
+    assert engine.run(EngineOptions(tag="ovr", experiments=1)) == 0
+    records = experiments(root)
+    assert records[1].decision == "discard"
+    base = workspace.best_commit("ovr")
+
+    with Journal.open(root / ".cockpit" / "journal.db") as journal:
+        engine.journal = journal
+        assert engine._apply("override_keep", {"experiment": 1}) == "keep #1"
+        assert workspace.best_commit("ovr") == records[1].commit_sha
+        assert (root / "train.py").read_text() == workspace.script_at(records[1].commit_sha)
+        run = journal.run_by_tag("ovr")
+        assert run is not None and run.best_commit == records[1].commit_sha
+        with pytest.raises(ValueError, match="only the current best"):
+            engine._apply("override_discard", {"experiment": 0})
+        assert engine._apply("override_discard", {"experiment": 1}) == "discard #1"
+        assert workspace.best_commit("ovr") == base
+        run = journal.run_by_tag("ovr")
+        assert (
+            run is not None and run.best_commit == base and run.best_val_bpb == records[0].val_bpb
+        )
+        kinds = [event.message for event in journal.events(kinds=["decision"])]
+    assert sum("override" in message for message in kinds) == 2
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert rows[2].split("\t")[3] == "discard"

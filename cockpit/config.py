@@ -36,11 +36,13 @@ __all__ = [
     "CONFIG_FILENAME",
     "ENV_PREFIX",
     "ENV_SEPARATOR",
+    "AgentSettings",
     "ConfigError",
     "EngineSettings",
     "PathsSettings",
     "Settings",
     "TrainerSettings",
+    "UISettings",
     "find_key_line",
     "load_settings",
     "parse_env_value",
@@ -168,12 +170,12 @@ class EngineSettings(BaseModel):
     )
     proposer: str = Field(
         default="builtin",
-        pattern=r"^(builtin)$",
+        pattern=r"^(builtin|llm)$",
         description=(
             "Who proposes experiments: builtin (perturbs the numeric CAPS constants of the "
             "script; needs no model)."
         ),
-        json_schema_extra={"allowed": '"builtin"'},
+        json_schema_extra={"allowed": '"builtin" or "llm"'},
     )
     experiments: int = Field(
         default=0,
@@ -203,6 +205,97 @@ class EngineSettings(BaseModel):
         allow_inf_nan=False,
         description="Seconds between GPU and process readings during training.",
         json_schema_extra={"allowed": "a number greater than 0"},
+    )
+
+
+class AgentSettings(BaseModel):
+    """The ``[agent]`` section: the local LLM, served by Ollama, that proposes edits."""
+
+    model_config = _MODEL_CONFIG
+
+    host: str = Field(
+        default="",
+        description=(
+            'Ollama server address; "" = the OLLAMA_HOST environment variable, else '
+            "http://127.0.0.1:11434."
+        ),
+        json_schema_extra={"allowed": 'a URL such as "http://127.0.0.1:11434", or ""'},
+    )
+    model: str = Field(
+        default="qwen2.5-coder:7b",
+        min_length=1,
+        description="The Ollama model that proposes edits (pull it first: ollama pull NAME).",
+        json_schema_extra={"allowed": 'a model name as `ollama list` shows it'},
+    )
+    temperature: float = Field(
+        default=0.7,
+        ge=0,
+        le=2,
+        allow_inf_nan=False,
+        description="Sampling temperature of the model.",
+        json_schema_extra={"allowed": "a number from 0 to 2"},
+    )
+    num_ctx: int = Field(
+        default=16384,
+        ge=2048,
+        description="The model's context window in tokens; the prompt is trimmed to fit it.",
+        json_schema_extra={"allowed": "an integer, 2048 or more"},
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="Sampling seed of the model; 0 = a different one every call.",
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = unseeded)"},
+    )
+    timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest wait for one reply of the model, in seconds.",
+        json_schema_extra={"allowed": "a number greater than 0"},
+    )
+    attempts: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Replies asked for one proposal: a rejected edit goes back to the model with the "
+            "reason, at most this many times in all."
+        ),
+        json_schema_extra={"allowed": "an integer, 1 or more"},
+    )
+    unload_before_training: bool = Field(
+        default=True,
+        description=(
+            "Unload the model from the GPU (keep_alive=0) before each training on a GPU, so "
+            "the two do not fight over its memory."
+        ),
+        json_schema_extra={"allowed": "true or false"},
+    )
+    retry_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Longest wait between tries to reach Ollama again while the built-in proposer "
+            "stands in; waits double from 2 s up to this."
+        ),
+        json_schema_extra={"allowed": "a number greater than 0"},
+    )
+
+
+class UISettings(BaseModel):
+    """The ``[ui]`` section: the terminal cockpit."""
+
+    model_config = _MODEL_CONFIG
+
+    theme: str = Field(
+        default="midnight",
+        min_length=1,
+        description=(
+            "Colour theme: midnight, daylight or contrast (high contrast); `t` in the "
+            "cockpit cycles them and the choice is remembered."
+        ),
+        json_schema_extra={"allowed": '"midnight", "daylight" or "contrast"'},
     )
 
 
@@ -238,6 +331,10 @@ class Settings(BaseModel):
     engine: EngineSettings = Field(
         default_factory=EngineSettings, description="How the research loop runs."
     )
+    agent: AgentSettings = Field(
+        default_factory=AgentSettings, description="The local LLM that proposes edits."
+    )
+    ui: UISettings = Field(default_factory=UISettings, description="The terminal cockpit.")
     paths: PathsSettings = Field(
         default_factory=PathsSettings, description="Where the cockpit keeps its files."
     )

@@ -10,11 +10,13 @@ from pydantic import BaseModel, ValidationError
 
 from cockpit import config
 from cockpit.config import (
+    AgentSettings,
     ConfigError,
     EngineSettings,
     PathsSettings,
     Settings,
     TrainerSettings,
+    UISettings,
     find_key_line,
     load_settings,
     parse_env_value,
@@ -29,6 +31,8 @@ else:  # pragma: no cover - Python 3.10 only
 SECTIONS: dict[str, type[BaseModel]] = {
     "trainer": TrainerSettings,
     "engine": EngineSettings,
+    "agent": AgentSettings,
+    "ui": UISettings,
     "paths": PathsSettings,
 }
 
@@ -307,7 +311,7 @@ def test_unknown_section_names_line(tmp_path: Path) -> None:
     workspace = write_workspace(tmp_path, "[trainer]\nseed = 1\n\n[foo]\nbar = 1\n")
     message = load_error(workspace)
     assert message.startswith(f"{workspace / 'config.toml'}:4: unknown section [foo].")
-    assert "Valid sections: [engine], [paths], [trainer]." in message
+    assert "Valid sections: [agent], [engine], [paths], [trainer], [ui]." in message
 
 
 def test_unknown_subtable_of_a_section(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ It imports nothing of cockpit: the engine hands it plain data.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +32,35 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
+class CrashReport:
+    """An experiment that failed, handed back to the proposer to fix."""
+
+    number: int
+    description: str
+    script: str  # the script that failed
+    outcome: str  # crash, timeout, oom, nan, ...
+    log_tail: str  # the last lines of its log: the traceback, usually
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """Something a proposer reports while it works, for the journal and the UI.
+
+    kinds: ``token`` (streamed reply text), ``reply`` (a whole reply arrived),
+    ``rejected`` (a reply refused; ``message`` is the reason sent back to the model),
+    ``health`` (the model server's state changed), ``fallback`` (another proposer stands
+    in) and ``resumed`` (the preferred proposer is back).
+    """
+
+    kind: str
+    message: str
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+EventSink = Callable[[AgentEvent], None]
+
+
+@dataclass(frozen=True)
 class ProposalContext:
     """Everything a proposer may use to make its next proposal."""
 
@@ -39,8 +68,10 @@ class ProposalContext:
     device: str = "cpu"  # the device the script trains on: picks a constant's branch
     tried_hashes: frozenset[str] = frozenset()
     ledger: Sequence[LedgerEntry] = ()
-    notes: Sequence[str] = ()
-    program: str = ""
+    notes: Sequence[str] = ()  # the researcher's notes for the agent, oldest first
+    vetoes: Sequence[str] = ()  # "description: reason" of vetoed proposals, oldest first
+    program: str = ""  # the workspace's program.md
+    fix: CrashReport | None = None  # set when the proposer is asked to fix a failure
 
 
 @dataclass(frozen=True)

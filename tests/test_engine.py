@@ -453,3 +453,103 @@ def test_overrides_keep_a_discarded_experiment_and_revert_a_kept_one(tmp_path: P
     assert sum("override" in message for message in kinds) == 2
     rows = (root / "results.tsv").read_text().splitlines()
     assert rows[2].split("\t")[3] == "discard"
+
+
+# A self-reporting script whose score drops with every step away from its baseline constants:
+# its first experiment is always kept, whatever the built-in proposer changes.
+EVERY_CHANGE_WINS = """LEARNING_RATE = 0.1
+BATCH_SIZE = 16
+WIDTH = 64
+distance = abs(LEARNING_RATE - 0.1) + abs(BATCH_SIZE - 16) / 100 + abs(WIDTH - 64) / 1000
+print("---")
+print(f"val_bpb:          {2.0 - min(distance, 0.5):.6f}")
+print("peak_vram_mb:     512.0")
+"""
+
+
+@pytest.mark.parametrize("point", ["committed", "kept", "decided"])
+def test_kill_9_at_each_step_of_a_decision_loses_and_repeats_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    """The engine dies (SIGKILL, from inside) right after committing, after moving the branch to
+    a kept commit, and after journaling a decision; a restart finishes the run exactly."""
+    script = tmp_path / "every_change_wins.py"
+    script.write_text(EVERY_CHANGE_WINS)
+    root = tmp_path / "ws"
+    workspace = make_workspace(root, script)
+    config = (root / "config.toml").read_text()
+    (root / "config.toml").write_text(
+        config.replace("[trainer]\n", f'[trainer]\ncommand = "{sys.executable} train.py"\n', 1)
+    )
+    subprocess.run(["git", "-C", str(root), "commit", "-qam", "script"], check=True, env=git_env())
+
+    monkeypatch.setenv("COCKPIT_FAILPOINT", point)
+    died = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "2", "--tag", "t"
+    )
+    assert died.returncode == -signal.SIGKILL, died.stdout + died.stderr
+    monkeypatch.delenv("COCKPIT_FAILPOINT")
+    before = experiments(root)
+    assert len(before) == (1 if point == "committed" else 2)
+
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "2", "--tag", "t"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = experiments(root)
+    assert [e.number for e in records] == [0, 1, 2]
+    assert [e.attempt for e in records] == [1, 1, 1]  # nothing was trained twice
+    assert records[1].decision == "keep"
+    assert len({e.commit_sha for e in records}) == 3
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert len(rows) == 4 and [row.split("\t")[0] for row in rows[1:]] == [
+        e.commit_sha[:7] for e in records
+    ]
+    kept = [e.commit_sha for e in records if e.decision == "keep" and e.number > 0]
+    history = git(root, "rev-list", "--first-parent", "cockpit/t", "^refs/cockpit/t/base").split()
+    assert history == list(reversed(kept))
+    assert workspace.best_commit("t") == kept[-1]
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        run = journal.run_by_tag("t")
+        assert run is not None and run.best_commit == kept[-1]
+        decisions = journal.events(kinds=["decision"])
+    assert len(decisions) == 3  # one per experiment, none repeated
+    git(root, "fsck", "--strict")
+
+
+FAILING_BASELINES = {
+    "timeout": "import time\n\ndef train(ctx):\n    signal_proof = 0\n    while True:\n"
+    "        try:\n            time.sleep(0.05)\n        except BaseException:\n"
+    "            signal_proof += 1\n",
+    "crash": "def train(ctx):\n    helper()\n\ndef helper():\n"
+    "    raise ValueError('shape mismatch in layer 3')\n",
+    "oom": "def train(ctx):\n    raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB "
+    "(GPU 0; 79.35 GiB total capacity)')\n",
+}
+
+
+@pytest.mark.parametrize("outcome", sorted(FAILING_BASELINES))
+def test_failed_trainings_are_classified_in_the_journal(tmp_path: Path, outcome: str) -> None:
+    """A hang is killed within budget + grace and recorded as timeout, a crash keeps its
+    traceback's tail, an out-of-memory error is classified oom."""
+    script = tmp_path / "failing.py"
+    script.write_text("LEARNING_RATE = 0.1\n\n" + FAILING_BASELINES[outcome])
+    root = tmp_path / "ws"
+    make_workspace(root, script)
+    started = time.monotonic()
+    result = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1 and "the baseline failed" in result.stderr
+    (baseline,) = experiments(root)
+    assert baseline.outcome == outcome
+    assert baseline.status == ("timeout" if outcome == "timeout" else "crash")
+    if outcome == "timeout":
+        # budget 1.5 s + grace 2 s, plus start-up: far from hanging.
+        assert elapsed < 30 and "timeout" in (baseline.decision_reason or "")
+    if outcome == "crash":
+        assert baseline.crash_tail is not None
+        assert "shape mismatch in layer 3" in baseline.crash_tail
+        assert "helper" in baseline.crash_tail  # the traceback, not just the message
+    if outcome == "oom":
+        assert "out of memory" in (baseline.decision_reason or "").lower()
+    assert (root / "results.tsv").read_text().splitlines()[1].split("\t")[3] == "crash"

@@ -29,6 +29,7 @@ import pygit2
 
 from agent.proposal import LedgerEntry, NoProposal, Proposal, ProposalContext, Proposer, script_hash
 from cockpit.config import Settings
+from cockpit.engine.failpoints import failpoint
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
@@ -380,6 +381,7 @@ class Engine:
         sha, ref = workspace.commit_experiment(
             run.tag, number, proposal.script, f"{proposal.description}\n\n{proposal.hypothesis}\n"
         )
+        failpoint("committed")
         experiment = journal.add_experiment(
             run.id,
             number,
@@ -662,6 +664,7 @@ class Engine:
             )
         if keep:
             self.workspace.keep(run.tag, experiment.commit_sha)
+            failpoint("kept")
             journal.record_decision(
                 experiment.id,
                 "keep",
@@ -670,6 +673,7 @@ class Engine:
             )
         else:
             journal.record_decision(experiment.id, "discard", reason)
+        failpoint("decided")
         self.say(f"#{number} {'keep' if keep else 'discard'}: {reason}")
         self._export()
 

@@ -95,7 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="the run's tag (default: today, e.g. nov26); an existing tag resumes that run",
         )
         loop.add_argument("--mode", choices=("autonomous", "supervised"), default=None)
-        loop.add_argument("--proposer", choices=("builtin",), default=None)
+        loop.add_argument(
+            "--proposer",
+            choices=("builtin", "llm"),
+            default=None,
+            help="llm: the [agent] model through Ollama (the built-in stands in while it is "
+            "unreachable); builtin: perturbs the CAPS constants",
+        )
         loop.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
         loop.add_argument(
             "--adopt",
@@ -122,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", "resume a paused engine"),
         ("note", "a note for the agent"),
         ("mode", "switch between autonomous and supervised"),
+        ("keep", "override a decision: keep a discarded experiment (the branch moves to it)"),
+        ("discard", "override a decision: revert the kept experiment that is the current best"),
     ):
         steer = commands.add_parser(name, help=help_text)
         _add_engine_workspace(steer)
@@ -135,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
             steer.add_argument("text")
         if name == "mode":
             steer.add_argument("mode", choices=("autonomous", "supervised"))
+        if name in ("keep", "discard"):
+            steer.add_argument("experiment", type=int, help="the experiment's number")
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     benches = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -253,9 +263,13 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         payload["reason"] = args.reason
     if args.command == "note":
         payload["text"] = args.text
-    kind = {"mode": "set_mode"}.get(args.command, args.command)
+    kind = {"mode": "set_mode", "keep": "override_keep", "discard": "override_discard"}.get(
+        args.command, args.command
+    )
     if args.command == "mode":
         payload["mode"] = args.mode
+    if args.command in ("keep", "discard"):
+        payload["experiment"] = args.experiment
     return commands.cmd_send(workspace, kind, payload)
 
 

@@ -553,3 +553,36 @@ def test_failed_trainings_are_classified_in_the_journal(tmp_path: Path, outcome:
     if outcome == "oom":
         assert "out of memory" in (baseline.decision_reason or "").lower()
     assert (root / "results.tsv").read_text().splitlines()[1].split("\t")[3] == "crash"
+
+
+def test_keep_and_discard_from_the_command_line_override_a_decision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "ws"
+    workspace = make_workspace(root)
+    monkeypatch.setenv("COCKPIT_ENGINE__KEEP_MARGIN_BPB", "10.0")  # nothing beats the baseline
+    first = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1", "--tag", "o"
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    discarded = experiments(root)[1]
+    assert discarded.decision == "discard"
+
+    sent = cockpit("keep", "1", "--workspace", str(root))
+    assert sent.returncode == 0 and "waits for the next start" in sent.stdout
+    resumed = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1", "--tag", "o"
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert workspace.best_commit("o") == discarded.commit_sha
+    assert experiments(root)[1].decision_reason == "kept by the researcher (override)"
+    assert (root / "results.tsv").read_text().splitlines()[2].split("\t")[3] == "keep"
+
+    cockpit("discard", "1", "--workspace", str(root))
+    resumed = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1", "--tag", "o"
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert workspace.best_commit("o") == experiments(root)[0].commit_sha
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        assert not journal.pending_commands()

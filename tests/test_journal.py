@@ -717,3 +717,27 @@ def test_results_tsv_is_replaced_atomically(
     assert results.stat().st_ino != old_inode  # a new file renamed over the old one
     assert results.stat().st_mode & 0o777 == 0o640  # the user's permissions are kept
     assert [p.name for p in folder.iterdir()] == ["results.tsv"]
+
+
+def test_a_journal_of_the_first_schema_is_read_and_brought_up_to_date(path: Path) -> None:
+    """Version 1 had no experiment details: read-only it reads as None, a writer adds it."""
+    with Journal.open(path) as journal:
+        run = new_run(journal)
+        journal.add_experiment(run.id, 0, description="baseline", status="committed")
+    raw = sqlite3.connect(path)
+    raw.execute("ALTER TABLE experiments DROP COLUMN details_json")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    with Journal.open(path, readonly=True) as journal:
+        (old,) = journal.experiments(run.id)
+        assert old.description == "baseline" and old.details is None
+    with Journal.open(path) as journal:
+        (experiment,) = journal.experiments(run.id)
+        journal.update_experiment(experiment.id, details={"fix_of": 3})
+        assert journal.experiments(run.id)[0].details == {"fix_of": 3}
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    finally:
+        raw.close()

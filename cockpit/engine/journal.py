@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 # Bump when the schema changes, and teach _migrate the step from the version before.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 
 RUN_MODES = ("autonomous", "supervised")
@@ -145,6 +145,7 @@ _SCHEMA = (
         log_path TEXT,
         crash_tail TEXT,
         lines_of_code INTEGER,
+        details_json TEXT,
         UNIQUE (run_id, number)
     )
     """,
@@ -204,6 +205,12 @@ _SCHEMA = (
     )
     """,
 )
+# What each schema version adds to the one before; a journal of an older version is brought up
+# to date when it is opened for writing.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: free-form facts of an experiment (the crash it fixes, integrity flags, evidence).
+    2: ("ALTER TABLE experiments ADD COLUMN details_json TEXT",),
+}
 # Enumerated values (statuses, modes, kinds) are checked here in Python rather than with SQL
 # CHECK constraints: SQLite can only change a CHECK by rebuilding the table, and new statuses
 # are the likeliest schema change.
@@ -285,6 +292,7 @@ class Experiment:
     log_path: str | None
     crash_tail: str | None
     lines_of_code: int | None
+    details: dict[str, Any] | None = None
 
     @property
     def is_final(self) -> bool:
@@ -339,7 +347,7 @@ _R = TypeVar("_R", Run, Experiment, Event, Command, Sample)
 # The record fields stored as JSON, in a column named <field>_json.
 _JSON_FIELDS: dict[type, frozenset[str]] = {
     Run: frozenset({"config"}),
-    Experiment: frozenset({"summary"}),
+    Experiment: frozenset({"summary", "details"}),
     Event: frozenset({"data"}),
     Command: frozenset({"payload"}),
     Sample: frozenset({"data"}),
@@ -374,12 +382,13 @@ _EXPERIMENT_UPDATABLE = frozenset(f.name for f in dataclasses.fields(Experiment)
 
 def _from_row(cls: type[_R], row: sqlite3.Row) -> _R:
     json_fields = _JSON_FIELDS[cls]
+    present = set(row.keys())  # a journal of an older schema, opened read-only, lacks some
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name in json_fields:
-            values[f.name] = _loads(row[f"{f.name}_json"])
-        else:
-            values[f.name] = row[f.name]
+        column = f"{f.name}_json" if f.name in json_fields else f.name
+        if column not in present:
+            continue  # the field's default stands in
+        values[f.name] = _loads(row[column]) if f.name in json_fields else row[column]
     return cls(**values)
 
 
@@ -507,10 +516,14 @@ class Journal:
             with self._write() as tx:
                 # Another process may have created the schema while this one waited.
                 version = self._user_version()
-                if not self._check_version(version, fresh_ok=True):
+                if version == 0:
                     for statement in _SCHEMA:
                         tx.execute(statement)
-                    tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif not self._check_version(version, fresh_ok=True):
+                    for step in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[step]:
+                            tx.execute(statement)
+                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             raise JournalError(
                 f"{self._path} is not a usable journal ({error}); move it aside and the "
@@ -531,7 +544,7 @@ class Journal:
             raise JournalError(
                 f"the journal at {self._path} is empty: the engine has not set it up yet"
             )
-        # Versions between 0 and SCHEMA_VERSION would be migrated here once there are any.
+        # Versions between 0 and SCHEMA_VERSION are migrated by _setup (read-only: as they are).
         return version == SCHEMA_VERSION
 
     @property

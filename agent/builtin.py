@@ -117,6 +117,8 @@ class BuiltinProposer:
         self._tried: set[str] = set()
 
     def propose(self, context: ProposalContext) -> Proposal:
+        if context.fix is not None:
+            raise NoProposal("the built-in proposer cannot fix a crash, only perturb constants")
         source = context.best_script
         constants = [
             c for c in find_constants(source, context.device) if c.name not in self._excluded

@@ -155,3 +155,12 @@ def test_floats_stay_float_literals() -> None:
         assert isinstance(value, float)
         proposals.add(value)
     assert len(proposals) == 3
+
+
+def test_the_builtin_proposer_declines_to_fix_a_crash() -> None:
+    from agent.proposal import CrashReport
+
+    script = "LEARNING_RATE = 0.1\n"
+    crash = CrashReport(3, "LEARNING_RATE 0.1 -> 0.2", script, "crash", "Traceback ...")
+    with pytest.raises(NoProposal, match="cannot fix"):
+        BuiltinProposer().propose(ProposalContext(best_script=script, fix=crash))

@@ -27,7 +27,15 @@ from typing import Any, TextIO
 import psutil
 import pygit2
 
-from agent.proposal import LedgerEntry, NoProposal, Proposal, ProposalContext, Proposer, script_hash
+from agent.proposal import (
+    CrashReport,
+    LedgerEntry,
+    NoProposal,
+    Proposal,
+    ProposalContext,
+    Proposer,
+    script_hash,
+)
 from cockpit.config import Settings
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.journal import Experiment, Journal, Run
@@ -336,26 +344,58 @@ class Engine:
             lines_of_code=lines_of_code(script),
         )
 
-    def _context(self, run: Run, script: str) -> ProposalContext:
+    def _context(self, run: Run, script: str, fix: CrashReport | None = None) -> ProposalContext:
         journal = self._journal()
         experiments = journal.experiments(run.id)
-        ledger = [
-            LedgerEntry(e.number, e.description or "", e.status, e.val_bpb, None)
-            for e in experiments
-            if e.is_final
-        ]
-        notes = [
-            event.message
-            for event in journal.events(run.id, kinds=["note", "veto"], limit=50, latest=True)
-        ]
+        ledger: list[LedgerEntry] = []
+        best: float | None = None
+        for e in experiments:
+            if not e.is_final:
+                continue
+            delta = None if e.val_bpb is None or best is None else e.val_bpb - best
+            ledger.append(LedgerEntry(e.number, e.description or "", e.status, e.val_bpb, delta))
+            if e.decision == "keep" and e.val_bpb is not None:
+                best = e.val_bpb
+        events = journal.events(run.id, kinds=["note", "veto"], limit=50, latest=True)
+        events.sort(key=lambda event: event.id)  # oldest first, as the proposer reads them
         device = str(self.settings.trainer.device)
+        program = self.workspace.path / "program.md"
         return ProposalContext(
             best_script=script,
             device="cuda" if device.startswith("cuda") else "cpu",
             tried_hashes=frozenset(e.script_hash for e in experiments if e.script_hash),
             ledger=ledger,
-            notes=notes,
+            notes=[event.message for event in events if event.kind == "note"],
+            vetoes=[event.message for event in events if event.kind == "veto"],
+            program=program.read_text(errors="replace") if program.is_file() else "",
+            fix=fix,
         )
+
+    def _crash_to_fix(self, run: Run) -> tuple[CrashReport, int] | None:
+        """The failed experiment the proposer should fix now, and the one it descends from.
+
+        Only the latest experiment, and only while its chain of fixes is shorter than
+        `engine.fix_attempts`. Derived from the journal, so a restart asks for the same fix.
+        """
+        limit = self.settings.engine.fix_attempts
+        experiments = self._journal().experiments(run.id)
+        if not limit or not experiments:
+            return None
+        last = experiments[-1]
+        if last.number == 0 or last.status not in ("crash", "timeout") or not last.commit_sha:
+            return None
+        origin = int((last.details or {}).get("fix_of", last.number))
+        fixes = sum(1 for e in experiments if (e.details or {}).get("fix_of") == origin)
+        if fixes >= limit:
+            return None
+        report = CrashReport(
+            number=last.number,
+            description=last.description,
+            script=self.workspace.script_at(last.commit_sha),
+            outcome=str(last.outcome),
+            log_tail=last.crash_tail or last.decision_reason or "",
+        )
+        return report, origin
 
     def _propose(self, run: Run) -> Experiment | None:
         journal = self._journal()
@@ -365,6 +405,7 @@ class Engine:
         orphan = workspace.experiment_ref(run.tag, number)
         self._set_phase("proposing", experiment=number)
         proposal: Proposal | None
+        details: dict[str, Any] | None = None  # what the engine knows of it beyond the proposal
         if orphan is not None:
             # Committed to git but never journaled (the engine died in between): adopt it.
             lines = workspace.repo[orphan].peel(pygit2.Commit).message.strip().splitlines()
@@ -375,7 +416,12 @@ class Engine:
                 "recovered",
             )
         else:
-            proposal = self._fresh_proposal(run, workspace.script_at(best))
+            best_script = workspace.script_at(best)
+            fix = self._fix_proposal(run, best_script)
+            if fix is not None:
+                proposal, details = fix
+            else:
+                proposal = self._fresh_proposal(run, best_script)
             if proposal is None:
                 return None
         sha, ref = workspace.commit_experiment(
@@ -396,9 +442,40 @@ class Engine:
             script_hash=proposal.script_hash,
             lines_of_code=lines_of_code(proposal.script),
             status="awaiting_approval" if self.mode == "supervised" else "committed",
+            details=details,
         )
         self.say(f"#{number} {proposal.description} ({proposal.proposer})")
         return experiment
+
+    def _fix_proposal(self, run: Run, best_script: str) -> tuple[Proposal, dict[str, Any]] | None:
+        """A fix of the experiment that just failed, when the proposer can make one, with the
+        experiment details that tie it to the failure."""
+        wanted = self._crash_to_fix(run)
+        if wanted is None:
+            return None
+        report, origin = wanted
+        journal = self._journal()
+        try:
+            self.marks.append(("propose_start", time.perf_counter()))
+            proposal = self.proposer.propose(self._context(run, best_script, fix=report))
+            self.marks.append(("propose_end", time.perf_counter()))
+        except NoProposal as exc:
+            journal.add_event(
+                "agent",
+                f"#{report.number} is recorded as {report.outcome}, not fixed: {exc}",
+                run_id=run.id,
+                data={"type": "no_fix", "experiment": report.number},
+            )
+            return None
+        if journal.has_script_hash(run.id, proposal.script_hash):
+            return None
+        journal.add_event(
+            "agent",
+            f"fix of #{report.number} ({report.outcome}): {proposal.description}",
+            run_id=run.id,
+            data={"type": "fix", "experiment": report.number},
+        )
+        return proposal, {"fix_of": origin, "fixes": report.number}
 
     def _fresh_proposal(self, run: Run, best_script: str) -> Proposal | None:
         """A proposal whose script was never trained in this run (None: nothing left)."""
@@ -415,9 +492,14 @@ class Engine:
             if not journal.has_script_hash(run.id, proposal.script_hash):
                 return proposal
             journal.add_event(
-                "rejection",
+                "agent",
                 f"{proposal.description}: this script was already trained",
                 run_id=run.id,
+                data={
+                    "type": "rejected",
+                    "reason": "already trained",
+                    "proposer": proposal.proposer,
+                },
             )
         self.say("the proposer keeps repeating scripts that were already trained")
         return None

@@ -146,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("keep", "discard"):
             steer.add_argument("experiment", type=int, help="the experiment's number")
 
+    report = commands.add_parser(
+        "report", help="write progress.png and report.md of a run (default: the latest)"
+    )
+    _add_engine_workspace(report)
+    report.add_argument(
+        "--out", type=Path, default=None, help="where to write them (default: WORKSPACE/report)"
+    )
+    report.add_argument("--tag", default=None, help="the run (default: the latest)")
+
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     benches = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     trainer_bench = benches.add_parser(
@@ -235,6 +244,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from cockpit import commands
+    from cockpit.report import ReportError, write_report
+
+    if args.workspace is not None:
+        workspace = args.workspace.expanduser().resolve()
+    else:
+        workspace = commands.open_workspace(None).path
+    try:
+        png, markdown = write_report(workspace, args.out, args.tag)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {markdown}\nwrote {png}")
+    return 0
+
+
 def _cmd_engine(args: argparse.Namespace) -> int:
     from cockpit import commands
 
@@ -278,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {None: _cmd_train, "train": _cmd_train, "bench": _cmd_bench}
+    handlers = {None: _cmd_train, "train": _cmd_train, "bench": _cmd_bench, "report": _cmd_report}
     try:
         return handlers.get(args.command, _cmd_engine)(args)
     except (ConfigError, WorkspaceError) as exc:

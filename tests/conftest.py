@@ -91,3 +91,16 @@ def run_harness(
     return HarnessRun(
         completed.returncode, completed.stdout + completed.stderr, summary, seconds, metrics
     )
+
+
+@pytest.fixture
+def ollama_server() -> Iterator[OllamaDouble]:
+    """An Ollama-compatible server on 127.0.0.1 with scripted replies, stopped afterwards."""
+    with OllamaDouble() as server:
+        yield server
+
+
+# Imports of the Ollama server fixture above.
+from collections.abc import Iterator  # noqa: E402
+
+from tests.ollama_server import OllamaDouble  # noqa: E402

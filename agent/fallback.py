@@ -1,0 +1,151 @@
+"""The LLM when it can, a stand-in when it cannot: research goes on without a model.
+
+`FallbackProposer` asks the model server for its health before the first proposal and,
+while it is unhealthy, again whenever the backoff allows. While the server is down, the
+model is not pulled or replies time out, the stand-in (the built-in proposer, which needs
+no model) proposes instead, and events say so. When the model gave no usable edit for one
+proposal, the stand-in makes that one. A crash can only be fixed by the model: without one,
+`NoProposal` lets the engine record the crash as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from agent.llm import ProposalFailed
+from agent.ollama_backend import AgentState, AgentUnavailable, Backoff, Health
+from agent.proposal import AgentEvent, EventSink, NoProposal, Proposal, ProposalContext, Proposer
+
+DEFAULT_RETRY_SECONDS = 60.0
+
+
+class HealthProbe(Protocol):
+    """What the fallback needs of a model server: whether it can answer now."""
+
+    def check(self) -> Health:
+        """The server's state now; never raises."""
+        ...
+
+
+_LABELS = {"builtin": "built-in", "llm": "LLM"}
+
+
+def _state_name(state: AgentState) -> str:
+    return str(state.value)
+
+
+def _label(proposer: Proposer) -> str:
+    return _LABELS.get(proposer.name, proposer.name)
+
+
+class FallbackProposer:
+    """Proposes with ``preferred`` while its backend is healthy, else with ``standin``."""
+
+    def __init__(
+        self,
+        preferred: Proposer,
+        standin: Proposer,
+        backend: HealthProbe,
+        *,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.preferred = preferred
+        self.standin = standin
+        self.backend = backend
+        self.backoff = backoff if backoff is not None else Backoff(DEFAULT_RETRY_SECONDS)
+        self.clock = clock
+        self.on_event = on_event
+        self.name = preferred.name
+        self.health: Health | None = None  # the last health seen; None before the first check
+        self.active = preferred.name  # who proposes next: the preferred, or the stand-in
+
+    # --- events ----------------------------------------------------------------------------
+
+    def _emit(self, kind: str, message: str, details: Mapping[str, object] | None = None) -> None:
+        if self.on_event is not None:
+            self.on_event(AgentEvent(kind, message, dict(details or {})))
+
+    def _record(self, health: Health) -> None:
+        """Keep ``health``; say so when the state changed."""
+        previous = self.health
+        self.health = health
+        if previous is None or previous.state != health.state:
+            self._emit("health", health.message, {"state": _state_name(health.state)})
+
+    def _stand_in(self, health: Health) -> None:
+        """The stand-in takes over until the model server is healthy again."""
+        if self.active != self.standin.name:
+            self.active = self.standin.name
+            self._emit(
+                "fallback",
+                f"{health.message}; the {_label(self.standin)} proposer stands in until it is back",
+                {"state": _state_name(health.state), "proposer": self.standin.name},
+            )
+
+    def _resume(self, health: Health) -> None:
+        if self.active != self.preferred.name:
+            self.active = self.preferred.name
+            self._emit(
+                "resumed",
+                f"{health.message}; the {_label(self.preferred)} proposer is back",
+                {"state": _state_name(health.state), "proposer": self.preferred.name},
+            )
+
+    # --- health ----------------------------------------------------------------------------
+
+    def _healthy(self) -> bool:
+        """Whether the preferred proposer should be asked now (probing when it is time)."""
+        now = self.clock()
+        health = self.health
+        if health is not None and health.state == AgentState.READY:
+            return True
+        if health is not None and not self.backoff.ready_to_retry(now):
+            return False
+        health = self.backend.check()
+        self._record(health)
+        if health.state == AgentState.READY:
+            # The backoff is reset by a reply, not by a probe: a server that answers probes
+            # but times out on every reply is still tried less and less often.
+            self._resume(health)
+            return True
+        self.backoff.failed(now)
+        self._stand_in(health)
+        return False
+
+    def refresh(self) -> Health | None:
+        """Check the server now when it is time to (at start, after the backoff); the health."""
+        self._healthy()
+        return self.health
+
+    # --- proposing -------------------------------------------------------------------------
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        """A proposal of the preferred proposer when it can make one, else of the stand-in."""
+        if self._healthy():
+            try:
+                proposal = self.preferred.propose(context)
+            except AgentUnavailable as exc:
+                self._record(exc.health)
+                self.backoff.failed(self.clock())
+                self._stand_in(exc.health)
+            except ProposalFailed as exc:
+                self.backoff.succeeded()  # the server answered; the replies were the trouble
+                if context.fix is not None:
+                    raise
+                self._emit(
+                    "fallback",
+                    f"{exc}; the {_label(self.standin)} proposer stands in for this experiment",
+                    {"proposer": self.standin.name, "reason": exc.kind},
+                )
+                return self.standin.propose(context)
+            else:
+                self.backoff.succeeded()
+                return proposal
+        if context.fix is not None:
+            reason = self.health.message if self.health is not None else "no health check yet"
+            raise NoProposal(f"no model available to fix the crash ({reason})")
+        return self.standin.propose(context)

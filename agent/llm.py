@@ -1,0 +1,164 @@
+"""The LLM proposer: asks a local model for one experiment as SEARCH/REPLACE edits.
+
+One proposal is a short conversation. The model gets the prompt of `agent.prompt` and
+answers with a JSON object (``format=`` holds the schema); the reply is validated and its
+edits applied to the script. A reply that cannot be used (malformed JSON, an edit that does
+not match, a syntax error, a script tried before) goes back to the model with the reason,
+up to ``attempts`` replies in all; none of them costs a training run. When every reply was
+unusable, `ProposalFailed` says why. When the model server itself is in trouble the
+backend's `AgentUnavailable` goes through untouched, for `FallbackProposer` to handle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from agent.edits import Edit, EditRejected, apply_proposal, describe_edits
+from agent.ollama_backend import ChatReply
+from agent.prompt import (
+    PromptTooLarge,
+    ReplyRejected,
+    add_feedback,
+    build_messages,
+    parse_reply,
+    reply_schema,
+)
+from agent.proposal import AgentEvent, EventSink, NoProposal, Proposal, ProposalContext
+
+REPLY_SHOWN_CHARS = 2000  # how much of a rejected reply an event carries
+
+
+class ProposalFailed(NoProposal):
+    """The model gave no usable proposal; the message gives the last reason."""
+
+    def __init__(self, message: str, *, kind: str, attempts: int) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.attempts = attempts
+
+
+class ChatBackend(Protocol):
+    """What the proposer needs of a model server (`agent.ollama_backend.OllamaBackend`)."""
+
+    @property
+    def model(self) -> str:
+        """The model's name, for the ledger."""
+        ...
+
+    @property
+    def num_ctx(self) -> int:
+        """The model's context window in tokens."""
+        ...
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        schema: dict[str, Any],
+        on_token: Callable[[str], None] | None = None,
+    ) -> ChatReply:
+        """One reply to ``messages``, constrained to ``schema``."""
+        ...
+
+
+class LLMProposer:
+    """Proposes experiments with a local LLM, retrying rejected replies with the reason."""
+
+    name = "llm"
+
+    def __init__(
+        self,
+        backend: ChatBackend,
+        *,
+        attempts: int,
+        filename: str = "train.py",
+        on_event: EventSink | None = None,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be 1 or more, not {attempts}")
+        self.backend = backend
+        self.attempts = attempts
+        self.filename = filename
+        self.on_event = on_event
+
+    def _emit(self, kind: str, message: str, details: Mapping[str, object] | None = None) -> None:
+        if self.on_event is not None:
+            self.on_event(AgentEvent(kind, message, dict(details or {})))
+
+    def _on_token(self, chunk: str) -> None:
+        if chunk:
+            self._emit("token", chunk)
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        """The model's next experiment, with its edits applied to the script.
+
+        In fix mode the edits apply to the script that failed, else to the best script.
+        Raises `ProposalFailed` when no reply was usable, and lets `AgentUnavailable` through.
+        """
+        try:
+            build = build_messages(context, num_ctx=self.backend.num_ctx, filename=self.filename)
+        except PromptTooLarge as exc:
+            raise ProposalFailed(str(exc), kind="prompt_too_large", attempts=0) from exc
+        schema = reply_schema()
+        messages: list[dict[str, str]] = build.messages
+        prompt_tokens = reply_tokens = 0
+        seconds = 0.0
+        kind, reason = "", ""
+        for attempt in range(1, self.attempts + 1):
+            reply = self.backend.chat(messages, schema=schema, on_token=self._on_token)
+            prompt_tokens += reply.prompt_tokens or 0
+            reply_tokens += reply.reply_tokens or 0
+            seconds += reply.seconds
+            self._emit(
+                "reply",
+                f"reply {attempt} of at most {self.attempts}: {reply.reply_tokens or '?'} "
+                f"tokens in {reply.seconds:.1f} s",
+                {
+                    "attempt": attempt,
+                    "prompt_tokens": reply.prompt_tokens,
+                    "reply_tokens": reply.reply_tokens,
+                    "seconds": reply.seconds,
+                },
+            )
+            try:
+                parsed = parse_reply(reply.content)
+                edits = [Edit(block.search, block.replace) for block in parsed.edits]
+                script = apply_proposal(
+                    build.script,
+                    edits,
+                    filename=self.filename,
+                    tried_hashes=context.tried_hashes,
+                )
+            except (ReplyRejected, EditRejected) as exc:
+                kind, reason = exc.kind, exc.message
+            else:
+                return Proposal(
+                    description=parsed.description,
+                    hypothesis=parsed.hypothesis,
+                    script=script,
+                    proposer=self.name,
+                    model=self.backend.model,
+                    details={
+                        "edits": len(edits),
+                        "attempts": attempt,
+                        "prompt_tokens": prompt_tokens,
+                        "reply_tokens": reply_tokens,
+                        "seconds": round(seconds, 3),
+                        "estimated_prompt_tokens": build.estimated_tokens,
+                        "left_out": dict(build.left_out),
+                        "diff": describe_edits(build.script, script),
+                    },
+                )
+            self._emit(
+                "rejected",
+                reason,
+                {"kind": kind, "attempt": attempt, "reply": reply.content[:REPLY_SHOWN_CHARS]},
+            )
+            messages = add_feedback(build, reply.content, reason)
+        replies = "1 reply" if self.attempts == 1 else f"{self.attempts} replies"
+        raise ProposalFailed(
+            f"the model gave no usable edit in {replies}: {reason}",
+            kind=kind,
+            attempts=self.attempts,
+        )

@@ -1,0 +1,281 @@
+"""The prompt and the structured reply: what the model is shown, and how its answer is read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.prompt import (
+    RECENT_OTHERS,
+    REPLY_RESERVE_TOKENS,
+    RETRY_RESERVE_TOKENS,
+    PromptTooLarge,
+    ReplyRejected,
+    add_feedback,
+    build_messages,
+    estimate_messages,
+    main,
+    parse_reply,
+    reply_schema,
+    shorten_description,
+)
+from agent.proposal import DESCRIPTION_LIMIT, CrashReport, LedgerEntry, ProposalContext
+from tests.conftest import REPO
+
+SCRIPT = (REPO / "trainer" / "train.py").read_text()
+PROGRAM = (REPO / "cockpit" / "template" / "program.md").read_text()
+
+GOOD = {
+    "description": "raise the learning rate to 0.004",
+    "hypothesis": "The loss still falls steeply at the end, so a higher rate should help.",
+    "edits": [{"search": "LEARNING_RATE = 0.003", "replace": "LEARNING_RATE = 0.004"}],
+}
+
+
+def rejection(text: str) -> str:
+    with pytest.raises(ReplyRejected) as caught:
+        parse_reply(text)
+    assert caught.value.kind == "malformed"
+    return caught.value.message
+
+
+def user_text(context: ProposalContext, num_ctx: int = 16384) -> str:
+    build = build_messages(context, num_ctx=num_ctx)
+    assert [m["role"] for m in build.messages] == ["system", "user"]
+    return build.messages[1]["content"]
+
+
+def room_beyond_the_script(tokens: int) -> int:
+    """A num_ctx with ``tokens`` to spare beyond the script, the instructions and the reply, so
+    that trimming tests hold whatever the template script's size."""
+    bare = build_messages(ProposalContext(best_script=SCRIPT), num_ctx=10**6)
+    return bare.estimated_tokens + REPLY_RESERVE_TOKENS + RETRY_RESERVE_TOKENS + tokens
+
+
+def big_ledger(entries: int, keep_every: int) -> list[LedgerEntry]:
+    statuses = ("discard", "crash", "discard", "timeout")
+    return [
+        LedgerEntry(
+            number,
+            f"experiment number {number} changes knob {number % 17} a little",
+            "keep" if number % keep_every == 0 else statuses[number % len(statuses)],
+            None if number % 4 == 1 else 3.0 + number / 10_000,
+            None if number % 4 == 1 else 0.001,
+        )
+        for number in range(entries)
+    ]
+
+
+# --- the reply -------------------------------------------------------------------------------
+
+
+def test_the_schema_asks_for_exactly_three_fields_and_search_replace_pairs() -> None:
+    schema = reply_schema()
+    assert list(schema["properties"]) == ["description", "hypothesis", "edits"]
+    assert sorted(schema["required"]) == ["description", "edits", "hypothesis"]
+    assert schema["additionalProperties"] is False
+    edits = schema["properties"]["edits"]
+    assert edits["type"] == "array" and edits["minItems"] == 1
+    assert list(edits["items"]["properties"]) == ["search", "replace"]
+    assert sorted(edits["items"]["required"]) == ["replace", "search"]
+    # Self-contained: Ollama gets no references to resolve.
+    assert "$ref" not in json.dumps(schema) and "$defs" not in schema
+
+
+def test_a_good_reply_is_read_as_sent() -> None:
+    reply = parse_reply(json.dumps(GOOD))
+    assert reply.description == GOOD["description"]
+    assert reply.hypothesis == GOOD["hypothesis"]
+    assert [(e.search, e.replace) for e in reply.edits] == [
+        ("LEARNING_RATE = 0.003", "LEARNING_RATE = 0.004")
+    ]
+
+
+@pytest.mark.parametrize(
+    "wrapped",
+    [
+        "```json\n{}\n```",
+        "```\n{}\n```\n",
+        "Here is my proposal:\n```json\n{}\n```\nGood luck!",
+        "Sure! {} Hope it helps.",
+    ],
+)
+def test_a_fence_or_prose_around_the_object_is_tolerated(wrapped: str) -> None:
+    reply = parse_reply(wrapped.replace("{}", json.dumps(GOOD, indent=2)))
+    assert reply.description == GOOD["description"]
+    assert reply.edits[0].replace == "LEARNING_RATE = 0.004"
+
+
+def test_invalid_json_says_where_it_breaks() -> None:
+    message = rejection('{"description": "x", "hypothesis": "y" "edits": []}')
+    assert "not valid JSON" in message
+    assert "Expecting ',' delimiter at line 1, column 40 (character 39" in message
+    assert """just after 'tion": "x", "hypothesis": "y" ')""" in message
+
+
+def test_a_missing_field_is_named() -> None:
+    message = rejection(json.dumps({k: v for k, v in GOOD.items() if k != "hypothesis"}))
+    assert 'the field "hypothesis" is missing' in message
+
+
+def test_wrong_types_are_named_with_their_place() -> None:
+    message = rejection(json.dumps({**GOOD, "edits": "LEARNING_RATE = 0.004"}))
+    assert '"edits" must be a list' in message and "not a string" in message
+    message = rejection(json.dumps({**GOOD, "edits": [{"search": 3, "replace": "x"}]}))
+    assert '"edits[0].search" must be a string, not a number' in message
+    message = rejection(json.dumps({**GOOD, "edits": [GOOD["edits"][0], {"replace": "x"}]}))
+    assert 'the field "edits[1].search" is missing' in message
+
+
+def test_empty_parts_are_refused() -> None:
+    assert "at least one" in rejection(json.dumps({**GOOD, "edits": []}))
+    assert '"hypothesis" is' in rejection(json.dumps({**GOOD, "hypothesis": "   "}))
+    assert "empty" in rejection("  \n")
+    assert "not a list" in rejection(json.dumps([GOOD]))
+
+
+def test_a_long_description_is_cut_at_a_word_boundary() -> None:
+    long = "replace the learning rate schedule with a cosine decay and a longer warmup phase"
+    reply = parse_reply(json.dumps({**GOOD, "description": long}))
+    assert len(reply.description) <= DESCRIPTION_LIMIT
+    assert long.startswith(reply.description)
+    assert long[len(reply.description)] == " "  # whole words only
+    assert reply.description == "replace the learning rate schedule with a cosine decay and a"
+    # One word longer than the limit can only be cut inside it.
+    assert shorten_description("x" * 80) == "x" * DESCRIPTION_LIMIT
+    assert shorten_description("  two\nlines  ") == "two lines"
+
+
+# --- the prompt ------------------------------------------------------------------------------
+
+
+def test_the_prompt_holds_the_program_the_whole_script_the_ledger_notes_and_vetoes() -> None:
+    context = ProposalContext(
+        best_script=SCRIPT,
+        ledger=[
+            LedgerEntry(0, "baseline", "keep", 3.3, None),
+            LedgerEntry(1, "double the batch size", "discard", 3.31, 0.01),
+            LedgerEntry(2, "lower WARMDOWN_FRACTION to 0.3", "keep", 3.29, -0.01),
+            LedgerEntry(3, "swap relu squared for gelu", "crash"),
+        ],
+        notes=["try the optimizer's betas next"],
+        vetoes=["use a 12-layer model: far too slow on this CPU"],
+        program=PROGRAM,
+    )
+    build = build_messages(context, num_ctx=16384)
+    system, user = (m["content"] for m in build.messages)
+    assert "JSON" in system and "search" in system and "exactly once" in system
+    assert PROGRAM.strip() in user
+    assert SCRIPT.rstrip("\n") in user
+    assert "The best so far: #2, val_bpb 3.290000." in user
+    assert "2  keep       3.290000  -0.010000  lower WARMDOWN_FRACTION to 0.3" in user
+    assert "3  crash             -          -  swap relu squared for gelu" in user
+    assert "- try the optimizer's betas next" in user
+    assert "- use a 12-layer model: far too slow on this CPU" in user
+    assert user.index("program.md") < user.index(SCRIPT[:200]) < user.index("Experiments so far")
+    assert build.script == SCRIPT
+    assert build.estimated_tokens == estimate_messages(build.messages)
+    assert build.left_out == {}
+
+
+def test_fix_mode_shows_the_failed_script_and_its_log_tail() -> None:
+    crashed = SCRIPT.replace("F.scaled_dot_product_attention(", "F.scaled_dot_product_atention(")
+    tail = "Traceback (most recent call last):\nAttributeError: module has no attribute 'scaled_dot_product_atention'"
+    context = ProposalContext(
+        best_script=SCRIPT,
+        ledger=[
+            LedgerEntry(0, "baseline", "keep", 3.3),
+            LedgerEntry(1, "faster attention", "crash"),
+        ],
+        fix=CrashReport(1, "faster attention", crashed, "crash", tail),
+        program=PROGRAM,
+    )
+    build = build_messages(context, num_ctx=16384)
+    user = build.messages[1]["content"]
+    assert build.script == crashed
+    assert crashed.rstrip("\n") in user and SCRIPT.rstrip("\n") not in user
+    assert tail in user
+    assert "Fix the crash of experiment #1" in user
+    assert "+        y = F.scaled_dot_product_atention(" in user  # what the experiment changed
+
+
+def test_a_long_ledger_is_trimmed_to_fit_but_keeps_the_script_and_the_kept_experiments() -> None:
+    ledger = big_ledger(500, keep_every=25)
+    context = ProposalContext(
+        best_script=SCRIPT,
+        ledger=ledger,
+        notes=[f"note {n}: " + "think about it " * 20 for n in range(3)],
+        vetoes=["a veto"],
+        program=PROGRAM,
+    )
+    num_ctx = room_beyond_the_script(2500)
+    build = build_messages(context, num_ctx=num_ctx)
+    user = build.messages[1]["content"]
+    assert build.estimated_tokens + REPLY_RESERVE_TOKENS + RETRY_RESERVE_TOKENS <= num_ctx
+    assert SCRIPT.rstrip("\n") in user
+    for entry in ledger:
+        if entry.status == "keep":
+            assert f"  {entry.description}\n" in user
+    assert ledger[-1].description in user  # the newest of the rest, too
+    assert ledger[1].description not in user  # the oldest of the rest went first
+    hidden = build.left_out["experiments_not_kept"]
+    assert hidden > 500 - 20 - RECENT_OTHERS  # more than the usual cap: trimmed to fit
+    assert f"{hidden} older not kept experiments are left out" in user
+    assert PROGRAM.strip() in user  # not needed: program.md is cut only after all of that
+
+
+def test_a_tight_window_drops_old_keeps_and_notes_then_shortens_program_md() -> None:
+    ledger = big_ledger(500, keep_every=5)
+    context = ProposalContext(
+        best_script=SCRIPT,
+        ledger=ledger,
+        notes=["the oldest note", "the newest note"],
+        program=PROGRAM,
+    )
+    num_ctx = room_beyond_the_script(500)
+    build = build_messages(context, num_ctx=num_ctx)
+    user = build.messages[1]["content"]
+    assert build.estimated_tokens + REPLY_RESERVE_TOKENS + RETRY_RESERVE_TOKENS <= num_ctx
+    assert SCRIPT.rstrip("\n") in user
+    kept = [e for e in ledger if e.status == "keep"]
+    for entry in kept[-5:]:
+        assert f"  {entry.description}\n" in user
+    assert "the newest note" in user and "the oldest note" not in user
+    assert build.left_out["kept_experiments"] == len(kept) - 5
+    assert build.left_out["program_lines"] > 0
+    assert "more lines of program.md are left out" in user
+    assert PROGRAM.splitlines()[0] in user  # program.md loses its end, not its start
+
+
+def test_a_window_too_small_for_the_script_says_so_and_names_num_ctx() -> None:
+    context = ProposalContext(best_script=SCRIPT, ledger=big_ledger(50, 5), program=PROGRAM)
+    with pytest.raises(PromptTooLarge) as caught:
+        build_messages(context, num_ctx=4096)
+    message = str(caught.value)
+    assert "num_ctx = 4096" in message and "train.py" in message
+    assert "raise num_ctx" in message and "config.toml" in message
+
+
+def test_the_retry_turn_shows_the_rejected_reply_and_the_reason() -> None:
+    build = build_messages(ProposalContext(best_script=SCRIPT, program=PROGRAM), num_ctx=16384)
+    bad_reply = json.dumps({**GOOD, "edits": [{"search": "LR = 1", "replace": "LR = 2"}]})
+    messages = add_feedback(build, bad_reply, "edit 1: the search text was not found")
+    assert messages[:2] == build.messages
+    assert [m["role"] for m in messages[2:]] == ["assistant", "user"]
+    assert messages[2]["content"] == bad_reply
+    assert "edit 1: the search text was not found" in messages[3]["content"]
+    # A huge reply goes back shortened, within the room kept for the retry.
+    messages = add_feedback(build, "x" * 50_000, "the reply is not valid JSON")
+    assert estimate_messages(messages) + REPLY_RESERVE_TOKENS <= build.num_ctx
+
+
+def test_the_size_command_prints_tokens_and_the_window(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--experiments", "50", "--num-ctx", "16384"]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["experiments"] == "50"
+    assert lines["num_ctx"] == "16384"
+    tokens = int(lines["estimated prompt tokens"])
+    assert estimate_messages([{"content": SCRIPT}]) < tokens < 16384
+    assert main(["--experiments", "50", "--num-ctx", "2048"]) == 1
+    assert "num_ctx = 2048" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.config import Settings, load_settings
+from cockpit.engine.agents import build_agent
 from cockpit.engine.journal import Journal, JournalError
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
 from cockpit.engine.workspace import Workspace, WorkspaceError
@@ -60,17 +61,17 @@ def run_settings(workspace: Workspace, overrides: dict[str, Any]) -> Settings:
 
 
 def cmd_run(workspace: Workspace, overrides: dict[str, Any], tag: str | None, adopt: bool) -> int:
-    from agent.builtin import BuiltinProposer
-
     settings = run_settings(workspace, overrides)
-    proposer = BuiltinProposer(seed=settings.trainer.seed)
-    engine = Engine(workspace, settings, proposer, out=sys.stdout)
+    agent = build_agent(settings)
+    engine = Engine(workspace, settings, agent.proposer, out=sys.stdout, agent=agent)
     options = EngineOptions(tag=tag, experiments=overrides.get("engine.experiments"), adopt=adopt)
     try:
         return engine.run(options)
     except (EngineError, WorkspaceError, JournalError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        agent.close()
 
 
 def cmd_start(workspace: Workspace, argv: Sequence[str]) -> int:
@@ -159,6 +160,19 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 {"at": event.at, "message": event.message, **(event.data or {})}
                 for event in decisions
             ]
+        if state.get("keep_margin_bpb") is not None:
+            report.update(
+                keep_margin_bpb=state.get("keep_margin_bpb"),
+                noise_spread_bpb=state.get("noise_spread_bpb"),
+                noise_runs=state.get("noise_runs"),
+            )
+        if state.get("proposer") is not None:
+            report["agent"] = {
+                "proposer": state.get("proposer"),
+                "model": state.get("model"),
+                "state": state.get("agent_state"),
+                "message": state.get("agent_message"),
+            }
         if running:
             report.update(
                 phase=state.get("phase", "starting"),
@@ -194,11 +208,38 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
             " (self-reported)" if report.get("self_reported") else ""
         )
         print(f"  best {metric} {best:.6f}  baseline {baseline:.6f}  gain {baseline - best:+.6f}")
+    margin = report.get("keep_margin_bpb")
+    if margin is not None:
+        spread = report.get("noise_spread_bpb")
+        source = (
+            f"the run-to-run spread is {spread:.6f} over {report.get('noise_runs')} repeated runs"
+            if spread is not None
+            else "the configured floor: no repeated runs yet"
+        )
+        print(f"  keep margin {margin:.6f} ({source})")
+    agent = report.get("agent")
+    if agent is not None:
+        print(f"  agent: {_describe_agent(agent)}")
     for decision in report["last_decisions"]:
         print(
             f"  {time.strftime('%H:%M:%S', time.localtime(decision['at']))}  {decision['message']}"
         )
     return 0
+
+
+def _describe_agent(agent: dict[str, Any]) -> str:
+    """One line: who proposes, with which model, and why not the model when it is away."""
+    model = agent.get("model")
+    if agent.get("proposer") == "llm":
+        line = f"LLM proposer ({model})"
+    elif model:
+        line = f"built-in proposer standing in for {model}"
+    else:
+        line = "built-in proposer"
+    message = agent.get("message")
+    if message and agent.get("state") not in (None, "ready"):
+        line += f": {message}"
+    return line
 
 
 def cmd_send(workspace: Workspace, kind: str, payload: dict[str, Any] | None = None) -> int:

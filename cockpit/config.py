@@ -193,6 +193,35 @@ class EngineSettings(BaseModel):
         ),
         json_schema_extra={"allowed": "a number, 0 or more"},
     )
+    noise_runs: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Trainings of the baseline at the start of a run, each with its own seed, that "
+            "measure the run-to-run spread of val_bpb; 1 turns the noise floor off."
+        ),
+        json_schema_extra={"allowed": "an integer, 1 or more (1 = off)"},
+    )
+    noise_multiple: float = Field(
+        default=2.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "The keep margin is this many times the measured spread (its standard deviation), "
+            "never less than keep_margin_bpb."
+        ),
+        json_schema_extra={"allowed": "a number, 0 or more"},
+    )
+    confirm_multiple: float = Field(
+        default=2.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "An experiment that would be kept with a gain under this many margins is trained "
+            "again with another seed, and decided on the mean of both runs; 0 = never."
+        ),
+        json_schema_extra={"allowed": "a number, 0 or more (0 = never confirm)"},
+    )
     fix_attempts: int = Field(
         default=1,
         ge=0,
@@ -225,7 +254,7 @@ class AgentSettings(BaseModel):
         default="qwen2.5-coder:7b",
         min_length=1,
         description="The Ollama model that proposes edits (pull it first: ollama pull NAME).",
-        json_schema_extra={"allowed": 'a model name as `ollama list` shows it'},
+        json_schema_extra={"allowed": "a model name as `ollama list` shows it"},
     )
     temperature: float = Field(
         default=0.7,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -46,17 +47,24 @@ def test_cockpit_train_on_the_default_script_learns_within_a_minute() -> None:
 
 
 def test_two_runs_with_the_same_seed_agree() -> None:
-    """The first run of a script on a machine fixes its step plan (cut to what fitted, if it
-    ran out of time); the runs after it do identical work and agree."""
+    """The first run of a script on a machine fixes its step plan; a run that ran out of time
+    cuts the plan to what fitted. Once the plan fits, runs with the same seed do identical work
+    and agree. (A busy machine may cut the plan more than once: up to five runs are allowed.)"""
     args = ("train", "--budget", "5", "--device", "cpu", "--seed", "7")
     values = []
-    for _ in range(3):
+    for _ in range(5):
         result = cockpit(*args)
         assert result.returncode == 0, result.stdout + result.stderr
         values.append(parse_summary(result.stdout))
-    second, third = values[1], values[2]
-    assert second["plan_reused"] is True and third["plan_reused"] is True
-    assert second["num_steps"] == third["num_steps"] == second["planned_steps"]
+        done = [v for v in values if v["plan_reused"] and v["num_steps"] == v["planned_steps"]]
+        if len(done) >= 2 and done[-1] is values[-1] and done[-2] is values[-2]:
+            break
+    for earlier, later in itertools.pairwise(values):
+        assert later["plan_reused"] is True
+        if earlier["num_steps"] < earlier["planned_steps"]:  # cut: the next plan is what fitted
+            assert later["planned_steps"] < earlier["planned_steps"], values
+    second, third = values[-2], values[-1]
+    assert second["num_steps"] == third["num_steps"] == second["planned_steps"], values
     assert abs(second["val_bpb"] - third["val_bpb"]) <= 0.002, values
 
 

@@ -46,6 +46,10 @@ def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> W
         'device = "cpu"\n'
         "[engine]\n"
         "sample_seconds = 0.2\n"
+        # One training per experiment keeps these tests short; the noise floor and the
+        # confirmation runs have tests of their own.
+        "noise_runs = 1\n"
+        "confirm_multiple = 0\n"
     )
     # The settings file is the workspace's own business: commit it so train.py stays the only
     # thing the engine looks at.
@@ -586,3 +590,59 @@ def test_keep_and_discard_from_the_command_line_override_a_decision(
     assert workspace.best_commit("o") == experiments(root)[0].commit_sha
     with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
         assert not journal.pending_commands()
+
+
+def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_margin(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    config = (root / "config.toml").read_text().replace("noise_runs = 1", "noise_runs = 2")
+    (root / "config.toml").write_text(config)
+    subprocess.run(["git", "-C", str(root), "commit", "-qam", "noise"], check=True, env=git_env())
+    result = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    baseline, first = experiments(root)
+    trials = baseline.details["trials"]
+    assert [trial["seed"] for trial in trials] == [42, 43]
+    values = [trial["val_bpb"] for trial in trials]
+    assert values[0] != values[1]  # another seed, another run
+    assert baseline.val_bpb == pytest.approx(sum(values) / 2)
+    spread = abs(values[0] - values[1]) / 2**0.5  # the standard deviation of two values
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["noise_spread_bpb"] == pytest.approx(spread)
+    assert status["keep_margin_bpb"] == pytest.approx(max(0.001, 2 * spread))
+    assert status["baseline_val_bpb"] == pytest.approx(baseline.val_bpb)
+    assert f"{status['keep_margin_bpb']:.6f}" in first.decision_reason
+    text = cockpit("status", "--workspace", str(root)).stdout
+    assert "keep margin" in text and "2 repeated runs" in text
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].split("\t")[1] == f"{baseline.val_bpb:.6f}"
+    seeds = sorted(p.name for p in (root / ".cockpit" / "runs").glob("*/0000*"))
+    assert seeds == ["0000", "0000-seed43"]  # each training has its own folder
+
+
+def test_a_small_gain_is_confirmed_with_another_seed_before_it_is_kept(tmp_path: Path) -> None:
+    script = tmp_path / "every_change_wins.py"
+    script.write_text(EVERY_CHANGE_WINS)
+    root = tmp_path / "ws"
+    make_workspace(root, script)
+    config = (root / "config.toml").read_text()
+    config = config.replace("[trainer]\n", f'[trainer]\ncommand = "{sys.executable} train.py"\n', 1)
+    # Every gain counts as small: the first kept experiment must be confirmed.
+    config = config.replace("confirm_multiple = 0", "confirm_multiple = 1000000.0")
+    (root / "config.toml").write_text(config)
+    subprocess.run(["git", "-C", str(root), "commit", "-qam", "script"], check=True, env=git_env())
+    result = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    baseline, first = experiments(root)
+    assert len(baseline.details.get("trials", [])) == 1  # noise_runs = 1: measured once
+    assert [trial["seed"] for trial in first.details["trials"]] == [42, 43]
+    assert first.decision == "keep" and "mean of 2 runs" in first.decision_reason
+    evidence = first.details["evidence"]
+    assert evidence["runs"] == [t["val_bpb"] for t in first.details["trials"]]
+    assert evidence["source"] == "self-reported" and evidence["margin"] == 0.001
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        confirmations = journal.events(kinds=["noise"])
+    assert len(confirmations) == 1 and "confirming" in confirmations[0].message
+    assert len((root / "results.tsv").read_text().splitlines()) == 3

@@ -97,6 +97,9 @@ def run_loop_bench(experiments: int, as_json: bool) -> int:
                 "trainer.seq_len": 32,
                 "trainer.eval_tokens": 1024,
                 "engine.experiments": experiments,
+                # one training per experiment: the bench times the loop, not noise calibration
+                "engine.noise_runs": 1,
+                "engine.confirm_multiple": 0.0,
             },
         )
         engine = Engine(

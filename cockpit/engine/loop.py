@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import math
 import os
 import signal
 import time
@@ -37,9 +38,11 @@ from agent.proposal import (
     script_hash,
 )
 from cockpit.config import Settings
+from cockpit.engine.agents import AgentRecorder, AgentSetup
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
+from cockpit.engine.noise import NoiseFloor, needs_confirmation, noise_floor
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
@@ -120,10 +123,15 @@ class Engine:
         executor: Executor | None = None,
         out: TextIO | None = None,
         clock: Callable[[], float] = time.time,
+        agent: AgentSetup | None = None,
     ) -> None:
         self.workspace = workspace
         self.settings = settings
         self.proposer = proposer
+        # What the proposer reports goes into the journal; the LLM's server is freed of its
+        # model before a GPU training.
+        self.agent = agent if agent is not None else AgentSetup(proposer, AgentRecorder())
+        self._gpu_seen = False
         self.gpu_source = gpu_source
         self.executor = executor or LocalExecutor()
         self.out = out
@@ -173,6 +181,10 @@ class Engine:
         self.mode = run.mode
         journal.set_state(pid=os.getpid(), run=run.tag, phase="starting", heartbeat=self.clock())
         journal.add_event("engine", f"engine started (pid {os.getpid()})", run_id=run.id)
+        self.agent.recorder.attach(journal, run.id)
+        self.agent.recorder.echo = self.say
+        self.agent.start()
+        journal.set_state(**self.agent.state())
         self.say(f"run {run.tag} on branch {run.branch} in {self.workspace.path}")
         self._recover(run)
         target = options.experiments if options.experiments is not None else run.target
@@ -456,9 +468,7 @@ class Engine:
         report, origin = wanted
         journal = self._journal()
         try:
-            self.marks.append(("propose_start", time.perf_counter()))
-            proposal = self.proposer.propose(self._context(run, best_script, fix=report))
-            self.marks.append(("propose_end", time.perf_counter()))
+            proposal = self._ask(self._context(run, best_script, fix=report))
         except NoProposal as exc:
             journal.add_event(
                 "agent",
@@ -477,14 +487,23 @@ class Engine:
         )
         return proposal, {"fix_of": origin, "fixes": report.number}
 
+    def _ask(self, context: ProposalContext) -> Proposal:
+        """One proposal of the proposer, its stream and state recorded as it goes."""
+        self.agent.recorder.start_reply()
+        self.marks.append(("propose_start", time.perf_counter()))
+        try:
+            return self.proposer.propose(context)
+        finally:
+            self.marks.append(("propose_end", time.perf_counter()))
+            self.agent.recorder.flush()
+            self._journal().set_state(**self.agent.state())
+
     def _fresh_proposal(self, run: Run, best_script: str) -> Proposal | None:
         """A proposal whose script was never trained in this run (None: nothing left)."""
         journal = self._journal()
         for _ in range(PROPOSAL_ATTEMPTS):
             try:
-                self.marks.append(("propose_start", time.perf_counter()))
-                proposal = self.proposer.propose(self._context(run, best_script))
-                self.marks.append(("propose_end", time.perf_counter()))
+                proposal = self._ask(self._context(run, best_script))
             except NoProposal as exc:
                 journal.add_event("proposer", f"nothing left to propose: {exc}", run_id=run.id)
                 self.say(f"nothing left to propose: {exc}")
@@ -541,6 +560,14 @@ class Engine:
         directory = self.workspace.cockpit_dir / "runs" / run.tag / f"{experiment.number:04d}"
         if experiment.attempt > 1:  # attempts count from 1: a rerun gets a folder of its own
             directory = directory.with_name(f"{directory.name}-{experiment.attempt}")
+        details = dict(experiment.details or {})
+        # Each training of one script (noise runs, confirmations) gets the next seed.
+        seed = self.settings.trainer.seed + len(details.get("trials", []))
+        if seed != self.settings.trainer.seed:
+            directory = directory.with_name(f"{directory.name}-seed{seed}")
+        settings = self.settings.model_copy(
+            update={"trainer": self.settings.trainer.model_copy(update={"seed": seed})}
+        )
         files = RunFiles.under(directory)
         assert experiment.commit_sha is not None
         experiment_script = self.workspace.script_at(experiment.commit_sha)
@@ -550,7 +577,7 @@ class Engine:
             # version goes there for the run (and the best one comes back after it).
             self._place_script(experiment_script)
             job = dataclasses.replace(
-                build_job(self.settings, self.workspace.script_path, files, self.workspace.path),
+                build_job(settings, self.workspace.script_path, files, self.workspace.path),
                 command_line=["/bin/sh", "-c", command],
                 metrics_path=None,
                 summary_path=None,
@@ -558,7 +585,7 @@ class Engine:
         else:
             script = directory / self.workspace.script_name
             script.write_text(experiment_script)
-            job = build_job(self.settings, script, files, self.workspace.path)
+            job = build_job(settings, script, files, self.workspace.path)
         self.control.stop_current = False
         buffer: list[dict[str, Any]] = []
         last_flush = time.monotonic()
@@ -581,9 +608,14 @@ class Engine:
             self._heartbeat(time_left=round(max(0.0, left), 1))
 
         journal.update_experiment(
-            experiment.id, status="training", started_at=self.clock(), log_path=str(files.log)
+            experiment.id,
+            status="training",
+            started_at=experiment.started_at or self.clock(),
+            log_path=str(files.log),
+            details={**details, "seed": seed},
         )
         self.say(f"#{experiment.number} training for {job.budget_seconds:g} s")
+        self.agent.before_training(uses_gpu=settings.trainer.device != "cpu" and self._gpu_seen)
         process = self.executor.start(job)
         self.marks.append(("train_start", time.perf_counter()))
         self._process, self._current = process, experiment
@@ -675,7 +707,6 @@ class Engine:
     def _decide(self, experiment: Experiment) -> None:
         journal = self._journal()
         run = self._run_record()
-        margin = self.settings.engine.keep_margin_bpb
         number = experiment.number
         if experiment.outcome != "ok" or experiment.val_bpb is None:
             reason = (experiment.summary or {}).get("reason") or (experiment.summary or {}).get(
@@ -696,14 +727,22 @@ class Engine:
                     f"{self.workspace.path} and run again (its log: {experiment.log_path})"
                 )
             return
-        value = experiment.val_bpb
         summary = experiment.summary or {}
+        trials = self._record_trial(experiment)
+        values = [float(trial["val_bpb"]) for trial in trials]
+        value = math.fsum(values) / len(values)
+        runs = f"the mean of {len(values)} runs" if len(values) > 1 else "one run"
         if number == 0:
             assert experiment.commit_sha is not None
+            if len(values) < self.settings.engine.noise_runs:
+                self._train_again(experiment, trials, "noise floor: baseline run")
+                return
+            noise = self._noise_floor(run)
+            journal.update_experiment(experiment.id, val_bpb=value)
             journal.record_decision(
                 experiment.id,
                 "keep",
-                f"baseline: val_bpb {value:.6f}",
+                f"baseline: val_bpb {value:.6f} ({runs}); {noise.describe()}",
                 run_update={
                     "baseline_val_bpb": value,
                     "best_val_bpb": value,
@@ -711,13 +750,22 @@ class Engine:
                     "corpus_fingerprint": str(summary.get("corpus_fingerprint", "")),
                 },
             )
-            self.say(f"#0 baseline val_bpb {value:.6f}")
+            self.say(f"#0 baseline val_bpb {value:.6f} ({runs}); {noise.describe()}")
             self._export()
             return
         best = run.best_val_bpb
         best_experiment = self._best_experiment(run)
         assert best is not None and experiment.commit_sha is not None
+        noise = self._noise_floor(run)
+        margin = noise.margin
         delta = value - best
+        if needs_confirmation(-delta, margin, self.settings.engine.confirm_multiple, len(values)):
+            self._train_again(
+                experiment,
+                trials,
+                f"confirming a gain of {-delta:.6f} (margin {margin:.6f}): another run",
+            )
+            return
         best_lines = best_experiment.lines_of_code if best_experiment else None
         fewer_lines = (
             experiment.lines_of_code is not None
@@ -727,23 +775,40 @@ class Engine:
         if delta < -margin:
             keep, reason = (
                 True,
-                f"val_bpb {value:.6f} beats the best {best:.6f} by {-delta:.6f} (margin {margin:g})",
+                f"val_bpb {value:.6f} ({runs}) beats the best {best:.6f} by {-delta:.6f} "
+                f"(margin {margin:.6f})",
             )
         elif abs(delta) <= margin and fewer_lines:
             keep, reason = (
                 True,
-                f"val_bpb {value:.6f} ties the best {best:.6f} within {margin:g} with fewer lines",
+                f"val_bpb {value:.6f} ({runs}) ties the best {best:.6f} within {margin:.6f} "
+                "with fewer lines",
             )
         elif delta < 0:
             keep, reason = (
                 False,
-                f"val_bpb {value:.6f} beats the best {best:.6f} by only {-delta:.6f} (margin {margin:g})",
+                f"val_bpb {value:.6f} ({runs}) beats the best {best:.6f} by only {-delta:.6f}, "
+                f"within the noise margin {margin:.6f}",
             )
         else:
             keep, reason = (
                 False,
-                f"val_bpb {value:.6f} is not better than the best {best:.6f} (+{delta:.6f})",
+                f"val_bpb {value:.6f} ({runs}) is not better than the best {best:.6f} "
+                f"(+{delta:.6f})",
             )
+        evidence = {
+            "metric": self.settings.trainer.metric,
+            "source": "self-reported" if self.settings.trainer.command else "harness",
+            "runs": values,
+            "margin": margin,
+            "spread": noise.spread,
+            "best_before": best,
+        }
+        journal.update_experiment(
+            experiment.id,
+            val_bpb=value,
+            details={**(experiment.details or {}), "trials": trials, "evidence": evidence},
+        )
         if keep:
             self.workspace.keep(run.tag, experiment.commit_sha)
             failpoint("kept")
@@ -758,6 +823,49 @@ class Engine:
         failpoint("decided")
         self.say(f"#{number} {'keep' if keep else 'discard'}: {reason}")
         self._export()
+
+    def _record_trial(self, experiment: Experiment) -> list[dict[str, Any]]:
+        """The experiment's trainings so far, this one included (recorded once, even when
+        the engine decides again after a restart)."""
+        details = dict(experiment.details or {})
+        trials: list[dict[str, Any]] = list(details.get("trials", []))
+        seed = details.get("seed", self.settings.trainer.seed)
+        if not any(trial.get("seed") == seed for trial in trials):
+            trials.append(
+                {
+                    "seed": seed,
+                    "val_bpb": experiment.val_bpb,
+                    "training_seconds": experiment.training_seconds,
+                    "num_steps": experiment.num_steps,
+                    "log_path": experiment.log_path,
+                }
+            )
+            self._journal().update_experiment(experiment.id, details={**details, "trials": trials})
+        return trials
+
+    def _train_again(self, experiment: Experiment, trials: list[dict[str, Any]], why: str) -> None:
+        """Send a trained experiment back for one more training, with the next seed."""
+        journal = self._journal()
+        seed = self.settings.trainer.seed + len(trials)
+        values = ", ".join(f"{float(trial['val_bpb']):.6f}" for trial in trials)
+        message = f"#{experiment.number} {why} with seed {seed} (so far: {values})"
+        journal.update_experiment(experiment.id, status="committed")
+        journal.add_event("noise", message, run_id=experiment.run_id, experiment_id=experiment.id)
+        self.say(message)
+
+    def _noise_floor(self, run: Run) -> NoiseFloor:
+        """The margin from every script of this run trained more than once, published for
+        `cockpit status` and the cockpit."""
+        groups = [
+            [float(trial["val_bpb"]) for trial in (e.details or {}).get("trials", [])]
+            for e in self._journal().experiments(run.id)
+        ]
+        engine = self.settings.engine
+        noise = noise_floor(groups, floor=engine.keep_margin_bpb, multiple=engine.noise_multiple)
+        self._journal().set_state(
+            keep_margin_bpb=noise.margin, noise_spread_bpb=noise.spread, noise_runs=noise.runs
+        )
+        return noise
 
     def _best_experiment(self, run: Run) -> Experiment | None:
         for experiment in self._journal().experiments(run.id):
@@ -883,6 +991,7 @@ class Engine:
         run = self.run_record
         if run is None or self.journal is None:
             return
+        self._gpu_seen = self._gpu_seen or sample.gpu.available
         current = self._current
         self.journal.add_sample(
             run.id, sample.to_dict(), experiment_id=current.id if current else None

@@ -1,0 +1,184 @@
+"""The engine's side of the agent: which proposer runs, and what it reports, into the journal.
+
+A proposer reports `AgentEvent`s while it works. `AgentRecorder` turns them into journal
+events (kind ``agent``, with ``data.type`` = rejected, fallback, resumed, health, ...) and
+journal state (``agent_state``, ``agent_message``, ``proposer``, ``model`` and the streamed
+reply so far in ``agent_stream``), where `cockpit status` and the cockpit UI read them.
+Streamed tokens are many and small: they are written at most a few times a second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from agent.builtin import BuiltinProposer
+from agent.proposal import AgentEvent, Proposer
+from cockpit.config import Settings
+from cockpit.engine.journal import Journal
+
+if TYPE_CHECKING:  # the Ollama client loads only for a run that uses it
+    from agent.ollama_backend import OllamaBackend
+
+STREAM_FLUSH_SECONDS = 0.25
+STREAM_KEEP_CHARS = 4000  # the tail of a reply that is kept in the state for the UI
+# The events a headless engine prints, one line each (health changes show in `cockpit status`).
+ECHOED = {
+    "rejected": "  reply rejected: {message}",
+    "fallback": "agent: {message}",
+    "resumed": "agent: {message}",
+}
+
+
+class AgentRecorder:
+    """An `EventSink` that writes what a proposer reports into the journal."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.journal: Journal | None = None
+        self.run_id: int | None = None
+        # Where a headless engine says what the researcher should know (fallbacks, rejections).
+        self.echo: Callable[[str], None] | None = None
+        self._clock = clock
+        self._stream: list[str] = []
+        self._streamed = ""
+        self._last_flush = 0.0
+
+    def attach(self, journal: Journal, run_id: int) -> None:
+        """Start recording into this journal, for this run."""
+        self.journal, self.run_id = journal, run_id
+
+    def __call__(self, event: AgentEvent) -> None:
+        journal = self.journal
+        if journal is None:
+            return
+        if event.kind == "token":
+            self._stream.append(event.message)
+            if self._clock() - self._last_flush >= STREAM_FLUSH_SECONDS:
+                self.flush()
+            return
+        if event.kind == "reply":
+            self.flush()
+            return
+        self.flush()
+        data = {"type": event.kind, **dict(event.details)}
+        if event.kind == "rejected":
+            data.setdefault("reason", event.message)
+        journal.add_event("agent", event.message, run_id=self.run_id, data=data)
+        if self.echo is not None and event.kind in ECHOED:
+            self.echo(ECHOED[event.kind].format(message=event.message))
+        if event.kind in ("health", "fallback", "resumed"):
+            state = event.details.get("state")
+            journal.set_state(
+                agent_message=event.message,
+                **({"agent_state": str(state)} if state is not None else {}),
+            )
+
+    def start_reply(self) -> None:
+        """A new reply begins: the streamed text starts empty."""
+        self._stream.clear()
+        self._streamed = ""
+        if self.journal is not None:
+            self.journal.set_state(agent_stream="")
+
+    def flush(self) -> None:
+        """Write the streamed text that arrived since the last write."""
+        if self.journal is None or not self._stream:
+            return
+        self._streamed = (self._streamed + "".join(self._stream))[-STREAM_KEEP_CHARS:]
+        self._stream.clear()
+        self._last_flush = self._clock()
+        self.journal.set_state(agent_stream=self._streamed)
+
+
+class AgentSetup:
+    """The proposer a run uses, the recorder of what it reports, and its model server.
+
+    `build_agent` makes one from the settings: the built-in proposer alone, or the LLM with
+    the built-in proposer standing in while Ollama cannot answer.
+    """
+
+    def __init__(
+        self,
+        proposer: Proposer,
+        recorder: AgentRecorder,
+        backend: OllamaBackend | None = None,
+        *,
+        unload_before_training: bool = False,
+    ) -> None:
+        self.proposer = proposer
+        self.recorder = recorder
+        self.backend = backend
+        self.unload_before_training = unload_before_training
+
+    @property
+    def model(self) -> str | None:
+        return self.backend.model if self.backend is not None else None
+
+    @property
+    def active(self) -> str:
+        """The proposer that makes the next proposal (the stand-in while Ollama is away)."""
+        return str(getattr(self.proposer, "active", self.proposer.name))
+
+    def state(self) -> dict[str, object]:
+        """What `cockpit status` and the UI show of the agent."""
+        values: dict[str, object] = {"proposer": self.active, "model": self.model}
+        health = getattr(self.proposer, "health", None)
+        if health is not None:
+            values["agent_state"] = str(health.state.value)
+            values["agent_message"] = str(health.message)
+        return values
+
+    def start(self) -> None:
+        """Ask the model server for its health now, so a missing model is said at once rather
+        than after the baseline's training."""
+        refresh = getattr(self.proposer, "refresh", None)
+        if callable(refresh):
+            refresh()
+
+    def before_training(self, uses_gpu: bool) -> None:
+        """Free the GPU of the model (keep_alive=0) before a training that needs it."""
+        if self.backend is None or not self.unload_before_training or not uses_gpu:
+            return
+        from agent.ollama_backend import AgentUnavailable
+
+        try:
+            self.backend.unload()
+        except AgentUnavailable:
+            pass  # a server that is down holds no GPU memory
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+
+def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
+    """The proposer named by ``engine.proposer``, ready to record into a journal."""
+    recorder = AgentRecorder()
+    builtin = BuiltinProposer(seed=settings.trainer.seed if seed is None else seed)
+    if settings.engine.proposer != "llm":
+        return AgentSetup(builtin, recorder)
+    from agent.fallback import FallbackProposer
+    from agent.llm import LLMProposer
+    from agent.ollama_backend import Backoff, OllamaBackend, OllamaOptions
+
+    agent = settings.agent
+    backend = OllamaBackend(
+        OllamaOptions(
+            host=agent.host,
+            model=agent.model,
+            temperature=agent.temperature,
+            num_ctx=agent.num_ctx,
+            seed=agent.seed,
+            timeout_seconds=agent.timeout_seconds,
+            unload_before_training=agent.unload_before_training,
+            retry_seconds=agent.retry_seconds,
+        )
+    )
+    llm = LLMProposer(backend, attempts=agent.attempts, on_event=recorder)
+    proposer = FallbackProposer(
+        llm, builtin, backend, backoff=Backoff(agent.retry_seconds), on_event=recorder
+    )
+    return AgentSetup(
+        proposer, recorder, backend, unload_before_training=agent.unload_before_training
+    )

@@ -1,0 +1,255 @@
+"""The LLM proposer in the real loop: `cockpit run` against an Ollama-compatible server on
+127.0.0.1 with scripted replies, real training processes, the real journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cockpit.engine.journal import Journal
+from tests.ollama_server import OllamaDouble, Reply
+from tests.test_engine import REPO, cockpit, experiments, make_workspace, wait_for
+
+# Fixtures of the engine tests: commits without a git identity.
+from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
+
+
+def edit(description: str, search: str, replace: str, hypothesis: str = "it should help") -> Reply:
+    return Reply(
+        json.dumps(
+            {
+                "description": description,
+                "hypothesis": hypothesis,
+                "edits": [{"search": search, "replace": replace}],
+            }
+        )
+    )
+
+
+# Four valid edits of tests/scripts/tiny_research.py, each on a line of its own, so each
+# applies whichever of the others were kept.
+VALID = [
+    edit("halve the learning rate", "LEARNING_RATE = 0.1", "LEARNING_RATE = 0.05"),
+    edit("double the batch", "BATCH_SIZE = 16", "BATCH_SIZE = 32"),
+    edit("faster second moment", "BETA2 = 0.99", "BETA2 = 0.95"),
+    edit(
+        "small random init",
+        "nn.init.zeros_(self.table.weight)",
+        "nn.init.normal_(self.table.weight, std=0.01)",
+    ),
+]
+
+
+def agent_config(root: Path, *lines: str) -> None:
+    """Add settings to the workspace's config.toml (the engine reads it at start)."""
+    config = root / "config.toml"
+    config.write_text(config.read_text() + "\n".join(lines) + "\n")
+
+
+def agent_events(root: Path) -> list:
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        run = journal.latest_run()
+        assert run is not None
+        return journal.events(run.id, kinds=["agent"])
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> OllamaDouble:
+    double = OllamaDouble().start()
+    monkeypatch.setenv("OLLAMA_HOST", double.host)
+    yield double
+    double.stop()
+
+
+def test_rejected_replies_go_back_to_the_model_and_never_cost_a_training(
+    tmp_path: Path, server: OllamaDouble
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    server.script(
+        VALID[0],
+        Reply('{"description": "bigger model", "edits": [{"search": '),  # cut short
+        VALID[1],
+        edit("no such line", "LEARNING_RATE = 0.3", "LEARNING_RATE = 0.2"),
+        VALID[2],
+        edit("break the syntax", "def train(ctx):", "def train(ctx)"),
+        VALID[3],
+    )
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "4",
+        "--budget", "1.5", "--proposer", "llm",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+
+    records = experiments(root)
+    assert [e.number for e in records] == [0, 1, 2, 3, 4]  # trained 5 times, no more
+    assert [e.description for e in records[1:]] == [
+        "halve the learning rate",
+        "double the batch",
+        "faster second moment",
+        "small random init",
+    ]
+    assert all(e.proposer == "llm" and e.model == "qwen2.5-coder:7b" for e in records[1:])
+    runs = sorted((root / ".cockpit" / "runs").glob("*/*/train.py"))
+    assert len(runs) == 5, runs
+
+    rejected = [e for e in agent_events(root) if (e.data or {}).get("type") == "rejected"]
+    assert len(rejected) == 3, [e.message for e in agent_events(root)]
+    reasons = [e.data["reason"] for e in rejected]
+    assert "JSON" in reasons[0], reasons
+    assert "LEARNING_RATE = 0.3" in reasons[1] and "not found" in reasons[1], reasons
+    assert "not valid Python" in reasons[2], reasons
+    assert output.count("reply rejected") == 3, output
+
+    # Each reply that was rejected went back to the model with its reason.
+    chats = server.requests_to("/api/chat")
+    assert len(chats) == 7
+    retried = chats[2].body["messages"]
+    assert retried[-2]["role"] == "assistant" and retried[-1]["role"] == "user"
+    assert "JSON" in retried[-1]["content"]
+
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["agent"]["proposer"] == "llm"
+    assert status["agent"]["model"] == "qwen2.5-coder:7b"
+
+
+def test_the_builtin_proposer_stands_in_while_ollama_is_down_and_hands_back(
+    tmp_path: Path, server: OllamaDouble
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    agent_config(root, "[agent]", "retry_seconds = 1")
+    server.stop()  # the same address refuses connections until it starts again
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
+         "--experiments", "12", "--budget", "1.5", "--proposer", "llm"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ},
+    )  # fmt: skip
+    try:
+
+        def standing_in() -> bool:
+            return any(e.proposer == "builtin" for e in experiments(root)[1:])
+
+        wait_for(lambda: (root / ".cockpit" / "journal.db").exists(), 60, "the journal")
+        wait_for(standing_in, 90, "an experiment of the built-in proposer")
+        status = cockpit("status", "--workspace", str(root))
+        assert "built-in proposer standing in for qwen2.5-coder:7b" in status.stdout, status.stdout
+        assert "ollama serve" in status.stdout, status.stdout
+        as_json = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+        assert as_json["agent"]["state"] == "server_down"
+
+        server.script(*VALID)
+        server.start()
+        wait_for(
+            lambda: any(e.proposer == "llm" for e in experiments(root)[1:]),
+            90,
+            "an experiment of the LLM proposer after Ollama came back",
+        )
+        status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+        assert status["agent"]["proposer"] == "llm" and status["agent"]["state"] == "ready"
+        cockpit("stop", "--workspace", str(root))
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    types = [(e.data or {}).get("type") for e in agent_events(root)]
+    assert "fallback" in types and "resumed" in types
+    assert types.index("fallback") < types.index("resumed")
+    llm_made = [e for e in experiments(root)[1:] if e.proposer == "llm"]
+    assert llm_made[0].description in {"halve the learning rate", "double the batch"}
+    assert "the LLM proposer is back" in output
+
+
+def test_an_unknown_model_is_one_line_that_says_ollama_pull(
+    tmp_path: Path, server: OllamaDouble
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    agent_config(root, "[agent]", 'model = "no-such-model:3b"')
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1",
+        "--budget", "1.5", "--proposer", "llm",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if "ollama pull" in line]
+    assert len(lines) == 1, output
+    assert "`ollama pull no-such-model:3b`" in lines[0]
+    records = experiments(root)
+    assert records[1].proposer == "builtin"  # research went on
+    assert not server.requests_to("/api/chat")
+
+
+def test_a_crash_goes_back_to_the_model_with_its_traceback_and_the_fix_is_trained(
+    tmp_path: Path, server: OllamaDouble
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    crash = "        step += 1\n        if step == 3:\n            raise RuntimeError('boom at step 3')\n"
+    server.script(
+        edit("stop at step three", "        step += 1\n", crash),
+        edit(
+            "never stop early",
+            "        if step == 3:\n",
+            "        if step < 0:\n",
+            hypothesis="the raise was a mistake",
+        ),
+    )
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "2",
+        "--budget", "1.5", "--proposer", "llm",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    records = experiments(root)
+    assert [(e.number, e.status) for e in records[:2]] == [(0, "keep"), (1, "crash")]
+    fix = records[2]
+    assert fix.description == "never stop early" and fix.status in ("keep", "discard")
+    assert fix.details["fixes"] == 1
+    asked = server.requests_to("/api/chat")[1].body["messages"]
+    assert "boom at step 3" in asked[-1]["content"]  # the traceback's tail went to the model
+    assert "raise RuntimeError('boom at step 3')" in asked[-1]["content"]  # and the failed script
+
+
+def test_the_model_leaves_the_gpu_before_a_gpu_training_only(
+    tmp_path: Path, server: OllamaDouble
+) -> None:
+    from cockpit.config import load_settings
+    from cockpit.engine.agents import build_agent
+
+    root = tmp_path / "ws"
+    make_workspace(root)
+    settings = load_settings(root, overrides={"engine.proposer": "llm"})
+    agent = build_agent(settings)
+    try:
+        agent.before_training(uses_gpu=False)
+        assert not server.requests_to("/api/generate")
+        agent.before_training(uses_gpu=True)
+        (unload,) = server.requests_to("/api/generate")
+        assert unload.body["keep_alive"] == 0 and unload.body["model"] == "qwen2.5-coder:7b"
+        server.stop()
+        agent.before_training(uses_gpu=True)  # a server that is down holds no GPU memory
+    finally:
+        agent.close()
+
+    kept = load_settings(
+        root, overrides={"engine.proposer": "llm", "agent.unload_before_training": False}
+    )
+    agent = build_agent(kept)
+    server.start()
+    server.clear_requests()
+    agent.before_training(uses_gpu=True)
+    assert not server.requests_to("/api/generate")
+    agent.close()

@@ -1,0 +1,905 @@
+"""What the cockpit's screen shows, read from the journal: pure queries and an incremental poller.
+
+The terminal UI never reads the journal itself. A `JournalPoller` (one per screen, used from a
+worker thread) keeps a `Snapshot` of everything the screen shows and, on each `poll()`, reads
+only what may have changed since the previous one and returns it as a `Delta`:
+
+- state and run: two small reads each time;
+- experiments: new numbers, the unfinished ones and those a new decision event names, and
+  only when the state, the run, the events or the numbering moved (the engine's heartbeat
+  moves every second while it runs, so nothing waits longer than that);
+- events after the last id, GPU samples after the last time, and loss points of the live
+  experiment after the last one seen.
+
+A ledger of a thousand experiments therefore costs one full read when the screen opens and a
+few indexed reads afterwards. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from cockpit.engine.journal import (
+    FINAL_STATUSES,
+    TRAINED_STATUSES,
+    Command,
+    Event,
+    Experiment,
+    Journal,
+    Run,
+)
+from cockpit.engine.monitor import MonitorSample
+
+JOURNAL_RELATIVE_PATH = Path(".cockpit") / "journal.db"
+GPU_HISTORY = 120  # samples kept for the gauges' history: two minutes at one a second
+EVENT_HISTORY = 300  # events the screen keeps (decisions, agent lines, notes)
+# Phases in which the engine works on the experiment named by the `experiment` state key.
+ACTIVE_PHASES = ("proposing", "awaiting_approval", "training", "evaluating")
+# A loss point this many seconds past the training's elapsed time cannot belong to it.
+TRIAL_CLOCK_SLACK_SECONDS = 2.0
+
+LossPoint = tuple[float, float]  # (training progress from 0 to 1, loss)
+
+
+def journal_file(workspace: Path) -> Path:
+    """Where a workspace's journal lives."""
+    return Path(workspace) / JOURNAL_RELATIVE_PATH
+
+
+def display_path(path: Path, home: Path | None = None) -> str:
+    """A path as a person reads it: the home folder as ``~``."""
+    home = Path.home() if home is None else home
+    try:
+        return "~/" + str(Path(path).relative_to(home)) if Path(path) != home else "~"
+    except ValueError:
+        return str(path)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (and is not a zombie)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    """The status line: where, what the engine does, how the run stands."""
+
+    workspace: str
+    journal_exists: bool = False
+    engine_running: bool = False
+    phase: str = "stopped"
+    experiment: int | None = None
+    time_left: float | None = None
+    budget_seconds: float | None = None
+    run_tag: str | None = None
+    branch: str | None = None
+    run_status: str | None = None
+    mode: str | None = None
+    proposer: str | None = None
+    model: str | None = None
+    agent_state: str | None = None
+    agent_message: str | None = None
+    best_val_bpb: float | None = None
+    baseline_val_bpb: float | None = None
+    keep_margin_bpb: float | None = None
+    metric: str = "val_bpb"
+    self_reported: bool = False
+
+    @property
+    def gain(self) -> float | None:
+        """How much lower the best metric is than the baseline's (positive: better)."""
+        if self.best_val_bpb is None or self.baseline_val_bpb is None:
+            return None
+        return self.baseline_val_bpb - self.best_val_bpb
+
+    @property
+    def awaiting_approval(self) -> int | None:
+        """The number of the proposal waiting for the researcher, if one is."""
+        if self.engine_running and self.phase == "awaiting_approval":
+            return self.experiment
+        return None
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One experiment as the ledger lists it."""
+
+    id: int
+    number: int
+    commit: str
+    val_bpb: float | None
+    memory_mb: float | None
+    status: str
+    decision: str | None
+    proposer: str | None
+    model: str | None
+    description: str
+    decision_reason: str | None
+    # The best val_bpb when it was decided, as the engine recorded it (None: not recorded).
+    best_before: float | None = None
+    # val_bpb minus the best at the time it was decided (negative: better).
+    delta_vs_best: float | None = None
+
+    @property
+    def is_final(self) -> bool:
+        """Whether nothing more will happen to this experiment."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def trained(self) -> bool:
+        """Whether it has been (or is being) trained."""
+        return self.status in TRAINED_STATUSES
+
+
+@dataclass(frozen=True)
+class EventLine:
+    """One line of the run's story, as the agent panel and the decision log show it."""
+
+    id: int
+    at: float
+    kind: str
+    message: str
+    experiment_id: int | None
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ExperimentDetail:
+    """Everything the detail panels show of one experiment."""
+
+    id: int
+    number: int
+    status: str
+    description: str
+    hypothesis: str
+    diff: str
+    proposer: str | None
+    model: str | None
+    val_bpb: float | None
+    decision: str | None
+    decision_reason: str | None
+    outcome: str | None
+    crash_tail: str | None
+    curve: tuple[LossPoint, ...] = ()
+    flags: tuple[str, ...] = ()  # what the integrity checks found, one line each
+
+
+@dataclass(frozen=True)
+class LossCurves:
+    """The live (or latest trained) experiment's loss against the best run's."""
+
+    live_number: int | None = None
+    live_status: str | None = None
+    live: tuple[LossPoint, ...] = ()
+    best_number: int | None = None
+    best: tuple[LossPoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuHistory:
+    """The most recent monitor samples, oldest first."""
+
+    samples: tuple[MonitorSample, ...] = ()
+
+    @property
+    def latest(self) -> MonitorSample | None:
+        """The newest sample, if any."""
+        return self.samples[-1] if self.samples else None
+
+
+@dataclass
+class Snapshot:
+    """The whole picture the screen shows, as the poller has assembled it so far."""
+
+    status: StatusInfo
+    run_id: int | None = None
+    ledger: dict[int, LedgerRow] = field(default_factory=dict)
+    events: deque[EventLine] = field(default_factory=lambda: deque(maxlen=EVENT_HISTORY))
+    current: ExperimentDetail | None = None
+    loss: LossCurves = field(default_factory=LossCurves)
+    gpu: GpuHistory = field(default_factory=GpuHistory)
+    agent_stream: str = ""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one poll found changed. ``reset``: a new run (or the first read): the screen
+    replaces what it shows instead of merging. Fields left None (or empty) did not change."""
+
+    reset: bool = False
+    status: StatusInfo | None = None
+    ledger: tuple[LedgerRow, ...] = ()
+    events: tuple[EventLine, ...] = ()
+    current: ExperimentDetail | None = None
+    current_changed: bool = False
+    loss: LossCurves | None = None
+    gpu: GpuHistory | None = None
+    agent_stream: str | None = None
+    # Commands the engine has answered since the last poll (see JournalPoller.watch_command).
+    answered: tuple[Command, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing changed."""
+        return not (
+            self.answered
+            or self.reset
+            or self.status is not None
+            or self.ledger
+            or self.events
+            or self.current_changed
+            or self.loss is not None
+            or self.gpu is not None
+            or self.agent_stream is not None
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# pure queries
+
+
+def read_status(
+    workspace: str,
+    state: Mapping[str, Any],
+    run: Run | None,
+    *,
+    journal_exists: bool = True,
+    alive: Callable[[int], bool] = pid_alive,
+) -> StatusInfo:
+    """The status line from the engine's state keys and the latest run."""
+    pid = state.get("pid")
+    running = isinstance(pid, int) and alive(pid) and state.get("phase") != "stopped"
+    phase = str(state.get("phase") or "stopped") if running else "stopped"
+    time_left = state.get("time_left") if phase == "training" else None
+    trainer: Mapping[str, Any] = {}
+    if run is not None:
+        trainer = run.config.get("trainer", {}) if isinstance(run.config, Mapping) else {}
+    budget = trainer.get("budget_seconds")
+    experiment = state.get("experiment")
+    return StatusInfo(
+        workspace=workspace,
+        journal_exists=journal_exists,
+        engine_running=running,
+        phase=phase,
+        experiment=experiment if isinstance(experiment, int) else None,
+        time_left=float(time_left) if isinstance(time_left, (int, float)) else None,
+        budget_seconds=float(budget) if isinstance(budget, (int, float)) else None,
+        run_tag=None if run is None else run.tag,
+        branch=None if run is None else run.branch,
+        run_status=None if run is None else run.status,
+        mode=None if run is None else run.mode,
+        proposer=_text_or_none(state.get("proposer")) or (None if run is None else run.proposer),
+        model=_text_or_none(state.get("model")),
+        agent_state=_text_or_none(state.get("agent_state")),
+        agent_message=_text_or_none(state.get("agent_message")),
+        best_val_bpb=None if run is None else run.best_val_bpb,
+        baseline_val_bpb=None if run is None else run.baseline_val_bpb,
+        keep_margin_bpb=_float_or_none(state.get("keep_margin_bpb")),
+        metric=str(trainer.get("metric") or "val_bpb"),
+        self_reported=bool(trainer.get("command")),
+    )
+
+
+def ledger_row(experiment: Experiment) -> LedgerRow:
+    """An experiment as a ledger row (its Δ is filled in by `with_deltas`)."""
+    evidence = (experiment.details or {}).get("evidence") or {}
+    best_before = evidence.get("best_before") if isinstance(evidence, Mapping) else None
+    return LedgerRow(
+        id=experiment.id,
+        number=experiment.number,
+        commit=experiment.short_commit,
+        val_bpb=experiment.val_bpb,
+        memory_mb=experiment.peak_memory_mb,
+        status=experiment.status,
+        decision=experiment.decision,
+        proposer=experiment.proposer,
+        model=experiment.model,
+        description=experiment.description,
+        decision_reason=experiment.decision_reason,
+        best_before=_float_or_none(best_before),
+    )
+
+
+def with_deltas(rows: Iterable[LedgerRow]) -> list[LedgerRow]:
+    """The rows in number order, each with its val_bpb minus the best at the time it was
+    decided: the best the engine recorded then, or else the last kept value before it."""
+    result = []
+    best: float | None = None
+    for row in sorted(rows, key=lambda r: r.number):
+        reference = row.best_before if row.best_before is not None else best
+        delta = (
+            None
+            if row.val_bpb is None or reference is None or row.number == 0
+            else row.val_bpb - reference
+        )
+        result.append(dataclasses.replace(row, delta_vs_best=delta))
+        if row.decision == "keep" and row.val_bpb is not None:
+            best = row.val_bpb
+    return result
+
+
+def event_line(event: Event) -> EventLine:
+    """An event as the screen shows it."""
+    return EventLine(
+        id=event.id,
+        at=event.at,
+        kind=event.kind,
+        message=event.message,
+        experiment_id=event.experiment_id,
+        data=dict(event.data or {}),
+    )
+
+
+def loss_points(metrics: Iterable[Mapping[str, Any]]) -> list[tuple[float, float, float]]:
+    """(t, progress, loss) of the metric points that have all three (a NaN loss is None)."""
+    points = []
+    for metric in metrics:
+        t, progress, loss = metric.get("t"), metric.get("progress"), metric.get("loss")
+        if t is None or progress is None or loss is None:
+            continue
+        if not (math.isfinite(loss) and math.isfinite(progress)):
+            continue
+        points.append((float(t), float(progress), float(loss)))
+    return points
+
+
+def split_trials(times: Sequence[float]) -> list[int]:
+    """Where each training of one experiment starts in its points, in the order they came:
+    the clock of every training starts again from zero, so a point earlier than the one
+    before it opens a new one. The first index is always 0 (for a non-empty sequence)."""
+    starts = [0] if times else []
+    for index in range(1, len(times)):
+        if times[index] < times[index - 1]:
+            starts.append(index)
+    return starts
+
+
+def current_trial_start(times: Sequence[float], elapsed: float | None) -> int:
+    """The index where the latest training's points start. ``elapsed``: how long the
+    training in progress has run, when one is; a point later than that (plus some slack)
+    belongs to an earlier training, so when the last group has one, the training in
+    progress has not reported yet and its points start at the end."""
+    starts = split_trials(times)
+    if not starts:
+        return 0
+    start = starts[-1]
+    if elapsed is not None and times[-1] > elapsed + TRIAL_CLOCK_SLACK_SECONDS:
+        return len(times)
+    return start
+
+
+def latest_curve(metrics: Iterable[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
+    """The (progress, loss) curve of an experiment's latest training."""
+    points = loss_points(metrics)
+    start = current_trial_start([p[0] for p in points], None)
+    return tuple((progress, loss) for _, progress, loss in points[start:])
+
+
+def integrity_flags(experiment: Experiment) -> tuple[str, ...]:
+    """The integrity flags recorded with an experiment, as `line N: [kind] message` lines."""
+    flags = (experiment.details or {}).get("flags") or []
+    lines = []
+    for flag in flags if isinstance(flags, list) else []:
+        if isinstance(flag, Mapping):
+            where = f"line {flag['line']}" if flag.get("line") is not None else "train.py"
+            lines.append(f"{where}: [{flag.get('kind', '?')}] {flag.get('message', '')}")
+    return tuple(lines)
+
+
+def experiment_detail(journal: Journal, experiment: Experiment) -> ExperimentDetail:
+    """The detail panels' view of one experiment, with its latest loss curve."""
+    return ExperimentDetail(
+        id=experiment.id,
+        number=experiment.number,
+        status=experiment.status,
+        description=experiment.description,
+        hypothesis=experiment.hypothesis,
+        diff=experiment.diff,
+        proposer=experiment.proposer,
+        model=experiment.model,
+        val_bpb=experiment.val_bpb,
+        decision=experiment.decision,
+        decision_reason=experiment.decision_reason,
+        outcome=experiment.outcome,
+        crash_tail=experiment.crash_tail,
+        flags=integrity_flags(experiment),
+        curve=latest_curve(journal.metrics(experiment.id))
+        if experiment.status in TRAINED_STATUSES
+        else (),
+    )
+
+
+def monitor_samples(data: Iterable[Mapping[str, Any]]) -> list[MonitorSample]:
+    """Monitor samples from their journal form; a malformed one is left out."""
+    samples = []
+    for item in data:
+        try:
+            samples.append(MonitorSample.from_dict(item))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return samples
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the poller
+
+
+@dataclass
+class _LiveCurve:
+    """The loss points of the live experiment's latest training, followed incrementally."""
+
+    key: tuple[int, str | None, int] | None = None  # experiment id, log path, attempt
+    experiment_id: int | None = None
+    points: list[tuple[float, float, float]] = field(default_factory=list)
+    # The clocks of the experiment's earlier trainings, sorted: a read past the last point's
+    # clock returns those of them that are later, first, and they are dropped.
+    earlier_times: list[float] = field(default_factory=list)
+
+
+class JournalPoller:
+    """Follows one workspace's journal for the screen; see the module docstring.
+
+    Thread-safe: one poll at a time (a poll that finds another in progress returns an empty
+    Delta at once). The journal is opened read-only when it first exists and reopened after
+    an error."""
+
+    def __init__(
+        self,
+        workspace: Path,
+        *,
+        workspace_label: str | None = None,
+        alive: Callable[[int], bool] = pid_alive,
+        gpu_history: int = GPU_HISTORY,
+        event_history: int = EVENT_HISTORY,
+    ) -> None:
+        self.workspace = Path(workspace)
+        self.path = journal_file(self.workspace)
+        self.label = workspace_label or display_path(self.workspace)
+        self._alive = alive
+        self._gpu_history = gpu_history
+        self._event_history = event_history
+        self._lock = threading.Lock()
+        self._journal: Journal | None = None
+        self.snapshot = Snapshot(status=StatusInfo(workspace=self.label))
+        self._fresh = True  # nothing sent yet: the first poll sends everything
+        self._watch_lock = threading.Lock()
+        self._watched: set[int] = set()
+        self._reset_follow()
+
+    def _reset_follow(self) -> None:
+        self._last_event_id = 0
+        self._next_number = 0
+        self._fingerprint: tuple[Any, ...] | None = None
+        self._last_sample_at: float | None = None
+        self._gpu: deque[MonitorSample] = deque(maxlen=self._gpu_history)
+        self._live = _LiveCurve()
+        self._best_key: tuple[int, str | None] | None = None
+        self._best_curve: tuple[LossPoint, ...] = ()
+        self._trial_keys: dict[int, tuple[str | None, int]] = {}
+
+    # -- opening and closing -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the journal connection (a later poll opens it again)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _open(self) -> Journal | None:
+        # A journal the engine is creating this instant fails to open with a JournalError
+        # that says so; the caller shows it and the next poll opens it.
+        if self._journal is None:
+            if not self.path.exists():
+                return None
+            self._journal = Journal.open(self.path, readonly=True)
+        return self._journal
+
+    def watch_command(self, command_id: int) -> None:
+        """Report the engine's answer to this command in the Delta of a later poll."""
+        with self._watch_lock:
+            self._watched.add(command_id)
+
+    def _answered(self, journal: Journal) -> tuple[Command, ...]:
+        with self._watch_lock:
+            watched = sorted(self._watched)
+        answered = []
+        for command_id in watched:
+            command = journal.command(command_id)
+            if command is None or command.status != "pending":
+                with self._watch_lock:
+                    self._watched.discard(command_id)
+                if command is not None:
+                    answered.append(command)
+        return tuple(answered)
+
+    # -- polling ---------------------------------------------------------------------------
+
+    def poll(self) -> Delta:
+        """Read what changed since the last poll (everything, the first time)."""
+        if not self._lock.acquire(blocking=False):
+            return Delta()
+        try:
+            journal = self._open()
+            if journal is None:
+                return self._no_journal()
+            try:
+                return self._poll(journal)
+            except Exception:
+                # The next poll starts from a fresh connection (and a full read).
+                self._close()
+                self._fresh = True
+                raise
+        finally:
+            self._lock.release()
+
+    def _no_journal(self) -> Delta:
+        status = StatusInfo(workspace=self.label, journal_exists=False)
+        fresh, self._fresh = self._fresh, False
+        if status == self.snapshot.status and not fresh:
+            return Delta()
+        self.snapshot = Snapshot(status=status)
+        return Delta(reset=fresh, status=status)
+
+    def _poll(self, journal: Journal) -> Delta:
+        state = journal.all_state()
+        run = journal.latest_run()
+        status = read_status(self.label, state, run, alive=self._alive)
+        snapshot = self.snapshot
+        reset = self._fresh or (run is not None and run.id != snapshot.run_id)
+        if reset:
+            snapshot = Snapshot(status=snapshot.status, run_id=None if run is None else run.id)
+            snapshot.events = deque(maxlen=self._event_history)
+            self.snapshot = snapshot
+            self._reset_follow()
+            self._fresh = False
+        status_changed = reset or status != snapshot.status
+        snapshot.status = status
+        stream = str(state.get("agent_stream") or "")
+        stream_changed = reset or stream != snapshot.agent_stream
+        snapshot.agent_stream = stream
+        answered = self._answered(journal)
+        if run is None:
+            return Delta(
+                reset=reset,
+                status=status if status_changed else None,
+                agent_stream=stream if stream_changed else None,
+                answered=answered,
+            )
+
+        events = self._read_events(journal, run, reset)
+        next_number = journal.next_number(run.id)
+        fingerprint = (
+            tuple(sorted((k, repr(v)) for k, v in state.items() if k != "agent_stream")),
+            run,
+            self._last_event_id,
+            next_number,
+        )
+        ledger: tuple[LedgerRow, ...] = ()
+        current_changed = False
+        if reset or fingerprint != self._fingerprint:
+            self._fingerprint = fingerprint
+            fetched = self._read_experiments(journal, run, reset, next_number, events)
+            ledger = self._merge_ledger(fetched.values())
+            current_changed = self._update_current(journal, state, fetched)
+        loss = self._read_loss(journal, run, status)
+        gpu = self._read_samples(journal, run, reset)
+        return Delta(
+            reset=reset,
+            status=status if status_changed else None,
+            ledger=ledger,
+            events=tuple(events),
+            current=snapshot.current,
+            current_changed=current_changed or reset,
+            loss=loss,
+            gpu=gpu,
+            agent_stream=stream if stream_changed else None,
+            answered=answered,
+        )
+
+    def _read_events(self, journal: Journal, run: Run, reset: bool) -> list[EventLine]:
+        if reset:
+            found = journal.events(run.id, limit=self._event_history, latest=True)
+        else:
+            found = journal.events(run.id, since_id=self._last_event_id)
+        lines = [event_line(event) for event in found]
+        if lines:
+            self._last_event_id = max(self._last_event_id, lines[-1].id)
+            self.snapshot.events.extend(lines)
+        return lines
+
+    def _read_experiments(
+        self,
+        journal: Journal,
+        run: Run,
+        reset: bool,
+        next_number: int,
+        events: Sequence[EventLine],
+    ) -> dict[int, Experiment]:
+        """The experiments that may have changed, by number."""
+        if reset:
+            found = {e.number: e for e in journal.experiments(run.id)}
+        else:
+            numbers = set(range(self._next_number, next_number))
+            numbers |= {row.number for row in self.snapshot.ledger.values() if not row.is_final}
+            for event in events:
+                number = event.data.get("number")
+                if event.kind == "decision" and isinstance(number, int):
+                    numbers.add(number)
+            current = self.snapshot.status.experiment
+            if current is not None and current < next_number:
+                numbers.add(current)
+            found = {}
+            for number in sorted(numbers):
+                experiment = journal.experiment(run.id, number)
+                if experiment is not None:
+                    found[number] = experiment
+        self._next_number = next_number
+        for experiment in found.values():
+            self._trial_keys[experiment.number] = (experiment.log_path, experiment.attempt)
+        return found
+
+    def _merge_ledger(self, experiments: Iterable[Experiment]) -> tuple[LedgerRow, ...]:
+        """Fold fetched experiments into the ledger; the rows that changed (their Δ too)."""
+        ledger = self.snapshot.ledger
+        previous = dict(ledger)
+        touched = False
+        for experiment in experiments:
+            fresh = ledger_row(experiment)
+            old = ledger.get(experiment.number)
+            if old is None or dataclasses.replace(old, delta_vs_best=None) != fresh:
+                ledger[experiment.number] = fresh
+                touched = True
+        if not touched:
+            return ()
+        changed = []
+        # One new decision can change the Δ of every later row, so all are recomputed.
+        for row in with_deltas(ledger.values()):
+            if previous.get(row.number) != row:
+                changed.append(row)
+            ledger[row.number] = row
+        return tuple(changed)
+
+    def _current_number(self, state: Mapping[str, Any]) -> int | None:
+        """The experiment the detail panels follow: the one the engine works on, or else the
+        latest one."""
+        ledger = self.snapshot.ledger
+        experiment = state.get("experiment")
+        if isinstance(experiment, int) and experiment in ledger:
+            return experiment
+        return max(ledger) if ledger else None
+
+    def _update_current(
+        self, journal: Journal, state: Mapping[str, Any], fetched: Mapping[int, Experiment]
+    ) -> bool:
+        number = self._current_number(state)
+        snapshot = self.snapshot
+        if number is None:
+            changed = snapshot.current is not None
+            snapshot.current = None
+            return changed
+        experiment = fetched.get(number)
+        if experiment is None:
+            if snapshot.current is not None and snapshot.current.number == number:
+                return False
+            experiment = journal.experiment(snapshot.run_id or 0, number)
+            if experiment is None:
+                return False
+        detail = experiment_detail_without_curve(experiment)
+        if detail == snapshot.current:
+            return False
+        snapshot.current = detail
+        return True
+
+    # -- loss curves -------------------------------------------------------------------------
+
+    def _live_number(self) -> int | None:
+        trained = [row.number for row in self.snapshot.ledger.values() if row.trained]
+        return max(trained) if trained else None
+
+    def _best_number(self, run: Run) -> int | None:
+        if run.best_commit is None:
+            return None
+        kept = [
+            row.number
+            for row in self.snapshot.ledger.values()
+            if row.commit and run.best_commit.startswith(row.commit) and row.decision == "keep"
+        ]
+        return max(kept) if kept else None
+
+    def _read_loss(self, journal: Journal, run: Run, status: StatusInfo) -> LossCurves | None:
+        ledger = self.snapshot.ledger
+        live_number = self._live_number()
+        live_row = None if live_number is None else ledger[live_number]
+        changed = self._follow_live(journal, live_row, status)
+        best_number = self._best_number(run)
+        if best_number is not None and best_number != live_number:
+            log_path, _attempt = self._trial_keys.get(best_number, (None, 0))
+            key = (ledger[best_number].id, log_path)
+            if key != self._best_key:
+                self._best_key = key
+                self._best_curve = latest_curve(journal.metrics(ledger[best_number].id))
+                changed = True
+        elif self._best_key is not None:
+            self._best_key, self._best_curve = None, ()
+            changed = True
+        previous = self.snapshot.loss
+        if (
+            not changed
+            and previous.live_number == live_number
+            and previous.live_status == (None if live_row is None else live_row.status)
+        ):
+            return None
+        curves = LossCurves(
+            live_number=live_number,
+            live_status=None if live_row is None else live_row.status,
+            live=tuple((p, loss) for _, p, loss in self._live.points),
+            best_number=best_number if best_number != live_number else None,
+            best=self._best_curve,
+        )
+        if not changed and curves == self.snapshot.loss:
+            return None
+        self.snapshot.loss = curves
+        return curves
+
+    def _follow_live(self, journal: Journal, row: LedgerRow | None, status: StatusInfo) -> bool:
+        """Read the live experiment's new loss points; whether the curve changed."""
+        live = self._live
+        if row is None:
+            if live.key is None:
+                return False
+            self._live = _LiveCurve()
+            return True
+        log_path, attempt = self._trial_keys.get(row.number, (None, 0))
+        key = (row.id, log_path, attempt)
+        elapsed = None
+        if (
+            status.phase == "training"
+            and status.experiment == row.number
+            and status.time_left is not None
+            and status.budget_seconds is not None
+        ):
+            elapsed = max(0.0, status.budget_seconds - status.time_left)
+        if key != live.key:
+            points = loss_points(journal.metrics(row.id))
+            start = current_trial_start([p[0] for p in points], elapsed)
+            self._live = _LiveCurve(
+                key=key,
+                experiment_id=row.id,
+                points=points[start:],
+                earlier_times=sorted(p[0] for p in points[:start]),
+            )
+            return True
+        if row.is_final and row.status != "training":
+            # A decided experiment gets no more points (until a re-run changes its key).
+            return False
+        after = live.points[-1][0] if live.points else None
+        found = loss_points(journal.metrics(row.id, after_t=after))
+        if live.earlier_times:
+            skip = (
+                len(live.earlier_times)
+                if after is None
+                else len(live.earlier_times) - bisect.bisect_right(live.earlier_times, after)
+            )
+            found = found[skip:]
+        if not found:
+            return False
+        live.points.extend(found)
+        return True
+
+    # -- GPU samples -------------------------------------------------------------------------
+
+    def _read_samples(self, journal: Journal, run: Run, reset: bool) -> GpuHistory | None:
+        found = journal.samples(
+            run.id, since=None if reset else self._last_sample_at, limit=self._gpu_history
+        )
+        if not found:
+            return GpuHistory() if reset else None
+        self._last_sample_at = found[-1].at
+        self._gpu.extend(monitor_samples(sample.data for sample in found))
+        history = GpuHistory(tuple(self._gpu))
+        self.snapshot.gpu = history
+        return history
+
+    # -- one experiment on demand ----------------------------------------------------------------
+
+    def detail(self, number: int) -> ExperimentDetail | None:
+        """Experiment ``number`` of the run on screen, with its loss curve (None: no such)."""
+        with self._lock:
+            journal = self._open()
+            run_id = self.snapshot.run_id
+            if journal is None or run_id is None:
+                return None
+            experiment = journal.experiment(run_id, number)
+            return None if experiment is None else experiment_detail(journal, experiment)
+
+
+def experiment_detail_without_curve(experiment: Experiment) -> ExperimentDetail:
+    """The detail panels' view of an experiment, without reading its loss points."""
+    return ExperimentDetail(
+        id=experiment.id,
+        number=experiment.number,
+        status=experiment.status,
+        description=experiment.description,
+        hypothesis=experiment.hypothesis,
+        diff=experiment.diff,
+        proposer=experiment.proposer,
+        model=experiment.model,
+        val_bpb=experiment.val_bpb,
+        decision=experiment.decision,
+        decision_reason=experiment.decision_reason,
+        outcome=experiment.outcome,
+        crash_tail=experiment.crash_tail,
+        flags=integrity_flags(experiment),
+    )
+
+
+def engine_lock_held(workspace: Path) -> bool:
+    """Whether an engine holds the workspace's lock right now (what ``cockpit status`` asks).
+
+    Probing takes the lock for an instant, so this is for one-off questions (after the
+    screen closes), not for polling: an engine starting in that instant would find it taken.
+    """
+    import fcntl
+
+    path = Path(workspace) / ".cockpit" / "engine.lock"
+    if not path.exists():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+__all__ = [
+    "Delta",
+    "EventLine",
+    "ExperimentDetail",
+    "GpuHistory",
+    "JournalPoller",
+    "LedgerRow",
+    "LossCurves",
+    "Snapshot",
+    "StatusInfo",
+    "current_trial_start",
+    "display_path",
+    "engine_lock_held",
+    "experiment_detail",
+    "journal_file",
+    "latest_curve",
+    "ledger_row",
+    "read_status",
+    "split_trials",
+    "with_deltas",
+]

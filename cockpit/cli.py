@@ -1,8 +1,12 @@
 """The `cockpit` command line.
 
-cockpit                       train the default research script once, on the defaults
+cockpit                       the cockpit: the terminal UI of a workspace's research, its
+                              engine started if it is not running (without a terminal: the
+                              research loop, headless, in the foreground)
 cockpit train [options]       one training run of a workspace's train.py (or the template)
-cockpit bench trainer         the trainer's speed: tokens/s, MFU, steps, val_bpb, memory
+cockpit run / start / stop    the research loop in the foreground / detached / stopped
+cockpit status                what the engine is doing
+cockpit bench trainer|loop|ui figures: the trainer's speed, the loop's overhead, the UI's
 """
 
 from __future__ import annotations
@@ -52,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cockpit",
         description="Research Cockpit: autonomous, offline ML research on your own GPU box.",
+    )
+    parser.add_argument(
+        "--workspace",
+        dest="ui_workspace",
+        type=Path,
+        default=None,
+        help="the research workspace the cockpit shows (default: the default workspace)",
+    )
+    parser.add_argument(
+        "--theme",
+        default=None,
+        help="midnight, daylight or contrast (default: the last one chosen, else ui.theme)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -172,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     loop_bench.add_argument("--experiments", type=int, default=12)
     loop_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ui_bench = benches.add_parser(
+        "ui",
+        help="the cockpit in a tmux terminal on a large journal: first frame, idle CPU, memory",
+    )
+    ui_bench.add_argument("--experiments", type=int, default=1000)
+    ui_bench.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="how long idle CPU is measured"
+    )
+    ui_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
 
 
@@ -232,6 +257,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "ui":
+        import json
+
+        from cockpit.bench.ui_bench import run_ui_bench
+
+        try:
+            figures = run_ui_bench(args.experiments, idle_seconds=args.idle_seconds)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(figures, indent=2))
+        return 0
     if args.bench == "loop":
         from cockpit.bench.loop_bench import run_loop_bench
 
@@ -259,6 +297,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {markdown}\nwrote {png}")
     return 0
+
+
+def _cmd_cockpit(args: argparse.Namespace) -> int:
+    """Bare `cockpit`: the terminal UI, with the engine started behind it when it is not running."""
+    from cockpit import commands
+
+    if args.theme is not None:
+        from themes import resolve_theme
+
+        try:
+            resolve_theme(args.theme)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    workspace = commands.open_workspace(args.ui_workspace)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print(
+            "no terminal here: running the research loop in the foreground, headless "
+            "(`cockpit` in a terminal shows the cockpit; `cockpit start` runs it detached)",
+            file=sys.stderr,
+        )
+        return commands.cmd_run(workspace, {}, None, adopt=False)
+    if not commands.engine_running(workspace):
+        code = commands.cmd_start(workspace, [])
+        if code != 0:
+            return code
+    from cockpit.ui.app import run_cockpit
+
+    return run_cockpit(workspace.path, theme=args.theme)
 
 
 def _cmd_engine(args: argparse.Namespace) -> int:
@@ -304,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {None: _cmd_train, "train": _cmd_train, "bench": _cmd_bench, "report": _cmd_report}
+    handlers = {None: _cmd_cockpit, "train": _cmd_train, "bench": _cmd_bench, "report": _cmd_report}
     try:
         return handlers.get(args.command, _cmd_engine)(args)
     except (ConfigError, WorkspaceError) as exc:

@@ -169,11 +169,12 @@ class EngineSettings(BaseModel):
         json_schema_extra={"allowed": '"autonomous" or "supervised"'},
     )
     proposer: str = Field(
-        default="builtin",
+        default="llm",
         pattern=r"^(builtin|llm)$",
         description=(
-            "Who proposes experiments: builtin (perturbs the numeric CAPS constants of the "
-            "script; needs no model)."
+            "Who proposes experiments: llm (the [agent] model through Ollama; the built-in "
+            "proposer stands in while Ollama cannot answer) or builtin (perturbs the numeric "
+            "CAPS constants of the script; needs no model)."
         ),
         json_schema_extra={"allowed": '"builtin" or "llm"'},
     )

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -139,21 +140,37 @@ def test_a_missing_workspace_is_a_clear_error(tmp_path: Path) -> None:
     assert "does not exist" in result.stderr
 
 
-def test_bare_cockpit_runs_the_main_job_on_the_defaults(tmp_path: Path) -> None:
+def test_bare_cockpit_without_a_terminal_runs_the_research_loop_on_the_defaults(
+    tmp_path: Path,
+) -> None:
+    """`cockpit` alone on a fresh install: the default workspace is created, and without a
+    terminal to show the cockpit in, the research loop runs headless in the foreground. No
+    Ollama here: the built-in proposer stands in, and the output says how to start Ollama."""
     corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
     result = cockpit(
         env={
-            "COCKPIT_TRAINER__BUDGET_SECONDS": "3",
+            "COCKPIT_DATA_DIR": str(tmp_path / "data"),
+            "HOME": str(tmp_path / "home"),
+            "OLLAMA_HOST": f"http://127.0.0.1:{closed}",
+            "COCKPIT_ENGINE__EXPERIMENTS": "1",
+            "COCKPIT_TRAINER__BUDGET_SECONDS": "2",
             "COCKPIT_TRAINER__DEVICE": "cpu",
             "COCKPIT_TRAINER__CORPUS": f"text:{corpus}",
             "COCKPIT_TRAINER__SEQ_LEN": "64",
             "COCKPIT_TRAINER__EVAL_TOKENS": "4096",
         }
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary = parse_summary(result.stdout)
-    assert summary["status"] == "ok"
-    assert summary["script"].endswith(os.path.join("trainer", "train.py"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "created the default workspace" in output and "no terminal here" in output
+    assert "`ollama serve`" in output and "built-in proposer stands in" in output, output
+    (results,) = (tmp_path / "data").rglob("results.tsv")
+    rows = results.read_text().splitlines()
+    assert len(rows) == 3, rows  # header, baseline, one experiment
+    assert rows[1].endswith("\tkeep\tbaseline")
 
 
 def test_bench_trainer_prints_its_figures_as_json(tmp_path: Path) -> None:

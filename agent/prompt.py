@@ -303,9 +303,11 @@ class _Parts:
     notes: list[str]
     vetoes: list[str]
     program_lines: list[str]
+    refused: list[str] = field(default_factory=list)
     program_cut: int = 0  # lines cut from the end of program.md
     notes_dropped: int = 0
     vetoes_dropped: int = 0
+    refused_dropped: int = 0
 
 
 def _number(value: float | None, signed: bool = False) -> str:
@@ -420,6 +422,14 @@ def _user_message(context: ProposalContext, parts: _Parts, filename: str) -> str
             "# Proposals the researcher vetoed (do not propose them again; heed the reasons)\n\n"
             + "\n".join(lines)
         )
+    if parts.refused or parts.refused_dropped:
+        lines = [f"- {refusal}" for refusal in parts.refused]
+        if parts.refused_dropped:
+            lines.insert(0, f"({parts.refused_dropped} older refusals are left out for room.)")
+        sections.append(
+            "# Proposals refused before training (they reach around the harness, the evaluator "
+            "or the data; improve the model instead)\n\n" + "\n".join(lines)
+        )
     if fix is not None:
         sections.append(
             f"# The failure to fix\n\n{_crash_section(fix, context.best_script, filename)}"
@@ -451,6 +461,7 @@ def _initial_parts(context: ProposalContext) -> _Parts:
         notes=[n.strip() for n in context.notes if n.strip()],
         vetoes=[v.strip() for v in context.vetoes if v.strip()],
         program_lines=context.program.strip().splitlines(),
+        refused=[r.strip() for r in context.refused if r.strip()],
     )
 
 
@@ -462,6 +473,9 @@ def _trim_once(parts: _Parts, excess_tokens: int) -> bool:
     elif len(parts.kept) > LATEST_KEPT:
         parts.kept.pop(0)
         parts.kept_hidden += 1
+    elif len(parts.refused) > 1:
+        parts.refused.pop(0)
+        parts.refused_dropped += 1
     elif parts.vetoes:
         parts.vetoes.pop(0)
         parts.vetoes_dropped += 1
@@ -479,6 +493,9 @@ def _trim_once(parts: _Parts, excess_tokens: int) -> bool:
     elif parts.notes:
         parts.notes.pop(0)
         parts.notes_dropped += 1
+    elif parts.refused:
+        parts.refused.pop(0)
+        parts.refused_dropped += 1
     elif parts.kept:
         parts.kept.pop(0)
         parts.kept_hidden += 1

@@ -70,6 +70,9 @@ class ProposalContext:
     ledger: Sequence[LedgerEntry] = ()
     notes: Sequence[str] = ()  # the researcher's notes for the agent, oldest first
     vetoes: Sequence[str] = ()  # "description: reason" of vetoed proposals, oldest first
+    # "description: reason" of proposals the engine refused before training (integrity
+    # checks), oldest first
+    refused: Sequence[str] = ()
     program: str = ""  # the workspace's program.md
     fix: CrashReport | None = None  # set when the proposer is asked to fix a failure
 

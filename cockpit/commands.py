@@ -16,6 +16,7 @@ from cockpit.config import Settings, load_settings
 from cockpit.engine.agents import build_agent
 from cockpit.engine.journal import Journal, JournalError
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
+from cockpit.engine.readmodel import integrity_flags
 from cockpit.engine.workspace import Workspace, WorkspaceError
 
 COMMAND_WAIT_SECONDS = 3.0
@@ -180,6 +181,15 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 time_left=state.get("time_left") if state.get("phase") == "training" else None,
                 pid=state.get("pid"),
             )
+            waiting = state.get("experiment")
+            if run is not None and report["phase"] == "awaiting_approval" and waiting is not None:
+                experiment = journal.experiment(run.id, int(waiting))
+                if experiment is not None:
+                    report["awaiting"] = {
+                        "experiment": experiment.number,
+                        "description": experiment.description,
+                        "flags": list(integrity_flags(experiment)),
+                    }
     return report
 
 
@@ -217,6 +227,12 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
             else "the configured floor: no repeated runs yet"
         )
         print(f"  keep margin {margin:.6f} ({source})")
+    awaiting = report.get("awaiting")
+    if awaiting is not None:
+        print(f"  waiting for approval: #{awaiting['experiment']} {awaiting['description']}")
+        for flag in awaiting["flags"]:
+            print(f"    flagged {flag}")
+        print("    `cockpit approve` trains it, `cockpit veto --reason WHY` refuses it")
     agent = report.get("agent")
     if agent is not None:
         print(f"  agent: {_describe_agent(agent)}")

@@ -13,7 +13,7 @@ import pytest
 
 from cockpit.engine.journal import Journal
 from tests.ollama_server import OllamaDouble, Reply
-from tests.test_engine import REPO, cockpit, experiments, make_workspace, wait_for
+from tests.test_engine import REPO, cockpit, experiments, make_workspace, state, wait_for
 
 # Fixtures of the engine tests: commits without a git identity.
 from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
@@ -134,12 +134,12 @@ def test_the_builtin_proposer_stands_in_while_ollama_is_down_and_hands_back(
         env={**os.environ},
     )  # fmt: skip
     try:
-
-        def standing_in() -> bool:
-            return any(e.proposer == "builtin" for e in experiments(root)[1:])
-
-        wait_for(lambda: (root / ".cockpit" / "journal.db").exists(), 60, "the journal")
-        wait_for(standing_in, 90, "an experiment of the built-in proposer")
+        wait_for(lambda: state(root, "run") is not None, 60, "the engine to open its journal")
+        wait_for(
+            lambda: any(e.proposer == "builtin" for e in experiments(root)[1:]),
+            90,
+            "an experiment of the built-in proposer",
+        )
         status = cockpit("status", "--workspace", str(root))
         assert "built-in proposer standing in for qwen2.5-coder:7b" in status.stdout, status.stdout
         assert "ollama serve" in status.stdout, status.stdout
@@ -253,3 +253,63 @@ def test_the_model_leaves_the_gpu_before_a_gpu_training_only(
     agent.before_training(uses_gpu=True)
     assert not server.requests_to("/api/generate")
     agent.close()
+
+
+SEED_ONLY = edit("a luckier seed", "torch.manual_seed(ctx.seed)", "torch.manual_seed(ctx.seed + 1)")
+
+
+def test_a_flagged_proposal_is_refused_in_autonomous_mode_and_the_model_hears_why(
+    tmp_path: Path, server: OllamaDouble
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    server.script(SEED_ONLY, VALID[0])
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1",
+        "--budget", "1.5", "--proposer", "llm",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    records = experiments(root)
+    assert [e.description for e in records] == ["baseline", "halve the learning rate"]
+    refused = [e for e in agent_events(root) if (e.data or {}).get("type") == "refused"]
+    assert len(refused) == 1 and refused[0].data["flags"] == ["seed_only"], refused
+    assert "refused before training (a luckier seed)" in output
+    # The second request told the model what was refused and why.
+    second = server.requests_to("/api/chat")[1].body["messages"][-1]["content"]
+    assert "Proposals refused before training" in second and "a luckier seed" in second
+
+
+def test_a_flagged_proposal_waits_for_the_researcher_in_supervised_mode(
+    tmp_path: Path, server: OllamaDouble
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    server.script(SEED_ONLY)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
+         "--experiments", "1", "--budget", "1.5", "--proposer", "llm", "--mode", "supervised"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: state(root, "phase") == "awaiting_approval",
+            90,
+            "the proposal to wait for approval",
+        )
+        status = cockpit("status", "--workspace", str(root))
+        assert "waiting for approval: #1 a luckier seed" in status.stdout, status.stdout
+        assert "[seed_only]" in status.stdout, status.stdout
+        flagged = experiments(root)[1]
+        assert flagged.details["flags"][0]["kind"] == "seed_only"
+        veto = cockpit("veto", "--workspace", str(root), "--reason", "seed changes prove nothing")
+        assert veto.returncode == 0, veto.stdout + veto.stderr
+        wait_for(lambda: experiments(root)[1].status == "vetoed", 30, "the veto")
+        cockpit("stop", "--workspace", str(root))  # a vetoed proposal does not count: stop here
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert experiments(root)[1].status == "vetoed"

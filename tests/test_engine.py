@@ -46,6 +46,8 @@ def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> W
         'device = "cpu"\n'
         "[engine]\n"
         "sample_seconds = 0.2\n"
+        # The LLM proposer has tests of its own, against the Ollama test server.
+        'proposer = "builtin"\n'
         # One training per experiment keeps these tests short; the noise floor and the
         # confirmation runs have tests of their own.
         "noise_runs = 1\n"
@@ -646,3 +648,41 @@ def test_a_small_gain_is_confirmed_with_another_seed_before_it_is_kept(tmp_path:
         confirmations = journal.events(kinds=["noise"])
     assert len(confirmations) == 1 and "confirming" in confirmations[0].message
     assert len((root / "results.tsv").read_text().splitlines()) == 3
+
+
+def test_a_changed_evaluator_stops_the_run_before_the_next_training(tmp_path: Path) -> None:
+    """The harness and evaluator are fingerprinted when a run starts; an edit of them under a
+    running engine stops it with a message, and no result is measured on the changed code."""
+    import shutil
+
+    packages = tmp_path / "packages"
+    shutil.copytree(
+        REPO / "trainer", packages / "trainer", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    root = tmp_path / "ws"
+    make_workspace(root)
+    # The engine and its trainings import this copy of the trainer package.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(packages), str(REPO)])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
+         "--experiments", "1", "--mode", "supervised"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: state(root, "phase") == "awaiting_approval", 90, "the first proposal")
+        evaluator = packages / "trainer" / "evaluate.py"
+        evaluator.write_text(evaluator.read_text() + "\nBITS_PER_BYTE_SCALE = 0.5\n")
+        assert cockpit("approve", "--workspace", str(root)).returncode == 0
+        output, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1, output
+    assert "the harness, evaluator or corpus changed since this run started" in output
+    assert "Traceback" not in output
+    records = experiments(root)
+    assert records[1].status == "committed" and records[1].val_bpb is None  # never trained
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        (event,) = journal.events(kinds=["integrity"])
+        assert "cockpit run --tag NEW" in event.message

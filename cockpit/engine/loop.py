@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import importlib.util
 import math
 import os
 import signal
@@ -40,6 +41,13 @@ from agent.proposal import (
 from cockpit.config import Settings
 from cockpit.engine.agents import AgentRecorder, AgentSetup
 from cockpit.engine.failpoints import failpoint
+from cockpit.engine.integrity import (
+    Flag,
+    describe_fingerprint_change,
+    describe_flags,
+    fingerprint_fixed_parts,
+    inspect_script,
+)
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.noise import NoiseFloor, needs_confirmation, noise_floor
@@ -54,6 +62,7 @@ METRICS_FLUSH_SECONDS = 0.5
 COMMAND_POLL_SECONDS = 0.2
 CRASH_TAIL_LINES = 40
 PROPOSAL_ATTEMPTS = 5
+REFUSALS_SHOWN = 10  # the latest integrity refusals the proposer is told of
 
 
 class EngineError(Exception):
@@ -253,7 +262,7 @@ class Engine:
             base_commit=workspace.best_commit(tag),
             mode=self.settings.engine.mode,
             proposer=self.proposer.name,
-            config=self.settings.model_dump(),
+            config={**self.settings.model_dump(), "fixed_parts": fixed_parts_fingerprint()},
             corpus_fingerprint="",
             target=target,
         )
@@ -370,6 +379,12 @@ class Engine:
                 best = e.val_bpb
         events = journal.events(run.id, kinds=["note", "veto"], limit=50, latest=True)
         events.sort(key=lambda event: event.id)  # oldest first, as the proposer reads them
+        refusals = [
+            event
+            for event in journal.events(run.id, kinds=["agent"], limit=200, latest=True)
+            if (event.data or {}).get("type") == "refused"
+        ]
+        refusals.sort(key=lambda event: event.id)
         device = str(self.settings.trainer.device)
         program = self.workspace.path / "program.md"
         return ProposalContext(
@@ -379,6 +394,7 @@ class Engine:
             ledger=ledger,
             notes=[event.message for event in events if event.kind == "note"],
             vetoes=[event.message for event in events if event.kind == "veto"],
+            refused=[event.message for event in refusals[-REFUSALS_SHOWN:]],
             program=program.read_text(errors="replace") if program.is_file() else "",
             fix=fix,
         )
@@ -429,13 +445,27 @@ class Engine:
             )
         else:
             best_script = workspace.script_at(best)
+            proposal, flags = None, []
             fix = self._fix_proposal(run, best_script)
             if fix is not None:
                 proposal, details = fix
-            else:
-                proposal = self._fresh_proposal(run, best_script)
+                flags = inspect_script(best_script, proposal.script)
+                if flags and self.mode != "supervised":
+                    self._refuse(run, proposal, flags)
+                    proposal, details = None, None
             if proposal is None:
-                return None
+                fresh = self._fresh_proposal(run, best_script)
+                if fresh is None:
+                    return None
+                proposal, flags = fresh
+            if flags:  # supervised mode: the researcher decides, with the flags in sight
+                details = {
+                    **(details or {}),
+                    "flags": [
+                        {"kind": flag.kind, "line": flag.line, "message": flag.message}
+                        for flag in flags
+                    ],
+                }
         sha, ref = workspace.commit_experiment(
             run.tag, number, proposal.script, f"{proposal.description}\n\n{proposal.hypothesis}\n"
         )
@@ -498,8 +528,29 @@ class Engine:
             self.agent.recorder.flush()
             self._journal().set_state(**self.agent.state())
 
-    def _fresh_proposal(self, run: Run, best_script: str) -> Proposal | None:
-        """A proposal whose script was never trained in this run (None: nothing left)."""
+    def _refuse(self, run: Run, proposal: Proposal, flags: list[Flag]) -> None:
+        """Record a proposal the integrity checks refused; the proposer hears why next time."""
+        reason = describe_flags(flags).replace("\n", "; ")
+        self._journal().add_event(
+            "agent",
+            f"{proposal.description}: {reason}",
+            run_id=run.id,
+            data={
+                "type": "refused",
+                "reason": reason,
+                "flags": [flag.kind for flag in flags],
+                "proposer": proposal.proposer,
+            },
+        )
+        self.say(f"  refused before training ({proposal.description}): {reason}")
+
+    def _fresh_proposal(self, run: Run, best_script: str) -> tuple[Proposal, list[Flag]] | None:
+        """A proposal whose script was never trained in this run, with its integrity flags
+        (None: nothing left).
+
+        In autonomous mode a proposal the integrity checks flag is refused before it is
+        committed, and the reason goes back to the proposer with the next request; in
+        supervised mode it waits for the researcher with its flags shown."""
         journal = self._journal()
         for _ in range(PROPOSAL_ATTEMPTS):
             try:
@@ -508,19 +559,23 @@ class Engine:
                 journal.add_event("proposer", f"nothing left to propose: {exc}", run_id=run.id)
                 self.say(f"nothing left to propose: {exc}")
                 return None
-            if not journal.has_script_hash(run.id, proposal.script_hash):
-                return proposal
-            journal.add_event(
-                "agent",
-                f"{proposal.description}: this script was already trained",
-                run_id=run.id,
-                data={
-                    "type": "rejected",
-                    "reason": "already trained",
-                    "proposer": proposal.proposer,
-                },
-            )
-        self.say("the proposer keeps repeating scripts that were already trained")
+            if journal.has_script_hash(run.id, proposal.script_hash):
+                journal.add_event(
+                    "agent",
+                    f"{proposal.description}: this script was already trained",
+                    run_id=run.id,
+                    data={
+                        "type": "rejected",
+                        "reason": "already trained",
+                        "proposer": proposal.proposer,
+                    },
+                )
+                continue
+            flags = inspect_script(best_script, proposal.script)
+            if not flags or self.mode == "supervised":
+                return proposal, flags
+            self._refuse(run, proposal, flags)
+        self.say("the proposer keeps repeating scripts that were already trained or refused")
         return None
 
     def _await_approval(self, experiment: Experiment) -> None:
@@ -554,9 +609,23 @@ class Engine:
 
     # --- training ------------------------------------------------------------------------
 
+    def _verify_fixed_parts(self, run: Run) -> None:
+        """Stop the run when the harness or the evaluator changed since it started."""
+        recorded = run.config.get("fixed_parts")
+        if not recorded:
+            return  # a run from before fingerprints were recorded
+        current = fixed_parts_fingerprint()
+        if current != recorded:
+            self._stop_for_integrity(run, describe_fingerprint_change(str(recorded), current))
+
+    def _stop_for_integrity(self, run: Run, message: str) -> None:
+        self._journal().add_event("integrity", message, run_id=run.id)
+        raise EngineError(message)
+
     def _train(self, experiment: Experiment) -> None:
         journal = self._journal()
         run = self._run_record()
+        self._verify_fixed_parts(run)
         directory = self.workspace.cockpit_dir / "runs" / run.tag / f"{experiment.number:04d}"
         if experiment.attempt > 1:  # attempts count from 1: a rerun gets a folder of its own
             directory = directory.with_name(f"{directory.name}-{experiment.attempt}")
@@ -642,6 +711,17 @@ class Engine:
             # The engine is stopping at once: the training runs again when it starts next.
             self._requeue(experiment, "by the engine stopping")
             return
+        corpus = str(result.summary.get("corpus_fingerprint") or "")
+        if run.corpus_fingerprint and corpus and corpus != run.corpus_fingerprint:
+            # Measured on other data: not comparable. Nothing is decided; it trains again
+            # once the corpus is back.
+            self._requeue(experiment, "because the corpus changed")
+            self._stop_for_integrity(
+                run,
+                f"the corpus changed since this run started (fingerprint "
+                f"{run.corpus_fingerprint[:12]} -> {corpus[:12]}): results on it would not be "
+                "comparable. Restore the corpus, or start a new run with `cockpit run --tag NEW`.",
+            )
         self._record_result(experiment, result, files)
         refreshed = journal.experiment_by_id(experiment.id)
         assert refreshed is not None
@@ -1002,6 +1082,15 @@ class Engine:
             self._journal().export_results_tsv(
                 self.run_record.id, self.workspace.path / "results.tsv"
             )
+
+
+def fixed_parts_fingerprint() -> str:
+    """The fingerprint of the installed harness and evaluator (the trainer modules but the
+    research script), found without importing them."""
+    spec = importlib.util.find_spec("trainer")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineError("the trainer package is not installed; reinstall research-cockpit")
+    return fingerprint_fixed_parts(Path(next(iter(spec.submodule_search_locations))), "")
 
 
 def _tail(path: Path, lines: int) -> str:

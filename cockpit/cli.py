@@ -188,6 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     loop_bench.add_argument("--experiments", type=int, default=12)
     loop_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    abort_bench = benches.add_parser(
+        "early-abort",
+        help="replay a recorded run: compute early abort saves on discards, keeps it loses",
+    )
+    _add_engine_workspace(abort_bench)
+    abort_bench.add_argument("--tag", default=None, help="the run (default: the latest)")
+    abort_bench.add_argument(
+        "--after", type=float, default=None, help="share of the budget (config: early_abort_after)"
+    )
+    abort_bench.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="the margin's floor (config: engine.early_abort_margin)",
+    )
+    abort_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     ui_bench = benches.add_parser(
         "ui",
         help="the cockpit in a tmux terminal on a large journal: first frame, idle CPU, memory",
@@ -257,6 +273,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "early-abort":
+        from cockpit import commands
+        from cockpit.bench.early_abort_bench import run_early_abort_bench
+
+        recorded = commands.open_workspace(args.workspace).path
+        engine = load_settings(recorded).engine
+        return run_early_abort_bench(
+            recorded,
+            args.tag,
+            after=args.after if args.after is not None else engine.early_abort_after,
+            floor=args.margin if args.margin is not None else engine.early_abort_margin,
+            as_json=args.json,
+        )
     if args.bench == "ui":
         import json
 

@@ -223,6 +223,33 @@ class EngineSettings(BaseModel):
         ),
         json_schema_extra={"allowed": "a number, 0 or more (0 = never confirm)"},
     )
+    early_abort: bool = Field(
+        default=True,
+        description=(
+            "Stop a training whose loss trails the best run's at the same point of the budget "
+            "by more than the early-abort margin, and record it as discarded early."
+        ),
+        json_schema_extra={"allowed": "true or false"},
+    )
+    early_abort_after: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="The share of the budget before which no training is stopped early.",
+        json_schema_extra={"allowed": "a number greater than 0, at most 1"},
+    )
+    early_abort_margin: float = Field(
+        default=0.05,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "The least relative loss gap (0.05 = 5 % higher than the best run's) that stops a "
+            "training; once three keeps are recorded, the widest gap a keep showed (plus 0.01) "
+            "raises it."
+        ),
+        json_schema_extra={"allowed": "a number greater than 0"},
+    )
     fix_attempts: int = Field(
         default=1,
         ge=0,

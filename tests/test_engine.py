@@ -52,6 +52,8 @@ def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> W
         # confirmation runs have tests of their own.
         "noise_runs = 1\n"
         "confirm_multiple = 0\n"
+        # Early abort has tests of its own; here every training runs its budget.
+        "early_abort = false\n"
     )
     # The settings file is the workspace's own business: commit it so train.py stays the only
     # thing the engine looks at.

@@ -40,6 +40,7 @@ from agent.proposal import (
 )
 from cockpit.config import Settings
 from cockpit.engine.agents import AgentRecorder, AgentSetup
+from cockpit.engine.early_abort import Margin, Verdict, calibrate, judge
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.integrity import (
     Flag,
@@ -51,6 +52,7 @@ from cockpit.engine.integrity import (
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.noise import NoiseFloor, needs_confirmation, noise_floor
+from cockpit.engine.readmodel import latest_curve
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
@@ -62,6 +64,7 @@ METRICS_FLUSH_SECONDS = 0.5
 COMMAND_POLL_SECONDS = 0.2
 CRASH_TAIL_LINES = 40
 PROPOSAL_ATTEMPTS = 5
+EARLY_ABORT_CHECK_SECONDS = 0.5  # how often a training's loss is held against the best run's
 REFUSALS_SHOWN = 10  # the latest integrity refusals the proposer is told of
 
 
@@ -658,20 +661,43 @@ class Engine:
         self.control.stop_current = False
         buffer: list[dict[str, Any]] = []
         last_flush = time.monotonic()
+        # Early abort: the best run's curve to compare with, unless this is the baseline, a
+        # repeated run of a script (noise floor, confirmation) or a script-mode command.
+        watch = (
+            None if command or details.get("trials") else self._early_abort_watch(run, experiment)
+        )
+        live: list[tuple[float, float]] = []
+        verdict: Verdict | None = None
+        last_judged = 0.0
 
         def on_metric(record: dict[str, Any]) -> None:
             event = record.get("event")
             if event == "metric":
                 buffer.append(record)
+                progress, loss = record.get("progress"), record.get("loss")
+                if (
+                    isinstance(progress, (int, float))
+                    and isinstance(loss, (int, float))
+                    and math.isfinite(loss)
+                ):
+                    live.append((float(progress), float(loss)))
             elif event == "phase" and record.get("phase") == "evaluating":
                 self._set_phase("evaluating", experiment=experiment.number)
 
         def on_tick() -> None:
-            nonlocal last_flush
+            nonlocal last_flush, verdict, last_judged
             if buffer and time.monotonic() - last_flush >= METRICS_FLUSH_SECONDS:
                 journal.add_metrics(experiment.id, list(buffer))
                 buffer.clear()
                 last_flush = time.monotonic()
+            due = time.monotonic() - last_judged >= EARLY_ABORT_CHECK_SECONDS
+            if watch is not None and verdict is None and live and due:
+                last_judged = time.monotonic()
+                reference, margin = watch
+                after = self.settings.engine.early_abort_after
+                verdict = judge(live, reference, live[-1][0], after, margin)
+                if verdict is not None:
+                    self.control.stop_current = True
             self._handle_commands()
             left = job.budget_seconds - (time.monotonic() - process.started_at)
             self._heartbeat(time_left=round(max(0.0, left), 1))
@@ -711,6 +737,10 @@ class Engine:
             # The engine is stopping at once: the training runs again when it starts next.
             self._requeue(experiment, "by the engine stopping")
             return
+        if verdict is not None and result.outcome is Outcome.INTERRUPTED:
+            self._record_result(experiment, result, files)
+            self._discard_early(experiment, verdict)
+            return
         corpus = str(result.summary.get("corpus_fingerprint") or "")
         if run.corpus_fingerprint and corpus and corpus != run.corpus_fingerprint:
             # Measured on other data: not comparable. Nothing is decided; it trains again
@@ -726,6 +756,49 @@ class Engine:
         refreshed = journal.experiment_by_id(experiment.id)
         assert refreshed is not None
         self._decide(refreshed)
+
+    def _early_abort_watch(
+        self, run: Run, experiment: Experiment
+    ) -> tuple[tuple[tuple[float, float], ...], Margin] | None:
+        """The best run's loss curve and the calibrated margin, when this experiment may be
+        stopped early; None when early abort is off or there is nothing to compare with."""
+        engine = self.settings.engine
+        if not engine.early_abort or experiment.number == 0:
+            return None
+        journal = self._journal()
+        experiments = journal.experiments(run.id)
+        by_commit = {e.commit_sha: e for e in experiments if e.commit_sha}
+        parent = by_commit.get(experiment.parent_commit or "")
+        if parent is None:
+            return None
+        reference = latest_curve(journal.metrics(parent.id))
+        if not reference:
+            return None
+        kept = []
+        for other in experiments:
+            origin = by_commit.get(other.parent_commit or "")
+            if other.decision == "keep" and other.number > 0 and origin is not None:
+                kept.append(
+                    (
+                        latest_curve(journal.metrics(other.id)),
+                        latest_curve(journal.metrics(origin.id)),
+                    )
+                )
+        return reference, calibrate(kept, engine.early_abort_after, engine.early_abort_margin)
+
+    def _discard_early(self, experiment: Experiment, verdict: Verdict) -> None:
+        """Record a training stopped early as discarded, with the evidence."""
+        journal = self._journal()
+        reason = verdict.describe()
+        current = journal.experiment_by_id(experiment.id)
+        details = dict((current.details if current else experiment.details) or {})
+        journal.update_experiment(
+            experiment.id, details={**details, "early_abort": verdict.evidence()}
+        )
+        journal.record_decision(experiment.id, "discard", reason)
+        failpoint("decided")
+        self.say(f"#{experiment.number} discard: {reason}")
+        self._export()
 
     def _place_script(self, text: str) -> None:
         """Put a script into the working tree for a script-mode run, never over user edits."""

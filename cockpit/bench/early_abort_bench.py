@@ -1,0 +1,141 @@
+"""`cockpit bench early-abort`: what the early-abort rule would have saved on a recorded run.
+
+Replays the loss curves of a journal's experiments in the order they ran. For each trained
+experiment the margin is calibrated on the keeps recorded before it (as the engine would
+have), and the rule is run over its curve against the curve of its parent, the best run at
+its time. Prints the share of the training time of discarded experiments that stopping them
+early would have saved, and the share of keeps that would have been stopped (lost).
+
+Record the journal with early abort off (``[engine] early_abort = false``), so that every
+curve runs to the end of its budget.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cockpit.engine.early_abort import Margin, calibrate, first_verdict
+from cockpit.engine.journal import Experiment, Journal
+from cockpit.engine.readmodel import latest_curve
+
+SAVED_TARGET = 0.30
+KEEPS_LOST_TARGET = 0.05
+
+
+@dataclass(frozen=True)
+class Replayed:
+    number: int
+    decision: str
+    seconds: float
+    stopped_at: float | None  # share of the budget where the rule would have stopped it
+    margin: Margin
+
+
+def replay(
+    journal: Journal, run_id: int, *, after: float, floor: float
+) -> tuple[list[Replayed], int]:
+    """Each trained experiment of a run with the rule's verdict; and how many were left out
+    (no curve, or stopped early when recorded)."""
+    experiments = sorted(journal.experiments(run_id), key=lambda e: e.number)
+    by_commit: dict[str, Experiment] = {e.commit_sha: e for e in experiments if e.commit_sha}
+    curves: dict[int, tuple[tuple[float, float], ...]] = {}
+
+    def curve(experiment: Experiment) -> tuple[tuple[float, float], ...]:
+        if experiment.id not in curves:
+            curves[experiment.id] = latest_curve(journal.metrics(experiment.id))
+        return curves[experiment.id]
+
+    kept: list[tuple[Any, Any]] = []
+    results: list[Replayed] = []
+    skipped = 0
+    for experiment in experiments:
+        if experiment.number == 0 or experiment.decision not in ("keep", "discard"):
+            continue
+        parent = by_commit.get(experiment.parent_commit or "")
+        early = (experiment.details or {}).get("early_abort")
+        live = curve(experiment)
+        reference = curve(parent) if parent is not None else ()
+        if early or not live or not reference:
+            skipped += 1
+            continue
+        margin = calibrate(kept, after, floor)
+        verdict = first_verdict(live, reference, after, margin)
+        seconds = float(experiment.training_seconds or 0.0)
+        results.append(
+            Replayed(
+                experiment.number,
+                str(experiment.decision),
+                seconds,
+                None if verdict is None else verdict.progress,
+                margin,
+            )
+        )
+        if experiment.decision == "keep":
+            kept.append((live, reference))
+    return results, skipped
+
+
+def figures(results: list[Replayed]) -> dict[str, Any]:
+    discarded = [r for r in results if r.decision == "discard"]
+    keeps = [r for r in results if r.decision == "keep"]
+    discarded_seconds = sum(r.seconds for r in discarded)
+    saved_seconds = sum(r.seconds * (1.0 - r.stopped_at) for r in discarded if r.stopped_at)
+    lost = [r for r in keeps if r.stopped_at is not None]
+    return {
+        "experiments": len(results),
+        "discarded": len(discarded),
+        "discarded_stopped": sum(1 for r in discarded if r.stopped_at is not None),
+        "keeps": len(keeps),
+        "keeps_lost": len(lost),
+        "discarded_training_seconds": round(discarded_seconds, 1),
+        "saved_training_seconds": round(saved_seconds, 1),
+        "saved_share": round(saved_seconds / discarded_seconds, 4) if discarded_seconds else 0.0,
+        "keeps_lost_share": round(len(lost) / len(keeps), 4) if keeps else 0.0,
+        "final_margin": results[-1].margin.value if results else None,
+    }
+
+
+def run_early_abort_bench(
+    workspace: Path, tag: str | None, *, after: float, floor: float, as_json: bool
+) -> int:
+    path = workspace / ".cockpit" / "journal.db"
+    if not path.exists():
+        print(f"error: {workspace} has no journal; record a run there first (cockpit run)")
+        return 2
+    with Journal.open(path, readonly=True) as journal:
+        run = journal.run_by_tag(tag) if tag else journal.latest_run()
+        if run is None:
+            print(f"error: no run {tag or ''} in {path}".replace("  ", " "))
+            return 2
+        results, skipped = replay(journal, run.id, after=after, floor=floor)
+    report = {
+        "workspace": str(workspace),
+        "run": run.tag,
+        "after": after,
+        "margin_floor": floor,
+        "left_out": skipped,
+        **figures(results),
+        "saved_target": SAVED_TARGET,
+        "keeps_lost_target": KEEPS_LOST_TARGET,
+    }
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"early abort replayed on run {run.tag} ({report['experiments']} trained experiments, "
+        f"{report['left_out']} left out), stopping from {after:.0%} of the budget:"
+    )
+    print(
+        f"  compute saved on discarded runs: {report['saved_share']:.1%} "
+        f"({report['saved_training_seconds']:.0f} of {report['discarded_training_seconds']:.0f} "
+        f"training seconds; {report['discarded_stopped']} of {report['discarded']} discards "
+        f"stopped; target >= {SAVED_TARGET:.0%})"
+    )
+    print(
+        f"  keeps that would have been stopped: {report['keeps_lost_share']:.1%} "
+        f"({report['keeps_lost']} of {report['keeps']}; target <= {KEEPS_LOST_TARGET:.0%})"
+    )
+    return 0

@@ -1,0 +1,153 @@
+"""Early abort: the rule on curves, the engine stopping a losing training, and the replay."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from cockpit.engine.early_abort import (
+    MIN_KEEPS,
+    SLACK,
+    calibrate,
+    curve_from_metrics,
+    first_verdict,
+    gap,
+    judge,
+    mean_loss,
+    widest_gap,
+)
+from cockpit.engine.journal import Journal
+from tests.ollama_server import OllamaDouble
+from tests.test_agent_run import VALID, edit
+from tests.test_engine import cockpit, experiments, make_workspace
+
+# Fixtures of the engine tests: commits without a git identity.
+from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
+
+
+def decaying(start: float, end: float, points: int = 100) -> list[tuple[float, float]]:
+    """A loss curve that falls exponentially from start towards end over the budget."""
+    return [
+        ((i + 1) / points, end + (start - end) * math.exp(-4 * (i + 1) / points))
+        for i in range(points)
+    ]
+
+
+BEST = decaying(5.5, 2.0)
+
+
+def test_curves_come_from_metric_records_in_progress_order() -> None:
+    records = [
+        {"progress": 0.2, "loss": 3.0},
+        {"progress": 0.1, "loss": 4.0},
+        {"progress": 0.3, "loss": None},  # a NaN comes back from SQLite as None
+        {"progress": 0.4, "loss": float("inf")},
+        {"step": 5, "loss": 2.0},
+    ]
+    assert curve_from_metrics(records) == [(0.1, 4.0), (0.2, 3.0)]
+
+
+def test_the_gap_compares_mean_losses_over_the_same_window() -> None:
+    worse = [(p, loss * 1.1) for p, loss in BEST]
+    assert gap(worse, BEST, 0.5) == pytest.approx(0.1)
+    assert gap(BEST, BEST, 0.5) == pytest.approx(0.0)
+    assert gap(worse, BEST, 0.0) is None  # nothing in the window yet
+    assert mean_loss(BEST, 0.05) == pytest.approx(sum(loss for _, loss in BEST[:5]) / 5)
+    assert mean_loss([], 0.5) is None
+
+
+def test_no_verdict_before_the_share_of_the_budget_nor_within_the_margin() -> None:
+    margin = calibrate([], after=0.3, floor=0.05)
+    worse = [(p, loss * 1.2) for p, loss in BEST]
+    assert judge(worse[:20], BEST, 0.2, 0.3, margin) is None  # too early
+    slightly = [(p, loss * 1.03) for p, loss in BEST]
+    assert first_verdict(slightly, BEST, 0.3, margin) is None  # within 5 %
+    verdict = first_verdict(worse, BEST, 0.3, margin)
+    assert verdict is not None and verdict.progress == pytest.approx(0.3)
+    assert verdict.gap == pytest.approx(0.2)
+    text = verdict.describe()
+    assert "discarded early at 30% of the budget" in text and "+20.0%" in text
+    assert verdict.evidence()["margin"] == 0.05
+
+
+def test_the_margin_widens_to_spare_keeps_that_started_slowly() -> None:
+    # A keep that trails by 12 % at 30 % of the budget and wins at the end.
+    late_bloomer = [(p, loss * (1.12 - 0.2 * p)) for p, loss in BEST]
+    assert widest_gap(late_bloomer, BEST, 0.3) == pytest.approx(0.12 - 0.2 * 0.3 + 0.0, abs=0.02)
+    keeps = [(late_bloomer, BEST)] * MIN_KEEPS
+    margin = calibrate(keeps, after=0.3, floor=0.05)
+    assert margin.keeps == MIN_KEEPS
+    assert margin.value == pytest.approx(margin.widest_keep_gap + SLACK)
+    assert first_verdict(late_bloomer, BEST, 0.3, margin) is None
+    # Fewer keeps than MIN_KEEPS: the floor alone.
+    assert calibrate(keeps[:1], after=0.3, floor=0.05).value == 0.05
+
+
+def test_the_engine_stops_a_losing_training_early_and_the_replay_counts_it(
+    tmp_path: Path, served: OllamaDouble
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    config = root / "config.toml"
+    config.write_text(config.read_text().replace("early_abort = false", "early_abort = true"))
+    served.script(
+        edit("a learning rate far too small", "LEARNING_RATE = 0.1", "LEARNING_RATE = 0.00001"),
+        VALID[1],
+    )
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "2",
+        "--budget", "4", "--proposer", "llm",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    records = experiments(root)
+    stopped = records[1]
+    assert stopped.decision == "discard", output
+    assert stopped.decision_reason.startswith("discarded early at"), stopped.decision_reason
+    evidence = stopped.details["early_abort"]
+    assert 0.3 <= evidence["progress"] < 0.9 and evidence["gap"] > evidence["margin"]
+    assert stopped.training_seconds is None or stopped.training_seconds < 4
+    assert records[2].description == "double the batch"  # the run went on
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert rows[2].split("\t")[3] == "discard"
+
+    # The replay leaves out what was stopped when recorded: its curve is cut short.
+    bench = cockpit("bench", "early-abort", "--workspace", str(root), "--json")
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    report = json.loads(bench.stdout)
+    assert report["left_out"] == 1 and report["experiments"] == 1
+    assert set(report) >= {"saved_share", "keeps_lost_share", "discarded", "keeps"}
+
+
+def test_the_replay_of_a_recording_with_early_abort_off(
+    tmp_path: Path, served: OllamaDouble
+) -> None:
+    """Recorded in full, a clearly losing run is counted as saved, the keep is not lost."""
+    root = tmp_path / "ws"
+    make_workspace(root)
+    served.script(
+        edit("a learning rate far too small", "LEARNING_RATE = 0.1", "LEARNING_RATE = 0.00001"),
+        VALID[1],
+    )
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "2",
+        "--budget", "3", "--proposer", "llm",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        run = journal.latest_run()
+        assert run is not None
+        decisions = [e.decision for e in journal.experiments(run.id)]
+    bench = cockpit("bench", "early-abort", "--workspace", str(root))
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    assert "compute saved on discarded runs" in bench.stdout
+    assert "keeps that would have been stopped" in bench.stdout
+    report = json.loads(cockpit("bench", "early-abort", "--workspace", str(root), "--json").stdout)
+    assert report["experiments"] == 2 and report["left_out"] == 0
+    assert decisions[1] == "discard" and report["discarded_stopped"] == 1
+    assert report["saved_share"] > 0.5
+    if decisions[2] == "keep":
+        assert report["keeps_lost"] == 0

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from cockpit.config import Settings, load_settings
 from cockpit.engine.agents import build_agent
 from cockpit.engine.journal import Journal, JournalError
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
-from cockpit.engine.readmodel import integrity_flags
+from cockpit.engine.readmodel import engine_lock_held, integrity_flags
 from cockpit.engine.workspace import Workspace, WorkspaceError
 
 COMMAND_WAIT_SECONDS = 3.0
@@ -36,16 +35,7 @@ def open_workspace(path: Path | None, *, announce: bool = True) -> Workspace:
 
 def engine_running(workspace: Workspace) -> bool:
     """Whether an engine holds this workspace's lock right now."""
-    path = workspace.cockpit_dir / "engine.lock"
-    if not path.exists():
-        return False
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    return engine_lock_held(workspace.path)
 
 
 def cmd_init(path: Path) -> int:

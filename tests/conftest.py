@@ -100,7 +100,15 @@ def ollama_server() -> Iterator[OllamaDouble]:
         yield server
 
 
-# Imports of the Ollama server fixture above.
+@pytest.fixture
+def served(ollama_server: OllamaDouble, monkeypatch: pytest.MonkeyPatch) -> OllamaDouble:
+    """The Ollama test server, with OLLAMA_HOST set so that the processes a test starts
+    (`cockpit run`, ...) talk to it."""
+    monkeypatch.setenv("OLLAMA_HOST", ollama_server.host)
+    return ollama_server
+
+
+# Imports of the Ollama server fixtures above.
 from collections.abc import Iterator  # noqa: E402
 
 from tests.ollama_server import OllamaDouble  # noqa: E402

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from cockpit.engine.journal import Journal
 from tests.ollama_server import OllamaDouble, Reply
 from tests.test_engine import REPO, cockpit, experiments, make_workspace, state, wait_for
@@ -58,20 +56,12 @@ def agent_events(root: Path) -> list:
         return journal.events(run.id, kinds=["agent"])
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> OllamaDouble:
-    double = OllamaDouble().start()
-    monkeypatch.setenv("OLLAMA_HOST", double.host)
-    yield double
-    double.stop()
-
-
 def test_rejected_replies_go_back_to_the_model_and_never_cost_a_training(
-    tmp_path: Path, server: OllamaDouble
+    tmp_path: Path, served: OllamaDouble
 ) -> None:
     root = tmp_path / "ws"
     make_workspace(root)
-    server.script(
+    served.script(
         VALID[0],
         Reply('{"description": "bigger model", "edits": [{"search": '),  # cut short
         VALID[1],
@@ -109,7 +99,7 @@ def test_rejected_replies_go_back_to_the_model_and_never_cost_a_training(
     assert output.count("reply rejected") == 3, output
 
     # Each reply that was rejected went back to the model with its reason.
-    chats = server.requests_to("/api/chat")
+    chats = served.requests_to("/api/chat")
     assert len(chats) == 7
     retried = chats[2].body["messages"]
     assert retried[-2]["role"] == "assistant" and retried[-1]["role"] == "user"
@@ -121,12 +111,12 @@ def test_rejected_replies_go_back_to_the_model_and_never_cost_a_training(
 
 
 def test_the_builtin_proposer_stands_in_while_ollama_is_down_and_hands_back(
-    tmp_path: Path, server: OllamaDouble
+    tmp_path: Path, served: OllamaDouble
 ) -> None:
     root = tmp_path / "ws"
     make_workspace(root)
     agent_config(root, "[agent]", "retry_seconds = 1")
-    server.stop()  # the same address refuses connections until it starts again
+    served.stop()  # the same address refuses connections until it starts again
     process = subprocess.Popen(
         [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
          "--experiments", "12", "--budget", "1.5", "--proposer", "llm"],
@@ -146,8 +136,8 @@ def test_the_builtin_proposer_stands_in_while_ollama_is_down_and_hands_back(
         as_json = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
         assert as_json["agent"]["state"] == "server_down"
 
-        server.script(*VALID)
-        server.start()
+        served.script(*VALID)
+        served.start()
         wait_for(
             lambda: any(e.proposer == "llm" for e in experiments(root)[1:]),
             90,
@@ -172,7 +162,7 @@ def test_the_builtin_proposer_stands_in_while_ollama_is_down_and_hands_back(
 
 
 def test_an_unknown_model_is_one_line_that_says_ollama_pull(
-    tmp_path: Path, server: OllamaDouble
+    tmp_path: Path, served: OllamaDouble
 ) -> None:
     root = tmp_path / "ws"
     make_workspace(root)
@@ -189,16 +179,16 @@ def test_an_unknown_model_is_one_line_that_says_ollama_pull(
     assert "`ollama pull no-such-model:3b`" in lines[0]
     records = experiments(root)
     assert records[1].proposer == "builtin"  # research went on
-    assert not server.requests_to("/api/chat")
+    assert not served.requests_to("/api/chat")
 
 
 def test_a_crash_goes_back_to_the_model_with_its_traceback_and_the_fix_is_trained(
-    tmp_path: Path, server: OllamaDouble
+    tmp_path: Path, served: OllamaDouble
 ) -> None:
     root = tmp_path / "ws"
     make_workspace(root)
     crash = "        step += 1\n        if step == 3:\n            raise RuntimeError('boom at step 3')\n"
-    server.script(
+    served.script(
         edit("stop at step three", "        step += 1\n", crash),
         edit(
             "never stop early",
@@ -218,13 +208,13 @@ def test_a_crash_goes_back_to_the_model_with_its_traceback_and_the_fix_is_traine
     fix = records[2]
     assert fix.description == "never stop early" and fix.status in ("keep", "discard")
     assert fix.details["fixes"] == 1
-    asked = server.requests_to("/api/chat")[1].body["messages"]
+    asked = served.requests_to("/api/chat")[1].body["messages"]
     assert "boom at step 3" in asked[-1]["content"]  # the traceback's tail went to the model
     assert "raise RuntimeError('boom at step 3')" in asked[-1]["content"]  # and the failed script
 
 
 def test_the_model_leaves_the_gpu_before_a_gpu_training_only(
-    tmp_path: Path, server: OllamaDouble
+    tmp_path: Path, served: OllamaDouble
 ) -> None:
     from cockpit.config import load_settings
     from cockpit.engine.agents import build_agent
@@ -235,11 +225,11 @@ def test_the_model_leaves_the_gpu_before_a_gpu_training_only(
     agent = build_agent(settings)
     try:
         agent.before_training(uses_gpu=False)
-        assert not server.requests_to("/api/generate")
+        assert not served.requests_to("/api/generate")
         agent.before_training(uses_gpu=True)
-        (unload,) = server.requests_to("/api/generate")
+        (unload,) = served.requests_to("/api/generate")
         assert unload.body["keep_alive"] == 0 and unload.body["model"] == "qwen2.5-coder:7b"
-        server.stop()
+        served.stop()
         agent.before_training(uses_gpu=True)  # a server that is down holds no GPU memory
     finally:
         agent.close()
@@ -248,10 +238,10 @@ def test_the_model_leaves_the_gpu_before_a_gpu_training_only(
         root, overrides={"engine.proposer": "llm", "agent.unload_before_training": False}
     )
     agent = build_agent(kept)
-    server.start()
-    server.clear_requests()
+    served.start()
+    served.clear_requests()
     agent.before_training(uses_gpu=True)
-    assert not server.requests_to("/api/generate")
+    assert not served.requests_to("/api/generate")
     agent.close()
 
 
@@ -259,11 +249,11 @@ SEED_ONLY = edit("a luckier seed", "torch.manual_seed(ctx.seed)", "torch.manual_
 
 
 def test_a_flagged_proposal_is_refused_in_autonomous_mode_and_the_model_hears_why(
-    tmp_path: Path, server: OllamaDouble
+    tmp_path: Path, served: OllamaDouble
 ) -> None:
     root = tmp_path / "ws"
     make_workspace(root)
-    server.script(SEED_ONLY, VALID[0])
+    served.script(SEED_ONLY, VALID[0])
     result = cockpit(
         "run", "--headless", "--workspace", str(root), "--experiments", "1",
         "--budget", "1.5", "--proposer", "llm",
@@ -276,16 +266,16 @@ def test_a_flagged_proposal_is_refused_in_autonomous_mode_and_the_model_hears_wh
     assert len(refused) == 1 and refused[0].data["flags"] == ["seed_only"], refused
     assert "refused before training (a luckier seed)" in output
     # The second request told the model what was refused and why.
-    second = server.requests_to("/api/chat")[1].body["messages"][-1]["content"]
+    second = served.requests_to("/api/chat")[1].body["messages"][-1]["content"]
     assert "Proposals refused before training" in second and "a luckier seed" in second
 
 
 def test_a_flagged_proposal_waits_for_the_researcher_in_supervised_mode(
-    tmp_path: Path, server: OllamaDouble
+    tmp_path: Path, served: OllamaDouble
 ) -> None:
     root = tmp_path / "ws"
     make_workspace(root)
-    server.script(SEED_ONLY)
+    served.script(SEED_ONLY)
     process = subprocess.Popen(
         [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
          "--experiments", "1", "--budget", "1.5", "--proposer", "llm", "--mode", "supervised"],

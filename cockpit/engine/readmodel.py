@@ -405,25 +405,10 @@ def integrity_flags(experiment: Experiment) -> tuple[str, ...]:
 
 def experiment_detail(journal: Journal, experiment: Experiment) -> ExperimentDetail:
     """The detail panels' view of one experiment, with its latest loss curve."""
-    return ExperimentDetail(
-        id=experiment.id,
-        number=experiment.number,
-        status=experiment.status,
-        description=experiment.description,
-        hypothesis=experiment.hypothesis,
-        diff=experiment.diff,
-        proposer=experiment.proposer,
-        model=experiment.model,
-        val_bpb=experiment.val_bpb,
-        decision=experiment.decision,
-        decision_reason=experiment.decision_reason,
-        outcome=experiment.outcome,
-        crash_tail=experiment.crash_tail,
-        flags=integrity_flags(experiment),
-        curve=latest_curve(journal.metrics(experiment.id))
-        if experiment.status in TRAINED_STATUSES
-        else (),
-    )
+    detail = experiment_detail_without_curve(experiment)
+    if experiment.status not in TRAINED_STATUSES:
+        return detail
+    return dataclasses.replace(detail, curve=latest_curve(journal.metrics(experiment.id)))
 
 
 def monitor_samples(data: Iterable[Mapping[str, Any]]) -> list[MonitorSample]:

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from cockpit.config import Settings, TrainerSettings
 from cockpit.engine.runner import RunResult, TrainingJob, TrainingProcess
-from trainer.harness import template_path
+from trainer import template_path
 from trainer.summary import format_summary
 
 

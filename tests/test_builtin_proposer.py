@@ -10,7 +10,7 @@ import pytest
 
 from agent.builtin import BuiltinProposer, candidates, find_constants
 from agent.proposal import NoProposal, ProposalContext, script_hash
-from trainer.harness import template_path
+from trainer import template_path
 
 TEMPLATE = template_path().read_text()
 

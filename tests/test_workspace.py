@@ -94,7 +94,7 @@ def variant(rate: str) -> str:
 
 
 def test_init_creates_the_workspace_with_one_commit_on_main(tmp_path: Path) -> None:
-    from trainer.harness import template_path
+    from trainer import template_path
 
     ws = Workspace.init(tmp_path / "new" / "ws")
     assert ws.path == (tmp_path / "new" / "ws").resolve()

@@ -35,7 +35,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from trainer import hardware
+from trainer import hardware, template_path
 from trainer.data import CorpusError, EncodedCorpus, default_cache_dir, prepare_corpus
 from trainer.evaluate import check_model, eval_windows, evaluate_bpb
 from trainer.outcomes import HarnessStop, Outcome
@@ -644,11 +644,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary-json", type=Path, default=None, help="write the summary here as JSON"
     )
     return parser
-
-
-def template_path() -> Path:
-    """The bundled default research script."""
-    return Path(__file__).resolve().parent / "train.py"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,7 +152,7 @@ class Workspace:
         name = _normalize_script_name(script_name)
         if script_source is None:
             # Imported here: the harness pulls in torch, which reading a workspace never needs.
-            from trainer.harness import template_path
+            from trainer import template_path
 
             script_source = template_path()
         if not Path(script_source).is_file():

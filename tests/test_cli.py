@@ -57,11 +57,13 @@ def test_two_runs_with_the_same_seed_agree() -> None:
         result = cockpit(*args)
         assert result.returncode == 0, result.stdout + result.stderr
         values.append(parse_summary(result.stdout))
-        done = [v for v in values if v["plan_reused"] and v["num_steps"] == v["planned_steps"]]
+        done = [
+            v for v in values if v.get("plan_reused") and v["num_steps"] == v.get("planned_steps")
+        ]
         if len(done) >= 2 and done[-1] is values[-1] and done[-2] is values[-2]:
             break
     for earlier, later in itertools.pairwise(values):
-        assert later["plan_reused"] is True
+        assert later["plan_reused"] is True, values
         if earlier["num_steps"] < earlier["planned_steps"]:  # cut: the next plan is what fitted
             assert later["planned_steps"] < earlier["planned_steps"], values
     second, third = values[-2], values[-1]

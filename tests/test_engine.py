@@ -617,7 +617,8 @@ def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_marg
     assert status["noise_spread_bpb"] == pytest.approx(spread)
     assert status["keep_margin_bpb"] == pytest.approx(max(0.001, 2 * spread))
     assert status["baseline_val_bpb"] == pytest.approx(baseline.val_bpb)
-    assert f"{status['keep_margin_bpb']:.6f}" in first.decision_reason
+    # The experiment after it was decided against that margin.
+    assert first.details["evidence"]["margin"] == pytest.approx(status["keep_margin_bpb"])
     text = cockpit("status", "--workspace", str(root)).stdout
     assert "keep margin" in text and "2 repeated runs" in text
     rows = (root / "results.tsv").read_text().splitlines()

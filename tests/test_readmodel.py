@@ -313,3 +313,22 @@ def test_the_poller_reopens_after_the_journal_goes_away(tmp_path: Path) -> None:
     gone = poller.poll()
     assert gone.status is not None and not gone.status.journal_exists
     poller.close()
+
+
+def test_the_detail_shows_every_run_of_a_confirmed_script_and_its_flags(tmp_path: Path) -> None:
+    from cockpit.engine.readmodel import experiment_detail_without_curve
+
+    with Journal.open(tmp_path / "journal.db") as journal:
+        run = journal.create_run("t", "cockpit/t", "0" * 40, "supervised", "llm", {}, "fp")
+        experiment = journal.add_experiment(
+            run.id,
+            1,
+            description="wider model",
+            details={
+                "trials": [{"seed": 42, "val_bpb": 2.401}, {"seed": 43, "val_bpb": 2.405}],
+                "flags": [{"kind": "sleep", "line": 7, "message": "sleeps"}],
+            },
+        )
+        detail = experiment_detail_without_curve(experiment)
+    assert detail.trials == ((42, 2.401), (43, 2.405))
+    assert detail.flags == ("line 7: [sleep] sleeps",)

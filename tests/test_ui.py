@@ -617,3 +617,25 @@ async def test_pressing_a_makes_a_real_engine_go_on(tmp_path: Path) -> None:
     with Journal.open(journal_file(root), readonly=True) as journal:
         approvals = [c for c in journal.pending_commands() if c.kind == "approve"]
         assert approvals == []  # handled, not left pending
+
+
+def test_the_detail_header_lists_the_runs_and_the_flags() -> None:
+    from rich.console import Console
+
+    from cockpit.engine.readmodel import ExperimentDetail
+    from cockpit.ui.palette import Palette
+    from cockpit.ui.widgets import detail_header
+    from themes import THEMES
+
+    detail = ExperimentDetail(
+        id=1, number=3, status="keep", description="wider model", hypothesis="more capacity",
+        diff="", proposer="llm", model="m", val_bpb=2.403, decision="keep",
+        decision_reason="beats the best", outcome="ok", crash_tail=None,
+        flags=("line 7: [sleep] sleeps",), trials=((42, 2.401), (43, 2.405)),
+    )  # fmt: skip
+    header = detail_header(detail, False, "", Palette.from_theme(THEMES["midnight"]))
+    console = Console(width=120, record=True)
+    console.print(header)
+    text = console.export_text()
+    assert "runs: 2.401000 (seed 42), 2.405000 (seed 43)" in text
+    assert "⚠ flagged line 7: [sleep] sleeps" in text

@@ -179,6 +179,7 @@ class ExperimentDetail:
     crash_tail: str | None
     curve: tuple[LossPoint, ...] = ()
     flags: tuple[str, ...] = ()  # what the integrity checks found, one line each
+    trials: tuple[tuple[int, float], ...] = ()  # (seed, val_bpb) of each training of the script
 
 
 @dataclass(frozen=True)
@@ -390,6 +391,19 @@ def latest_curve(metrics: Iterable[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
     points = loss_points(metrics)
     start = current_trial_start([p[0] for p in points], None)
     return tuple((progress, loss) for _, progress, loss in points[start:])
+
+
+def trial_results(experiment: Experiment) -> tuple[tuple[int, float], ...]:
+    """(seed, val_bpb) of every training of an experiment's script: the noise-floor runs of
+    the baseline, a confirmation run."""
+    trials = (experiment.details or {}).get("trials") or []
+    return tuple(
+        (int(trial["seed"]), float(trial["val_bpb"]))
+        for trial in (trials if isinstance(trials, list) else [])
+        if isinstance(trial, Mapping)
+        and isinstance(trial.get("seed"), int)
+        and isinstance(trial.get("val_bpb"), (int, float))
+    )
 
 
 def integrity_flags(experiment: Experiment) -> tuple[str, ...]:
@@ -844,6 +858,7 @@ def experiment_detail_without_curve(experiment: Experiment) -> ExperimentDetail:
         outcome=experiment.outcome,
         crash_tail=experiment.crash_tail,
         flags=integrity_flags(experiment),
+        trials=trial_results(experiment),
     )
 
 

@@ -500,6 +500,9 @@ def detail_header(
         hypothesis = Text("why: ", style=Style(color=palette.muted), end="")
         hypothesis.append(detail.hypothesis, Style(italic=True))
         parts.append(hypothesis)
+    if len(detail.trials) > 1:
+        runs = ", ".join(f"{fmt.metric(value, 6)} (seed {seed})" for seed, value in detail.trials)
+        parts.append(Text(f"runs: {runs}", style=Style(color=palette.muted)))
     if detail.decision_reason:
         reason = Text(f"{detail.decision or 'decision'}: ", style=Style(color=colour), end="")
         reason.append(detail.decision_reason)

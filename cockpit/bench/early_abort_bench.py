@@ -4,7 +4,9 @@ Replays the loss curves of a journal's experiments in the order they ran. For ea
 experiment the margin is calibrated on the keeps recorded before it (as the engine would
 have), and the rule is run over its curve against the curve of its parent, the best run at
 its time. Prints the share of the training time of discarded experiments that stopping them
-early would have saved, and the share of keeps that would have been stopped (lost).
+early would have saved, and the share of keeps that would have been stopped (lost); and,
+stricter, how many runs that ended better than their parent (kept, or within the noise)
+would have been stopped.
 
 Record the journal with early abort off (``[engine] early_abort = false``), so that every
 curve runs to the end of its budget.
@@ -32,6 +34,7 @@ class Replayed:
     seconds: float
     stopped_at: float | None  # share of the budget where the rule would have stopped it
     margin: Margin
+    improved: bool  # it ended better than the best at its time (kept or not: within the noise)
 
 
 def replay(
@@ -64,6 +67,12 @@ def replay(
         margin = calibrate(kept, after, floor)
         verdict = first_verdict(live, reference, after, margin)
         seconds = float(experiment.training_seconds or 0.0)
+        improved = (
+            experiment.val_bpb is not None
+            and parent is not None
+            and parent.val_bpb is not None
+            and experiment.val_bpb < parent.val_bpb
+        )
         results.append(
             Replayed(
                 experiment.number,
@@ -71,6 +80,7 @@ def replay(
                 seconds,
                 None if verdict is None else verdict.progress,
                 margin,
+                bool(improved),
             )
         )
         if experiment.decision == "keep":
@@ -84,6 +94,8 @@ def figures(results: list[Replayed]) -> dict[str, Any]:
     discarded_seconds = sum(r.seconds for r in discarded)
     saved_seconds = sum(r.seconds * (1.0 - r.stopped_at) for r in discarded if r.stopped_at)
     lost = [r for r in keeps if r.stopped_at is not None]
+    improvements = [r for r in results if r.improved]
+    improvements_lost = [r for r in improvements if r.stopped_at is not None]
     return {
         "experiments": len(results),
         "discarded": len(discarded),
@@ -94,6 +106,8 @@ def figures(results: list[Replayed]) -> dict[str, Any]:
         "saved_training_seconds": round(saved_seconds, 1),
         "saved_share": round(saved_seconds / discarded_seconds, 4) if discarded_seconds else 0.0,
         "keeps_lost_share": round(len(lost) / len(keeps), 4) if keeps else 0.0,
+        "improvements": len(improvements),
+        "improvements_lost": len(improvements_lost),
         "final_margin": results[-1].margin.value if results else None,
     }
 
@@ -137,5 +151,9 @@ def run_early_abort_bench(
     print(
         f"  keeps that would have been stopped: {report['keeps_lost_share']:.1%} "
         f"({report['keeps_lost']} of {report['keeps']}; target <= {KEEPS_LOST_TARGET:.0%})"
+    )
+    print(
+        f"  runs that ended better than the best at their time (kept or within the noise) "
+        f"that would have been stopped: {report['improvements_lost']} of {report['improvements']}"
     )
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cockpit.engine.journal import Journal
 from tests.ollama_server import OllamaDouble, Reply
-from tests.test_engine import REPO, cockpit, experiments, make_workspace, state, wait_for
+from tests.test_engine import REPO, SCRIPTS, cockpit, experiments, make_workspace, state, wait_for
 
 # Fixtures of the engine tests: commits without a git identity.
 from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
@@ -303,3 +303,29 @@ def test_a_flagged_proposal_waits_for_the_researcher_in_supervised_mode(
             process.wait()
     assert process.returncode == 0, output
     assert experiments(root)[1].status == "vetoed"
+
+
+def test_an_approved_seed_only_change_is_never_kept(tmp_path: Path, served: OllamaDouble) -> None:
+    """Approved despite its flag, a change of nothing but the seed that measures far better
+    is still discarded: another seed only re-rolls the noise."""
+    root = tmp_path / "ws"
+    make_workspace(root, SCRIPTS / "lucky_seed.py")
+    served.script(SEED_ONLY)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
+         "--experiments", "1", "--budget", "1.5", "--proposer", "llm", "--mode", "supervised"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: state(root, "phase") == "awaiting_approval", 90, "the proposal")
+        assert cockpit("approve", "--workspace", str(root)).returncode == 0
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    baseline, lucky = experiments(root)
+    assert lucky.val_bpb < baseline.val_bpb - 0.1, (lucky.val_bpb, baseline.val_bpb)
+    assert lucky.decision == "discard"
+    assert "changes nothing but the random seed" in lucky.decision_reason

@@ -43,6 +43,7 @@ from cockpit.engine.agents import AgentRecorder, AgentSetup
 from cockpit.engine.early_abort import Margin, Verdict, calibrate, judge
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.integrity import (
+    SEED_ONLY,
     Flag,
     describe_fingerprint_change,
     describe_flags,
@@ -949,6 +950,10 @@ class Engine:
                 f"val_bpb {value:.6f} ({runs}) is not better than the best {best:.6f} "
                 f"(+{delta:.6f})",
             )
+        flagged = {flag.get("kind") for flag in (experiment.details or {}).get("flags") or []}
+        if keep and SEED_ONLY in flagged:
+            # Approved despite its flag: whatever it measured, another seed is only noise.
+            keep, reason = False, f"{reason}, but it changes nothing but the random seed"
         evidence = {
             "metric": self.settings.trainer.metric,
             "source": "self-reported" if self.settings.trainer.command else "harness",

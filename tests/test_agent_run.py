@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from cockpit.engine.journal import Journal
 from tests.ollama_server import OllamaDouble, Reply
-from tests.test_engine import REPO, SCRIPTS, cockpit, experiments, make_workspace, state, wait_for
+from tests.test_engine import SCRIPTS, cockpit, experiments, make_workspace, spawn, state, wait_for
 
 # Fixtures of the engine tests: commits without a git identity.
 from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
@@ -117,11 +114,9 @@ def test_the_builtin_proposer_stands_in_while_ollama_is_down_and_hands_back(
     make_workspace(root)
     agent_config(root, "[agent]", "retry_seconds = 1")
     served.stop()  # the same address refuses connections until it starts again
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
-         "--experiments", "12", "--budget", "1.5", "--proposer", "llm"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ},
+    process = spawn(
+        "run", "--headless", "--workspace", str(root), "--experiments", "12",
+        "--budget", "1.5", "--proposer", "llm",
     )  # fmt: skip
     try:
         wait_for(lambda: state(root, "run") is not None, 60, "the engine to open its journal")
@@ -276,10 +271,9 @@ def test_a_flagged_proposal_waits_for_the_researcher_in_supervised_mode(
     root = tmp_path / "ws"
     make_workspace(root)
     served.script(SEED_ONLY)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
-         "--experiments", "1", "--budget", "1.5", "--proposer", "llm", "--mode", "supervised"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    process = spawn(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1",
+        "--budget", "1.5", "--proposer", "llm", "--mode", "supervised",
     )  # fmt: skip
     try:
         wait_for(
@@ -311,10 +305,9 @@ def test_an_approved_seed_only_change_is_never_kept(tmp_path: Path, served: Olla
     root = tmp_path / "ws"
     make_workspace(root, SCRIPTS / "lucky_seed.py")
     served.script(SEED_ONLY)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
-         "--experiments", "1", "--budget", "1.5", "--proposer", "llm", "--mode", "supervised"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    process = spawn(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1",
+        "--budget", "1.5", "--proposer", "llm", "--mode", "supervised",
     )  # fmt: skip
     try:
         wait_for(lambda: state(root, "phase") == "awaiting_approval", 90, "the proposal")

@@ -92,7 +92,12 @@ def test_the_engine_stops_a_losing_training_early_and_the_replay_counts_it(
     root = tmp_path / "ws"
     make_workspace(root)
     config = root / "config.toml"
-    config.write_text(config.read_text().replace("early_abort = false", "early_abort = true"))
+    # A wide floor: only the hopeless run is stopped, not a bigger batch that starts slower.
+    config.write_text(
+        config.read_text().replace(
+            "early_abort = false", "early_abort = true\nearly_abort_margin = 0.5"
+        )
+    )
     served.script(
         edit("a learning rate far too small", "LEARNING_RATE = 0.1", "LEARNING_RATE = 0.00001"),
         VALID[1],

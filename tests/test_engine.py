@@ -238,7 +238,7 @@ def test_kill_9_during_training_resumes_without_loss_or_duplicates(tmp_path: Pat
         trainer_pid = state(root, "train_pid")
         time.sleep(0.5)
         engine.send_signal(signal.SIGKILL)
-        engine.wait(timeout=10)
+        engine.wait(timeout=30)
     finally:
         if engine.poll() is None:
             engine.kill()
@@ -277,7 +277,7 @@ def test_start_survives_the_terminal_closing_and_stop_ends_it(tmp_path: Path) ->
         wait_for(lambda: json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)["running"],
                  what="the engine to start")  # fmt: skip
         os.killpg(terminal.pid, signal.SIGHUP)
-        terminal.wait(timeout=10)
+        terminal.wait(timeout=30)
         time.sleep(1.0)
         status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
         assert status["running"] is True, status
@@ -333,7 +333,7 @@ def test_kill_9_during_evaluation_reruns_that_experiment_once(tmp_path: Path) ->
         wait_for(lambda: state(root, "phase") == "evaluating" and state(root, "experiment") == 1,
                  timeout=90, what="experiment 1 to evaluate")  # fmt: skip
         engine.send_signal(signal.SIGKILL)
-        engine.wait(timeout=10)
+        engine.wait(timeout=30)
     finally:
         if engine.poll() is None:
             engine.kill()

@@ -122,7 +122,7 @@ def test_double_runs_standalone_with_replies_from_a_file(tmp_path: Path) -> None
         assert (error.value.status_code, error.value.error) == (503, "busy")
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=30) == 0
 
 
 # --- health ---------------------------------------------------------------------------------

@@ -562,8 +562,9 @@ def _train_and_evaluate(run: Run) -> None:
         result = evaluate_bpb(
             model, corpus.load("val"), seq_len, int(run.summary["eval_tokens"]), device
         )
-    peak = hardware.peak_flops(device, cache_dir)
     tokens_per_second = ctx.tokens_seen / run.training_seconds if run.training_seconds else 0.0
+    achieved = flops_per_token * tokens_per_second if flops_per_token else 0.0
+    peak = hardware.peak_flops(device, cache_dir, achieved)
     run.summary.update(
         val_bpb=result.val_bpb,
         val_loss=result.val_loss_nats,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.engine.early_abort import (
+    LAST_STOP,
     MIN_KEEPS,
     SLACK,
     calibrate,
@@ -63,6 +64,8 @@ def test_no_verdict_before_the_share_of_the_budget_nor_within_the_margin() -> No
     margin = calibrate([], after=0.3, floor=0.05)
     worse = [(p, loss * 1.2) for p, loss in BEST]
     assert judge(worse[:20], BEST, 0.2, 0.3, margin) is None  # too early
+    assert judge(worse, BEST, 0.95, 0.3, margin) is None  # too late to save much
+    assert judge(worse, BEST, LAST_STOP, 0.3, margin) is not None
     slightly = [(p, loss * 1.03) for p, loss in BEST]
     assert first_verdict(slightly, BEST, 0.3, margin) is None  # within 5 %
     verdict = first_verdict(worse, BEST, 0.3, margin)

@@ -3,8 +3,8 @@ spent, and say why.
 
 The live training loss is compared with the best run's at the same fraction of the budget:
 the gap is the relative difference of their mean losses over the last `WINDOW` of progress
-(a window smooths the noise of single batches). After `after` of the budget, a run whose gap
-exceeds the margin is stopped and recorded as discarded early.
+(a window smooths the noise of single batches). Between `after` and `LAST_STOP` of the budget,
+a run whose gap exceeds the margin is stopped and recorded as discarded early.
 
 The margin is calibrated on the runs recorded so far: among the experiments that were kept,
 the largest gap any of them showed at or after `after` (against the best run at its time),
@@ -24,6 +24,8 @@ WINDOW = 0.1  # fraction of the budget the losses are averaged over
 STEP = 0.05  # checkpoints of the replay and of the calibration, as fractions of the budget
 SLACK = 0.01  # added to the widest gap a keep showed
 MIN_KEEPS = 3  # keeps needed before the margin is calibrated rather than the floor
+# No stop after this share of the budget: it would save little and lose the measurement.
+LAST_STOP = 0.9
 
 Curve = Sequence[tuple[float, float]]  # (progress 0..1, training loss), in progress order
 
@@ -136,7 +138,7 @@ def judge(
 ) -> Verdict | None:
     """A verdict to stop when, at ``progress`` (at or after ``after``), the live run trails
     the reference by more than the margin; else None."""
-    if progress < after or not live or not reference:
+    if progress < after or progress > LAST_STOP or not live or not reference:
         return None
     behind = gap(live, reference, progress)
     if behind is None or behind <= margin.value:
@@ -148,7 +150,7 @@ def judge(
 
 def first_verdict(live: Curve, reference: Curve, after: float, margin: Margin) -> Verdict | None:
     """Where the rule would have stopped a recorded run (None: it would have run to the end)."""
-    last = live[-1][0] if live else 0.0
+    last = min(live[-1][0], LAST_STOP) if live else 0.0
     for progress in checkpoints(after, last):
         verdict = judge(live, reference, progress, after, margin)
         if verdict is not None:

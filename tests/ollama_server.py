@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
 import socket
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -735,11 +735,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot listen on port {arguments.port}: {error}", file=sys.stderr)
         return 2
     print(double.host, flush=True)
+    stop = threading.Event()
+    # Ctrl-C or a kill ends it, even when started from a shell that ignores them (nohup, &).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.2):
+            pass
     finally:
         double.stop()
     return 0

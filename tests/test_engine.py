@@ -272,6 +272,8 @@ def test_start_survives_the_terminal_closing_and_stop_ends_it(tmp_path: Path) ->
     terminal = subprocess.Popen(
         ["bash", "-c", f"{sys.executable} -m cockpit start --workspace {root} --experiments 0; sleep 60"],
         cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # A terminal's shell dies of SIGHUP, even where this test runs with it ignored (nohup).
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )  # fmt: skip
     try:
         wait_for(lambda: json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)["running"],

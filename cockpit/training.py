@@ -40,7 +40,9 @@ def device_placement(device: str) -> tuple[str, dict[str, str]]:
     return device, {}
 
 
-def harness_args(trainer: TrainerSettings, cache_dir: str, base: Path) -> list[str]:
+def harness_args(
+    trainer: TrainerSettings, cache_dir: str, base: Path, pacing: Path | None = None
+) -> list[str]:
     """The harness flags for the settings (budget and grace travel in TrainingJob)."""
     args = [
         "--device", device_placement(trainer.device)[0],
@@ -52,6 +54,8 @@ def harness_args(trainer: TrainerSettings, cache_dir: str, base: Path) -> list[s
     ]  # fmt: skip
     if cache_dir:
         args += ["--cache-dir", str(Path(cache_dir).expanduser())]
+    if pacing is not None:
+        args += ["--pacing", str(pacing)]
     return args
 
 
@@ -88,13 +92,16 @@ def build_job(
     files: RunFiles,
     base: Path,
     env: Mapping[str, str] | None = None,
+    pacing: Path | None = None,
 ) -> TrainingJob:
+    """The harness job for one training; `pacing` is the file of step plans it shares with
+    other trainings (None: the one in the cache folder, shared by every run on the machine)."""
     trainer = settings.trainer
     return TrainingJob(
         script=script,
         budget_seconds=trainer.budget_seconds,
         grace_seconds=trainer.grace_seconds,
-        harness_args=harness_args(trainer, settings.paths.cache_dir, base),
+        harness_args=harness_args(trainer, settings.paths.cache_dir, base, pacing),
         metrics_path=files.metrics,
         summary_path=files.summary,
         log_path=files.log,

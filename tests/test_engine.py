@@ -598,11 +598,32 @@ def test_keep_and_discard_from_the_command_line_override_a_decision(
         assert not journal.pending_commands()
 
 
+# tiny_research.py with a step plan, as the template makes one: its trainings share plans.
+PLANNED_RESEARCH = (
+    (SCRIPTS / "tiny_research.py")
+    .read_text()
+    .replace(
+        "    step = 0\n    while ctx.time_left() > 0:\n",
+        "    step, planned = 0, None\n"
+        "    while ctx.time_left() > 0 and (planned is None or step < planned):\n",
+    )
+    .replace(
+        "        step += 1\n",
+        "        step += 1\n"
+        "        if planned is None and step == 20:\n"
+        "            planned = ctx.plan_steps(step, (ctx.budget_seconds - ctx.time_left()) / step)\n",
+    )
+)
+
+
 def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_margin(
-    tmp_path: Path,
+    tmp_path: Path, private_cache: Path
 ) -> None:
+    script = tmp_path / "planned_research.py"
+    script.write_text(PLANNED_RESEARCH)
+    assert "ctx.plan_steps" in PLANNED_RESEARCH
     root = tmp_path / "ws"
-    make_workspace(root)
+    make_workspace(root, script)
     config = (root / "config.toml").read_text().replace("noise_runs = 1", "noise_runs = 2")
     (root / "config.toml").write_text(config)
     subprocess.run(["git", "-C", str(root), "commit", "-qam", "noise"], check=True, env=git_env())
@@ -627,6 +648,17 @@ def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_marg
     assert len(rows) == 3 and rows[1].split("\t")[1] == f"{baseline.val_bpb:.6f}"
     seeds = sorted(p.name for p in (root / ".cockpit" / "runs").glob("*/0000*"))
     assert seeds == ["0000", "0000-seed43"]  # each training has its own folder
+    # Step plans live with the run: the second seed did the first one's planned work, and no
+    # plan of this run went to (or came from) the machine-wide cache.
+    (run_folder,) = (root / ".cockpit" / "runs").iterdir()
+    plans = json.loads((run_folder / "pacing.json").read_text())
+    assert len(plans) == 2  # the baseline's script and the experiment's
+    summaries = [json.loads((run_folder / name / "summary.json").read_text()) for name in seeds]
+    assert [summary["plan_reused"] for summary in summaries] == [False, True]
+    assert summaries[0]["planned_steps"] == summaries[1]["planned_steps"]
+    machine_wide = private_cache / "pacing.json"
+    if machine_wide.exists():
+        assert not set(plans) & set(json.loads(machine_wide.read_text()))
 
 
 def test_a_small_gain_is_confirmed_with_another_seed_before_it_is_kept(tmp_path: Path) -> None:

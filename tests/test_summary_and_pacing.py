@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.pacing import MIN_MARGIN_SECONDS, SAFETY, Pacing, usable_seconds
+from trainer.pacing import MIN_MARGIN_SECONDS, SAFETY, STALE_BELOW, Pacing, usable_seconds
 from trainer.summary import format_summary, parse_summary, write_json_atomic
 
 AUTORESEARCH_KEYS = [
@@ -135,6 +135,11 @@ def fits(seconds_left: float, seconds_per_step: float) -> int:
     return int(usable_seconds(seconds_left) / seconds_per_step)
 
 
+def steps_in(path: Path) -> dict[str, int]:
+    """The plans a file remembers, key by key."""
+    return {key: entry["steps"] for key, entry in json.loads(path.read_text()).items()}
+
+
 def test_the_first_plan_is_stored_and_the_same_key_reuses_it(tmp_path: Path) -> None:
     """A plan is the steps done plus what fits in the time left (less the safety share); a
     later run with the same key gets the same plan whatever its own pace."""
@@ -143,7 +148,7 @@ def test_the_first_plan_is_stored_and_the_same_key_reuses_it(tmp_path: Path) -> 
     plan = first.plan_steps(10, 0.5, 100.0)
     assert plan == 10 + fits(100.0, 0.5)
     assert (first.plan, first.reused) == (plan, False)
-    assert json.loads(path.read_text()) == {"script-a": plan}
+    assert steps_in(path) == {"script-a": plan}
 
     again = Pacing(path, "script-a")
     assert again.plan_steps(12, 5.0, 1.0) == plan  # a slower machine, the same work
@@ -158,7 +163,7 @@ def test_a_different_key_plans_afresh_and_keeps_the_other_plan(tmp_path: Path) -
     b_plan = other.plan_steps(0, 0.25, 20.0)
     assert other.reused is False
     assert (a_plan, b_plan) == (fits(20.0, 1.0), fits(20.0, 0.25))
-    assert json.loads(path.read_text()) == {"script-a": a_plan, "script-b": b_plan}
+    assert steps_in(path) == {"script-a": a_plan, "script-b": b_plan}
 
 
 def test_forget_drops_only_this_plan(tmp_path: Path) -> None:
@@ -167,7 +172,7 @@ def test_forget_drops_only_this_plan(tmp_path: Path) -> None:
     Pacing(path, "script-a").plan_steps(0, 1.0, 20.0)
     b_plan = Pacing(path, "script-b").plan_steps(0, 1.0, 10.0)
     Pacing(path, "script-a").forget()
-    assert json.loads(path.read_text()) == {"script-b": b_plan}
+    assert steps_in(path) == {"script-b": b_plan}
     Pacing(path, "script-a").forget()  # nothing to drop: harmless
     fresh = Pacing(path, "script-a")
     assert fresh.plan_steps(0, 2.0, 20.0) == fits(20.0, 2.0)
@@ -182,7 +187,7 @@ def test_a_remembered_plan_that_is_already_done_is_ignored(tmp_path: Path) -> No
     plan = late.plan_steps(old, 0.5, 10.0)
     assert plan == old + fits(10.0, 0.5)
     assert late.reused is False
-    assert json.loads(path.read_text()) == {"key": plan}
+    assert steps_in(path) == {"key": plan}
     # No time left: the plan is the steps already done.
     assert Pacing(tmp_path / "other.json", "k").plan_steps(7, 1.0, -3.0) == 7
 
@@ -218,7 +223,7 @@ def test_a_corrupt_plan_file_is_treated_as_empty(tmp_path: Path) -> None:
         path.write_text(junk)
         pacing = Pacing(path, "key")
         assert pacing.plan_steps(0, 1.0, 10.0) == fits(10.0, 1.0)
-        assert json.loads(path.read_text()) == {"key": fits(10.0, 1.0)}
+        assert steps_in(path) == {"key": fits(10.0, 1.0)}
 
 
 def test_the_key_follows_the_script_content_and_the_facts(tmp_path: Path) -> None:
@@ -261,3 +266,60 @@ def test_a_plan_that_ran_out_of_time_is_cut_to_what_fitted(tmp_path: Path) -> No
     fresh = Pacing(path, "script-a")
     fresh.plan_steps(10, 0.01, 10.0)
     assert not fresh.reused
+
+
+def test_settle_records_how_long_a_plan_took_and_keeps_it_while_the_pace_holds(
+    tmp_path: Path,
+) -> None:
+    """The first run to the end records its seconds; a rerun about as fast keeps the plan,
+    even when the plan fills little of the budget (a short budget, a slow start)."""
+    path = tmp_path / "pacing.json"
+    first = Pacing(path, "key")
+    plan = first.plan_steps(10, 0.1, 10.0)
+    assert json.loads(path.read_text())["key"] == {"steps": plan, "seconds": None}
+    assert first.settle(plan, 4.0, 10.0) is None
+    assert json.loads(path.read_text())["key"] == {"steps": plan, "seconds": 4.0}
+    again = Pacing(path, "key")
+    again.plan_steps(10, 0.05, 10.0)
+    assert again.settle(plan, STALE_BELOW * 4.0 + 0.01, 10.0) is None
+    assert json.loads(path.read_text())["key"] == {"steps": plan, "seconds": 4.0}
+
+
+def test_settle_drops_a_remembered_plan_that_now_trains_much_faster(tmp_path: Path) -> None:
+    """The machine is faster now than when the plan was made: this run keeps its result, and
+    the next run of the script plans from the pace it measures itself."""
+    path = tmp_path / "pacing.json"
+    first = Pacing(path, "key")
+    slow = first.plan_steps(10, 0.5, 10.0)  # planned on a busy machine
+    first.settle(slow, 9.5, 10.0)
+    Pacing(path, "other").plan_steps(0, 1.0, 10.0)
+    reused = Pacing(path, "key")
+    assert reused.plan_steps(10, 0.1, 10.0) == slow and reused.reused
+    assert reused.settle(slow, STALE_BELOW * 9.5 - 0.01, 10.0) == "stale"
+    assert steps_in(path) == {"other": fits(10.0, 1.0)}
+    fresh = Pacing(path, "key")
+    assert fresh.plan_steps(10, 0.1, 10.0) == 10 + fits(10.0, 0.1) > slow
+    assert not fresh.reused
+
+
+def test_settle_cuts_a_plan_that_ran_out_of_time(tmp_path: Path) -> None:
+    path = tmp_path / "pacing.json"
+    first = Pacing(path, "key")
+    first.plan_steps(10, 0.01, 10.0)
+    first.settle(900, 8.0, 10.0)  # its first run fitted
+    late = Pacing(path, "key")
+    late.plan_steps(10, 0.5, 10.0)
+    assert late.settle(500, 10.0, 10.0) == "shrunk"  # a later one ran out of time
+    # The cut plan's seconds are unknown until a run of it ends.
+    assert json.loads(path.read_text()) == {"key": {"steps": int(500 * SAFETY), "seconds": None}}
+    assert Pacing(path, "unplanned").settle(5, 1.0, 10.0) is None  # no plan was asked for
+
+
+def test_plans_in_the_older_file_format_are_still_used(tmp_path: Path) -> None:
+    """A file of bare step counts (before plans kept their seconds) is read, not discarded."""
+    path = tmp_path / "pacing.json"
+    path.write_text('{"key": 77}')
+    pacing = Pacing(path, "key")
+    assert pacing.plan_steps(10, 1.0, 10.0) == 77 and pacing.reused
+    assert pacing.settle(77, 5.0, 10.0) is None
+    assert json.loads(path.read_text()) == {"key": {"steps": 77, "seconds": 5.0}}

@@ -67,6 +67,7 @@ class HarnessOptions:
     eval_tokens: int = 0  # 0: DEFAULT_EVAL_TOKENS for the device
     threads: int = 0  # 0: every core this process may use
     cache_dir: Path | None = None
+    pacing_path: Path | None = None  # where step plans are remembered; None: in cache_dir
     metrics_path: Path | None = None
     metrics_fd: int | None = None
     summary_json: Path | None = None
@@ -245,9 +246,10 @@ class Context:
     def plan_steps(self, steps_done: int, seconds_per_step: float) -> int:
         """How many steps this run should take in all, at the pace measured so far.
 
-        The first run of a script on this machine fixes the number; later runs of the same
-        script (and budget, device, threads) reuse it, so that two runs differing only by
-        their seed do identical work and a rerun with the same seed gives the same result.
+        The first run of a script fixes the number; later runs of the same script (and
+        budget, device, threads) that share its plan file reuse it, so that two runs differing
+        only by their seed do identical work and a rerun with the same seed gives the same
+        result. The engine gives each experiment run a plan file of its own.
         Train until the plan is done or time runs out, whichever comes first."""
         if self._pacing is None:
             return steps_done + int(max(0.0, self.time_left()) / seconds_per_step)
@@ -504,7 +506,7 @@ def _train_and_evaluate(run: Run) -> None:
     seq_len = int(run.summary["seq_len"])
     cache_dir = options.cache_dir or default_cache_dir()
     pacing = Pacing(
-        cache_dir / "pacing.json",
+        options.pacing_path or cache_dir / "pacing.json",
         Pacing.make_key(
             options.script,
             run.summary["device_name"],
@@ -549,8 +551,9 @@ def _train_and_evaluate(run: Run) -> None:
         raise ctx.failure
     if pacing.plan is not None:
         run.summary.update(planned_steps=pacing.plan, plan_reused=pacing.reused)
-        if run.training_seconds >= options.budget_seconds:
-            pacing.shrink(ctx.last_step)  # it ran out of time: later runs take what fitted
+        change = pacing.settle(ctx.last_step, run.training_seconds, options.budget_seconds)
+        if change is not None:
+            run.summary["plan_settled"] = change
     run.sink.write({"event": "phase", "phase": "evaluating"})
     if hasattr(model, "eval") and callable(model.eval):
         model.eval()
@@ -634,6 +637,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="where encoded corpora are kept"
     )
+    parser.add_argument(
+        "--pacing",
+        type=Path,
+        default=None,
+        help="the file that remembers step plans (default: pacing.json in the cache folder)",
+    )
     sink = parser.add_mutually_exclusive_group()
     sink.add_argument(
         "--metrics", type=Path, default=None, help="append live metrics (JSON lines) here"
@@ -660,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_tokens=args.eval_tokens,
         threads=args.threads,
         cache_dir=args.cache_dir,
+        pacing_path=args.pacing,
         metrics_path=args.metrics,
         metrics_fd=args.metrics_fd,
         summary_json=args.summary_json,

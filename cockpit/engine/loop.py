@@ -630,7 +630,11 @@ class Engine:
         journal = self._journal()
         run = self._run_record()
         self._verify_fixed_parts(run)
-        directory = self.workspace.cockpit_dir / "runs" / run.tag / f"{experiment.number:04d}"
+        run_directory = self.workspace.cockpit_dir / "runs" / run.tag
+        directory = run_directory / f"{experiment.number:04d}"
+        # Step plans are remembered per run: every script of the run is planned under the
+        # run's own conditions, never by a plan made under another load elsewhere.
+        pacing = run_directory / "pacing.json"
         if experiment.attempt > 1:  # attempts count from 1: a rerun gets a folder of its own
             directory = directory.with_name(f"{directory.name}-{experiment.attempt}")
         details = dict(experiment.details or {})
@@ -650,7 +654,9 @@ class Engine:
             # version goes there for the run (and the best one comes back after it).
             self._place_script(experiment_script)
             job = dataclasses.replace(
-                build_job(settings, self.workspace.script_path, files, self.workspace.path),
+                build_job(
+                    settings, self.workspace.script_path, files, self.workspace.path, pacing=pacing
+                ),
                 command_line=["/bin/sh", "-c", command],
                 metrics_path=None,
                 summary_path=None,
@@ -658,7 +664,7 @@ class Engine:
         else:
             script = directory / self.workspace.script_name
             script.write_text(experiment_script)
-            job = build_job(settings, script, files, self.workspace.path)
+            job = build_job(settings, script, files, self.workspace.path, pacing=pacing)
         self.control.stop_current = False
         buffer: list[dict[str, Any]] = []
         last_flush = time.monotonic()

@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     trainer_bench.add_argument(
         "--no-reference", action="store_true", help="skip the plain-GPT comparison run"
     )
+    trainer_bench.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="alternate the two N times and report the median (default: 1)",
+    )
     loop_bench = benches.add_parser(
         "loop", help="the engine's own overhead per experiment (p50, p95), the proposer excluded"
     )
@@ -307,7 +313,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     settings, workspace = _settings(args)
     return run_trainer_bench(
-        settings, workspace, as_json=args.json, reference=not args.no_reference
+        settings,
+        workspace,
+        as_json=args.json,
+        reference=not args.no_reference,
+        repeat=args.repeat,
     )
 
 

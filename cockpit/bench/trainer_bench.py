@@ -5,11 +5,18 @@ budget, then a plain PyTorch GPT of the same size with the same attention for th
 budget, and prints tokens per second, MFU, steps, val_bpb and peak memory for both. MFU on
 the CPU is against a float32 matmul peak measured on the spot; on a GPU, against the card's
 dense bf16 peak.
+
+The script plans its steps from its pace in this benchmark (a plan file of its own), never
+from a plan remembered from another run. With --repeat N the two alternate N times, the
+order swapped each round so that a drift of the machine's speed favours neither; the rows
+show the run with the median tokens/s, and the speed figure is the median of the rounds'
+ratios, with every round's ratio beside it.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +41,8 @@ def _figures(result: RunResult) -> dict[str, Any]:
         "tokens_per_second": summary.get("tokens_per_second"),
         "mfu_percent": summary.get("mfu_percent"),
         "num_steps": summary.get("num_steps"),
+        "planned_steps": summary.get("planned_steps"),
+        "plan_reused": summary.get("plan_reused"),
         "val_bpb": summary.get("val_bpb"),
         "peak_memory_mb": memory,
         "peak_memory_kind": "GPU (allocated)" if device.startswith("cuda") else "process RSS",
@@ -44,10 +53,25 @@ def _figures(result: RunResult) -> dict[str, Any]:
 
 
 def _run(
-    settings: Settings, script: Path, base: Path, directory: Path, env: dict[str, str]
+    settings: Settings,
+    script: Path,
+    base: Path,
+    directory: Path,
+    env: dict[str, str],
+    pacing: Path,
 ) -> RunResult:
-    job = build_job(settings, script, RunFiles.under(directory), base, env=env)
+    job = build_job(settings, script, RunFiles.under(directory), base, env=env, pacing=pacing)
     return TrainingProcess(job).wait()
+
+
+def _median_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row with the median tokens/s (the lower middle one of an even count); a failed
+    run's row when no run succeeded."""
+    timed = [row for row in rows if isinstance(row.get("tokens_per_second"), (int, float))]
+    if not timed:
+        return rows[0]
+    timed.sort(key=lambda row: row["tokens_per_second"])
+    return timed[(len(timed) - 1) // 2]
 
 
 def _fmt(value: Any, spec: str, unit: str = "") -> str:
@@ -80,52 +104,72 @@ def _print_table(report: dict[str, Any]) -> None:
             f"peak memory {_fmt(row['peak_memory_mb'], ',.0f', ' MB')} ({row['peak_memory_kind']})"
         )
     if report.get("speed_vs_plain_gpt") is not None:
-        print(f"  speed against the plain GPT: {report['speed_vs_plain_gpt']:.2f}x tokens/s")
+        line = f"  speed against the plain GPT: {report['speed_vs_plain_gpt']:.2f}x tokens/s"
+        rounds = report.get("speed_rounds") or []
+        if len(rounds) > 1:
+            line += f" (median of {len(rounds)} rounds: {', '.join(f'{r:.2f}' for r in rounds)})"
+        print(line)
 
 
 def run_trainer_bench(
-    settings: Settings, workspace: Path | None, as_json: bool, reference: bool
+    settings: Settings,
+    workspace: Path | None,
+    as_json: bool,
+    reference: bool,
+    repeat: int = 1,
 ) -> int:
+    if repeat < 1:
+        print(f"cockpit: --repeat must be 1 or more, got {repeat}", file=sys.stderr)
+        return 2
     script = script_for(settings, workspace)
     base = workspace or Path.cwd()
+    budget = settings.trainer.budget_seconds
+    ours: list[RunResult] = []
+    theirs: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="cockpit-bench-") as scratch:
-        print(
-            f"training {script.name} for {settings.trainer.budget_seconds:g} s ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        main = _run(settings, script, base, Path(scratch, "script"), {})
-        comparison = None
-        if reference:
-            print(
-                f"training the plain GPT for {settings.trainer.budget_seconds:g} s ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            comparison = _run(
-                settings, REFERENCE_SCRIPT, base, Path(scratch, "reference"),
-                {"COCKPIT_BENCH_TEMPLATE": str(script)},
-            )  # fmt: skip
-    summary = main.summary
+        pacing = Path(scratch, "pacing.json")
+        for round_index in range(repeat):
+            order: list[tuple[str, Path, dict[str, str], list[RunResult]]] = [
+                ("script", script, {}, ours)
+            ]
+            if reference:
+                sized_like = {"COCKPIT_BENCH_TEMPLATE": str(script)}
+                order.append(("reference", REFERENCE_SCRIPT, sized_like, theirs))
+            if round_index % 2:
+                order.reverse()
+            for name, path, env, results in order:
+                label = script.name if name == "script" else "the plain GPT"
+                count = f" (round {round_index + 1} of {repeat})" if repeat > 1 else ""
+                print(f"training {label} for {budget:g} s{count} ...", file=sys.stderr, flush=True)
+                directory = Path(scratch, f"{name}-{round_index + 1}")
+                results.append(_run(settings, path, base, directory, env, pacing))
+    summary = ours[0].summary
     peak = summary.get("peak_flops")
+    script_rows = [_figures(result) for result in ours]
+    reference_rows = [_figures(result) for result in theirs]
+    rounds: list[float] = []
+    for mine, plain in zip(script_rows, reference_rows, strict=False):
+        a, b = mine["tokens_per_second"], plain["tokens_per_second"]
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
+            rounds.append(a / b)
     report: dict[str, Any] = {
         "device": summary.get("device", settings.trainer.device),
         "device_name": summary.get("device_name", "unknown"),
         "threads": summary.get("threads"),
-        "budget_seconds": settings.trainer.budget_seconds,
+        "budget_seconds": budget,
         "seq_len": summary.get("seq_len"),
         "peak_tflops": peak / 1e12 if isinstance(peak, (int, float)) else None,
-        "script": _figures(main),
-        "reference": _figures(comparison) if comparison is not None else None,
-        "speed_vs_plain_gpt": None,
+        "repeat": repeat,
+        "script": _median_run(script_rows),
+        "reference": _median_run(reference_rows) if reference_rows else None,
+        "speed_vs_plain_gpt": statistics.median(rounds) if rounds else None,
+        "speed_rounds": rounds,
+        "script_runs": script_rows,
+        "reference_runs": reference_rows,
     }
-    if comparison is not None:
-        ours = report["script"]["tokens_per_second"]
-        theirs = report["reference"]["tokens_per_second"]
-        if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and theirs > 0:
-            report["speed_vs_plain_gpt"] = ours / theirs
     if as_json:
         print(json.dumps(report, indent=2))
     else:
         _print_table(report)
-    return 0 if main.outcome.status == "ok" else int(main.outcome)
+    failed = next((result for result in ours if result.outcome.status != "ok"), None)
+    return 0 if failed is None else int(failed.outcome)

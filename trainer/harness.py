@@ -459,6 +459,7 @@ class Run:
 def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
     options = run.options
     install_offline_guard()
+    hardware.keep_freed_memory()
     device = resolve_device(options.device)
     os.environ["COCKPIT_DEVICE"] = device.type  # read by the template to pick its sizes
     threads = options.threads or hardware.available_cores()

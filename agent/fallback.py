@@ -4,8 +4,10 @@
 while it is unhealthy, again whenever the backoff allows. While the server is down, the
 model is not pulled or replies time out, the stand-in (the built-in proposer, which needs
 no model) proposes instead, and events say so. When the model gave no usable edit for one
-proposal, the stand-in makes that one. A crash can only be fixed by the model: without one,
-`NoProposal` lets the engine record the crash as it is.
+proposal, the stand-in makes that one, as it does when the engine turned down the model's
+proposals too often in a row (scripts already trained, or refused by the integrity checks). A
+crash can only be fixed by the model: without one, `NoProposal` lets the engine record the
+crash as it is.
 """
 
 from __future__ import annotations
@@ -148,4 +150,14 @@ class FallbackProposer:
         if context.fix is not None:
             reason = self.health.message if self.health is not None else "no health check yet"
             raise NoProposal(f"no model available to fix the crash ({reason})")
+        return self.standin.propose(context)
+
+    def propose_instead(self, context: ProposalContext, reason: str) -> Proposal:
+        """A proposal of the stand-in for this one experiment, for a reason of the engine's
+        (the preferred proposer's proposals kept being turned down)."""
+        self._emit(
+            "fallback",
+            f"{reason}; the {_label(self.standin)} proposer stands in for this experiment",
+            {"proposer": self.standin.name, "reason": "turned_down"},
+        )
         return self.standin.propose(context)

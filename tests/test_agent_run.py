@@ -322,3 +322,36 @@ def test_an_approved_seed_only_change_is_never_kept(tmp_path: Path, served: Olla
     assert lucky.val_bpb < baseline.val_bpb - 0.1, (lucky.val_bpb, baseline.val_bpb)
     assert lucky.decision == "discard"
     assert "changes nothing but the random seed" in lucky.decision_reason
+
+
+def test_a_model_whose_proposals_keep_being_refused_hands_one_experiment_to_the_stand_in(
+    tmp_path: Path, served: OllamaDouble
+) -> None:
+    """Five proposals in a row that the integrity checks refuse: the run does not end, the
+    built-in proposer makes that experiment, and the model is asked again after it."""
+    root = tmp_path / "ws"
+    make_workspace(root)
+    spawns = edit("shell out", "import torch\n", "import subprocess\nimport torch\n")
+    served.script(VALID[0], *[spawns] * 5, VALID[1])
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "3",
+        "--budget", "1.5", "--proposer", "llm",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    records = experiments(root)
+    assert [(e.number, e.proposer) for e in records] == [
+        (0, "baseline"),
+        (1, "llm"),
+        (2, "builtin"),
+        (3, "llm"),
+    ], [(e.number, e.proposer, e.description) for e in records]
+    assert records[1].description == "halve the learning rate"
+    assert records[3].description == "double the batch"
+    events = agent_events(root)
+    refused = [e for e in events if (e.data or {}).get("type") == "refused"]
+    assert len(refused) == 5 and all("subprocess" in e.message for e in refused)
+    (stand_in,) = [e for e in events if (e.data or {}).get("reason") == "turned_down"]
+    assert "keeps repeating" in stand_in.message
+    assert "stands in for this experiment" in stand_in.message
+    assert len(served.requests_to("/api/chat")) == 7

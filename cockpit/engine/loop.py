@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import importlib.util
 import math
 import os
@@ -521,12 +522,15 @@ class Engine:
         )
         return proposal, {"fix_of": origin, "fixes": report.number}
 
-    def _ask(self, context: ProposalContext) -> Proposal:
-        """One proposal of the proposer, its stream and state recorded as it goes."""
+    def _ask(
+        self, context: ProposalContext, instead: Callable[[ProposalContext], Proposal] | None = None
+    ) -> Proposal:
+        """One proposal of the proposer (or of `instead`), its stream and state recorded as it
+        goes."""
         self.agent.recorder.start_reply()
         self.marks.append(("propose_start", time.perf_counter()))
         try:
-            return self.proposer.propose(context)
+            return (instead or self.proposer.propose)(context)
         finally:
             self.marks.append(("propose_end", time.perf_counter()))
             self.agent.recorder.flush()
@@ -554,11 +558,17 @@ class Engine:
 
         In autonomous mode a proposal the integrity checks flag is refused before it is
         committed, and the reason goes back to the proposer with the next request; in
-        supervised mode it waits for the researcher with its flags shown."""
+        supervised mode it waits for the researcher with its flags shown. When the proposer
+        keeps proposing what is turned down, its stand-in (if it has one) gets as many tries."""
         journal = self._journal()
-        for _ in range(PROPOSAL_ATTEMPTS):
+        turned_down = "the proposer keeps repeating scripts that were already trained or refused"
+        propose_instead = getattr(self.proposer, "propose_instead", None)  # a stand-in's
+        for attempt in range(PROPOSAL_ATTEMPTS * (1 if propose_instead is None else 2)):
+            instead = None
+            if propose_instead is not None and attempt >= PROPOSAL_ATTEMPTS:
+                instead = functools.partial(propose_instead, reason=turned_down)
             try:
-                proposal = self._ask(self._context(run, best_script))
+                proposal = self._ask(self._context(run, best_script), instead)
             except NoProposal as exc:
                 journal.add_event("proposer", f"nothing left to propose: {exc}", run_id=run.id)
                 self.say(f"nothing left to propose: {exc}")
@@ -579,7 +589,7 @@ class Engine:
             if not flags or self.mode == "supervised":
                 return proposal, flags
             self._refuse(run, proposal, flags)
-        self.say("the proposer keeps repeating scripts that were already trained or refused")
+        self.say(turned_down)
         return None
 
     def _await_approval(self, experiment: Experiment) -> None:

@@ -119,6 +119,10 @@ def test_the_engine_stops_a_losing_training_early_and_the_replay_counts_it(
     assert 0.3 <= evidence["progress"] < 0.9 and evidence["gap"] > evidence["margin"]
     assert stopped.training_seconds is None or stopped.training_seconds < 4
     assert records[2].description == "double the batch"  # the run went on
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        # Each point says which training it came from: curves are compared seed with seed.
+        for record in records:
+            assert {point.get("seed") for point in journal.metrics(record.id)} == {42}
     rows = (root / "results.tsv").read_text().splitlines()
     assert rows[2].split("\t")[3] == "discard"
 

@@ -19,6 +19,7 @@ from cockpit.engine.readmodel import (
     engine_lock_held,
     journal_file,
     latest_curve,
+    paired_curve,
     read_status,
     split_trials,
     with_deltas,
@@ -97,6 +98,23 @@ def test_latest_curve_keeps_the_last_training_and_drops_points_without_a_loss() 
         {"t": 2.5, "progress": 0.25, "loss": 3.5},
     ]
     assert latest_curve(metrics) == ((0.05, 5.5), (0.25, 3.5))
+
+
+def test_paired_curve_is_the_latest_training_with_the_first_trainings_seed() -> None:
+    """A baseline trained with seeds 42 and 43 (the noise floor) pairs with experiments by
+    its seed-42 curve, the one on the same batches; a training cut short and run again with
+    the same seed gives way to the rerun."""
+    metrics: list[dict[str, float | None]] = [
+        {"t": 1.0, "progress": 0.1, "loss": 5.0, "seed": 42},  # cut short
+        {"t": 0.5, "progress": 0.05, "loss": 5.2, "seed": 42},  # its rerun
+        {"t": 1.5, "progress": 0.15, "loss": 4.2, "seed": 42},
+        {"t": 0.4, "progress": 0.04, "loss": 5.9, "seed": 43},
+        {"t": 1.4, "progress": 0.14, "loss": 3.9, "seed": 43},
+    ]
+    assert paired_curve(metrics) == ((0.05, 5.2), (0.15, 4.2))
+    assert latest_curve(metrics) == ((0.04, 5.9), (0.14, 3.9))
+    unseeded = [{k: v for k, v in m.items() if k != "seed"} for m in metrics]
+    assert paired_curve(unseeded) == latest_curve(unseeded)  # an older journal
 
 
 def test_status_reads_the_engine_state_and_the_run(tmp_path: Path) -> None:

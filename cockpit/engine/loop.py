@@ -54,7 +54,7 @@ from cockpit.engine.integrity import (
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.noise import NoiseFloor, needs_confirmation, noise_floor
-from cockpit.engine.readmodel import latest_curve
+from cockpit.engine.readmodel import paired_curve
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
@@ -690,7 +690,7 @@ class Engine:
         def on_metric(record: dict[str, Any]) -> None:
             event = record.get("event")
             if event == "metric":
-                buffer.append(record)
+                buffer.append({**record, "seed": seed})  # which training: curves pair by seed
                 progress, loss = record.get("progress"), record.get("loss")
                 if (
                     isinstance(progress, (int, float))
@@ -788,7 +788,8 @@ class Engine:
         parent = by_commit.get(experiment.parent_commit or "")
         if parent is None:
             return None
-        reference = latest_curve(journal.metrics(parent.id))
+        # The parent's training with the seed this one trains with first: the same batches.
+        reference = paired_curve(journal.metrics(parent.id))
         if not reference:
             return None
         kept = []
@@ -797,8 +798,8 @@ class Engine:
             if other.decision == "keep" and other.number > 0 and origin is not None:
                 kept.append(
                     (
-                        latest_curve(journal.metrics(other.id)),
-                        latest_curve(journal.metrics(origin.id)),
+                        paired_curve(journal.metrics(other.id)),
+                        paired_curve(journal.metrics(origin.id)),
                     )
                 )
         return reference, calibrate(kept, engine.early_abort_after, engine.early_abort_margin)

@@ -393,6 +393,20 @@ def latest_curve(metrics: Iterable[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
     return tuple((progress, loss) for _, progress, loss in points[start:])
 
 
+def paired_curve(metrics: Sequence[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
+    """The curve of an experiment's latest training with the seed of its first training.
+
+    Every experiment's first training uses the run's seed, and the seed decides the batches:
+    two such curves saw the same data in the same order, so their gap is the scripts'
+    difference, not the luck of the batches (with the small batches of a CPU run, that luck
+    alone moves the loss by several percent). Points recorded without a seed (journals from
+    before seeds were kept with the points) give the latest training's curve."""
+    seed = next((m["seed"] for m in metrics if m.get("seed") is not None), None)
+    if seed is None:
+        return latest_curve(metrics)
+    return latest_curve([m for m in metrics if m.get("seed") == seed])
+
+
 def trial_results(experiment: Experiment) -> tuple[tuple[int, float], ...]:
     """(seed, val_bpb) of every training of an experiment's script: the noise-floor runs of
     the baseline, a confirmation run."""
@@ -745,7 +759,7 @@ class JournalPoller:
             key = (ledger[best_number].id, log_path)
             if key != self._best_key:
                 self._best_key = key
-                self._best_curve = latest_curve(journal.metrics(ledger[best_number].id))
+                self._best_curve = paired_curve(journal.metrics(ledger[best_number].id))
                 changed = True
         elif self._best_key is not None:
             self._best_key, self._best_curve = None, ()
@@ -899,6 +913,7 @@ __all__ = [
     "journal_file",
     "latest_curve",
     "ledger_row",
+    "paired_curve",
     "read_status",
     "split_trials",
     "with_deltas",

@@ -40,6 +40,17 @@ VALID = [
 ]
 
 
+def run_llm(root: Path, experiments: int) -> str:
+    """`cockpit run` of the LLM proposer in the foreground, 1.5 s trainings; its output."""
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", str(experiments),
+        "--budget", "1.5", "--proposer", "llm",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return output
+
+
 def agent_config(root: Path, *lines: str) -> None:
     """Add settings to the workspace's config.toml (the engine reads it at start)."""
     config = root / "config.toml"
@@ -67,12 +78,7 @@ def test_rejected_replies_go_back_to_the_model_and_never_cost_a_training(
         edit("break the syntax", "def train(ctx):", "def train(ctx)"),
         VALID[3],
     )
-    result = cockpit(
-        "run", "--headless", "--workspace", str(root), "--experiments", "4",
-        "--budget", "1.5", "--proposer", "llm",
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    output = run_llm(root, 4)
     assert "Traceback" not in output
 
     records = experiments(root)
@@ -162,12 +168,7 @@ def test_an_unknown_model_is_one_line_that_says_ollama_pull(
     root = tmp_path / "ws"
     make_workspace(root)
     agent_config(root, "[agent]", 'model = "no-such-model:3b"')
-    result = cockpit(
-        "run", "--headless", "--workspace", str(root), "--experiments", "1",
-        "--budget", "1.5", "--proposer", "llm",
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    output = run_llm(root, 1)
     assert "Traceback" not in output
     lines = [line for line in output.splitlines() if "ollama pull" in line]
     assert len(lines) == 1, output
@@ -192,12 +193,7 @@ def test_a_crash_goes_back_to_the_model_with_its_traceback_and_the_fix_is_traine
             hypothesis="the raise was a mistake",
         ),
     )
-    result = cockpit(
-        "run", "--headless", "--workspace", str(root), "--experiments", "2",
-        "--budget", "1.5", "--proposer", "llm",
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    run_llm(root, 2)
     records = experiments(root)
     assert [(e.number, e.status) for e in records[:2]] == [(0, "keep"), (1, "crash")]
     fix = records[2]
@@ -249,12 +245,7 @@ def test_a_flagged_proposal_is_refused_in_autonomous_mode_and_the_model_hears_wh
     root = tmp_path / "ws"
     make_workspace(root)
     served.script(SEED_ONLY, VALID[0])
-    result = cockpit(
-        "run", "--headless", "--workspace", str(root), "--experiments", "1",
-        "--budget", "1.5", "--proposer", "llm",
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    output = run_llm(root, 1)
     records = experiments(root)
     assert [e.description for e in records] == ["baseline", "halve the learning rate"]
     refused = [e for e in agent_events(root) if (e.data or {}).get("type") == "refused"]
@@ -333,12 +324,7 @@ def test_a_model_whose_proposals_keep_being_refused_hands_one_experiment_to_the_
     make_workspace(root)
     spawns = edit("shell out", "import torch\n", "import subprocess\nimport torch\n")
     served.script(VALID[0], *[spawns] * 5, VALID[1])
-    result = cockpit(
-        "run", "--headless", "--workspace", str(root), "--experiments", "3",
-        "--budget", "1.5", "--proposer", "llm",
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    run_llm(root, 3)
     records = experiments(root)
     assert [(e.number, e.proposer) for e in records] == [
         (0, "baseline"),

@@ -18,6 +18,7 @@ from cockpit.engine.early_abort import (
     gap,
     judge,
     mean_loss,
+    schedule_curve,
     widest_gap,
 )
 from cockpit.engine.journal import Journal
@@ -49,6 +50,40 @@ def test_curves_come_from_metric_records_in_progress_order() -> None:
         {"step": 5, "loss": 2.0},
     ]
     assert curve_from_metrics(records) == [(0.1, 4.0), (0.2, 3.0)]
+
+
+def records_of(steps: int, planned: int | None, seconds: float, budget: float) -> list[dict]:
+    """Metric records of a training whose loss falls with its learning-rate schedule (the
+    step plan): the same loss at the same share of the plan, however long a step took."""
+    records = []
+    for step in range(1, steps + 1):
+        record = {
+            "t": step * seconds,
+            "progress": min(1.0, step * seconds / budget),
+            "step": step,
+            "loss": 2.0 + 3.5 * math.exp(-4 * step / (planned or steps)),
+        }
+        if planned is not None and step >= steps // 5:  # the plan is made at 20 % of it
+            record["planned_steps"] = planned
+        records.append(record)
+    return records
+
+
+def test_curves_are_placed_on_the_scripts_step_plan_where_the_harness_recorded_it() -> None:
+    """A plan made while the machine was busy ends at 80 % of the budget; by the clock, its
+    warmdown would be set against the middle of another run's. On the plan, the same losses
+    at the same point of the schedule show no gap."""
+    early = records_of(400, 400, 0.02, 10.0)  # done in 8 of 10 seconds
+    full = records_of(400, 400, 0.025, 10.0)
+    by_plan_early, by_plan_full = schedule_curve(early), schedule_curve(full)
+    assert by_plan_early[0] == (1 / 400, early[0]["loss"])  # before the plan, placed by it
+    assert by_plan_early[-1][0] == 1.0
+    assert gap(by_plan_full, by_plan_early, 0.8) == pytest.approx(0.0)
+    by_clock_gap = gap(curve_from_metrics(full), curve_from_metrics(early), 0.8)
+    assert by_clock_gap is not None and by_clock_gap > 0.03  # a false "losing" by the clock
+    # Records without a plan (a script that does not ask for one) stay on the clock.
+    unplanned = records_of(50, None, 0.1, 10.0)
+    assert schedule_curve(unplanned) == curve_from_metrics(unplanned)
 
 
 def test_the_gap_compares_mean_losses_over_the_same_window() -> None:

@@ -656,6 +656,12 @@ def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_marg
     summaries = [json.loads((run_folder / name / "summary.json").read_text()) for name in seeds]
     assert [summary["plan_reused"] for summary in summaries] == [False, True]
     assert summaries[0]["planned_steps"] == summaries[1]["planned_steps"]
+    # From the plan on, the live metrics carry it: early abort compares schedules with it.
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        points = [m for m in journal.metrics(baseline.id) if m.get("seed") == 42 and "step" in m]
+    assert {m.get("planned_steps") for m in points if m["step"] < 20} == {None}
+    planned = {m.get("planned_steps") for m in points if m["step"] >= 20}
+    assert planned == {summaries[0]["planned_steps"]}
     machine_wide = private_cache / "pacing.json"
     if machine_wide.exists():
         assert not set(plans) & set(json.loads(machine_wide.read_text()))

@@ -20,7 +20,9 @@ from cockpit.engine.readmodel import (
     journal_file,
     latest_curve,
     paired_curve,
+    paired_training,
     read_status,
+    schedule_paired_curve,
     split_trials,
     with_deltas,
 )
@@ -115,6 +117,10 @@ def test_paired_curve_is_the_latest_training_with_the_first_trainings_seed() -> 
     assert latest_curve(metrics) == ((0.04, 5.9), (0.14, 3.9))
     unseeded = [{k: v for k, v in m.items() if k != "seed"} for m in metrics]
     assert paired_curve(unseeded) == latest_curve(unseeded)  # an older journal
+    # Early abort places the same training on its step plan, where the harness recorded one.
+    assert paired_training(metrics) == metrics[1:3]
+    planned = [{**m, "step": 10 * (i + 1), "planned_steps": 40} for i, m in enumerate(metrics)]
+    assert schedule_paired_curve(planned) == ((0.5, 5.2), (0.75, 4.2))
 
 
 def test_status_reads_the_engine_state_and_the_run(tmp_path: Path) -> None:

@@ -216,6 +216,7 @@ class Context:
         self.tokens_seen = 0
         self.steps_reported = 0
         self.last_step = 0
+        self.planned_steps: int | None = None  # the step plan, once the script asked for one
         self.failure: HarnessStop | None = None
         self._sink = sink
         self._pacing = pacing
@@ -250,10 +251,15 @@ class Context:
         budget, device, threads) that share its plan file reuse it, so that two runs differing
         only by their seed do identical work and a rerun with the same seed gives the same
         result. The engine gives each experiment run a plan file of its own.
-        Train until the plan is done or time runs out, whichever comes first."""
+        Train until the plan is done or time runs out, whichever comes first. Metric
+        records from then on carry the plan (``planned_steps``): the cockpit compares curves
+        at the same point of their schedules."""
         if self._pacing is None:
-            return steps_done + int(max(0.0, self.time_left()) / seconds_per_step)
-        return self._pacing.plan_steps(steps_done, seconds_per_step, self.time_left())
+            planned = steps_done + int(max(0.0, self.time_left()) / seconds_per_step)
+        else:
+            planned = self._pacing.plan_steps(steps_done, seconds_per_step, self.time_left())
+        self.planned_steps = planned
+        return planned
 
     # data
     def batch(
@@ -285,6 +291,8 @@ class Context:
         if step is not None:
             self.last_step = int(step)
             record["step"] = self.last_step
+        if self.planned_steps is not None:
+            record["planned_steps"] = self.planned_steps
         for name, value in metrics.items():
             try:
                 record[name] = _as_float(value)

@@ -21,7 +21,7 @@ from typing import Any
 
 from cockpit.engine.early_abort import Margin, calibrate, first_verdict
 from cockpit.engine.journal import Experiment, Journal
-from cockpit.engine.readmodel import paired_curve
+from cockpit.engine.readmodel import schedule_paired_curve
 
 SAVED_TARGET = 0.30
 KEEPS_LOST_TARGET = 0.05
@@ -48,7 +48,7 @@ def replay(
 
     def curve(experiment: Experiment) -> tuple[tuple[float, float], ...]:
         if experiment.id not in curves:
-            curves[experiment.id] = paired_curve(journal.metrics(experiment.id))
+            curves[experiment.id] = schedule_paired_curve(journal.metrics(experiment.id))
         return curves[experiment.id]
 
     kept: list[tuple[Any, Any]] = []

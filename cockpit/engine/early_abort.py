@@ -3,7 +3,12 @@ spent, and say why.
 
 The live training loss is compared with the best run's at the same fraction of the budget:
 the gap is the relative difference of their mean losses over the last `WINDOW` of progress
-(a window smooths the noise of single batches). Between `after` and `LAST_STOP` of the budget,
+(a window smooths the noise of single batches). A fraction of the budget is a point in the
+script's schedule: where the harness recorded the script's step plan, the fraction of the
+planned steps (the learning-rate schedule runs on it), else the fraction of the training time.
+A plan that ends early (made while the machine was busier) squeezes its warmdown into less
+time, and by the clock its last losses would be set against the middle of another run's
+warmdown. Between `after` and `LAST_STOP` of the budget,
 a run whose gap exceeds the margin is stopped and recorded as discarded early.
 
 The margin is calibrated on the runs recorded so far: among the experiments that were kept,
@@ -42,6 +47,32 @@ def curve_from_metrics(records: Iterable[Mapping[str, object]]) -> list[tuple[fl
             and math.isfinite(loss)
         ):
             points.append((float(progress), float(loss)))
+    points.sort(key=lambda point: point[0])
+    return points
+
+
+def schedule_curve(records: Iterable[Mapping[str, object]]) -> list[tuple[float, float]]:
+    """The (position, loss) points of one training's metric records, in order: the position
+    is ``step / planned_steps`` when the records carry the harness's step plan (the points
+    from before the plan placed by it too), else the fraction of the budget by the clock."""
+    records = list(records)
+    planned = None
+    for record in records:
+        value = record.get("planned_steps")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            planned = value
+    if planned is None:
+        return curve_from_metrics(records)
+    points = []
+    for record in records:
+        step, loss = record.get("step"), record.get("loss")
+        if (
+            isinstance(step, int)
+            and not isinstance(step, bool)
+            and isinstance(loss, (int, float))
+            and math.isfinite(loss)
+        ):
+            points.append((step / planned, float(loss)))
     points.sort(key=lambda point: point[0])
     return points
 

@@ -41,7 +41,7 @@ from agent.proposal import (
 )
 from cockpit.config import Settings
 from cockpit.engine.agents import AgentRecorder, AgentSetup
-from cockpit.engine.early_abort import Margin, Verdict, calibrate, judge
+from cockpit.engine.early_abort import Margin, Verdict, calibrate, judge, schedule_curve
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.integrity import (
     SEED_ONLY,
@@ -54,7 +54,7 @@ from cockpit.engine.integrity import (
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.noise import NoiseFloor, needs_confirmation, noise_floor
-from cockpit.engine.readmodel import paired_curve
+from cockpit.engine.readmodel import schedule_paired_curve
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
@@ -683,7 +683,7 @@ class Engine:
         watch = (
             None if command or details.get("trials") else self._early_abort_watch(run, experiment)
         )
-        live: list[tuple[float, float]] = []
+        live: list[dict[str, Any]] = []  # this training's metric records
         verdict: Verdict | None = None
         last_judged = 0.0
 
@@ -691,13 +691,8 @@ class Engine:
             event = record.get("event")
             if event == "metric":
                 buffer.append({**record, "seed": seed})  # which training: curves pair by seed
-                progress, loss = record.get("progress"), record.get("loss")
-                if (
-                    isinstance(progress, (int, float))
-                    and isinstance(loss, (int, float))
-                    and math.isfinite(loss)
-                ):
-                    live.append((float(progress), float(loss)))
+                if watch is not None:
+                    live.append(record)
             elif event == "phase" and record.get("phase") == "evaluating":
                 self._set_phase("evaluating", experiment=experiment.number)
 
@@ -712,7 +707,9 @@ class Engine:
                 last_judged = time.monotonic()
                 reference, margin = watch
                 after = self.settings.engine.early_abort_after
-                verdict = judge(live, reference, live[-1][0], after, margin)
+                curve = schedule_curve(live)
+                if curve:
+                    verdict = judge(curve, reference, curve[-1][0], after, margin)
                 if verdict is not None:
                     self.control.stop_current = True
             self._handle_commands()
@@ -789,7 +786,7 @@ class Engine:
         if parent is None:
             return None
         # The parent's training with the seed this one trains with first: the same batches.
-        reference = paired_curve(journal.metrics(parent.id))
+        reference = schedule_paired_curve(journal.metrics(parent.id))
         if not reference:
             return None
         kept = []
@@ -798,8 +795,8 @@ class Engine:
             if other.decision == "keep" and other.number > 0 and origin is not None:
                 kept.append(
                     (
-                        paired_curve(journal.metrics(other.id)),
-                        paired_curve(journal.metrics(origin.id)),
+                        schedule_paired_curve(journal.metrics(other.id)),
+                        schedule_paired_curve(journal.metrics(origin.id)),
                     )
                 )
         return reference, calibrate(kept, engine.early_abort_after, engine.early_abort_margin)

@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 
+from cockpit.engine.early_abort import schedule_curve
 from cockpit.engine.journal import (
     FINAL_STATUSES,
     TRAINED_STATUSES,
@@ -386,25 +387,40 @@ def current_trial_start(times: Sequence[float], elapsed: float | None) -> int:
     return start
 
 
+def latest_training(metrics: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The metric records of an experiment's latest training (its clock starts at zero)."""
+    records = [m for m in metrics if isinstance(m.get("t"), (int, float))]
+    return records[current_trial_start([float(m["t"]) for m in records], None) :]
+
+
 def latest_curve(metrics: Iterable[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
     """The (progress, loss) curve of an experiment's latest training."""
-    points = loss_points(metrics)
-    start = current_trial_start([p[0] for p in points], None)
-    return tuple((progress, loss) for _, progress, loss in points[start:])
+    return tuple((progress, loss) for _, progress, loss in loss_points(latest_training(metrics)))
 
 
-def paired_curve(metrics: Sequence[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
-    """The curve of an experiment's latest training with the seed of its first training.
+def paired_training(metrics: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records of an experiment's latest training with the seed of its first training.
 
     Every experiment's first training uses the run's seed, and the seed decides the batches:
     two such curves saw the same data in the same order, so their gap is the scripts'
     difference, not the luck of the batches (with the small batches of a CPU run, that luck
     alone moves the loss by several percent). Points recorded without a seed (journals from
-    before seeds were kept with the points) give the latest training's curve."""
+    before seeds were kept with the points) give the latest training."""
     seed = next((m["seed"] for m in metrics if m.get("seed") is not None), None)
     if seed is None:
-        return latest_curve(metrics)
-    return latest_curve([m for m in metrics if m.get("seed") == seed])
+        return latest_training(metrics)
+    return latest_training([m for m in metrics if m.get("seed") == seed])
+
+
+def paired_curve(metrics: Sequence[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
+    """The (progress, loss) curve of `paired_training`, by the clock (for display)."""
+    return latest_curve(paired_training(metrics))
+
+
+def schedule_paired_curve(metrics: Sequence[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
+    """The curve of `paired_training` placed on the script's schedule: what early abort
+    compares (see `early_abort.schedule_curve`)."""
+    return tuple(schedule_curve(paired_training(metrics)))
 
 
 def trial_results(experiment: Experiment) -> tuple[tuple[int, float], ...]:
@@ -914,7 +930,9 @@ __all__ = [
     "latest_curve",
     "ledger_row",
     "paired_curve",
+    "paired_training",
     "read_status",
+    "schedule_paired_curve",
     "split_trials",
     "with_deltas",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from cockpit.engine.early_abort import (
 from cockpit.engine.journal import Journal
 from tests.ollama_server import OllamaDouble
 from tests.test_agent_run import VALID, edit
-from tests.test_engine import cockpit, experiments, make_workspace
+from tests.test_engine import cockpit, experiments, git_env, make_workspace
 
 # Fixtures of the engine tests: commits without a git identity.
 from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
@@ -198,3 +199,78 @@ def test_the_replay_of_a_recording_with_early_abort_off(
     assert report["saved_share"] > 0.5
     if decisions[2] == "keep":
         assert report["keeps_lost"] == 0
+
+
+# A script whose reported loss is a function of where it is in its step plan, and whose plan
+# covers 1 / PLAN_SHARE of what its budget fits: at PLAN_SHARE = 2 it is done at half time.
+ON_ITS_PLAN = """
+import torch
+
+PLAN_SHARE = 2.0  # the budget's steps divided by the planned steps
+SIZE = 192  # of the matrix products that pace a step
+
+
+class Bigram(torch.nn.Module):
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.table = torch.nn.Embedding(vocab_size, vocab_size)
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        logits = self.table(idx)
+        if targets is None:
+            return logits
+        losses = torch.nn.functional.cross_entropy(
+            logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction
+        )
+        return losses.view(targets.shape) if reduction == "none" else losses
+
+
+def train(ctx):
+    torch.manual_seed(ctx.seed)
+    torch.set_num_threads(1)  # a steady pace, whatever else the machine runs
+    work = torch.randn(SIZE, SIZE)
+    step, planned = 0, None
+    while ctx.time_left() > 0 and (planned is None or step < planned):
+        for _ in range(10):
+            work = torch.nn.functional.normalize(work @ work, dim=1)
+        step += 1
+        if planned is None and step == 20:
+            pace = (ctx.budget_seconds - ctx.time_left()) / step
+            planned = ctx.plan_steps(step, PLAN_SHARE * pace)
+        ctx.report(step=step, loss=5.0 - 3.0 * step / (planned or 1000))
+    return Bigram(ctx.vocab_size)
+"""
+
+
+def test_the_engine_compares_the_live_training_on_its_step_plan(
+    tmp_path: Path, served: OllamaDouble
+) -> None:
+    """The baseline plans half of what its budget fits and is done at half time; the
+    experiment plans all of it. Both report the same loss at the same point of their plans.
+    By the clock the experiment would trail by a quarter at 30 % of the budget and be
+    stopped; on its plan it keeps level and trains to the end."""
+    script = tmp_path / "on_its_plan.py"
+    script.write_text(ON_ITS_PLAN)
+    root = tmp_path / "ws"
+    make_workspace(root, script)
+    config = root / "config.toml"
+    config.write_text(config.read_text().replace("early_abort = false", "early_abort = true"))
+    subprocess.run(["git", "-C", str(root), "commit", "-qam", "plan"], check=True, env=git_env())
+    served.script(edit("plan the whole budget", "PLAN_SHARE = 2.0", "PLAN_SHARE = 1.0"))
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1",
+        "--budget", "4", "--proposer", "llm",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    baseline, whole = experiments(root)
+    assert whole.description == "plan the whole budget", output
+    assert not whole.decision_reason.startswith("discarded early"), whole.decision_reason
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        metrics = [journal.metrics(baseline.id), journal.metrics(whole.id)]
+    by_clock = [curve_from_metrics(m) for m in metrics]
+    assert by_clock[0][-1][0] < 0.75  # the baseline was done early
+    margin = calibrate([], after=0.3, floor=0.02)
+    assert first_verdict(by_clock[1], by_clock[0], 0.3, margin) is not None
+    on_plans = [schedule_curve(m) for m in metrics]
+    assert first_verdict(on_plans[1], on_plans[0], 0.3, margin) is None

@@ -640,8 +640,13 @@ def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_marg
     assert status["noise_spread_bpb"] == pytest.approx(spread)
     assert status["keep_margin_bpb"] == pytest.approx(max(0.001, 2 * spread))
     assert status["baseline_val_bpb"] == pytest.approx(baseline.val_bpb)
-    # The experiment after it was decided against that margin.
-    assert first.details["evidence"]["margin"] == pytest.approx(status["keep_margin_bpb"])
+    # The experiment after it was decided against that margin, and against the baseline's
+    # run with its own seed (the same batches and initial weights), not the mean of both.
+    evidence = first.details["evidence"]
+    assert evidence["margin"] == pytest.approx(status["keep_margin_bpb"])
+    assert evidence["paired_seeds"] == [42]
+    assert evidence["compared_with"] == pytest.approx(values[0])
+    assert "run with seed 42" in first.decision_reason, first.decision_reason
     text = cockpit("status", "--workspace", str(root)).stdout
     assert "keep margin" in text and "2 repeated runs" in text
     rows = (root / "results.tsv").read_text().splitlines()

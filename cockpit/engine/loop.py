@@ -53,8 +53,8 @@ from cockpit.engine.integrity import (
 )
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
-from cockpit.engine.noise import NoiseFloor, needs_confirmation, noise_floor
-from cockpit.engine.readmodel import schedule_paired_curve
+from cockpit.engine.noise import NoiseFloor, compare, needs_confirmation, noise_floor
+from cockpit.engine.readmodel import schedule_paired_curve, trial_results
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
@@ -926,7 +926,10 @@ class Engine:
         assert best is not None and experiment.commit_sha is not None
         noise = self._noise_floor(run)
         margin = noise.margin
-        delta = value - best
+        own = {int(trial["seed"]): float(trial["val_bpb"]) for trial in trials}
+        best_runs = dict(trial_results(best_experiment)) if best_experiment else {}
+        comparison = compare(own, best_runs, best)
+        delta = comparison.delta
         if needs_confirmation(-delta, margin, self.settings.engine.confirm_multiple, len(values)):
             self._train_again(
                 experiment,
@@ -940,30 +943,7 @@ class Engine:
             and best_lines is not None
             and experiment.lines_of_code < best_lines
         )
-        if delta < -margin:
-            keep, reason = (
-                True,
-                f"val_bpb {value:.6f} ({runs}) beats the best {best:.6f} by {-delta:.6f} "
-                f"(margin {margin:.6f})",
-            )
-        elif abs(delta) <= margin and fewer_lines:
-            keep, reason = (
-                True,
-                f"val_bpb {value:.6f} ({runs}) ties the best {best:.6f} within {margin:.6f} "
-                "with fewer lines",
-            )
-        elif delta < 0:
-            keep, reason = (
-                False,
-                f"val_bpb {value:.6f} ({runs}) beats the best {best:.6f} by only {-delta:.6f}, "
-                f"within the noise margin {margin:.6f}",
-            )
-        else:
-            keep, reason = (
-                False,
-                f"val_bpb {value:.6f} ({runs}) is not better than the best {best:.6f} "
-                f"(+{delta:.6f})",
-            )
+        keep, reason = comparison.verdict(best, margin, fewer_lines, runs)
         flagged = {flag.get("kind") for flag in (experiment.details or {}).get("flags") or []}
         if keep and SEED_ONLY in flagged:
             # Approved despite its flag: whatever it measured, another seed is only noise.
@@ -975,6 +955,10 @@ class Engine:
             "margin": margin,
             "spread": noise.spread,
             "best_before": best,
+            # What the decision set it against: the best's runs with the same seeds, when
+            # the best had one for each (paired), else the best's mean.
+            "compared_with": comparison.reference,
+            "paired_seeds": list(comparison.seeds),
         }
         journal.update_experiment(
             experiment.id,

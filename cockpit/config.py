@@ -240,11 +240,11 @@ class EngineSettings(BaseModel):
         json_schema_extra={"allowed": "a number greater than 0, at most 1"},
     )
     early_abort_margin: float = Field(
-        default=0.03,
+        default=0.02,
         gt=0,
         allow_inf_nan=False,
         description=(
-            "The least relative loss gap (0.03 = 3 % higher than the best run's) that stops a "
+            "The least relative loss gap (0.02 = 2 % higher than the best run's) that stops a "
             "training; once three keeps are recorded, the widest gap a keep showed (plus 0.01) "
             "raises it."
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from cockpit.engine.early_abort import (
     LAST_STOP,
     MIN_KEEPS,
     SLACK,
+    Trace,
     calibrate,
     curve_from_metrics,
     first_verdict,
@@ -20,6 +22,7 @@ from cockpit.engine.early_abort import (
     judge,
     mean_loss,
     schedule_curve,
+    trace,
     widest_gap,
 )
 from cockpit.engine.journal import Journal
@@ -85,6 +88,43 @@ def test_curves_are_placed_on_the_scripts_step_plan_where_the_harness_recorded_i
     # Records without a plan (a script that does not ask for one) stay on the clock.
     unplanned = records_of(50, None, 0.1, 10.0)
     assert schedule_curve(unplanned) == curve_from_metrics(unplanned)
+
+
+def test_plans_of_different_lengths_are_compared_on_the_same_batches() -> None:
+    """Both trainings drew the same batch at each step (the same seed), and a batch's
+    difficulty moves its loss by up to 0.4. The live plan is a tenth longer, so at each point
+    of the plan it has trained more steps, and is truly a little ahead. Set step against step
+    and carried along the reference's trend, the gap finds that; the windows' means alone set
+    different batches against each other and miss it by several times as much."""
+    rng = random.Random(0)
+    difficulty = [rng.uniform(-0.4, 0.4) for _ in range(400)]
+
+    def trend(step: float) -> float:
+        return 2.0 + 3.5 * math.exp(-step / 100)
+
+    def records(planned: int) -> list[dict]:
+        return [
+            {"t": step * 0.05, "step": step, "planned_steps": planned,
+             "loss": trend(step) + difficulty[step]}
+            for step in range(1, planned + 1)
+        ]  # fmt: skip
+
+    live, reference = trace(records(220)), trace(records(200))
+    assert live.planned == 220 and len(live.by_step) == 220
+    unpaired_live, unpaired_reference = Trace(live.points), Trace(reference.points)
+    paired_errors, unpaired_errors = [], []
+    for at in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        truth = trend(220 * (at - 0.05)) / trend(200 * (at - 0.05)) - 1
+        assert truth < 0  # more steps by then: ahead
+        paired, unpaired = gap(live, reference, at), gap(unpaired_live, unpaired_reference, at)
+        assert paired is not None and unpaired is not None
+        paired_errors.append(abs(paired - truth))
+        unpaired_errors.append(abs(unpaired - truth))
+    assert max(paired_errors) < 0.01, paired_errors
+    assert max(unpaired_errors) > 2 * max(paired_errors), (paired_errors, unpaired_errors)
+    # The same plan: the ratio on the same batches, exactly.
+    same = trace(records(200))
+    assert gap(same, reference, 0.5) == pytest.approx(0.0)
 
 
 def test_the_gap_compares_mean_losses_over_the_same_window() -> None:
@@ -193,7 +233,12 @@ def test_the_replay_of_a_recording_with_early_abort_off(
     assert bench.returncode == 0, bench.stdout + bench.stderr
     assert "compute saved on discarded runs" in bench.stdout
     assert "keeps that would have been stopped" in bench.stdout
-    report = json.loads(cockpit("bench", "early-abort", "--workspace", str(root), "--json").stdout)
+    # A floor for three-second runs of a bigram, whose windows hold a few noisy points.
+    replayed = cockpit(
+        "bench", "early-abort", "--workspace", str(root), "--json", "--margin", "0.03"
+    )
+    report = json.loads(replayed.stdout)
+    assert report["margin_floor"] == 0.03
     assert report["experiments"] == 2 and report["left_out"] == 0
     assert decisions[1] == "discard" and report["discarded_stopped"] == 1
     assert report["saved_share"] > 0.5

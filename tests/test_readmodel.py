@@ -20,9 +20,9 @@ from cockpit.engine.readmodel import (
     journal_file,
     latest_curve,
     paired_curve,
+    paired_trace,
     paired_training,
     read_status,
-    schedule_paired_curve,
     split_trials,
     with_deltas,
 )
@@ -120,7 +120,8 @@ def test_paired_curve_is_the_latest_training_with_the_first_trainings_seed() -> 
     # Early abort places the same training on its step plan, where the harness recorded one.
     assert paired_training(metrics) == metrics[1:3]
     planned = [{**m, "step": 10 * (i + 1), "planned_steps": 40} for i, m in enumerate(metrics)]
-    assert schedule_paired_curve(planned) == ((0.5, 5.2), (0.75, 4.2))
+    assert paired_trace(planned).points == ((0.5, 5.2), (0.75, 4.2))
+    assert paired_trace(planned).by_step == {20: 5.2, 30: 4.2}
 
 
 def test_status_reads_the_engine_state_and_the_run(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cockpit.engine.early_abort import Margin, calibrate, first_verdict
+from cockpit.engine.early_abort import Margin, Trace, calibrate, first_verdict
 from cockpit.engine.journal import Experiment, Journal
-from cockpit.engine.readmodel import schedule_paired_curve
+from cockpit.engine.readmodel import paired_trace
 
 SAVED_TARGET = 0.30
 KEEPS_LOST_TARGET = 0.05
@@ -44,14 +44,14 @@ def replay(
     (no curve, or stopped early when recorded)."""
     experiments = sorted(journal.experiments(run_id), key=lambda e: e.number)
     by_commit: dict[str, Experiment] = {e.commit_sha: e for e in experiments if e.commit_sha}
-    curves: dict[int, tuple[tuple[float, float], ...]] = {}
+    traces: dict[int, Trace] = {}
 
-    def curve(experiment: Experiment) -> tuple[tuple[float, float], ...]:
-        if experiment.id not in curves:
-            curves[experiment.id] = schedule_paired_curve(journal.metrics(experiment.id))
-        return curves[experiment.id]
+    def curve(experiment: Experiment) -> Trace:
+        if experiment.id not in traces:
+            traces[experiment.id] = paired_trace(journal.metrics(experiment.id))
+        return traces[experiment.id]
 
-    kept: list[tuple[Any, Any]] = []
+    kept: list[tuple[Trace, Trace]] = []
     results: list[Replayed] = []
     skipped = 0
     for experiment in experiments:
@@ -60,8 +60,8 @@ def replay(
         parent = by_commit.get(experiment.parent_commit or "")
         early = (experiment.details or {}).get("early_abort")
         live = curve(experiment)
-        reference = curve(parent) if parent is not None else ()
-        if early or not live or not reference:
+        reference = curve(parent) if parent is not None else Trace(())
+        if early or not live.points or not reference.points:
             skipped += 1
             continue
         margin = calibrate(kept, after, floor)

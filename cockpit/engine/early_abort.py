@@ -8,8 +8,17 @@ script's schedule: where the harness recorded the script's step plan, the fracti
 planned steps (the learning-rate schedule runs on it), else the fraction of the training time.
 A plan that ends early (made while the machine was busier) squeezes its warmdown into less
 time, and by the clock its last losses would be set against the middle of another run's
-warmdown. Between `after` and `LAST_STOP` of the budget,
-a run whose gap exceeds the margin is stopped and recorded as discarded early.
+warmdown.
+
+Both trainings use the same seed, so step k of each saw the same batch. Where both have step
+plans, the gap is taken on the same batches: the live window's losses against the best run's
+losses at the same steps, corrected by the best run's own trend (a straight line fitted over
+its neighbourhood) for where those steps fall in its plan. Two plans a tenth apart would
+otherwise set different batches against each other, and on small CPU batches that alone
+moves a window's mean by several percent.
+
+Between `after` and `LAST_STOP` of the budget, at checkpoints every `STEP`, a run whose gap
+exceeds the margin is stopped and recorded as discarded early.
 
 The margin is calibrated on the runs recorded so far: among the experiments that were kept,
 the largest gap any of them showed at or after `after` (against the best run at its time),
@@ -22,8 +31,8 @@ early-abort` (which replays a journal) use the same functions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 WINDOW = 0.1  # fraction of the budget the losses are averaged over
 STEP = 0.05  # checkpoints of the replay and of the calibration, as fractions of the budget
@@ -31,8 +40,51 @@ SLACK = 0.01  # added to the widest gap a keep showed
 MIN_KEEPS = 3  # keeps needed before the margin is calibrated rather than the floor
 # No stop after this share of the budget: it would save little and lose the measurement.
 LAST_STOP = 0.9
+TREND_REACH = 0.2  # share of the best run's plan its trend line reaches beyond the two points
+MIN_SHARED_STEPS = 3  # fewer shared steps in a window: compare the windows' means instead
 
 Curve = Sequence[tuple[float, float]]  # (progress 0..1, training loss), in progress order
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One training's losses as early abort compares them: placed on its schedule, and, where
+    the harness recorded its step plan, by step (for comparisons on the same batches)."""
+
+    points: tuple[tuple[float, float], ...]  # (position 0..1, loss), in position order
+    by_step: Mapping[int, float] = field(default_factory=dict)
+    planned: int | None = None
+
+
+def trace(records: Iterable[Mapping[str, object]]) -> Trace:
+    """The trace of one training's metric records."""
+    records = list(records)
+    planned = _planned_steps(records)
+    points = tuple(schedule_curve(records))
+    if planned is None:
+        return Trace(points)
+    by_step = {
+        step: float(loss)
+        for record in records
+        if isinstance(step := record.get("step"), int)
+        and not isinstance(step, bool)
+        and isinstance(loss := record.get("loss"), (int, float))
+        and math.isfinite(loss)
+    }
+    return Trace(points, by_step, planned)
+
+
+def _as_trace(curve: Curve | Trace) -> Trace:
+    return curve if isinstance(curve, Trace) else Trace(tuple(curve))
+
+
+def _planned_steps(records: Sequence[Mapping[str, object]]) -> int | None:
+    planned = None
+    for record in records:
+        value = record.get("planned_steps")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            planned = value
+    return planned
 
 
 def curve_from_metrics(records: Iterable[Mapping[str, object]]) -> list[tuple[float, float]]:
@@ -56,11 +108,7 @@ def schedule_curve(records: Iterable[Mapping[str, object]]) -> list[tuple[float,
     is ``step / planned_steps`` when the records carry the harness's step plan (the points
     from before the plan placed by it too), else the fraction of the budget by the clock."""
     records = list(records)
-    planned = None
-    for record in records:
-        value = record.get("planned_steps")
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            planned = value
+    planned = _planned_steps(records)
     if planned is None:
         return curve_from_metrics(records)
     points = []
@@ -83,13 +131,62 @@ def mean_loss(curve: Curve, progress: float, window: float = WINDOW) -> float | 
     return math.fsum(values) / len(values) if values else None
 
 
-def gap(live: Curve, reference: Curve, progress: float) -> float | None:
+def gap(live: Curve | Trace, reference: Curve | Trace, progress: float) -> float | None:
     """How much worse the live loss is than the reference's around ``progress``: the relative
-    difference of their mean losses (0.05 = 5 % higher). None when either has no points."""
-    ours, theirs = mean_loss(live, progress), mean_loss(reference, progress)
+    difference of their mean losses (0.05 = 5 % higher), on the same batches where both
+    trainings have step plans. None when either has no points there."""
+    live, reference = _as_trace(live), _as_trace(reference)
+    shared = _same_batches_gap(live, reference, progress)
+    if shared is not None:
+        return shared
+    ours, theirs = mean_loss(live.points, progress), mean_loss(reference.points, progress)
     if ours is None or theirs is None or theirs <= 0:
         return None
     return ours / theirs - 1.0
+
+
+def _same_batches_gap(live: Trace, reference: Trace, progress: float) -> float | None:
+    """The gap on the same steps (the same batches), carried to the same point of the
+    reference's plan along its trend; None where the two cannot be paired step by step."""
+    if not (live.planned and reference.planned and live.by_step and reference.by_step):
+        return None
+    window = [
+        (step, loss)
+        for step, loss in live.by_step.items()
+        if progress - WINDOW < step / live.planned <= progress
+    ]
+    shared = [(loss, reference.by_step[step]) for step, loss in window if step in reference.by_step]
+    if len(shared) < max(MIN_SHARED_STEPS, len(window) // 2):
+        return None
+    theirs = math.fsum(loss for _, loss in shared)
+    if theirs <= 0:
+        return None
+    ratio = math.fsum(loss for loss, _ in shared) / theirs
+    centre = math.fsum(step for step, _ in window) / len(window)
+    same_point = centre / live.planned * reference.planned  # in the reference's steps
+    if math.isclose(centre, same_point):
+        return ratio - 1.0
+    reach = TREND_REACH * reference.planned
+    line = _trend(
+        reference.by_step, min(centre, same_point) - reach, max(centre, same_point) + reach
+    )
+    if line is None or line(centre) <= 0 or line(same_point) <= 0:
+        return None
+    return ratio * line(centre) / line(same_point) - 1.0
+
+
+def _trend(losses: Mapping[int, float], low: float, high: float) -> Callable[[float], float] | None:
+    """The least-squares line through the losses of the steps from ``low`` to ``high``."""
+    points = [(step, loss) for step, loss in losses.items() if low <= step <= high]
+    if len(points) < 2 * MIN_SHARED_STEPS:
+        return None
+    mean_step = math.fsum(step for step, _ in points) / len(points)
+    mean_loss_ = math.fsum(loss for _, loss in points) / len(points)
+    spread = math.fsum((step - mean_step) ** 2 for step, _ in points)
+    if spread <= 0:
+        return None
+    slope = math.fsum((step - mean_step) * (loss - mean_loss_) for step, loss in points) / spread
+    return lambda step: mean_loss_ + slope * (step - mean_step)
 
 
 def checkpoints(after: float, until: float = 1.0) -> list[float]:
@@ -101,9 +198,10 @@ def checkpoints(after: float, until: float = 1.0) -> list[float]:
     return points
 
 
-def widest_gap(live: Curve, reference: Curve, after: float) -> float | None:
+def widest_gap(live: Curve | Trace, reference: Curve | Trace, after: float) -> float | None:
     """The largest gap a run showed at the checkpoints from ``after`` on (None: no overlap)."""
-    last = live[-1][0] if live else 0.0
+    points = _as_trace(live).points
+    last = points[-1][0] if points else 0.0
     gaps = [g for p in checkpoints(after, last) if (g := gap(live, reference, p)) is not None]
     return max(gaps) if gaps else None
 
@@ -127,7 +225,9 @@ class Margin:
         )
 
 
-def calibrate(kept: Iterable[tuple[Curve, Curve]], after: float, floor: float) -> Margin:
+def calibrate(
+    kept: Iterable[tuple[Curve | Trace, Curve | Trace]], after: float, floor: float
+) -> Margin:
     """The margin from the (curve, reference curve) pairs of kept runs."""
     gaps = [g for live, reference in kept if (g := widest_gap(live, reference, after)) is not None]
     if len(gaps) < MIN_KEEPS:
@@ -150,7 +250,7 @@ class Verdict:
         return (
             f"discarded early at {self.progress:.0%} of the budget: loss {self.live_loss:.4f} "
             f"against the best run's {self.reference_loss:.4f} at the same point "
-            f"(+{self.gap:.1%}, {self.margin.describe()})"
+            f"(a gap of +{self.gap:.1%}, {self.margin.describe()})"
         )
 
     def evidence(self) -> dict[str, object]:
@@ -165,23 +265,32 @@ class Verdict:
 
 
 def judge(
-    live: Curve, reference: Curve, progress: float, after: float, margin: Margin
+    live: Curve | Trace,
+    reference: Curve | Trace,
+    progress: float,
+    after: float,
+    margin: Margin,
 ) -> Verdict | None:
     """A verdict to stop when, at ``progress`` (at or after ``after``), the live run trails
     the reference by more than the margin; else None."""
-    if progress < after or progress > LAST_STOP or not live or not reference:
+    live, reference = _as_trace(live), _as_trace(reference)
+    if progress < after or progress > LAST_STOP or not live.points or not reference.points:
         return None
     behind = gap(live, reference, progress)
     if behind is None or behind <= margin.value:
         return None
-    ours, theirs = mean_loss(live, progress), mean_loss(reference, progress)
-    assert ours is not None and theirs is not None
+    ours, theirs = mean_loss(live.points, progress), mean_loss(reference.points, progress)
+    if ours is None or theirs is None:
+        return None
     return Verdict(progress, behind, ours, theirs, margin)
 
 
-def first_verdict(live: Curve, reference: Curve, after: float, margin: Margin) -> Verdict | None:
+def first_verdict(
+    live: Curve | Trace, reference: Curve | Trace, after: float, margin: Margin
+) -> Verdict | None:
     """Where the rule would have stopped a recorded run (None: it would have run to the end)."""
-    last = min(live[-1][0], LAST_STOP) if live else 0.0
+    points = _as_trace(live).points
+    last = min(points[-1][0], LAST_STOP) if points else 0.0
     for progress in checkpoints(after, last):
         verdict = judge(live, reference, progress, after, margin)
         if verdict is not None:

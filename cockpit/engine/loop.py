@@ -41,7 +41,15 @@ from agent.proposal import (
 )
 from cockpit.config import Settings
 from cockpit.engine.agents import AgentRecorder, AgentSetup
-from cockpit.engine.early_abort import Margin, Verdict, calibrate, judge, schedule_curve
+from cockpit.engine.early_abort import (
+    Margin,
+    Trace,
+    Verdict,
+    calibrate,
+    checkpoints,
+    judge,
+    trace,
+)
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.integrity import (
     SEED_ONLY,
@@ -54,7 +62,7 @@ from cockpit.engine.integrity import (
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.noise import NoiseFloor, compare, needs_confirmation, noise_floor
-from cockpit.engine.readmodel import schedule_paired_curve, trial_results
+from cockpit.engine.readmodel import paired_trace, trial_results
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
@@ -685,7 +693,7 @@ class Engine:
         )
         live: list[dict[str, Any]] = []  # this training's metric records
         verdict: Verdict | None = None
-        last_judged = 0.0
+        last_judged, judged_through = 0.0, 0.0
 
         def on_metric(record: dict[str, Any]) -> None:
             event = record.get("event")
@@ -697,7 +705,7 @@ class Engine:
                 self._set_phase("evaluating", experiment=experiment.number)
 
         def on_tick() -> None:
-            nonlocal last_flush, verdict, last_judged
+            nonlocal last_flush, verdict, last_judged, judged_through
             if buffer and time.monotonic() - last_flush >= METRICS_FLUSH_SECONDS:
                 journal.add_metrics(experiment.id, list(buffer))
                 buffer.clear()
@@ -707,11 +715,17 @@ class Engine:
                 last_judged = time.monotonic()
                 reference, margin = watch
                 after = self.settings.engine.early_abort_after
-                curve = schedule_curve(live)
-                if curve:
-                    verdict = judge(curve, reference, curve[-1][0], after, margin)
-                if verdict is not None:
-                    self.control.stop_current = True
+                current = trace(live)
+                reached = current.points[-1][0] if current.points else 0.0
+                # At the replay's checkpoints, each once: judged at every tick, the noise of
+                # a long run would get hundreds of chances to cross the margin.
+                for at in checkpoints(after, reached):
+                    if at > judged_through:
+                        judged_through = at
+                        verdict = judge(current, reference, at, after, margin)
+                        if verdict is not None:
+                            self.control.stop_current = True
+                            break
             self._handle_commands()
             left = job.budget_seconds - (time.monotonic() - process.started_at)
             self._heartbeat(time_left=round(max(0.0, left), 1))
@@ -771,9 +785,7 @@ class Engine:
         assert refreshed is not None
         self._decide(refreshed)
 
-    def _early_abort_watch(
-        self, run: Run, experiment: Experiment
-    ) -> tuple[tuple[tuple[float, float], ...], Margin] | None:
+    def _early_abort_watch(self, run: Run, experiment: Experiment) -> tuple[Trace, Margin] | None:
         """The best run's loss curve and the calibrated margin, when this experiment may be
         stopped early; None when early abort is off or there is nothing to compare with."""
         engine = self.settings.engine
@@ -786,8 +798,8 @@ class Engine:
         if parent is None:
             return None
         # The parent's training with the seed this one trains with first: the same batches.
-        reference = schedule_paired_curve(journal.metrics(parent.id))
-        if not reference:
+        reference = paired_trace(journal.metrics(parent.id))
+        if not reference.points:
             return None
         kept = []
         for other in experiments:
@@ -795,8 +807,8 @@ class Engine:
             if other.decision == "keep" and other.number > 0 and origin is not None:
                 kept.append(
                     (
-                        schedule_paired_curve(journal.metrics(other.id)),
-                        schedule_paired_curve(journal.metrics(origin.id)),
+                        paired_trace(journal.metrics(other.id)),
+                        paired_trace(journal.metrics(origin.id)),
                     )
                 )
         return reference, calibrate(kept, engine.early_abort_after, engine.early_abort_margin)

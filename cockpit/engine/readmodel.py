@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from cockpit.engine.early_abort import schedule_curve
+from cockpit.engine.early_abort import Trace, trace
 from cockpit.engine.journal import (
     FINAL_STATUSES,
     TRAINED_STATUSES,
@@ -417,10 +417,9 @@ def paired_curve(metrics: Sequence[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
     return latest_curve(paired_training(metrics))
 
 
-def schedule_paired_curve(metrics: Sequence[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
-    """The curve of `paired_training` placed on the script's schedule: what early abort
-    compares (see `early_abort.schedule_curve`)."""
-    return tuple(schedule_curve(paired_training(metrics)))
+def paired_trace(metrics: Sequence[Mapping[str, Any]]) -> Trace:
+    """`paired_training` as early abort compares it (see `early_abort.trace`)."""
+    return trace(paired_training(metrics))
 
 
 def trial_results(experiment: Experiment) -> tuple[tuple[int, float], ...]:
@@ -930,9 +929,9 @@ __all__ = [
     "latest_curve",
     "ledger_row",
     "paired_curve",
+    "paired_trace",
     "paired_training",
     "read_status",
-    "schedule_paired_curve",
     "split_trials",
     "with_deltas",
 ]

@@ -57,12 +57,13 @@ class Trace:
 
 
 def trace(records: Iterable[Mapping[str, object]]) -> Trace:
-    """The trace of one training's metric records."""
+    """The trace of one training's metric records: placed by ``step / planned_steps`` when
+    the records carry the harness's step plan (the points from before the plan placed by it
+    too), else by the fraction of the budget on the clock."""
     records = list(records)
     planned = _planned_steps(records)
-    points = tuple(schedule_curve(records))
     if planned is None:
-        return Trace(points)
+        return Trace(tuple(curve_from_metrics(records)))
     by_step = {
         step: float(loss)
         for record in records
@@ -71,6 +72,7 @@ def trace(records: Iterable[Mapping[str, object]]) -> Trace:
         and isinstance(loss := record.get("loss"), (int, float))
         and math.isfinite(loss)
     }
+    points = tuple(sorted((step / planned, loss) for step, loss in by_step.items()))
     return Trace(points, by_step, planned)
 
 
@@ -104,25 +106,9 @@ def curve_from_metrics(records: Iterable[Mapping[str, object]]) -> list[tuple[fl
 
 
 def schedule_curve(records: Iterable[Mapping[str, object]]) -> list[tuple[float, float]]:
-    """The (position, loss) points of one training's metric records, in order: the position
-    is ``step / planned_steps`` when the records carry the harness's step plan (the points
-    from before the plan placed by it too), else the fraction of the budget by the clock."""
-    records = list(records)
-    planned = _planned_steps(records)
-    if planned is None:
-        return curve_from_metrics(records)
-    points = []
-    for record in records:
-        step, loss = record.get("step"), record.get("loss")
-        if (
-            isinstance(step, int)
-            and not isinstance(step, bool)
-            and isinstance(loss, (int, float))
-            and math.isfinite(loss)
-        ):
-            points.append((step / planned, float(loss)))
-    points.sort(key=lambda point: point[0])
-    return points
+    """The (position, loss) points of one training's metric records, on its schedule (see
+    `trace`)."""
+    return list(trace(records).points)
 
 
 def mean_loss(curve: Curve, progress: float, window: float = WINDOW) -> float | None:

@@ -40,11 +40,12 @@ VALID = [
 ]
 
 
-def run_llm(root: Path, experiments: int) -> str:
-    """`cockpit run` of the LLM proposer in the foreground, 1.5 s trainings; its output."""
+def run_llm(root: Path, experiments: int, budget: float = 1.5) -> str:
+    """`cockpit run` of the LLM proposer in the foreground (1.5 s trainings unless told);
+    its output, once it has ended well."""
     result = cockpit(
         "run", "--headless", "--workspace", str(root), "--experiments", str(experiments),
-        "--budget", "1.5", "--proposer", "llm",
+        "--budget", str(budget), "--proposer", "llm",
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

@@ -46,7 +46,7 @@ def replay(
     by_commit: dict[str, Experiment] = {e.commit_sha: e for e in experiments if e.commit_sha}
     traces: dict[int, Trace] = {}
 
-    def curve(experiment: Experiment) -> Trace:
+    def trace_of(experiment: Experiment) -> Trace:
         if experiment.id not in traces:
             traces[experiment.id] = paired_trace(journal.metrics(experiment.id))
         return traces[experiment.id]
@@ -59,8 +59,8 @@ def replay(
             continue
         parent = by_commit.get(experiment.parent_commit or "")
         early = (experiment.details or {}).get("early_abort")
-        live = curve(experiment)
-        reference = curve(parent) if parent is not None else Trace(())
+        live = trace_of(experiment)
+        reference = trace_of(parent) if parent is not None else Trace(())
         if early or not live.points or not reference.points:
             skipped += 1
             continue

@@ -8,6 +8,11 @@ proposal, the stand-in makes that one, as it does when the engine turned down th
 proposals too often in a row (scripts already trained, or refused by the integrity checks). A
 crash can only be fixed by the model: without one, `NoProposal` lets the engine record the
 crash as it is.
+
+A model whose replies only echo the answer's shape or repeat refused replies, proposal after
+proposal, is paused (`agent.replies.ModelPause`): the stand-in makes the next proposals, an
+event says why and what to do, and then the model is asked again. `replies` keeps what the
+model's unusable replies came to, for `cockpit status`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Protocol
 from agent.llm import ProposalFailed
 from agent.ollama_backend import AgentState, AgentUnavailable, Backoff, Health
 from agent.proposal import AgentEvent, EventSink, NoProposal, Proposal, ProposalContext, Proposer
+from agent.replies import ModelPause, ReplyLog
 
 DEFAULT_RETRY_SECONDS = 60.0
 
@@ -64,6 +70,10 @@ class FallbackProposer:
         self.name = preferred.name
         self.health: Health | None = None  # the last health seen; None before the first check
         self.active = preferred.name  # who proposes next: the preferred, or the stand-in
+        self.asking: str | None = None  # who is being asked for a proposal right now
+        self.model: str | None = getattr(backend, "model", None)
+        self.replies = ReplyLog(self.model)
+        self.pause = ModelPause()
 
     # --- events ----------------------------------------------------------------------------
 
@@ -85,7 +95,11 @@ class FallbackProposer:
             self._emit(
                 "fallback",
                 f"{health.message}; the {_label(self.standin)} proposer stands in until it is back",
-                {"state": _state_name(health.state), "proposer": self.standin.name},
+                {
+                    "state": _state_name(health.state),
+                    "proposer": self.standin.name,
+                    "active": self.standin.name,
+                },
             )
 
     def _resume(self, health: Health) -> None:
@@ -94,7 +108,11 @@ class FallbackProposer:
             self._emit(
                 "resumed",
                 f"{health.message}; the {_label(self.preferred)} proposer is back",
-                {"state": _state_name(health.state), "proposer": self.preferred.name},
+                {
+                    "state": _state_name(health.state),
+                    "proposer": self.preferred.name,
+                    "active": self.preferred.name,
+                },
             )
 
     # --- health ----------------------------------------------------------------------------
@@ -125,32 +143,50 @@ class FallbackProposer:
 
     # --- proposing -------------------------------------------------------------------------
 
+    def _ask(self, proposer: Proposer, context: ProposalContext) -> Proposal:
+        """``proposer``'s proposal, with who is being asked said while it works."""
+        self.asking = proposer.name
+        self._emit("asking", f"asking the {_label(proposer)} proposer", {"proposer": proposer.name})
+        try:
+            return proposer.propose(context)
+        finally:
+            self.asking = None
+
     def propose(self, context: ProposalContext) -> Proposal:
         """A proposal of the preferred proposer when it can make one, else of the stand-in."""
+        if self.pause.active:
+            return self._paused(context)
         if self._healthy():
             try:
-                proposal = self.preferred.propose(context)
+                proposal = self._ask(self.preferred, context)
             except AgentUnavailable as exc:
                 self._record(exc.health)
                 self.backoff.failed(self.clock())
                 self._stand_in(exc.health)
             except ProposalFailed as exc:
                 self.backoff.succeeded()  # the server answered; the replies were the trouble
+                self.replies.refused(exc.refusals)
+                paused = self.pause.failed(exc.stuck, self._stuck_reason())
+                if paused:
+                    self._start_pause()
                 if context.fix is not None:
                     raise
-                self._emit(
-                    "fallback",
-                    f"{exc}; the {_label(self.standin)} proposer stands in for this experiment",
-                    {"proposer": self.standin.name, "reason": exc.kind},
-                )
-                return self.standin.propose(context)
+                if not paused:
+                    self._emit(
+                        "fallback",
+                        f"{exc}; the {_label(self.standin)} proposer stands in for this experiment",
+                        {"proposer": self.standin.name, "reason": exc.kind},
+                    )
+                return self._ask(self.standin, context)
             else:
                 self.backoff.succeeded()
+                self.replies.usable()
+                self.pause.usable()
                 return proposal
         if context.fix is not None:
             reason = self.health.message if self.health is not None else "no health check yet"
             raise NoProposal(f"no model available to fix the crash ({reason})")
-        return self.standin.propose(context)
+        return self._ask(self.standin, context)
 
     def propose_instead(self, context: ProposalContext, reason: str) -> Proposal:
         """A proposal of the stand-in for this one experiment, for a reason of the engine's
@@ -160,4 +196,54 @@ class FallbackProposer:
             f"{reason}; the {_label(self.standin)} proposer stands in for this experiment",
             {"proposer": self.standin.name, "reason": "turned_down"},
         )
-        return self.standin.propose(context)
+        return self._ask(self.standin, context)
+
+    # --- the pause -------------------------------------------------------------------------
+
+    def _stuck_reason(self) -> str:
+        summary = self.replies.summary()
+        return str(summary["message"]) if summary is not None else "its replies were unusable"
+
+    def _start_pause(self) -> None:
+        """The model's latest proposals were only echoes or repeats: leave it alone a while."""
+        self.active = self.standin.name
+        summary = self.replies.summary() or {}
+        pause = self.pause
+        self._emit(
+            "paused",
+            f"{pause.reason}; {summary.get('advice') or 'its replies do not change'}. "
+            f"The model is not asked for the next {pause.length} proposals: the "
+            f"{_label(self.standin)} proposer stands in, then the model is asked again",
+            {
+                "proposer": self.standin.name,
+                "active": self.standin.name,
+                "reason": str(summary.get("reason") or ""),
+                "proposals": pause.length,
+            },
+        )
+
+    def _paused(self, context: ProposalContext) -> Proposal:
+        """A proposal while the model is paused: the stand-in's (a crash stays unfixed)."""
+        if context.fix is not None:
+            raise NoProposal(f"the model is paused ({self.pause.reason})")
+        model = f"the model ({self.model})" if self.model else "the model"
+        length = self.pause.length
+        proposal = self._ask(self.standin, context)
+        if self.pause.skip():
+            self.active = self.preferred.name
+            self._emit(
+                "resumed",
+                f"{model} is asked again from the next proposal, after {length} proposals of "
+                f"the {_label(self.standin)} proposer",
+                {"proposer": self.preferred.name, "active": self.preferred.name},
+            )
+        return proposal
+
+    def status(self) -> dict[str, object]:
+        """What `cockpit status` shows of the proposing beyond the server's health: who is
+        being asked now, what the model's unusable replies came to, and its pause."""
+        return {
+            "asking": self.asking,
+            "agent_replies": self.replies.summary(),
+            "agent_paused": self.pause.summary(),
+        }

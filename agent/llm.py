@@ -4,19 +4,25 @@ One proposal is a short conversation. The model gets the prompt of `agent.prompt
 answers with a JSON object (``format=`` holds the schema); the reply is validated and its
 edits applied to the script. A reply that cannot be used (malformed JSON, an edit that does
 not match, a syntax error, a script tried before) goes back to the model with the reason,
-up to ``attempts`` replies in all; none of them costs a training run. When every reply was
-unusable, `ProposalFailed` says why. When the model server itself is in trouble the
-backend's `AgentUnavailable` goes through untouched, for `FallbackProposer` to handle.
+up to ``attempts`` replies in all; none of them costs a training run. A reply the same as
+one already refused for the same script (in this proposal or an earlier one) would be
+refused again for the same reason: the model is not asked again for this proposal. When
+every reply was unusable, `ProposalFailed` says why. When the model server itself is in
+trouble the backend's `AgentUnavailable` goes through untouched, for `FallbackProposer` to
+handle.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from agent.edits import Edit, EditRejected, apply_proposal, describe_edits
 from agent.ollama_backend import ChatReply
 from agent.prompt import (
+    ECHO,
     PromptTooLarge,
     ReplyRejected,
     add_feedback,
@@ -25,17 +31,45 @@ from agent.prompt import (
     reply_schema,
 )
 from agent.proposal import AgentEvent, EventSink, NoProposal, Proposal, ProposalContext
+from agent.replies import Refusal, reason_words
 
 REPLY_SHOWN_CHARS = 2000  # how much of a rejected reply an event carries
+REFUSED_REMEMBERED = 64  # refused replies kept to recognise a repeat
 
 
 class ProposalFailed(NoProposal):
-    """The model gave no usable proposal; the message gives the last reason."""
+    """The model gave no usable proposal; the message gives the last reason.
 
-    def __init__(self, message: str, *, kind: str, attempts: int) -> None:
+    ``refusals``: each refused reply, in order; ``repeated``: the model was not asked again
+    because a reply repeated one already refused."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        attempts: int,
+        refusals: Sequence[Refusal] = (),
+        repeated: bool = False,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.attempts = attempts
+        self.refusals = tuple(refusals)
+        self.repeated = repeated
+
+    @property
+    def stuck(self) -> bool:
+        """Whether the model does not take the feedback in: it sent again a reply already
+        refused, or every reply echoed the answer's shape."""
+        return self.repeated or (bool(self.refusals) and all(r.kind == ECHO for r in self.refusals))
+
+
+def reply_fingerprint(script: str, reply: str) -> str:
+    """The identity of a reply to a script: the same reply to the same script is refused
+    for the same reason."""
+    text = " ".join(reply.split())
+    return hashlib.sha256(f"{script}\0{text}".encode()).hexdigest()
 
 
 class ChatBackend(Protocol):
@@ -81,6 +115,8 @@ class LLMProposer:
         self.attempts = attempts
         self.filename = filename
         self.on_event = on_event
+        # Replies refused so far (fingerprint: kind and reason), the oldest forgotten first.
+        self._refused: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     def _emit(self, kind: str, message: str, details: Mapping[str, object] | None = None) -> None:
         if self.on_event is not None:
@@ -105,6 +141,7 @@ class LLMProposer:
         prompt_tokens = reply_tokens = 0
         seconds = 0.0
         kind, reason = "", ""
+        refusals: list[Refusal] = []
         for attempt in range(1, self.attempts + 1):
             reply = self.backend.chat(messages, schema=schema, on_token=self._on_token)
             prompt_tokens += reply.prompt_tokens or 0
@@ -121,6 +158,30 @@ class LLMProposer:
                     "seconds": reply.seconds,
                 },
             )
+            fingerprint = reply_fingerprint(build.script, reply.content)
+            seen = self._refused.get(fingerprint)
+            if seen is not None:
+                kind, reason = seen
+                refusals.append(Refusal(kind, repeated=True))
+                self._emit(
+                    "rejected",
+                    f"the same reply as one already refused ({reason_words(kind, 1)}); "
+                    "the model is not asked again for this proposal",
+                    {
+                        "kind": kind,
+                        "attempt": attempt,
+                        "repeated": True,
+                        "reply": reply.content[:REPLY_SHOWN_CHARS],
+                    },
+                )
+                raise ProposalFailed(
+                    f"the model sent again a reply already refused ({reason_words(kind, 1)}), "
+                    "so it was not asked again",
+                    kind=kind,
+                    attempts=attempt,
+                    refusals=refusals,
+                    repeated=True,
+                )
             try:
                 parsed = parse_reply(reply.content)
                 edits = [Edit(block.search, block.replace) for block in parsed.edits]
@@ -150,6 +211,8 @@ class LLMProposer:
                         "diff": describe_edits(build.script, script),
                     },
                 )
+            refusals.append(Refusal(kind))
+            self._remember(fingerprint, kind, reason)
             self._emit(
                 "rejected",
                 reason,
@@ -161,4 +224,11 @@ class LLMProposer:
             f"the model gave no usable edit in {replies}: {reason}",
             kind=kind,
             attempts=self.attempts,
+            refusals=refusals,
         )
+
+    def _remember(self, fingerprint: str, kind: str, reason: str) -> None:
+        self._refused[fingerprint] = (kind, reason)
+        self._refused.move_to_end(fingerprint)
+        while len(self._refused) > REFUSED_REMEMBERED:
+            self._refused.popitem(last=False)

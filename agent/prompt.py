@@ -52,8 +52,9 @@ You are an autonomous machine-learning researcher. You improve a training script
 wall-clock budget and scored on held-out data by val_bpb (validation bits per byte, lower is \
 better); it is kept only if it beats the best so far.
 
-Answer with one JSON object and nothing else:
-{{"description": "...", "hypothesis": "...", "edits": [{{"search": "...", "replace": "..."}}]}}
+Answer with one JSON object and nothing else. Its shape is below; each <...> stands for \
+text you write yourself (an answer that repeats the <...> is refused):
+{reply_shape}
 
 - description: what the experiment changes, at most {limit} characters \
 (e.g. "raise the learning rate to 0.004").
@@ -69,6 +70,15 @@ place. Edits must not overlap.
 - One idea per experiment, so that its result says what caused it. Keep it simple: a small \
 gain that adds ugly complexity is not worth it; equal results with less code are a win.
 """
+
+# The shape of the answer, as the system prompt shows it. Deliberately not JSON: its
+# placeholders are not strings, so a model that copies the line gets it refused as an echo
+# (`parse_reply`), never applied as an edit.
+REPLY_SHAPE = (
+    '{"description": <what the experiment changes>, "hypothesis": <what you expect, and why>, '
+    '"edits": [{"search": <lines copied from the script>, "replace": <the lines that take '
+    "their place>}]}"
+)
 
 FEEDBACK_PROMPT = """\
 Your reply was rejected, and nothing was trained: {reason}
@@ -231,8 +241,37 @@ def _json_payload(text: str) -> str:
     return text[start : end + 1] if 0 <= start < end else text
 
 
+# A placeholder where a field's text belongs: <words> (the shape of the system prompt), or
+# "..." / "…" (the example older prompts showed), quoted or not.
+_PLACEHOLDER = r"(?:<[A-Za-z.…][^<>|\"\n]{0,80}>|\.\.\.|…)"
+_PLACEHOLDER_FIELD = re.compile(
+    rf'"(?:description|hypothesis|search|replace)"\s*:\s*(?:{_PLACEHOLDER}|"\s*{_PLACEHOLDER}\s*")'
+)
+_PLACEHOLDER_VALUE = re.compile(rf"\s*{_PLACEHOLDER}\s*")
+ECHO = "echo"  # the kind of a reply that repeats the shape of the answer instead of filling it
+ECHO_MESSAGE = (
+    'the reply repeats the placeholders of the answer\'s shape (<...> or "...") instead of '
+    "filling them in, so there is nothing to try. Write your own description and hypothesis, "
+    'and copy each "search" exactly from the script shown above.'
+)
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether a field's text is a placeholder (``<what changes>``, ``...``), not an answer."""
+    return _PLACEHOLDER_VALUE.fullmatch(value) is not None
+
+
+def repeats_the_shape(reply: ProposalReply) -> bool:
+    """Whether a parsed reply left a placeholder of the answer's shape in any field."""
+    fields = [reply.description, reply.hypothesis]
+    for block in reply.edits:
+        fields += [block.search, block.replace]
+    return any(is_placeholder(value) for value in fields)
+
+
 def parse_reply(text: str) -> ProposalReply:
-    """The reply as a `ProposalReply`; `ReplyRejected` (kind ``malformed``) when it is not one.
+    """The reply as a `ProposalReply`; `ReplyRejected` when it is not one: kind ``echo`` when
+    it repeats the placeholders of the answer's shape, ``malformed`` otherwise.
 
     A ```` ```json ```` fence around the object is tolerated. The rejection message names
     what was wrong (where the JSON breaks, which field is missing or of the wrong type) so
@@ -241,6 +280,9 @@ def parse_reply(text: str) -> ProposalReply:
     stripped = text.strip()
     if not stripped:
         raise ReplyRejected("malformed", "the reply was empty; answer with one JSON object")
+    if _PLACEHOLDER_FIELD.search(stripped):
+        # Before parsing: a copy of the shape is not JSON, and it is an echo, not a typo.
+        raise ReplyRejected(ECHO, ECHO_MESSAGE)
     payload = _json_payload(stripped)
     try:
         data = json.loads(payload)
@@ -261,10 +303,13 @@ def parse_reply(text: str) -> ProposalReply:
             f'"edits", not {found}',
         )
     try:
-        return ProposalReply.model_validate(data)
+        reply = ProposalReply.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(_describe_error(error) for error in exc.errors())
         raise ReplyRejected("malformed", f"the reply does not fit the format: {problems}") from None
+    if repeats_the_shape(reply):
+        raise ReplyRejected(ECHO, ECHO_MESSAGE)
+    return reply
 
 
 # --- the prompt ----------------------------------------------------------------------------
@@ -512,7 +557,9 @@ def build_messages(
     The script to edit (the best one, or in fix mode the one that failed) is always there,
     complete. Raises `PromptTooLarge` when it does not fit even with everything else left out.
     """
-    system = SYSTEM_PROMPT.format(filename=filename, limit=DESCRIPTION_LIMIT)
+    system = SYSTEM_PROMPT.format(
+        filename=filename, limit=DESCRIPTION_LIMIT, reply_shape=REPLY_SHAPE
+    )
     budget = num_ctx - REPLY_RESERVE_TOKENS - RETRY_RESERVE_TOKENS
     parts = _initial_parts(context)
     while True:

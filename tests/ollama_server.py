@@ -3,7 +3,8 @@
 It answers the real `ollama` client the way Ollama does: the same paths, streamed NDJSON
 on /api/chat and /api/generate, error bodies ``{"error": ...}`` with Ollama's status codes
 and wording. What the model says is scripted: `Reply`, `ErrorReply`, `Truncated`,
-`Garbage` and `Hang` items are consumed in order, one per chat. Every request is recorded.
+`Garbage`, `Hang` and `EchoExample` items are consumed in order, one per chat. Every
+request is recorded.
 
     with OllamaDouble() as server:
         server.script(Reply('{"description": "..."}'))
@@ -12,7 +13,7 @@ and wording. What the model says is scripted: `Reply`, `ErrorReply`, `Truncated`
 Standalone: ``python tests/ollama_server.py --port 11434 --replies replies.json`` serves
 until Ctrl-C; replies.json is a JSON list of ``{"content": ...}`` or
 ``{"status": 500, "error": ...}`` items (also ``{"truncated": ...}``, ``{"garbage": ...}``,
-``{"hang": SECONDS}``).
+``{"hang": SECONDS}``, ``{"echo_example": true, "quoted": false}``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import signal
 import socket
 import sys
@@ -85,7 +87,28 @@ class Hang:
     then: Scripted | None = None  # None: an empty reply
 
 
-Scripted = Reply | ErrorReply | Truncated | Garbage | Hang
+@dataclass(frozen=True)
+class EchoExample:
+    """The reply a model too small for the task gives: the example of the answer that the
+    prompt shows, copied. The example is the first line of the system message that starts
+    with ``{``; ``quoted`` turns its bare ``<placeholders>`` into JSON strings, as a model held
+    to the JSON schema (``format=``) writes them."""
+
+    quoted: bool = False
+
+
+Scripted = Reply | ErrorReply | Truncated | Garbage | Hang | EchoExample
+
+
+def prompt_example(body: dict[str, Any], quoted: bool = False) -> str:
+    """The example of the answer in a chat request's system message ("" when it has none)."""
+    system = "\n".join(
+        str(message.get("content") or "")
+        for message in body.get("messages") or []
+        if message.get("role") == "system"
+    )
+    line = next((line for line in system.splitlines() if line.startswith("{")), "")
+    return re.sub(r'(?<=: )(<[^<>"]*>)', lambda m: json.dumps(m.group(1)), line) if quoted else line
 
 
 @dataclass(frozen=True)
@@ -134,9 +157,13 @@ def reply_from_json(item: dict[str, Any]) -> Scripted:
         return Garbage(str(item["garbage"]))
     if "hang" in item:
         return Hang(float(item["hang"]))
+    if "echo_example" in item:
+        return EchoExample(quoted=bool(item.get("quoted", False)))
     if "content" in item:
         return Reply(str(item["content"]), chunk_size=int(item.get("chunk_size", 16)))
-    raise ValueError(f"a reply needs content, status, truncated, garbage or hang: {item!r}")
+    raise ValueError(
+        f"a reply needs content, status, truncated, garbage, hang or echo_example: {item!r}"
+    )
 
 
 class _Server(ThreadingHTTPServer):
@@ -405,6 +432,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if isinstance(item, Truncated):
             self._truncated(item, name, kind, streaming)
+            return
+        if isinstance(item, EchoExample):
+            self._reply(Reply(prompt_example(body, item.quoted)), body, name, kind, streaming)
             return
         self._reply(item, body, name, kind, streaming)
 

@@ -15,7 +15,7 @@ from agent.ollama_backend import AgentState, AgentUnavailable, Backoff, OllamaBa
 from agent.prompt import reply_schema
 from agent.proposal import AgentEvent, CrashReport, NoProposal, ProposalContext, script_hash
 from tests.conftest import REPO
-from tests.ollama_server import ErrorReply, Hang, OllamaDouble, Reply
+from tests.ollama_server import EchoExample, ErrorReply, Hang, OllamaDouble, Reply
 
 SCRIPT = (REPO / "trainer" / "train.py").read_text()
 PROGRAM = (REPO / "cockpit" / "template" / "program.md").read_text()
@@ -338,3 +338,142 @@ def test_replies_that_keep_timing_out_are_tried_less_and_less_often(
     ollama_server.script(Reply(answer()))
     assert chooser.propose(CONTEXT).proposer == "llm"
     backend.close()
+
+
+# --- replies that echo the example or repeat themselves ---------------------------------------
+
+SMALL_MODEL = "gemma3:270m"
+
+
+@pytest.fixture
+def small_backend(ollama_server: OllamaDouble) -> Iterator[OllamaBackend]:
+    """A model too small for the task: every reply is the prompt's example, copied."""
+    ollama_server.models.append(SMALL_MODEL)
+    ollama_server.default_reply = EchoExample(quoted=True)
+    backend = OllamaBackend(
+        OllamaOptions(host=ollama_server.host, model=SMALL_MODEL, timeout_seconds=5.0)
+    )
+    yield backend
+    backend.close()
+
+
+def test_a_reply_that_repeats_one_refused_in_the_same_proposal_ends_the_retries(
+    ollama_server: OllamaDouble, backend: OllamaBackend, events: list[AgentEvent]
+) -> None:
+    missing = answer({"search": "LEARNING_RATE = 0.3", "replace": "LEARNING_RATE = 0.2"})
+    ollama_server.script(Reply(missing), Reply(missing), Reply(answer()))
+    with pytest.raises(ProposalFailed) as caught:
+        proposer(backend, events, attempts=3).propose(CONTEXT)
+    failed = caught.value
+    assert failed.repeated and failed.kind == "not_found" and failed.attempts == 2
+    assert [(r.kind, r.repeated) for r in failed.refusals] == [
+        ("not_found", False),
+        ("not_found", True),
+    ]
+    assert failed.stuck  # nothing but a repeat after the first refusal
+    assert "already refused" in str(failed)
+    assert len(chats(ollama_server)) == 2 and ollama_server.pending == 1  # not asked a third time
+    second = of_kind(events, "rejected")[1]
+    assert second.details["repeated"] is True
+    assert "not asked again" in second.message
+
+
+def test_a_reply_refused_in_an_earlier_proposal_is_not_sent_back_again(
+    ollama_server: OllamaDouble, backend: OllamaBackend, events: list[AgentEvent]
+) -> None:
+    llm = proposer(backend, events, attempts=3)
+    ahead = answer({"search": "LEARNING_RATE = 0.004", "replace": "LEARNING_RATE = 0.005"})
+    ollama_server.script(Reply(ahead), Reply(answer()))
+    assert llm.propose(CONTEXT).details["attempts"] == 2  # "not found", then a usable one
+    ollama_server.script(Reply(ahead), Reply(answer()))
+    with pytest.raises(ProposalFailed) as caught:
+        llm.propose(CONTEXT)
+    assert caught.value.repeated and caught.value.attempts == 1
+    assert len(chats(ollama_server)) == 3 and ollama_server.pending == 1  # not asked again
+    # Once 0.004 was kept, the same reply applies: it is judged afresh, not by the past. (The
+    # reply left over comes first, and is not found in that script.)
+    kept = SCRIPT.replace("LEARNING_RATE = 0.003", "LEARNING_RATE = 0.004")
+    ollama_server.script(Reply(ahead))
+    proposal = llm.propose(ProposalContext(best_script=kept, program=PROGRAM))
+    assert "LEARNING_RATE = 0.005" in proposal.script and proposal.details["attempts"] == 2
+
+
+def test_varied_unusable_replies_are_not_stuck(
+    ollama_server: OllamaDouble, backend: OllamaBackend, events: list[AgentEvent]
+) -> None:
+    ollama_server.script(Reply("not json"), Reply(answer({"search": "nope", "replace": "x"})))
+    with pytest.raises(ProposalFailed) as caught:
+        proposer(backend, events, attempts=2).propose(CONTEXT)
+    assert not caught.value.stuck and not caught.value.repeated
+
+
+def test_a_model_that_echoes_the_example_is_named_paused_and_asked_again_later(
+    ollama_server: OllamaDouble, small_backend: OllamaBackend, events: list[AgentEvent]
+) -> None:
+    chooser = fallback(small_backend, events, FakeClock())
+    asked: list[int] = []
+    for _ in range(3):
+        before = len(chats(ollama_server))
+        assert chooser.propose(CONTEXT).proposer == "builtin"
+        asked.append(len(chats(ollama_server)) - before)
+    # The first proposal stops at the second reply (the same echo); later ones at the first.
+    assert asked == [2, 1, 1]
+    rejected = of_kind(events, "rejected")
+    assert [e.details["kind"] for e in rejected] == ["echo"] * 4
+    assert "placeholders" in rejected[0].message
+    replies = chooser.status()["agent_replies"]
+    assert isinstance(replies, dict)
+    assert replies["count"] == 4 and replies["reason"] == "echo" and replies["repeated"] == 3
+    assert replies["message"] == (
+        "the last 4 replies were unusable: they repeat the prompt's example; "
+        "3 were the same as a reply already refused"
+    )
+    advice = str(replies["advice"])
+    assert "too small or not instruction-tuned" in advice and "try qwen2.5-coder:7b" in advice
+
+    [paused] = of_kind(events, "paused")
+    assert "they repeat the prompt's example" in paused.message
+    assert "try qwen2.5-coder:7b" in paused.message
+    assert "not asked for the next 5 proposals" in paused.message
+    assert chooser.active == "builtin"
+    assert chooser.status()["agent_paused"] == {
+        "proposals_left": 5,
+        "proposals": 5,
+        "reason": replies["message"],
+    }
+    # Paused: five proposals of the built-in proposer, and no request to the model.
+    before = len(chats(ollama_server))
+    for left in (4, 3, 2, 1):
+        assert chooser.propose(CONTEXT).proposer == "builtin"
+        assert chooser.status()["agent_paused"]["proposals_left"] == left  # type: ignore[index]
+    assert of_kind(events, "resumed") == []
+    assert chooser.propose(CONTEXT).proposer == "builtin"
+    assert len(chats(ollama_server)) == before
+    [resumed] = of_kind(events, "resumed")
+    assert "asked again from the next proposal" in resumed.message
+    assert chooser.active == "llm" and chooser.status()["agent_paused"] is None
+    # Asked again, the model echoes again: one request, and a pause twice as long.
+    assert chooser.propose(CONTEXT).proposer == "builtin"
+    assert len(chats(ollama_server)) == before + 1
+    assert len(of_kind(events, "paused")) == 2
+    assert chooser.status()["agent_paused"]["proposals"] == 10  # type: ignore[index]
+    # Only the model can fix a crash, and a paused one is not asked.
+    crash = CrashReport(1, "x", SCRIPT, "crash", "Traceback")
+    with pytest.raises(NoProposal, match="the model is paused"):
+        chooser.propose(ProposalContext(best_script=SCRIPT, fix=crash))
+    assert len(chats(ollama_server)) == before + 1
+
+
+def test_a_usable_proposal_clears_what_the_unusable_replies_said(
+    ollama_server: OllamaDouble, backend: OllamaBackend, events: list[AgentEvent]
+) -> None:
+    chooser = fallback(backend, events, FakeClock(), attempts=1)
+    ollama_server.script(Reply(json.dumps({**json.loads(answer()), "hypothesis": "..."})))
+    assert chooser.propose(CONTEXT).proposer == "builtin"
+    replies = chooser.status()["agent_replies"]
+    assert isinstance(replies, dict) and replies["message"] == (
+        "the last reply was unusable: it repeats the prompt's example"
+    )
+    ollama_server.script(Reply(answer()))
+    assert chooser.propose(CONTEXT).proposer == "llm"
+    assert chooser.status() == {"asking": None, "agent_replies": None, "agent_paused": None}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from agent.prompt import (
+    ECHO,
     RECENT_OTHERS,
     REPLY_RESERVE_TOKENS,
+    REPLY_SHAPE,
     RETRY_RESERVE_TOKENS,
     PromptTooLarge,
     ReplyRejected,
@@ -279,3 +282,87 @@ def test_the_size_command_prints_tokens_and_the_window(capsys: pytest.CaptureFix
     assert estimate_messages([{"content": SCRIPT}]) < tokens < 16384
     assert main(["--experiments", "50", "--num-ctx", "2048"]) == 1
     assert "num_ctx = 2048" in capsys.readouterr().err
+
+
+# --- the example of the answer, and replies that copy it ------------------------------------
+
+# What Gemma 3 270M (base) sent to every request of a run, when the prompt showed this example.
+OLD_EXAMPLE = (
+    '{"description": "...", "hypothesis": "...", "edits": [{"search": "...", "replace": "..."}]}'
+)
+
+
+def candidate_copies(text: str) -> list[str]:
+    """What a model could copy out of ``text`` as its answer: every line, and every JSON value
+    that starts at a ``{``."""
+    found = [line for line in text.splitlines() if line.strip()]
+    decoder = json.JSONDecoder()
+    for start, char in enumerate(text):
+        if char == "{":
+            try:
+                _value, end = decoder.raw_decode(text, start)
+            except json.JSONDecodeError:
+                continue
+            found.append(text[start:end])
+    return found
+
+
+def test_nothing_a_model_can_copy_from_the_prompt_applies_as_an_edit() -> None:
+    from agent.edits import Edit, EditRejected, apply_proposal
+
+    fix = CrashReport(7, "rename the embedding", SCRIPT, "crash", "AttributeError: embedding")
+    contexts = [
+        ProposalContext(best_script=SCRIPT, program=PROGRAM, ledger=big_ledger(12, 4)),
+        ProposalContext(best_script=SCRIPT, program=PROGRAM, fix=fix),
+    ]
+    copies = 0
+    for context in contexts:
+        build = build_messages(context, num_ctx=16384)
+        retry = add_feedback(build, OLD_EXAMPLE, "the reply repeats the placeholders")
+        for message in retry:
+            for copy in candidate_copies(message["content"]):
+                copies += 1
+                with pytest.raises((ReplyRejected, EditRejected)):
+                    reply = parse_reply(copy)
+                    edits = [Edit(block.search, block.replace) for block in reply.edits]
+                    apply_proposal(SCRIPT, edits)
+    assert copies > 500  # the whole prompt was tried: every line of the script included
+    assert OLD_EXAMPLE not in build.messages[0]["content"]
+
+
+@pytest.mark.parametrize(
+    "copy",
+    [
+        OLD_EXAMPLE,
+        REPLY_SHAPE,
+        re.sub(r"(<[^<>]*>)", r'"\1"', REPLY_SHAPE),  # as a model held to the schema writes it
+        f"```json\n{OLD_EXAMPLE}\n```",
+        OLD_EXAMPLE.replace('"...", "replace"', '"LEARNING_RATE = 0.003", "replace"'),
+        json.dumps({**GOOD, "description": "<what the experiment changes>"}),
+        json.dumps({**GOOD, "edits": [{"search": "…", "replace": "LEARNING_RATE = 0.004"}]}),
+    ],
+)
+def test_a_reply_that_repeats_the_example_is_refused_as_an_echo(copy: str) -> None:
+    with pytest.raises(ReplyRejected) as caught:
+        parse_reply(copy)
+    assert caught.value.kind == ECHO
+    assert "placeholders" in caught.value.message and "copy each" in caught.value.message
+
+
+def test_the_prompt_shows_the_shape_of_the_answer_with_placeholders_that_are_not_json() -> None:
+    system = build_messages(ProposalContext(best_script=SCRIPT), num_ctx=16384).messages[0]
+    assert REPLY_SHAPE in system["content"]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(REPLY_SHAPE)
+
+
+def test_code_with_dots_or_angle_brackets_is_not_taken_for_an_echo() -> None:
+    line = "    out[..., :half].addcmul_(x[..., half:], sin[..., :half])"
+    assert line in SCRIPT
+    reply = {
+        **GOOD,
+        "description": "compare <a> with b...",
+        "edits": [{"search": line, "replace": line.replace("addcmul_", "addcmul_ ")}],
+    }
+    parsed = parse_reply(json.dumps(reply))
+    assert parsed.edits[0].search == line

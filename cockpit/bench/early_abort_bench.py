@@ -5,8 +5,9 @@ experiment the margin is calibrated on the keeps recorded before it (as the engi
 have), and the rule is run over its curve against the curve of its parent, the best run at
 its time. Prints the share of the training time of discarded experiments that stopping them
 early would have saved, and the share of keeps that would have been stopped (lost); and,
-stricter, how many runs that ended better than their parent (kept, or within the noise)
-would have been stopped.
+stricter, how many runs that ended better than their parent (kept, or within the noise;
+set against the parent's training with the same seed, as decisions are) would have been
+stopped.
 
 Record the journal with early abort off (``[engine] early_abort = false``), so that every
 curve runs to the end of its budget.
@@ -21,7 +22,7 @@ from typing import Any
 
 from cockpit.engine.early_abort import Margin, Trace, calibrate, first_verdict
 from cockpit.engine.journal import Experiment, Journal
-from cockpit.engine.readmodel import paired_trace
+from cockpit.engine.readmodel import paired_trace, trial_results
 
 SAVED_TARGET = 0.30
 KEEPS_LOST_TARGET = 0.05
@@ -67,11 +68,11 @@ def replay(
         margin = calibrate(kept, after, floor)
         verdict = first_verdict(live, reference, after, margin)
         seconds = float(experiment.training_seconds or 0.0)
+        reference_bpb = None if parent is None else _same_seed_bpb(parent, experiment)
         improved = (
             experiment.val_bpb is not None
-            and parent is not None
-            and parent.val_bpb is not None
-            and experiment.val_bpb < parent.val_bpb
+            and reference_bpb is not None
+            and experiment.val_bpb < reference_bpb
         )
         results.append(
             Replayed(
@@ -86,6 +87,17 @@ def replay(
         if experiment.decision == "keep":
             kept.append((live, reference))
     return results, skipped
+
+
+def _same_seed_bpb(parent: Experiment, experiment: Experiment) -> float | None:
+    """The parent's val_bpb from its training with the experiment's seed, as the decisions
+    pair them; its recorded value where it has no such training."""
+    seed = (experiment.details or {}).get("seed")
+    return (
+        dict(trial_results(parent)).get(seed, parent.val_bpb)
+        if seed is not None
+        else parent.val_bpb
+    )
 
 
 def figures(results: list[Replayed]) -> dict[str, Any]:

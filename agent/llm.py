@@ -6,7 +6,8 @@ edits applied to the script. A reply that cannot be used (malformed JSON, an edi
 not match, a syntax error, a script tried before) goes back to the model with the reason,
 up to ``attempts`` replies in all; none of them costs a training run. A reply the same as
 one already refused for the same script (in this proposal or an earlier one) would be
-refused again for the same reason: the model is not asked again for this proposal. When
+refused again for the same reason (an echo of the answer's shape or a reply that is not the
+JSON asked for, whatever the script): the model is not asked again for this proposal. When
 every reply was unusable, `ProposalFailed` says why. When the model server itself is in
 trouble the backend's `AgentUnavailable` goes through untouched, for `FallbackProposer` to
 handle.
@@ -65,9 +66,13 @@ class ProposalFailed(NoProposal):
         return self.repeated or (bool(self.refusals) and all(r.kind == ECHO for r in self.refusals))
 
 
-def reply_fingerprint(script: str, reply: str) -> str:
-    """The identity of a reply to a script: the same reply to the same script is refused
-    for the same reason."""
+# Kinds of refusal that depend on the reply alone, not on the script it was meant for.
+REFUSED_WHATEVER_THE_SCRIPT = frozenset({ECHO, "malformed"})
+
+
+def reply_fingerprint(reply: str, script: str = "") -> str:
+    """The identity of a reply (to a script, when given): the same reply to the same script
+    is refused for the same reason."""
     text = " ".join(reply.split())
     return hashlib.sha256(f"{script}\0{text}".encode()).hexdigest()
 
@@ -158,8 +163,10 @@ class LLMProposer:
                     "seconds": reply.seconds,
                 },
             )
-            fingerprint = reply_fingerprint(build.script, reply.content)
-            seen = self._refused.get(fingerprint)
+            fingerprint = reply_fingerprint(reply.content, build.script)
+            seen = self._refused.get(fingerprint) or self._refused.get(
+                reply_fingerprint(reply.content)
+            )
             if seen is not None:
                 kind, reason = seen
                 refusals.append(Refusal(kind, repeated=True))
@@ -212,6 +219,8 @@ class LLMProposer:
                     },
                 )
             refusals.append(Refusal(kind))
+            if kind in REFUSED_WHATEVER_THE_SCRIPT:
+                fingerprint = reply_fingerprint(reply.content)
             self._remember(fingerprint, kind, reason)
             self._emit(
                 "rejected",

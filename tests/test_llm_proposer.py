@@ -477,3 +477,17 @@ def test_a_usable_proposal_clears_what_the_unusable_replies_said(
     ollama_server.script(Reply(answer()))
     assert chooser.propose(CONTEXT).proposer == "llm"
     assert chooser.status() == {"asking": None, "agent_replies": None, "agent_paused": None}
+
+
+def test_an_echo_is_known_again_whatever_the_script(
+    ollama_server: OllamaDouble, small_backend: OllamaBackend, events: list[AgentEvent]
+) -> None:
+    llm = proposer(small_backend, events, attempts=3)
+    with pytest.raises(ProposalFailed) as caught:
+        llm.propose(CONTEXT)
+    assert caught.value.attempts == 2  # the echo, and the same echo again
+    kept = SCRIPT.replace("LEARNING_RATE = 0.003", "LEARNING_RATE = 0.004")
+    with pytest.raises(ProposalFailed) as caught:
+        llm.propose(ProposalContext(best_script=kept, program=PROGRAM))
+    assert caught.value.repeated and caught.value.attempts == 1
+    assert len(chats(ollama_server)) == 3

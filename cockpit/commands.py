@@ -12,6 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.config import Settings, load_settings
+from cockpit.engine.agent_status import (
+    ModelPaused,
+    ProposedBy,
+    UnusableReplies,
+    describe_proposers,
+    in_flight,
+    recent_proposers,
+)
 from cockpit.engine.agents import build_agent
 from cockpit.engine.journal import Journal, JournalError
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
@@ -163,7 +171,20 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 "model": state.get("model"),
                 "state": state.get("agent_state"),
                 "message": state.get("agent_message"),
+                "asking": state.get("asking") if running else None,
+                "replies": state.get("agent_replies"),
+                "paused": state.get("agent_paused"),
             }
+        if run is not None:
+            experiments = {e.number: e for e in journal.experiments(run.id)}
+            current = in_flight(state, experiments, running=running)
+            report["in_flight"] = None if current is None else current.as_json()
+            report["recent_proposers"] = [
+                proposed.as_json()
+                for proposed in recent_proposers(
+                    experiments.values(), exclude=None if current is None else current.experiment
+                )
+            ]
         if running:
             report.update(
                 phase=state.get("phase", "starting"),
@@ -223,9 +244,22 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
         for flag in awaiting["flags"]:
             print(f"    flagged {flag}")
         print("    `cockpit approve` trains it, `cockpit veto --reason WHY` refuses it")
+    current = report.get("in_flight")
+    recent = report.get("recent_proposers") or []
+    if current is not None or recent:
+        proposers = describe_proposers(
+            None if current is None else ProposedBy(**current),
+            [ProposedBy(**proposed) for proposed in recent],
+        )
+        print(f"  proposers: {proposers}")
     agent = report.get("agent")
     if agent is not None:
         print(f"  agent: {_describe_agent(agent)}")
+        replies = UnusableReplies.from_state(agent.get("replies"))
+        if replies is not None:
+            print(f"  model's replies: {replies.message}")
+            if replies.advice:
+                print(f"    {replies.advice}")
     for decision in report["last_decisions"]:
         print(
             f"  {time.strftime('%H:%M:%S', time.localtime(decision['at']))}  {decision['message']}"
@@ -234,8 +268,10 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
 
 
 def _describe_agent(agent: dict[str, Any]) -> str:
-    """One line: who proposes, with which model, and why not the model when it is away."""
+    """One line: who proposes next, with which model, and why not the model when it is
+    away or paused."""
     model = agent.get("model")
+    paused = ModelPaused.from_state(agent.get("paused"))
     if agent.get("proposer") == "llm":
         line = f"LLM proposer ({model})"
     elif model:
@@ -245,6 +281,9 @@ def _describe_agent(agent: dict[str, Any]) -> str:
     message = agent.get("message")
     if message and agent.get("state") not in (None, "ready"):
         line += f": {message}"
+    elif paused is not None:
+        left = paused.proposals_left
+        line += f": it is not asked for {left} more proposal{'s' if left != 1 else ''}"
     return line
 
 

@@ -1,9 +1,17 @@
 """The engine's side of the agent: which proposer runs, and what it reports, into the journal.
 
 A proposer reports `AgentEvent`s while it works. `AgentRecorder` turns them into journal
-events (kind ``agent``, with ``data.type`` = rejected, fallback, resumed, health, ...) and
-journal state (``agent_state``, ``agent_message``, ``proposer``, ``model`` and the streamed
-reply so far in ``agent_stream``), where `cockpit status` and the cockpit UI read them.
+events (kind ``agent``, with ``data.type`` = rejected, fallback, resumed, paused, health, ...)
+and journal state, where `cockpit status` and the cockpit UI read them:
+
+- ``proposer`` (who proposes next: ``llm``, or ``builtin`` while it stands in), ``model``;
+- ``agent_state``, ``agent_message``: the model server's health;
+- ``asking``: who is being asked for the proposal in progress (None between proposals);
+- ``agent_replies``: what the model's unusable replies since its last usable proposal came to
+  (`agent.replies.ReplyLog.summary`), ``agent_paused``: the model's pause, if it is paused;
+- ``agent_stream``: the streamed reply so far.
+
+Who proposed each experiment is not state: it is the experiment's ``proposer`` in the journal.
 Streamed tokens are many and small: they are written at most a few times a second.
 """
 
@@ -28,7 +36,10 @@ ECHOED = {
     "rejected": "  reply rejected: {message}",
     "fallback": "agent: {message}",
     "resumed": "agent: {message}",
+    "paused": "agent: {message}",
 }
+# Kept in the state as long as nothing newer is said, and cleared between proposals.
+AGENT_STATUS_KEYS = ("asking", "agent_replies", "agent_paused")
 
 
 class AgentRecorder:
@@ -60,6 +71,10 @@ class AgentRecorder:
         if event.kind == "reply":
             self.flush()
             return
+        if event.kind == "asking":
+            self.flush()
+            journal.set_state(asking=event.details.get("proposer"))
+            return
         self.flush()
         data = {"type": event.kind, **dict(event.details)}
         if event.kind == "rejected":
@@ -73,6 +88,9 @@ class AgentRecorder:
                 agent_message=event.message,
                 **({"agent_state": str(state)} if state is not None else {}),
             )
+        active = event.details.get("active")
+        if active is not None:  # who proposes from now on changed
+            journal.set_state(proposer=str(active))
 
     def start_reply(self) -> None:
         """A new reply begins: the streamed text starts empty."""
@@ -121,8 +139,13 @@ class AgentSetup:
         return str(getattr(self.proposer, "active", self.proposer.name))
 
     def state(self) -> dict[str, object]:
-        """What `cockpit status` and the UI show of the agent."""
+        """What `cockpit status` and the UI show of the agent (the journal state keys of the
+        module's docstring)."""
         values: dict[str, object] = {"proposer": self.active, "model": self.model}
+        values.update(dict.fromkeys(AGENT_STATUS_KEYS))
+        status = getattr(self.proposer, "status", None)
+        if callable(status):
+            values.update(status())
         health = getattr(self.proposer, "health", None)
         if health is not None:
             values["agent_state"] = str(health.state.value)

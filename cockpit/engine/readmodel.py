@@ -29,6 +29,13 @@ from typing import Any
 
 import psutil
 
+from cockpit.engine.agent_status import (
+    ModelPaused,
+    ProposedBy,
+    UnusableReplies,
+    in_flight,
+    recent_proposers,
+)
 from cockpit.engine.early_abort import Trace, trace
 from cockpit.engine.journal import (
     FINAL_STATUSES,
@@ -97,6 +104,13 @@ class StatusInfo:
     model: str | None = None
     agent_state: str | None = None
     agent_message: str | None = None
+    asking: str | None = None  # who is being asked for the proposal in progress
+    unusable_replies: UnusableReplies | None = None
+    model_paused: ModelPaused | None = None
+    # Who proposed the experiment in flight, and the latest ones before it (newest first):
+    # the journal's experiments, as the ledger has them.
+    in_flight: ProposedBy | None = None
+    recent_proposers: tuple[ProposedBy, ...] = ()
     best_val_bpb: float | None = None
     baseline_val_bpb: float | None = None
     keep_margin_bpb: float | None = None
@@ -291,12 +305,25 @@ def read_status(
         model=_text_or_none(state.get("model")),
         agent_state=_text_or_none(state.get("agent_state")),
         agent_message=_text_or_none(state.get("agent_message")),
+        asking=_text_or_none(state.get("asking")) if running else None,
+        unusable_replies=UnusableReplies.from_state(state.get("agent_replies")),
+        model_paused=ModelPaused.from_state(state.get("agent_paused")),
         best_val_bpb=None if run is None else run.best_val_bpb,
         baseline_val_bpb=None if run is None else run.baseline_val_bpb,
         keep_margin_bpb=_float_or_none(state.get("keep_margin_bpb")),
         metric=str(trainer.get("metric") or "val_bpb"),
         self_reported=bool(trainer.get("command")),
     )
+
+
+def with_proposers(
+    status: StatusInfo, state: Mapping[str, Any], ledger: Mapping[int, LedgerRow]
+) -> StatusInfo:
+    """The status with who proposed the experiment in flight and the latest ones before it."""
+    current = in_flight(state, ledger, running=status.engine_running)
+    exclude = None if current is None else current.experiment
+    recent = recent_proposers(ledger.values(), exclude=exclude)
+    return dataclasses.replace(status, in_flight=current, recent_proposers=recent)
 
 
 def ledger_row(experiment: Experiment) -> LedgerRow:
@@ -609,13 +636,14 @@ class JournalPoller:
             self.snapshot = snapshot
             self._reset_follow()
             self._fresh = False
-        status_changed = reset or status != snapshot.status
+        previous_status = None if reset else snapshot.status
         snapshot.status = status
         stream = str(state.get("agent_stream") or "")
         stream_changed = reset or stream != snapshot.agent_stream
         snapshot.agent_stream = stream
         answered = self._answered(journal)
         if run is None:
+            status_changed = status != previous_status
             return Delta(
                 reset=reset,
                 status=status if status_changed else None,
@@ -638,6 +666,8 @@ class JournalPoller:
             fetched = self._read_experiments(journal, run, reset, next_number, events)
             ledger = self._merge_ledger(fetched.values())
             current_changed = self._update_current(journal, state, fetched)
+        status = snapshot.status = with_proposers(status, state, snapshot.ledger)
+        status_changed = status != previous_status
         loss = self._read_loss(journal, run, status)
         gpu = self._read_samples(journal, run, reset)
         return Delta(
@@ -934,4 +964,5 @@ __all__ = [
     "read_status",
     "split_trials",
     "with_deltas",
+    "with_proposers",
 ]

@@ -1,0 +1,73 @@
+"""Who proposed what, as the read model and `cockpit status` tell it: from the experiments in
+the journal, never from who proposes next; and what the model's unusable replies came to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cockpit.bench.ui_bench import MODEL, fill_journal
+from cockpit.engine.agent_status import ProposedBy, describe_proposers
+from cockpit.engine.journal import Journal
+from cockpit.engine.readmodel import JournalPoller, journal_file
+
+ECHOES = {
+    "count": 6,
+    "reason": "echo",
+    "reason_text": "they repeat the prompt's example",
+    "by_reason": {"echo": 6},
+    "repeated": 5,
+    "message": "the last 6 replies were unusable: they repeat the prompt's example",
+    "advice": "the model seems too small or not instruction-tuned for this task",
+}
+
+
+def always_alive(pid: int) -> bool:
+    return True
+
+
+def test_the_experiment_in_flight_is_named_by_its_own_proposer_not_the_next_one(
+    tmp_path: Path,
+) -> None:
+    with Journal.open(journal_file(tmp_path)) as journal:
+        run = fill_journal(journal, experiments=6, phase="training", engine_pid=4242)
+        training = journal.experiment(run.id, 7)
+        assert training is not None
+        # The built-in proposer made the one in training; the LLM is asked for the next one.
+        journal.update_experiment(training.id, proposer="builtin", model=None)
+        journal.set_state(proposer="llm", agent_replies=ECHOES)
+        recorded = {e.number: e.proposer for e in journal.experiments(run.id)}
+    poller = JournalPoller(tmp_path, alive=always_alive)
+    status = poller.poll().status
+    assert status is not None
+    assert status.in_flight == ProposedBy(7, "builtin", None, "training")
+    assert [(p.experiment, p.proposer) for p in status.recent_proposers] == [
+        (number, recorded[number]) for number in (6, 5, 4, 3, 2)
+    ]
+    assert status.proposer == "llm"  # the next proposal's, kept apart
+    assert status.unusable_replies is not None and status.unusable_replies.count == 6
+    assert status.unusable_replies.message == ECHOES["message"]
+
+    # The next proposal is under way: the one being asked is named, and a poll says so.
+    with Journal.open(journal_file(tmp_path)) as journal:
+        journal.set_state(phase="proposing", experiment=8, asking="llm")
+    status = poller.poll().status
+    assert status is not None
+    assert status.in_flight == ProposedBy(8, "llm", MODEL, "proposing")
+    assert status.recent_proposers[0] == ProposedBy(7, "builtin", None, "training")
+    with Journal.open(journal_file(tmp_path)) as journal:
+        journal.set_state(asking="builtin")
+    status = poller.poll().status
+    assert status is not None and status.in_flight == ProposedBy(8, "builtin", None, "proposing")
+
+
+def test_the_proposers_line_names_the_one_in_flight_and_those_before_it() -> None:
+    recent = [ProposedBy(3, "builtin", None, "discard"), ProposedBy(2, "llm", MODEL, "keep")]
+    assert (
+        describe_proposers(ProposedBy(4, "builtin", None, "training"), recent)
+        == "#4 built-in (in flight), #3 built-in, #2 LLM"
+    )
+    assert (
+        describe_proposers(ProposedBy(4, "llm", MODEL, "proposing"), recent)
+        == "#4 being proposed (asking the LLM proposer), #3 built-in, #2 LLM"
+    )
+    assert describe_proposers(None, recent) == "#3 built-in, #2 LLM"

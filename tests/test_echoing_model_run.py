@@ -1,0 +1,114 @@
+"""A model too small for the task, in the real loop: `cockpit run` against the Ollama test
+server answering every request with the prompt's example, real trainings, the real journal,
+and what `cockpit status` says of it while the run goes on and after it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.ollama_server import EchoExample, OllamaDouble
+from tests.test_agent_run import agent_config, agent_events
+from tests.test_engine import cockpit, experiments, make_workspace, spawn, state, wait_for
+
+# Fixtures of the engine tests: commits without a git identity.
+from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
+
+SMALL_MODEL = "gemma3:270m"
+ECHOES = "they repeat the prompt's example"
+ADVICE = "the model seems too small or not instruction-tuned for this task; try qwen2.5-coder:7b"
+
+
+def status_of(root: Path) -> tuple[str, dict]:
+    text = cockpit("status", "--workspace", str(root))
+    as_json = cockpit("status", "--workspace", str(root), "--json")
+    assert text.returncode == 0 and as_json.returncode == 0, text.stderr + as_json.stderr
+    return text.stdout, json.loads(as_json.stdout)
+
+
+def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_says_who_proposed(
+    tmp_path: Path, served: OllamaDouble
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    agent_config(root, "[agent]", f'model = "{SMALL_MODEL}"')
+    served.models.append(SMALL_MODEL)
+    served.default_reply = EchoExample(quoted=True)  # as a model held to the schema copies it
+    process = spawn(
+        "run", "--headless", "--workspace", str(root), "--experiments", "4",
+        "--budget", "1.5", "--proposer", "llm", "--mode", "supervised",
+    )  # fmt: skip
+    try:
+        # Supervised: the first proposal waits for approval, and status can be read at rest.
+        wait_for(lambda: state(root, "phase") == "awaiting_approval", 120, "the first proposal")
+        text, report = status_of(root)
+        assert report["in_flight"] == {
+            "experiment": 1,
+            "proposer": "builtin",
+            "model": None,
+            "status": "awaiting_approval",
+        }
+        assert [p["proposer"] for p in report["recent_proposers"]] == ["baseline"]
+        agent = report["agent"]
+        assert agent["proposer"] == "llm" and agent["model"] == SMALL_MODEL
+        assert agent["state"] == "ready"  # the server is fine: its model's replies are not
+        replies = agent["replies"]
+        assert replies["reason"] == "echo" and replies["count"] == 2
+        assert replies["message"] == (
+            f"the last 2 replies were unusable: {ECHOES}; 1 was the same as a reply already refused"
+        )
+        assert ADVICE in replies["advice"]
+        assert "  proposers: #1 built-in (in flight), #0 baseline\n" in text, text
+        assert f"  agent: LLM proposer ({SMALL_MODEL})\n" in text, text
+        assert f"  model's replies: {replies['message']}\n" in text, text
+        assert ADVICE in text, text
+        assert cockpit("mode", "autonomous", "--workspace", str(root)).returncode == 0
+        output, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+
+    records = experiments(root)
+    assert [(e.number, e.proposer) for e in records] == [
+        (0, "baseline"),
+        (1, "builtin"),
+        (2, "builtin"),
+        (3, "builtin"),
+        (4, "builtin"),
+    ], [(e.number, e.proposer, e.description) for e in records]
+    # #1: the echo, then the same echo again, and no third request; #2 and #3: one request
+    # each (the echo was refused before); then the model is paused: #4 asks nothing.
+    assert len(served.requests_to("/api/chat")) == 4
+    events = agent_events(root)
+    [paused] = [e for e in events if (e.data or {}).get("type") == "paused"]
+    assert ECHOES in paused.message and ADVICE in paused.message
+    assert "not asked for the next 5 proposals" in paused.message
+    assert f"agent: {paused.message}" in output
+
+    text, report = status_of(root)
+    assert report["in_flight"] is None  # the run is over
+    assert [(p["experiment"], p["proposer"]) for p in report["recent_proposers"]] == [
+        (4, "builtin"),
+        (3, "builtin"),
+        (2, "builtin"),
+        (1, "builtin"),
+        (0, "baseline"),
+    ]
+    agent = report["agent"]
+    assert agent["proposer"] == "builtin" and agent["paused"]["proposals_left"] == 4
+    assert agent["replies"]["count"] == 4 and agent["replies"]["by_reason"] == {"echo": 4}
+    assert (
+        "  proposers: #4 built-in, #3 built-in, #2 built-in, #1 built-in, #0 baseline\n" in text
+    ), text
+    assert (
+        f"  agent: built-in proposer standing in for {SMALL_MODEL}: it is not asked for 4 more "
+        "proposals\n" in text
+    ), text
+    assert (
+        f"  model's replies: the last 4 replies were unusable: {ECHOES}; 3 were the same as a "
+        "reply already refused\n" in text
+    ), text
+    assert ADVICE in text, text

@@ -139,6 +139,8 @@ class RunSummary:
     kept: int
     discarded: int
     crashed: int
+    # Discarded without a val_bpb (stopped early): counted in discarded, drawn nowhere.
+    stopped_early: int
     # Proposals vetoed before training: no results.tsv row, not in the counts above.
     vetoed: int
     keep_rate: float | None  # kept / experiments; None before the first experiment
@@ -221,6 +223,7 @@ def summarize_experiments(
     )
     kept = sum(1 for e in later if e.decision == "keep")
     discarded = sum(1 for e in later if e.decision == "discard")
+    stopped_early = sum(1 for e in later if e.decision == "discard" and e.val_bpb is None)
 
     starts = [e.started_at if e.started_at is not None else e.created_at for e in ledger]
     ends = [e.ended_at for e in ledger if e.ended_at is not None]
@@ -249,6 +252,7 @@ def summarize_experiments(
         kept=kept,
         discarded=discarded,
         crashed=len(crashes),
+        stopped_early=stopped_early,
         vetoed=vetoed,
         keep_rate=kept / len(later) if later else None,
         kept_changes=tuple(kept_changes),
@@ -624,7 +628,8 @@ def render_markdown(summary: RunSummary, plot_name: str = PROGRESS_PNG) -> str:
         f"![val_bpb over experiments]({plot_name})",
         "",
         f"The chart is `{plot_name}`, next to this file: val_bpb of every experiment, "
-        "kept changes in green, the running best as a line.",
+        "kept changes in green, the running best as a line (an experiment stopped early has "
+        "no val_bpb and is not drawn).",
         "",
         f"## Kept changes ({len(summary.kept_changes)})",
         "",
@@ -679,9 +684,14 @@ def _headline_rows(summary: RunSummary) -> list[tuple[str, str]]:
             "" if summary.total_gain_percent is None else f" ({summary.total_gain_percent:.2f} %)"
         )
         rows.append(("Total gain", f"{summary.total_gain_bpb:.6f} bpb{percent}"))
+    stopped = (
+        f" ({summary.stopped_early} of them stopped early by early abort, with no val_bpb)"
+        if summary.stopped_early
+        else ""
+    )
     experiments = (
         f"{summary.experiments} after the baseline: {summary.kept} kept, "
-        f"{summary.discarded} discarded, {summary.crashed} crashed"
+        f"{summary.discarded} discarded{stopped}, {summary.crashed} crashed"
     )
     if summary.vetoed:
         experiments += f" ({summary.vetoed} more vetoed before training)"

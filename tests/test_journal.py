@@ -25,6 +25,7 @@ from cockpit.engine.journal import (
     JournalError,
     Run,
 )
+from cockpit.engine.results_tsv import export_results_tsv
 from tests.conftest import REPO
 
 
@@ -668,9 +669,12 @@ def test_results_tsv_is_autoresearch_ledger_byte_for_byte(journal: Journal, tmp_
     journal.add_experiment(run.id, 5, status="training", commit_sha="e5f6", description="running")
     decided(6, "keep", commit_sha="f6a7b8c9d0e1", val_bpb=0.99, peak_memory_mb=512.0,
             description="lr 0.04 ")  # fmt: skip
+    # Stopped by early abort: no measurement, autoresearch's zero, and the reason in words.
+    decided(7, "discard", commit_sha="a7b8c9d0e1f2", peak_memory_mb=512.0,
+            description="lr 0.0001", details={"early_abort": {"progress": 0.65, "gap": 0.0221}})  # fmt: skip
 
     results = tmp_path / "ws" / "results.tsv"
-    assert journal.export_results_tsv(run.id, results) == 5
+    assert export_results_tsv(journal, run.id, results) == 6
     assert results.read_bytes() == (
         b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
         b"a1b2c3d\t0.997900\t44.0\tkeep\tbaseline\n"
@@ -678,9 +682,11 @@ def test_results_tsv_is_autoresearch_ledger_byte_for_byte(journal: Journal, tmp_
         b"c3d4e5f\t0.000000\t0.0\tcrash\tdouble the depth and width\n"
         b"d4e5f6a\t0.000000\t0.0\tcrash\tslow\n"
         b"f6a7b8c\t0.990000\t0.5\tkeep\tlr 0.04 \n"
+        b"a7b8c9d\t0.000000\t0.5\tdiscard\tlr 0.0001 (no val_bpb: stopped early at 65% of the "
+        b"budget, loss +2.2% against the best run's)\n"
     )
     empty = new_run(journal, "empty")
-    journal.export_results_tsv(empty.id, tmp_path / "empty.tsv")
+    export_results_tsv(journal, empty.id, tmp_path / "empty.tsv")
     assert (
         tmp_path / "empty.tsv"
     ).read_bytes() == b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
@@ -708,11 +714,11 @@ def test_results_tsv_is_replaced_atomically(
     with monkeypatch.context() as patch:
         patch.setattr(os, "replace", refuse)
         with pytest.raises(OSError, match="disk full"):
-            journal.export_results_tsv(run.id, results)
+            export_results_tsv(journal, run.id, results)
     assert results.read_text() == "old ledger\n"
     assert [p.name for p in folder.iterdir()] == ["results.tsv"]
 
-    journal.export_results_tsv(run.id, results)
+    export_results_tsv(journal, run.id, results)
     assert results.read_text().splitlines()[1] == "abcdef0\t1.000000\t1.0\tkeep\tb"
     assert results.stat().st_ino != old_inode  # a new file renamed over the old one
     assert results.stat().st_mode & 0o777 == 0o640  # the user's permissions are kept

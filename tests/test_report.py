@@ -21,6 +21,7 @@ import pytest
 from matplotlib import image as mpimg
 
 from cockpit.engine.journal import Journal
+from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.report import (
     CRASH_COLOR,
     KEPT_COLOR,
@@ -200,7 +201,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
         run = journal.run_by_tag("mar5")
         assert run is not None
         with Journal.open(journal_path) as writable:
-            writable.export_results_tsv(run.id, workspace / "results.tsv")
+            export_results_tsv(writable, run.id, workspace / "results.tsv")
         summary = summarize(journal, run.id)
     png, markdown = write_report(workspace)
     return Report(
@@ -378,6 +379,45 @@ def test_a_crashed_baseline_and_a_bare_list_of_experiments(tmp_path: Path) -> No
     assert "| Baseline | none yet |" in text
     assert "The baseline crashed: crash: SyntaxError in train.py." in text
     chart = tmp_path / "bare.png"
+    plot_progress(experiments, chart)
+    assert mpimg.imread(chart).shape[:2] == (800, 1600)
+
+
+def test_an_experiment_stopped_early_shows_no_value_anywhere(tmp_path: Path) -> None:
+    """results.tsv keeps autoresearch's 0.000000 for it, with the reason in its description;
+    the summary, the chart and the report give it no value."""
+    path = tmp_path / ".cockpit" / "journal.db"
+    with Journal.open(path) as journal:
+        run = journal.create_run("x", "cockpit/x", "0" * 40, "autonomous", "builtin", {}, "fp")
+
+        def decided(number: int, decision: str, **fields: object) -> None:
+            experiment = journal.add_experiment(
+                run.id, number, commit_sha=f"{number:040x}", status="evaluating", **fields
+            )
+            journal.record_decision(experiment.id, decision, "test")
+
+        decided(0, "keep", description="baseline", val_bpb=2.5)
+        decided(1, "discard", description="wider", val_bpb=2.6)
+        decided(
+            2, "discard", description="lr 1e-5",
+            details={"early_abort": {"progress": 0.4, "gap": 0.31}},
+        )  # fmt: skip
+        export_results_tsv(journal, run.id, tmp_path / "results.tsv")
+        summary = summarize(journal, run.id)
+        experiments = journal.experiments(run.id)
+    rows = read_results(tmp_path / "results.tsv")
+    assert rows[2]["val_bpb"] == "0.000000" and rows[2]["status"] == "discard"
+    assert rows[2]["description"] == (
+        "lr 1e-5 (no val_bpb: stopped early at 40% of the budget, loss +31.0% against the best "
+        "run's)"
+    )
+    assert rows[1]["description"] == "wider"
+    assert summary.discarded == 2 and summary.stopped_early == 1
+    assert [p.val_bpb for p in summary.points] == [2.5, 2.6, None]
+    text = render_markdown(summary)
+    assert "2 discarded (1 of them stopped early by early abort, with no val_bpb)" in text
+    assert "0.000000 val_bpb" not in text and "lr 1e-5" not in text
+    chart = tmp_path / "chart.png"
     plot_progress(experiments, chart)
     assert mpimg.imread(chart).shape[:2] == (800, 1600)
 

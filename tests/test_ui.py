@@ -639,3 +639,31 @@ def test_the_detail_header_lists_the_runs_and_the_flags() -> None:
     text = console.export_text()
     assert "runs: 2.401000 (seed 42), 2.405000 (seed 43)" in text
     assert "⚠ flagged line 7: [sleep] sleeps" in text
+
+
+def test_the_ledger_shows_no_value_for_an_experiment_stopped_early() -> None:
+    from cockpit.engine.journal import Experiment
+    from cockpit.engine.readmodel import ledger_row, with_deltas
+    from cockpit.ui.palette import Palette
+    from cockpit.ui.widgets import LEDGER_COLUMNS, ledger_cell
+    from themes import THEMES
+
+    def experiment(number: int, decision: str, val_bpb: float | None) -> Experiment:
+        return Experiment(
+            id=number + 1, run_id=1, number=number, parent_commit=None,
+            commit_sha=f"{number:040x}", ref=None, proposer="builtin", model=None,
+            description="lr 1e-5", hypothesis="", diff="", script_hash=None, status=decision, outcome="ok",
+            exit_code=0, val_bpb=val_bpb, peak_memory_mb=None, training_seconds=None,
+            total_seconds=None, num_steps=None, attempt=1, created_at=0.0, started_at=None,
+            ended_at=None, decision=decision, decision_reason="", summary=None,
+            log_path=None, crash_tail=None, lines_of_code=None,
+            details={"early_abort": {"progress": 0.4, "gap": 0.31}} if val_bpb is None else None,
+        )  # fmt: skip
+
+    rows = with_deltas(
+        [ledger_row(experiment(0, "keep", 2.5)), ledger_row(experiment(1, "discard", None))]
+    )
+    palette = Palette.from_theme(THEMES["midnight"])
+    cells = {key: ledger_cell(key, rows[1], palette, 40).plain for key, _, _ in LEDGER_COLUMNS}
+    assert cells["val_bpb"] == "—" and cells["delta"] == ""
+    assert "0.0000" not in "".join(cells.values())

@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -78,7 +77,6 @@ DECISIONS = ("keep", "discard", "crash", "veto")
 DECISION_STATUS = {"keep": "keep", "discard": "discard", "crash": "crash", "veto": "vetoed"}
 # Only these reach results.tsv; a veto never trained, so it has no row there.
 LEDGER_DECISIONS = ("keep", "discard", "crash")
-RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
 
 COMMAND_KINDS = (
     "approve",
@@ -1083,71 +1081,6 @@ class Journal:
         rows = self._rows("SELECT key, value_json FROM state ORDER BY key")
         return {row["key"]: _loads(row["value_json"]) for row in rows}
 
-    # -- results.tsv ---------------------------------------------------------------------------
-
-    def export_results_tsv(self, run_id: int, path: Path) -> int:
-        """Write autoresearch's ledger of a run to ``path`` atomically; how many rows.
-
-        One row per experiment decided keep, discard or crash (a timeout or any other failure
-        is decided crash), in number order: the commit's first 7 characters, val_bpb to 6
-        decimals and peak memory in GB to 1 decimal (zeros for a crash), the decision, and
-        the description on one line."""
-        lines = [RESULTS_HEADER]
-        marks = ", ".join("?" for _ in LEDGER_DECISIONS)
-        rows = self._rows(
-            f"SELECT * FROM experiments WHERE run_id = ? AND decision IN ({marks}) ORDER BY number",
-            (run_id, *LEDGER_DECISIONS),
-        )
-        for experiment in (_from_row(Experiment, row) for row in rows):
-            crashed = experiment.decision == "crash"
-            val_bpb = 0.0 if crashed or experiment.val_bpb is None else experiment.val_bpb
-            memory = experiment.peak_memory_mb
-            memory_gb = 0.0 if crashed or memory is None else memory / 1024
-            description = experiment.description
-            for character in "\t\r\n":
-                description = description.replace(character, " ")
-            lines.append(
-                f"{experiment.short_commit}\t{val_bpb:.6f}\t{memory_gb:.1f}\t"
-                f"{experiment.decision}\t{description}"
-            )
-        _write_atomic(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
-        return len(lines) - 1
-
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _write_atomic(path: Path, content: bytes) -> None:
-    """Replace ``path`` with ``content`` so that a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the permissions a user gave the file; a new one gets the usual rw-r--r--.
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, mode)
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    # Make the rename itself durable; not every platform lets a folder be opened.
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)

@@ -63,6 +63,7 @@ from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.noise import NoiseFloor, compare, needs_confirmation, noise_floor
 from cockpit.engine.readmodel import paired_trace, trial_results
+from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
@@ -1167,8 +1168,8 @@ class Engine:
 
     def _export(self) -> None:
         if self.run_record is not None:
-            self._journal().export_results_tsv(
-                self.run_record.id, self.workspace.path / "results.tsv"
+            export_results_tsv(
+                self._journal(), self.run_record.id, self.workspace.path / "results.tsv"
             )
 
 

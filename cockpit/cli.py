@@ -4,7 +4,8 @@ cockpit                       the cockpit: the terminal UI of a workspace's rese
                               engine started if it is not running (without a terminal: the
                               research loop, headless, in the foreground)
 cockpit train [options]       one training run of a workspace's train.py (or the template)
-cockpit run / start / stop    the research loop in the foreground / detached / stopped
+cockpit run / start / stop    the research loop with the cockpit on it (--headless, or
+                              without a terminal: in the foreground) / detached / stopped
 cockpit status                what the engine is doing
 cockpit bench trainer|loop|ui figures: the trainer's speed, the loop's overhead, the UI's
 """
@@ -87,14 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("directory", type=Path)
 
     for name, help_text in (
-        ("run", "run the research loop in the foreground"),
+        ("run", "run the research loop: with the cockpit on it, or --headless in the foreground"),
         ("start", "run the research loop detached (survives the terminal closing)"),
     ):
         loop = commands.add_parser(name, help=help_text)
         _add_engine_workspace(loop)
         if name == "run":
             loop.add_argument(
-                "--headless", action="store_true", help="no terminal UI (the only mode for now)"
+                "--headless",
+                action="store_true",
+                help="the loop in this process, printing its progress, without the cockpit "
+                "(also what happens without a terminal); in a terminal, without it, the loop "
+                "runs detached and the cockpit shows it",
             )
         loop.add_argument(
             "--experiments",
@@ -338,6 +343,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _in_a_terminal() -> bool:
+    """Whether a person is at a terminal here (both ends of it), for the cockpit's screen."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def _cmd_cockpit(args: argparse.Namespace) -> int:
     """Bare `cockpit`: the terminal UI, with the engine started behind it when it is not running."""
     from cockpit import commands
@@ -351,7 +361,7 @@ def _cmd_cockpit(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     workspace = commands.open_workspace(args.ui_workspace)
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if not _in_a_terminal():
         print(
             "no terminal here: running the research loop in the foreground, headless "
             "(`cockpit` in a terminal shows the cockpit; `cockpit start` runs it detached)",
@@ -373,9 +383,9 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     if args.command == "init":
         return commands.cmd_init(args.directory)
     workspace = commands.open_workspace(args.workspace)
-    if args.command == "run":
+    if args.command == "run" and (args.headless or not _in_a_terminal()):
         return commands.cmd_run(workspace, _overrides(args), args.tag, args.adopt)
-    if args.command == "start":
+    if args.command in ("run", "start"):
         forwarded: list[str] = []
         for flag in ("experiments", "budget", "tag", "mode", "proposer", "device"):
             value = getattr(args, flag)
@@ -383,7 +393,23 @@ def _cmd_engine(args: argparse.Namespace) -> int:
                 forwarded += [f"--{flag}", str(value)]
         if args.adopt:
             forwarded.append("--adopt")
-        return commands.cmd_start(workspace, forwarded)
+        if args.command == "start":
+            return commands.cmd_start(workspace, forwarded)
+        # `cockpit run` in a terminal: the loop runs detached, as `cockpit start` runs it,
+        # with the cockpit on it; `q` leaves it running, `Q` stops it.
+        if commands.engine_running(workspace):
+            print(
+                f"an engine is already running for {workspace.path}: showing it (its own "
+                "settings hold; `cockpit stop` first to run with these)",
+                file=sys.stderr,
+            )
+        else:
+            code = commands.cmd_start(workspace, forwarded)
+            if code != 0:
+                return code
+        from cockpit.ui.app import run_cockpit
+
+        return run_cockpit(workspace.path, theme=None)
     if args.command == "stop":
         return commands.cmd_stop(workspace, args.now)
     if args.command == "status":

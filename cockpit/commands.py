@@ -23,7 +23,7 @@ from cockpit.engine.agent_status import (
 from cockpit.engine.agents import build_agent
 from cockpit.engine.journal import Journal, JournalError
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
-from cockpit.engine.readmodel import engine_lock_held, integrity_flags
+from cockpit.engine.readmodel import engine_lock_held, engine_lock_pid, integrity_flags
 from cockpit.engine.workspace import Workspace, WorkspaceError
 
 COMMAND_WAIT_SECONDS = 3.0
@@ -104,7 +104,9 @@ def cmd_start(workspace: Workspace, argv: Sequence[str]) -> int:
             print(f"the engine stopped at once (exit code {child.returncode}); its log, {log}:")
             print("\n".join(log.read_text(errors="replace").splitlines()[-15:]))
             return 1
-        if engine_running(workspace):
+        # The lock's pid, not a probe of the lock: a probe takes the lock for an instant,
+        # and the engine starting in that instant would find it taken and give up.
+        if engine_lock_pid(workspace.path) == child.pid:
             print(f"engine started (pid {child.pid}); log: {log}")
             print("  `cockpit status` shows it, `cockpit stop` stops it")
             return 0

@@ -243,6 +243,13 @@ def test_kill_9_during_training_resumes_without_loss_or_duplicates(tmp_path: Pat
         if engine.poll() is None:
             engine.kill()
     assert isinstance(trainer_pid, int)
+    # Another budget would set trainings of different lengths against each other in one run.
+    other = cockpit(
+        "run", "--headless", "--workspace", str(root), "--tag", "night", "--budget", "2"
+    )  # fmt: skip
+    assert other.returncode == 1, other.stdout + other.stderr
+    assert "budget_seconds 4.0 -> 2.0" in other.stderr and "--budget 4.0" in other.stderr
+    assert [e.status for e in experiments(root)][1] == "training"  # left for the resume
     result = cockpit(
         "run", "--headless", "--workspace", str(root), "--tag", "night", "--experiments", "2"
     )
@@ -300,6 +307,77 @@ def test_start_survives_the_terminal_closing_and_stop_ends_it(tmp_path: Path) ->
     with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
         messages = [event.message for event in journal.events(kinds=["engine", "note"])]
     assert "engine stopped" in messages and "try a wider model" in messages
+
+
+def test_start_waits_for_the_engine_without_probing_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe takes the lock for an instant: the engine starting in that instant would find
+    it taken and give up. `cockpit start` probes once, before it spawns the engine, and then
+    waits for the engine's pid in the lock."""
+    from cockpit import commands
+
+    root = tmp_path / "ws"
+    make_workspace(root)
+    probes: list[Path] = []
+    probe = commands.engine_lock_held
+    monkeypatch.setattr(
+        commands, "engine_lock_held", lambda path: probes.append(path) or probe(path)
+    )
+    try:
+        assert commands.cmd_start(commands.open_workspace(root), ["--experiments", "0"]) == 0
+        assert len(probes) == 1
+        assert probe(root)
+    finally:
+        cockpit("stop", "--workspace", str(root), "--now")
+
+
+def test_run_in_a_terminal_runs_the_loop_detached_with_the_cockpit_on_it(tmp_path: Path) -> None:
+    """Without --headless, at a terminal, `cockpit run` starts the loop as `cockpit start` does
+    and shows the cockpit on it; `q` leaves the cockpit and the loop running."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    root = tmp_path / "ws"
+    make_workspace(root)
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 110, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", "run", "--workspace", str(root), "--experiments", "0"],
+        stdin=secondary, stdout=secondary, stderr=secondary, cwd=REPO, start_new_session=True,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "110", "LINES": "30"},
+    )  # fmt: skip
+    os.close(secondary)
+    screen = b""
+
+    def drawn(text: bytes) -> bool:
+        nonlocal screen
+        while select.select([primary], [], [], 0.1)[0]:
+            try:
+                screen += os.read(primary, 65536)
+            except OSError:
+                break
+        return text in screen
+
+    try:
+        wait_for(lambda: drawn(b"val_bpb"), timeout=60, what="the cockpit's ledger")
+        assert "engine started" in screen.decode(errors="replace")
+        status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+        assert status["running"] is True, status
+        os.write(primary, b"q")
+        assert process.wait(timeout=30) == 0
+        drawn(b"")
+        assert "the engine keeps running" in screen.decode(errors="replace")
+        status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+        assert status["running"] is True, status
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(primary)
+        cockpit("stop", "--workspace", str(root), "--now")
 
 
 def test_bench_loop_prints_the_engines_overhead(tmp_path: Path) -> None:

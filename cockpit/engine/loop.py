@@ -79,6 +79,19 @@ EARLY_ABORT_CHECK_SECONDS = 0.5  # how often a training's loss is held against t
 REFUSALS_SHOWN = 10  # the latest integrity refusals the proposer is told of
 
 
+# Trainer settings that a run's results depend on: a run resumes only with the ones it was
+# recorded with.
+COMPARABILITY_SETTINGS = (
+    "budget_seconds",
+    "corpus",
+    "seq_len",
+    "eval_tokens",
+    "device",
+    "command",
+    "metric",
+)
+
+
 class EngineError(Exception):
     """The engine cannot go on; the message says why and what to do."""
 
@@ -252,6 +265,7 @@ class Engine:
         workspace = self.workspace
         existing = journal.run_by_tag(options.tag) if options.tag else journal.latest_run()
         if existing is not None and (options.tag or existing.status == "active"):
+            self._require_comparable(existing)
             if existing.status != "active":
                 journal.update_run(existing.id, status="active")
             self._checkout(existing.tag)
@@ -280,6 +294,27 @@ class Engine:
             corpus_fingerprint="",
             target=target,
         )
+
+    def _require_comparable(self, run: Run) -> None:
+        """Refuse to resume a run with trainer settings that make its results incomparable
+        with those recorded (a longer budget trains further, other data scores otherwise)."""
+        recorded = run.config.get("trainer") if isinstance(run.config, dict) else None
+        if not isinstance(recorded, dict):
+            return
+        current = self.settings.trainer.model_dump()
+        changed = [
+            f"{key} {recorded[key]!r} -> {current[key]!r}"
+            for key in COMPARABILITY_SETTINGS
+            if key in recorded and recorded[key] != current[key]
+        ]
+        if changed:
+            raise EngineError(
+                f"run {run.tag} was recorded with other trainer settings than these "
+                f"({', '.join(changed)}): its results could not be compared with new ones. "
+                f"Resume it with the settings it was recorded with (no --budget, or "
+                f"--budget {recorded.get('budget_seconds')}), or start a new run with "
+                "`--tag NEW`."
+            )
 
     def _checkout(self, tag: str) -> None:
         try:

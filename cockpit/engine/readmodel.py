@@ -921,6 +921,17 @@ def experiment_detail_without_curve(experiment: Experiment) -> ExperimentDetail:
     )
 
 
+def engine_lock_pid(workspace: Path) -> int | None:
+    """The pid an engine wrote into the workspace's lock when it took it, read without
+    touching the lock: for a starter waiting on the engine it spawned (see `engine_lock_held`).
+    An engine that has died leaves its pid behind; ask `engine_lock_held` whether it holds."""
+    try:
+        text = (Path(workspace) / ".cockpit" / "engine.lock").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def engine_lock_held(workspace: Path) -> bool:
     """Whether an engine holds the workspace's lock right now (what ``cockpit status`` asks).
 
@@ -954,6 +965,7 @@ __all__ = [
     "current_trial_start",
     "display_path",
     "engine_lock_held",
+    "engine_lock_pid",
     "experiment_detail",
     "journal_file",
     "latest_curve",

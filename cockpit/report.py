@@ -20,15 +20,15 @@ no global backend switched under the feet of whatever else runs in the process.
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cockpit.atomic import write_atomic
 from cockpit.engine.journal import LEDGER_DECISIONS, Experiment, Journal, JournalError, Run
 from cockpit.engine.workspace import COCKPIT_DIRNAME
 
@@ -582,18 +582,9 @@ def _label_kept_changes(axes: Axes, renderer: RendererBase, summary: RunSummary)
 
 
 def _save_png_atomically(figure: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        figure.savefig(temp_name, format="png", dpi=FIGURE_DPI)
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=FIGURE_DPI)
+    write_atomic(path, image.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -794,24 +785,9 @@ def write_report(
     png_path = target / PROGRESS_PNG
     markdown_path = target / REPORT_MD
     plot_progress(summary, png_path)
-    _write_text_atomically(markdown_path, render_markdown(summary, PROGRESS_PNG))
+    write_atomic(markdown_path, render_markdown(summary, PROGRESS_PNG).encode("utf-8"))
     return png_path, markdown_path
 
 
 def _no_experiments(workspace: Path) -> str:
     return f"no experiments recorded in {workspace} yet: start a run with `cockpit run`"
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise

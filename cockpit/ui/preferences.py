@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from cockpit.atomic import write_atomic
 
 STATE_DIR_ENV = "COCKPIT_STATE_DIR"
 APP_NAME = "research-cockpit"
@@ -50,13 +51,5 @@ def save_theme(name: str) -> None:
     """Remember the theme for the next start (written atomically)."""
     preferences = load_preferences()
     preferences["theme"] = name
-    path = preferences_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".ui.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(preferences, handle, indent=2, sort_keys=True)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    text = json.dumps(preferences, indent=2, sort_keys=True)
+    write_atomic(preferences_path(), text.encode("utf-8"))

@@ -27,7 +27,8 @@ from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, choose_the
 from cockpit.ui.plot import Axis, BrailleCanvas, Series, bar, chart, sparkline
 from cockpit.ui.preferences import preferences_path, saved_theme
 from cockpit.ui.screens import HelpScreen, PromptScreen
-from cockpit.ui.widgets import AgentPanel, DecisionLog, GpuPanel, LedgerTable, StatusLine
+from cockpit.ui.status_line import StatusLine
+from cockpit.ui.widgets import AgentPanel, DecisionLog, GpuPanel, LedgerTable
 from tests.conftest import REPO
 from tests.test_engine import make_workspace
 

@@ -66,6 +66,22 @@ class ProposedBy:
         return f"#{self.experiment} {name}"
 
 
+# Why replies were unusable, in a word or two, for the status line.
+SHORT_REASONS = {
+    "echo": "echoing the prompt",
+    "malformed": "not JSON",
+    "not_found": "edits not found",
+    "ambiguous": "ambiguous edits",
+    "syntax": "syntax errors",
+    "noop": "no-ops",
+    "already_tried": "scripts tried before",
+    "wrong_file": "edits of other files",
+    "empty_search": "empty searches",
+    "no_edits": "no edits",
+    "overlap": "overlapping edits",
+}
+
+
 @dataclass(frozen=True)
 class UnusableReplies:
     """The model's unusable replies since its last usable proposal (state ``agent_replies``)."""
@@ -88,6 +104,11 @@ class UnusableReplies:
             advice=str(advice) if advice else None,
             repeated=int(value.get("repeated") or 0),
         )
+
+    @property
+    def short_reason(self) -> str:
+        """The most common reason in a word or two."""
+        return SHORT_REASONS.get(self.reason, self.reason)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from cockpit.ui.messages import (
 )
 from cockpit.ui.preferences import save_theme, saved_theme
 from cockpit.ui.screens import HelpScreen, PromptScreen
+from cockpit.ui.status_line import StatusLine
 from cockpit.ui.widgets import (
     AGENT_EVENT_KINDS,
     DECISION_EVENT_KINDS,
@@ -71,7 +72,6 @@ from cockpit.ui.widgets import (
     LedgerTable,
     LossPlot,
     ProgressPlot,
-    StatusLine,
 )
 from themes import DEFAULT_THEME, LAYOUT_CSS, THEME_NAMES, THEMES, next_theme, resolve_theme
 

@@ -96,17 +96,8 @@ def _fit(lines: Sequence[Text], width: int, height: int) -> Text:
 
 
 # ---------------------------------------------------------------------------------------------
-# status line
+# the model server's state, as the status line (cockpit.ui.status_line) and the agent panel say it
 
-PHASE_WORDS = {
-    "starting": "STARTING",
-    "proposing": "PROPOSING",
-    "awaiting_approval": "AWAITING APPROVAL",
-    "training": "TRAINING",
-    "evaluating": "EVALUATING",
-    "paused": "PAUSED",
-    "stopped": "STOPPED",
-}
 AGENT_STATES = {
     "ready": ("Ollama ready", "success"),
     "server_down": ("Ollama unreachable", "error"),
@@ -115,140 +106,6 @@ AGENT_STATES = {
     "bad_reply": ("bad reply from the model", "warning"),
     "error": ("Ollama error", "error"),
 }
-
-
-class StatusLine(_View):
-    """Two lines on top: what the engine does now, and where and with what."""
-
-    def render(self) -> RenderableType:
-        if self.view is None:
-            return Text("reading the journal…")
-        status, error, pause_requested = self.view
-        palette = palette_of(self)
-        width = self.size.width
-        return _fit(
-            [
-                self._first_line(status, pause_requested, palette, width),
-                self._second_line(status, error, palette, width),
-            ],
-            width,
-            2,
-        )
-
-    def _first_line(
-        self, status: StatusInfo, pause_requested: bool, palette: Palette, width: int
-    ) -> Text:
-        badge = Style(bold=True, color=palette.background)
-        muted = Style(color=palette.muted)
-        # (text, rank): when the line is too long, the highest ranks go first.
-        parts: list[tuple[Text, int]] = []
-        if not status.journal_exists:
-            parts.append((_line((" NO JOURNAL ", badge + Style(bgcolor=palette.muted))), 0))
-            parts.append((_line("  the engine has not run here yet; "), 1))
-            parts.append((_line(("cockpit start", Style(bold=True)), " starts it"), 1))
-            return _squeeze(parts, width)
-        if not status.engine_running:
-            parts.append((_line((" ENGINE NOT RUNNING ", badge + Style(bgcolor=palette.error))), 0))
-            parts.append((_line("  ", ("cockpit start", Style(bold=True)), " resumes it"), 3))
-        else:
-            colour = {
-                "awaiting_approval": palette.waiting,
-                "paused": palette.warning,
-                "training": palette.running,
-                "evaluating": palette.running,
-            }.get(status.phase, palette.primary)
-            word = PHASE_WORDS.get(status.phase, status.phase.upper())
-            phase = _line((f" {word} ", badge + Style(bgcolor=colour)))
-            if status.experiment is not None and status.phase in (
-                "proposing",
-                "awaiting_approval",
-                "training",
-                "evaluating",
-            ):
-                phase.append(f" #{status.experiment}", Style(bold=True, color=colour))
-            parts.append((phase, 0))
-            if status.phase == "training" and status.time_left is not None:
-                parts.append(
-                    (_line((f"  {fmt.clock(status.time_left)} left", Style(bold=True))), 0)
-                )
-                if status.budget_seconds:
-                    done = 1.0 - status.time_left / status.budget_seconds
-                    filled, empty = bar(done, 12)
-                    parts.append(
-                        (
-                            _line(
-                                " ",
-                                (filled, Style(color=colour)),
-                                ("░" * len(empty), muted),
-                            ),
-                            3,
-                        )
-                    )
-            elif status.phase == "awaiting_approval":
-                key = Style(bold=True, color=palette.accent)
-                parts.append((_line("  ", ("a", key), " approve  ", ("v", key), " veto"), 2))
-            if pause_requested and status.phase != "paused":
-                parts.append((_line(("  pausing after this step", palette.warning)), 1))
-        parts.append(
-            (
-                _line(
-                    ("   best ", muted),
-                    (fmt.metric(status.best_val_bpb), Style(bold=True, color=palette.best)),
-                ),
-                0,
-            )
-        )
-        gain = status.gain
-        if gain is not None and status.baseline_val_bpb:
-            # Lower is better: a gain shows as the drop it is.
-            share = -100.0 * gain / status.baseline_val_bpb
-            arrow = "▼" if gain > 0 else ("▲" if gain < 0 else "=")
-            gain_style = Style(color=palette.keep if gain > 0 else palette.muted)
-            parts.append((_line((f" {arrow}{abs(gain):.4f}", gain_style)), 1))
-            parts.append((_line((f" ({share:+.1f}%) vs baseline", gain_style)), 4))
-        if status.self_reported:
-            parts.append((_line((" self-reported", palette.warning)), 2))
-        if status.mode:
-            parts.append((_line("   ", (status.mode, Style(bold=True, color=palette.primary))), 1))
-        return _squeeze(parts, width)
-
-    def _second_line(
-        self, status: StatusInfo, error: str | None, palette: Palette, width: int
-    ) -> Text:
-        muted = Style(color=palette.muted)
-        parts: list[tuple[Text, int]] = []
-        if error:
-            parts.append(
-                (_line(("⚠ ", Style(color=palette.error, bold=True)), (error, palette.error)), 0)
-            )
-            parts.append((_line("  "), 0))
-        parts.append((_line((status.workspace, Style(bold=True))), 1))
-        if status.branch:
-            parts.append((_line(("  branch ", muted), status.branch), 3))
-        if status.proposer:
-            parts.append((_line(("  ", muted), (status.proposer, Style(bold=True))), 2))
-            if status.model:
-                parts.append((_line(f" · {status.model}"), 2))
-        parts.append((_line("  ", agent_state_text(status, palette)), 0))
-        if status.keep_margin_bpb is not None:
-            parts.append((_line((f"  margin {status.keep_margin_bpb:.4f}", muted)), 4))
-        return _squeeze(parts, width)
-
-
-def _squeeze(parts: list[tuple[Text, int]], width: int) -> Text:
-    """The parts in order, leaving out the highest-ranked ones until the rest fits."""
-    kept = list(parts)
-    while sum(text.cell_len for text, _ in kept) > width:
-        worst = max(rank for _, rank in kept)
-        if worst == 0:
-            break
-        # The last part of the worst rank goes first.
-        index = max(i for i, (_text, rank) in enumerate(kept) if rank == worst)
-        del kept[index]
-    line = _line()
-    for text, _rank in kept:
-        line.append_text(text)
-    return line
 
 
 def agent_state_text(status: StatusInfo, palette: Palette) -> Text:

@@ -1,0 +1,100 @@
+"""The cockpit's status line: who proposed the experiment in flight and those before it, apart
+from the model server's state, and what the model's unusable replies came to."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cockpit.bench.ui_bench import build_workspace
+from cockpit.engine.journal import Journal
+from cockpit.engine.readmodel import journal_file
+from cockpit.ui.app import create_app
+from cockpit.ui.status_line import StatusLine
+
+WIDE = (160, 50)
+NARROW = (80, 24)
+REPLIES = {
+    "count": 6,
+    "reason": "echo",
+    "reason_text": "they repeat the prompt's example",
+    "by_reason": {"echo": 6},
+    "repeated": 5,
+    "message": "the last 6 replies were unusable: they repeat the prompt's example",
+    "advice": "the model seems too small or not instruction-tuned for this task",
+}
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Textual runs on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workspace is ~/ws, as a short label."""
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COCKPIT_STATE_DIR", str(tmp_path / "state"))
+
+
+def echoing_model(tmp_path: Path, **state: Any) -> Path:
+    """A run whose experiment in training (#25) the built-in proposer made, the model's
+    replies being echoing the prompt; ``state``: more engine state."""
+    root = build_workspace(
+        tmp_path / "home" / "ws", experiments=24, engine_pid=os.getpid(), phase="training"
+    )
+    with Journal.open(journal_file(root)) as journal:
+        run = journal.latest_run()
+        assert run is not None
+        for number in (23, 24, 25):
+            experiment = journal.experiment(run.id, number)
+            assert experiment is not None
+            journal.update_experiment(experiment.id, proposer="builtin", model=None)
+        journal.set_state(**{"proposer": "llm", "agent_replies": REPLIES, **state})
+    return root
+
+
+async def status_line(root: Path, size: tuple[int, int]) -> str:
+    app = create_app(root, poll_seconds=600.0)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        result = app.query_one(StatusLine).render()
+        return str(getattr(result, "plain", result))
+
+
+async def test_the_experiment_in_flight_is_named_by_who_proposed_it(tmp_path: Path) -> None:
+    line = await status_line(echoing_model(tmp_path), WIDE)
+    second = line.splitlines()[1]
+    assert "  #25 builtin  before: builtin, builtin, " in second, second
+    assert "· qwen2.5-coder:7b" not in second  # the model made none of the three
+    assert "● Ollama ready  ⚠ 6 unusable replies: echoing the prompt" in second, second
+
+
+async def test_a_paused_model_is_said_and_a_narrow_line_keeps_the_proposer_and_the_trouble(
+    tmp_path: Path,
+) -> None:
+    paused = {"proposals_left": 4, "proposals": 5, "reason": REPLIES["message"]}
+    root = echoing_model(tmp_path, proposer="builtin", agent_paused=paused)
+    second = (await status_line(root, NARROW)).splitlines()[1]
+    assert (
+        second == "~/ws  #25 builtin  ● Ollama ready  ⚠ model paused (4 more): echoing the prompt"
+    )
+
+
+async def test_while_proposing_the_one_being_asked_is_named(tmp_path: Path) -> None:
+    root = echoing_model(tmp_path, phase="proposing", experiment=26, asking="llm", time_left=None)
+    second = (await status_line(root, WIDE)).splitlines()[1]
+    assert "  #26 asking llm · qwen2.5-coder:7b  ● Ollama ready  ⚠ 6 unusable" in second, second
+    with Journal.open(journal_file(root)) as journal:
+        journal.set_state(asking="builtin")
+    second = (await status_line(root, WIDE)).splitlines()[1]
+    assert "  #26 asking builtin  before: builtin, builtin, builtin, " in second, second

@@ -3,12 +3,16 @@ the journal, never from who proposes next; and what the model's unusable replies
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cockpit.bench.ui_bench import MODEL, fill_journal
 from cockpit.engine.agent_status import ProposedBy, describe_proposers
 from cockpit.engine.journal import Journal
 from cockpit.engine.readmodel import JournalPoller, journal_file
+from tests.ollama_server import OllamaDouble, Reply
+from tests.test_engine import wait_for
 
 ECHOES = {
     "count": 6,
@@ -71,3 +75,55 @@ def test_the_proposers_line_names_the_one_in_flight_and_those_before_it() -> Non
         == "#4 being proposed (asking the LLM proposer), #3 built-in, #2 LLM"
     )
     assert describe_proposers(None, recent) == "#3 built-in, #2 LLM"
+
+
+def test_while_the_model_is_asked_after_a_restart_the_journal_says_so_not_the_stand_in(
+    tmp_path: Path, ollama_server: OllamaDouble
+) -> None:
+    """Ollama was down (the built-in proposer stood in); once it is back, the journal names
+    the LLM as the one being asked while its reply streams, not the stand-in."""
+    from agent.builtin import BuiltinProposer
+    from agent.fallback import FallbackProposer
+    from agent.llm import LLMProposer
+    from agent.ollama_backend import Backoff, OllamaBackend, OllamaOptions
+    from agent.proposal import ProposalContext
+    from cockpit.engine.agents import AgentRecorder, AgentSetup
+    from tests.conftest import REPO
+
+    script = (REPO / "tests" / "scripts" / "tiny_research.py").read_text()
+    edit = {"search": "LEARNING_RATE = 0.1", "replace": "LEARNING_RATE = 0.05"}
+    reply = json.dumps({"description": "halve it", "hypothesis": "h", "edits": [edit]})
+    backend = OllamaBackend(OllamaOptions(host=ollama_server.host, timeout_seconds=10.0))
+    recorder = AgentRecorder()
+    now = [0.0]
+    proposer = FallbackProposer(
+        LLMProposer(backend, attempts=1, on_event=recorder),
+        BuiltinProposer(seed=1),
+        backend,
+        backoff=Backoff(1.0, clock=lambda: now[0]),
+        clock=lambda: now[0],
+        on_event=recorder,
+    )
+    agent = AgentSetup(proposer, recorder, backend)
+    context = ProposalContext(best_script=script)
+    with Journal.open(journal_file(tmp_path)) as journal:
+        run = journal.create_run(tag="t", branch="cockpit/t", base_commit="0" * 40, mode="autonomous",
+                                 proposer="llm", config={}, corpus_fingerprint="x")  # fmt: skip
+        recorder.attach(journal, run.id)
+        ollama_server.stop()
+        assert proposer.propose(context).proposer == "builtin"
+        journal.set_state(**agent.state())
+        assert journal.get_state("proposer") == "builtin"
+        ollama_server.start()
+        ollama_server.script(Reply(reply, chunk_size=4, chunk_delay=0.05))  # about 2 s
+        now[0] += 5.0
+        with ThreadPoolExecutor(1) as pool:
+            proposal = pool.submit(proposer.propose, context)
+            wait_for(lambda: ollama_server.requests_to("/api/chat"), 10, "the model to be asked")
+            with Journal.open(journal_file(tmp_path), readonly=True) as reader:
+                assert reader.get_state("asking") == "llm"
+                assert reader.get_state("proposer") == "llm"  # not "builtin" for the whole reply
+            assert proposal.result(timeout=30).proposer == "llm"
+        journal.set_state(**agent.state())
+        assert journal.get_state("asking") is None
+    backend.close()

@@ -98,3 +98,9 @@ async def test_while_proposing_the_one_being_asked_is_named(tmp_path: Path) -> N
         journal.set_state(asking="builtin")
     second = (await status_line(root, WIDE)).splitlines()[1]
     assert "  #26 asking builtin  before: builtin, builtin, builtin, " in second, second
+
+
+async def test_with_nothing_in_flight_the_latest_proposers_are_named(tmp_path: Path) -> None:
+    root = echoing_model(tmp_path, phase="stopped", proposer="builtin", time_left=None)
+    second = (await status_line(root, WIDE)).splitlines()[1]
+    assert "  builtin · qwen2.5-coder:7b  latest: builtin, builtin, builtin, " in second, second

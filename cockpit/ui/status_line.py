@@ -148,7 +148,7 @@ RECENT_SHOWN = 4  # the proposers of the experiments before the one in flight, o
 
 def proposer_parts(status: StatusInfo, palette: Palette) -> list[tuple[Text, int]]:
     """Who proposed the experiment in flight (or, with none, who proposes next), and who
-    proposed those before it: (text, rank) parts of the status line."""
+    proposed those before it (the latest ones): (text, rank) parts of the status line."""
     muted, bold = Style(color=palette.muted), Style(bold=True)
     current = status.in_flight
     parts: list[tuple[Text, int]] = []
@@ -163,8 +163,9 @@ def proposer_parts(status: StatusInfo, palette: Palette) -> list[tuple[Text, int
         if status.model:
             parts.append((_line(f" · {status.model}"), 2))
     recent = [p.proposer or "?" for p in status.recent_proposers[:RECENT_SHOWN]]
-    if recent and current is not None:
-        parts.append((_line(("  before: " + ", ".join(recent), muted)), 4))
+    if recent:
+        label = "before" if current is not None else "latest"
+        parts.append((_line((f"  {label}: " + ", ".join(recent), muted)), 4))
     return parts
 
 

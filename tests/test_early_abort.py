@@ -18,6 +18,7 @@ from cockpit.engine.early_abort import (
     SAME_PLAN_TOLERANCE,
     SLACK,
     Trace,
+    Watch,
     calibrate,
     compare,
     curve_from_metrics,
@@ -31,12 +32,11 @@ from cockpit.engine.early_abort import (
     widest_bound,
 )
 from cockpit.engine.journal import Journal
+from tests.helpers import VALID, cockpit, edit, experiments, git_env, make_workspace, run_llm
 from tests.ollama_server import OllamaDouble
-from tests.test_agent_run import VALID, edit, run_llm
-from tests.test_engine import cockpit, experiments, git_env, make_workspace
 
-# Fixtures of the engine tests: commits without a git identity.
-from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
+# Commits without a git identity (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 
 def decaying(start: float, end: float, points: int = 100) -> list[tuple[float, float]]:
@@ -297,6 +297,27 @@ def test_a_gap_within_the_noise_of_its_windows_stops_nothing(
     assert stopped(1.0) >= 30
 
 
+def test_a_watch_judges_a_live_training_at_each_checkpoint_once_as_the_replay_does() -> None:
+    """Records arrive as the training goes; the watch judges the checkpoints reached since it
+    last looked, each once, and stops at the first the replay of the whole curve stops at."""
+    margin = calibrate([], after=0.3, floor=0.05)
+    worse = [(p, loss * 1.2) for p, loss in BEST]
+    level = [(p, loss * (1.0 if p < 0.5 else 1.2)) for p, loss in BEST]  # falls behind at half
+    for curve in (worse, level):
+        watch = Watch(Trace(tuple(BEST)), margin, after=0.3)
+        assert watch.check() is None  # nothing yet
+        for index, (progress, loss) in enumerate(curve):
+            watch.add({"progress": progress, "loss": loss})
+            if index % 7 == 0 and watch.check() is not None:
+                break
+        verdict = watch.check()
+        expected = first_verdict(curve, BEST, 0.3, margin)
+        assert verdict is not None and expected is not None
+        assert verdict.progress == expected.progress
+        assert watch.check() is verdict  # it stands
+        assert watch.judged_through == verdict.progress
+
+
 def test_the_margin_widens_to_spare_keeps_that_started_slowly() -> None:
     # A keep that trails by 12 % at 30 % of the budget and wins at the end.
     late_bloomer = [(p, loss * (1.12 - 0.2 * p)) for p, loss in BEST]
@@ -347,7 +368,7 @@ def test_the_engine_stops_a_losing_training_early_and_the_replay_counts_it(
     assert bench.returncode == 0, bench.stdout + bench.stderr
     report = json.loads(bench.stdout)
     assert report["left_out"] == 1 and report["experiments"] == 1
-    assert set(report) >= {"saved_share", "keeps_lost_share", "discarded", "keeps"}
+    assert set(report) >= {"saved_share", "keeps_lost_share", "discarded", "keeps", "other_plans"}
 
 
 def test_the_replay_of_a_recording_with_early_abort_off(

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cockpit.engine.early_abort import Margin, Trace, calibrate, first_verdict
+from cockpit.engine.early_abort import (
+    SAME_PLAN_TOLERANCE,
+    Margin,
+    Trace,
+    calibrate,
+    first_verdict,
+)
 from cockpit.engine.journal import Experiment, Journal
 from cockpit.engine.readmodel import paired_trace, trial_results
 
@@ -36,6 +42,8 @@ class Replayed:
     stopped_at: float | None  # share of the budget where the rule would have stopped it
     margin: Margin
     improved: bool  # it ended better than the best at its time (kept or not: within the noise)
+    # Its step plan is more than SAME_PLAN_TOLERANCE longer or shorter than its parent's.
+    other_plan: bool = False
 
 
 def replay(
@@ -82,11 +90,18 @@ def replay(
                 None if verdict is None else verdict.progress,
                 margin,
                 bool(improved),
+                _plans_differ(live, reference),
             )
         )
         if experiment.decision == "keep":
             kept.append((live, reference))
     return results, skipped
+
+
+def _plans_differ(live: Trace, reference: Trace) -> bool:
+    if not (live.planned and reference.planned):
+        return False
+    return abs(live.planned / reference.planned - 1.0) > SAME_PLAN_TOLERANCE
 
 
 def _same_seed_bpb(parent: Experiment, experiment: Experiment) -> float | None:
@@ -120,6 +135,11 @@ def figures(results: list[Replayed]) -> dict[str, Any]:
         "keeps_lost_share": round(len(lost) / len(keeps), 4) if keeps else 0.0,
         "improvements": len(improvements),
         "improvements_lost": len(improvements_lost),
+        # Plans more than SAME_PLAN_TOLERANCE apart from their parent's: compared point of plan
+        # against point of plan (see cockpit.engine.early_abort).
+        "other_plans": sum(1 for r in results if r.other_plan),
+        "keeps_with_other_plans": sum(1 for r in keeps if r.other_plan),
+        "keeps_with_other_plans_lost": sum(1 for r in lost if r.other_plan),
         "final_margin": results[-1].margin.value if results else None,
     }
 
@@ -167,5 +187,11 @@ def run_early_abort_bench(
     print(
         f"  runs that ended better than the best at their time (kept or within the noise) "
         f"that would have been stopped: {report['improvements_lost']} of {report['improvements']}"
+    )
+    print(
+        f"  plans more than {SAME_PLAN_TOLERANCE:.0%} longer or shorter than their parent's: "
+        f"{report['other_plans']} of {report['experiments']} experiments, "
+        f"{report['keeps_with_other_plans']} of the keeps "
+        f"({report['keeps_with_other_plans_lost']} of those stopped)"
     )
     return 0

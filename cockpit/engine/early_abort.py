@@ -445,3 +445,36 @@ def first_verdict(
         if verdict is not None:
             return verdict
     return None
+
+
+class Watch:
+    """One live training held against the best run's: its metric records as they arrive,
+    judged at the checkpoints it has reached, each once (judged at every tick, the noise of a
+    long run would get hundreds of chances to cross the margin)."""
+
+    def __init__(self, reference: Trace, margin: Margin, after: float) -> None:
+        self.reference = reference
+        self.margin = margin
+        self.after = after
+        self.records: list[Mapping[str, object]] = []
+        self.judged_through = 0.0
+        self.verdict: Verdict | None = None  # once given, it stands
+
+    def add(self, record: Mapping[str, object]) -> None:
+        """A metric record of the live training."""
+        self.records.append(record)
+
+    def check(self) -> Verdict | None:
+        """The verdict to stop, at the first checkpoint reached since the last check where
+        the run trails beyond the margin; None while it does not."""
+        if self.verdict is not None or not self.records:
+            return self.verdict
+        live = trace(self.records)
+        reached = live.points[-1][0] if live.points else 0.0
+        for progress in checkpoints(self.after, reached):
+            if progress > self.judged_through:
+                self.judged_through = progress
+                self.verdict = judge(live, self.reference, progress, self.after, self.margin)
+                if self.verdict is not None:
+                    break
+        return self.verdict

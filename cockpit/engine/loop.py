@@ -41,15 +41,7 @@ from agent.proposal import (
 )
 from cockpit.config import Settings
 from cockpit.engine.agents import AgentRecorder, AgentSetup
-from cockpit.engine.early_abort import (
-    Margin,
-    Trace,
-    Verdict,
-    calibrate,
-    checkpoints,
-    judge,
-    trace,
-)
+from cockpit.engine.early_abort import Verdict, Watch, calibrate
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.integrity import (
     SEED_ONLY,
@@ -727,41 +719,28 @@ class Engine:
         watch = (
             None if command or details.get("trials") else self._early_abort_watch(run, experiment)
         )
-        live: list[dict[str, Any]] = []  # this training's metric records
-        verdict: Verdict | None = None
-        last_judged, judged_through = 0.0, 0.0
+        last_judged = 0.0
 
         def on_metric(record: dict[str, Any]) -> None:
             event = record.get("event")
             if event == "metric":
                 buffer.append({**record, "seed": seed})  # which training: curves pair by seed
                 if watch is not None:
-                    live.append(record)
+                    watch.add(record)
             elif event == "phase" and record.get("phase") == "evaluating":
                 self._set_phase("evaluating", experiment=experiment.number)
 
         def on_tick() -> None:
-            nonlocal last_flush, verdict, last_judged, judged_through
+            nonlocal last_flush, last_judged
             if buffer and time.monotonic() - last_flush >= METRICS_FLUSH_SECONDS:
                 journal.add_metrics(experiment.id, list(buffer))
                 buffer.clear()
                 last_flush = time.monotonic()
             due = time.monotonic() - last_judged >= EARLY_ABORT_CHECK_SECONDS
-            if watch is not None and verdict is None and live and due:
+            if watch is not None and watch.verdict is None and due:
                 last_judged = time.monotonic()
-                reference, margin = watch
-                after = self.settings.engine.early_abort_after
-                current = trace(live)
-                reached = current.points[-1][0] if current.points else 0.0
-                # At the replay's checkpoints, each once: judged at every tick, the noise of
-                # a long run would get hundreds of chances to cross the margin.
-                for at in checkpoints(after, reached):
-                    if at > judged_through:
-                        judged_through = at
-                        verdict = judge(current, reference, at, after, margin)
-                        if verdict is not None:
-                            self.control.stop_current = True
-                            break
+                if watch.check() is not None:
+                    self.control.stop_current = True
             self._handle_commands()
             left = job.budget_seconds - (time.monotonic() - process.started_at)
             self._heartbeat(time_left=round(max(0.0, left), 1))
@@ -801,6 +780,7 @@ class Engine:
             # The engine is stopping at once: the training runs again when it starts next.
             self._requeue(experiment, "by the engine stopping")
             return
+        verdict = None if watch is None else watch.verdict
         if verdict is not None and result.outcome is Outcome.INTERRUPTED:
             self._record_result(experiment, result, files)
             self._discard_early(experiment, verdict)
@@ -821,9 +801,10 @@ class Engine:
         assert refreshed is not None
         self._decide(refreshed)
 
-    def _early_abort_watch(self, run: Run, experiment: Experiment) -> tuple[Trace, Margin] | None:
-        """The best run's loss curve and the calibrated margin, when this experiment may be
-        stopped early; None when early abort is off or there is nothing to compare with."""
+    def _early_abort_watch(self, run: Run, experiment: Experiment) -> Watch | None:
+        """A watch over this training against the best run's loss curve, with the margin
+        calibrated on the keeps so far, when this experiment may be stopped early; None when
+        early abort is off or there is nothing to compare with."""
         engine = self.settings.engine
         if not engine.early_abort or experiment.number == 0:
             return None
@@ -847,7 +828,8 @@ class Engine:
                         paired_trace(journal.metrics(origin.id)),
                     )
                 )
-        return reference, calibrate(kept, engine.early_abort_after, engine.early_abort_margin)
+        margin = calibrate(kept, engine.early_abort_after, engine.early_abort_margin)
+        return Watch(reference, margin, engine.early_abort_after)
 
     def _discard_early(self, experiment: Experiment, verdict: Verdict) -> None:
         """Record a training stopped early as discarded, with the evidence."""

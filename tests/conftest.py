@@ -108,6 +108,18 @@ def served(ollama_server: OllamaDouble, monkeypatch: pytest.MonkeyPatch) -> Olla
     return ollama_server
 
 
+@pytest.fixture
+def no_git_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits must work without user.name/user.email anywhere: a private HOME and data
+    directory, no system git config. The engine tests use it on every test
+    (``pytestmark = pytest.mark.usefixtures("no_git_identity")``)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("COCKPIT_DATA_DIR", str(tmp_path / "data"))
+
+
 # Imports of the Ollama server fixtures above.
 from collections.abc import Iterator  # noqa: E402
 

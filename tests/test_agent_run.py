@@ -6,63 +6,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cockpit.engine.journal import Journal
+import pytest
+
+from tests.conftest import SCRIPTS
+from tests.helpers import (
+    VALID,
+    agent_config,
+    agent_events,
+    cockpit,
+    edit,
+    experiments,
+    make_workspace,
+    run_llm,
+    spawn,
+    state,
+    wait_for,
+)
 from tests.ollama_server import OllamaDouble, Reply
-from tests.test_engine import SCRIPTS, cockpit, experiments, make_workspace, spawn, state, wait_for
 
-# Fixtures of the engine tests: commits without a git identity.
-from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
-
-
-def edit(description: str, search: str, replace: str, hypothesis: str = "it should help") -> Reply:
-    return Reply(
-        json.dumps(
-            {
-                "description": description,
-                "hypothesis": hypothesis,
-                "edits": [{"search": search, "replace": replace}],
-            }
-        )
-    )
-
-
-# Four valid edits of tests/scripts/tiny_research.py, each on a line of its own, so each
-# applies whichever of the others were kept.
-VALID = [
-    edit("halve the learning rate", "LEARNING_RATE = 0.1", "LEARNING_RATE = 0.05"),
-    edit("double the batch", "BATCH_SIZE = 16", "BATCH_SIZE = 32"),
-    edit("faster second moment", "BETA2 = 0.99", "BETA2 = 0.95"),
-    edit(
-        "small random init",
-        "nn.init.zeros_(self.table.weight)",
-        "nn.init.normal_(self.table.weight, std=0.01)",
-    ),
-]
-
-
-def run_llm(root: Path, experiments: int, budget: float = 1.5) -> str:
-    """`cockpit run` of the LLM proposer in the foreground (1.5 s trainings unless told);
-    its output, once it has ended well."""
-    result = cockpit(
-        "run", "--headless", "--workspace", str(root), "--experiments", str(experiments),
-        "--budget", str(budget), "--proposer", "llm",
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    return output
-
-
-def agent_config(root: Path, *lines: str) -> None:
-    """Add settings to the workspace's config.toml (the engine reads it at start)."""
-    config = root / "config.toml"
-    config.write_text(config.read_text() + "\n".join(lines) + "\n")
-
-
-def agent_events(root: Path) -> list:
-    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
-        run = journal.latest_run()
-        assert run is not None
-        return journal.events(run.id, kinds=["agent"])
+# Commits without a git identity (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 
 def test_rejected_replies_go_back_to_the_model_and_never_cost_a_training(

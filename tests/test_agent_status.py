@@ -11,8 +11,8 @@ from cockpit.bench.ui_bench import MODEL, fill_journal
 from cockpit.engine.agent_status import ProposedBy, describe_proposers
 from cockpit.engine.journal import Journal
 from cockpit.engine.readmodel import JournalPoller, journal_file
+from tests.helpers import wait_for
 from tests.ollama_server import OllamaDouble, Reply
-from tests.test_engine import wait_for
 
 ECHOES = {
     "count": 6,

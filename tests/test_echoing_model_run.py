@@ -7,12 +7,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.ollama_server import EchoExample, OllamaDouble
-from tests.test_agent_run import agent_config, agent_events
-from tests.test_engine import cockpit, experiments, make_workspace, spawn, state, wait_for
+import pytest
 
-# Fixtures of the engine tests: commits without a git identity.
-from tests.test_engine import no_git_identity  # noqa: F401  isort: skip
+from tests.helpers import (
+    agent_config,
+    agent_events,
+    cockpit,
+    experiments,
+    make_workspace,
+    spawn,
+    state,
+    wait_for,
+)
+from tests.ollama_server import EchoExample, OllamaDouble
+
+# Commits without a git identity (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 SMALL_MODEL = "gemma3:270m"
 ECHOES = "they repeat the prompt's example"

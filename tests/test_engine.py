@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -18,111 +17,22 @@ import pytest
 
 from cockpit.engine.journal import Journal
 from cockpit.engine.workspace import Workspace
-from tests.conftest import REPO, SCRIPTS, write_text_corpus
+from tests.conftest import REPO, SCRIPTS
+from tests.helpers import (
+    cockpit,
+    experiments,
+    git,
+    git_env,
+    make_workspace,
+    spawn,
+    state,
+    wait_for,
+)
+
+# Commits without a git identity (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 TSV_ROW = re.compile(r"^[0-9a-f]{7}\t\d+\.\d{6}\t\d+\.\d\t(keep|discard|crash)\t[^\t]+$")
-
-
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Commits must work without user.name/user.email anywhere."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("COCKPIT_DATA_DIR", str(tmp_path / "data"))
-
-
-def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> Workspace:
-    workspace = Workspace.init(root, script_source=script)
-    corpus = write_text_corpus(root.parent / f"{root.name}-corpus", documents=30, lines=30)
-    (root / "config.toml").write_text(
-        "[trainer]\n"
-        f'corpus = "text:{corpus}"\n'
-        "budget_seconds = 1.5\n"
-        "grace_seconds = 2.0\n"
-        "seq_len = 64\n"
-        "eval_tokens = 4096\n"
-        'device = "cpu"\n'
-        "[engine]\n"
-        "sample_seconds = 0.2\n"
-        # The LLM proposer has tests of its own, against the Ollama test server.
-        'proposer = "builtin"\n'
-        # One training per experiment keeps these tests short; the noise floor and the
-        # confirmation runs have tests of their own.
-        "noise_runs = 1\n"
-        "confirm_multiple = 0\n"
-        # Early abort has tests of its own; here every training runs its budget.
-        "early_abort = false\n"
-    )
-    # The settings file is the workspace's own business: commit it so train.py stays the only
-    # thing the engine looks at.
-    subprocess.run(
-        ["git", "-C", str(root), "commit", "-qam", "test settings"], check=True, env=git_env()
-    )
-    return workspace
-
-
-def git_env() -> dict[str, str]:
-    return {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-
-
-def cockpit(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cockpit", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cockpit", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def git(workspace: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(workspace), *args], capture_output=True, text=True, check=True
-    ).stdout
-
-
-def wait_for(
-    condition: Callable[[], object], timeout: float = 60, what: str = "condition"
-) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def state(workspace: Path, key: str) -> object:
-    path = workspace / ".cockpit" / "journal.db"
-    if not path.exists():
-        return None
-    try:
-        with Journal.open(path, readonly=True) as journal:
-            return journal.get_state(key)
-    except Exception:
-        return None
-
-
-def experiments(workspace: Path) -> list:
-    with Journal.open(workspace / ".cockpit" / "journal.db", readonly=True) as journal:
-        run = journal.latest_run()
-        assert run is not None
-        return journal.experiments(run.id)
 
 
 def test_a_headless_run_trains_the_baseline_and_each_experiment_once(tmp_path: Path) -> None:

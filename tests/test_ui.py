@@ -30,7 +30,7 @@ from cockpit.ui.screens import HelpScreen, PromptScreen
 from cockpit.ui.status_line import StatusLine
 from cockpit.ui.widgets import AgentPanel, DecisionLog, GpuPanel, LedgerTable
 from tests.conftest import REPO
-from tests.test_engine import make_workspace
+from tests.helpers import make_workspace
 
 WIDE = (160, 50)
 NARROW = (80, 24)

@@ -20,9 +20,8 @@ from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, create_app
 from cockpit.ui.screens import PromptScreen
 from cockpit.ui.widgets import LedgerTable
 from tests.conftest import REPO
+from tests.helpers import edit, make_workspace
 from tests.ollama_server import OllamaDouble
-from tests.test_agent_run import edit
-from tests.test_engine import make_workspace
 
 pytestmark = pytest.mark.anyio
 

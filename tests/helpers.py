@@ -1,0 +1,160 @@
+"""Helpers the end-to-end tests share: real workspaces, the real `cockpit` command in its
+own processes, the journal read back, and replies of the Ollama test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cockpit.engine.journal import Journal
+from cockpit.engine.workspace import Workspace
+from tests.conftest import REPO, SCRIPTS, write_text_corpus
+from tests.ollama_server import Reply
+
+
+def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> Workspace:
+    workspace = Workspace.init(root, script_source=script)
+    corpus = write_text_corpus(root.parent / f"{root.name}-corpus", documents=30, lines=30)
+    (root / "config.toml").write_text(
+        "[trainer]\n"
+        f'corpus = "text:{corpus}"\n'
+        "budget_seconds = 1.5\n"
+        "grace_seconds = 2.0\n"
+        "seq_len = 64\n"
+        "eval_tokens = 4096\n"
+        'device = "cpu"\n'
+        "[engine]\n"
+        "sample_seconds = 0.2\n"
+        # The LLM proposer has tests of its own, against the Ollama test server.
+        'proposer = "builtin"\n'
+        # One training per experiment keeps these tests short; the noise floor and the
+        # confirmation runs have tests of their own.
+        "noise_runs = 1\n"
+        "confirm_multiple = 0\n"
+        # Early abort has tests of its own; here every training runs its budget.
+        "early_abort = false\n"
+    )
+    # The settings file is the workspace's own business: commit it so train.py stays the only
+    # thing the engine looks at.
+    subprocess.run(
+        ["git", "-C", str(root), "commit", "-qam", "test settings"], check=True, env=git_env()
+    )
+    return workspace
+
+
+def git_env() -> dict[str, str]:
+    return {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+
+def cockpit(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cockpit", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cockpit", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def git(workspace: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(workspace), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 60, what: str = "condition"
+) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def state(workspace: Path, key: str) -> object:
+    path = workspace / ".cockpit" / "journal.db"
+    if not path.exists():
+        return None
+    try:
+        with Journal.open(path, readonly=True) as journal:
+            return journal.get_state(key)
+    except Exception:
+        return None
+
+
+def experiments(workspace: Path) -> list:
+    with Journal.open(workspace / ".cockpit" / "journal.db", readonly=True) as journal:
+        run = journal.latest_run()
+        assert run is not None
+        return journal.experiments(run.id)
+
+
+def edit(description: str, search: str, replace: str, hypothesis: str = "it should help") -> Reply:
+    return Reply(
+        json.dumps(
+            {
+                "description": description,
+                "hypothesis": hypothesis,
+                "edits": [{"search": search, "replace": replace}],
+            }
+        )
+    )
+
+
+# Four valid edits of tests/scripts/tiny_research.py, each on a line of its own, so each
+# applies whichever of the others were kept.
+VALID = [
+    edit("halve the learning rate", "LEARNING_RATE = 0.1", "LEARNING_RATE = 0.05"),
+    edit("double the batch", "BATCH_SIZE = 16", "BATCH_SIZE = 32"),
+    edit("faster second moment", "BETA2 = 0.99", "BETA2 = 0.95"),
+    edit(
+        "small random init",
+        "nn.init.zeros_(self.table.weight)",
+        "nn.init.normal_(self.table.weight, std=0.01)",
+    ),
+]
+
+
+def run_llm(root: Path, experiments: int, budget: float = 1.5) -> str:
+    """`cockpit run` of the LLM proposer in the foreground (1.5 s trainings unless told);
+    its output, once it has ended well."""
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", str(experiments),
+        "--budget", str(budget), "--proposer", "llm",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return output
+
+
+def agent_config(root: Path, *lines: str) -> None:
+    """Add settings to the workspace's config.toml (the engine reads it at start)."""
+    config = root / "config.toml"
+    config.write_text(config.read_text() + "\n".join(lines) + "\n")
+
+
+def agent_events(root: Path) -> list:
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        run = journal.latest_run()
+        assert run is not None
+        return journal.events(run.id, kinds=["agent"])

@@ -147,6 +147,15 @@ def run_llm(root: Path, experiments: int, budget: float = 1.5) -> str:
     return output
 
 
+def spawn_supervised_llm(root: Path, experiments: int) -> subprocess.Popen[str]:
+    """`cockpit run` of the LLM proposer in supervised mode (1.5 s trainings), started in
+    the background: each proposal waits for approval, and its state can be read at rest."""
+    return spawn(
+        "run", "--headless", "--workspace", str(root), "--experiments", str(experiments),
+        "--budget", "1.5", "--proposer", "llm", "--mode", "supervised",
+    )  # fmt: skip
+
+
 def agent_config(root: Path, *lines: str) -> None:
     """Add settings to the workspace's config.toml (the engine reads it at start)."""
     config = root / "config.toml"
@@ -158,3 +167,16 @@ def agent_events(root: Path) -> list:
         run = journal.latest_run()
         assert run is not None
         return journal.events(run.id, kinds=["agent"])
+
+
+# What the agent records of six unusable replies that echo the prompt's example (the
+# `agent_replies` state, see agent.replies.ReplyLog.summary).
+ECHOED_REPLIES = {
+    "count": 6,
+    "reason": "echo",
+    "reason_text": "they repeat the prompt's example",
+    "by_reason": {"echo": 6},
+    "repeated": 5,
+    "message": "the last 6 replies were unusable: they repeat the prompt's example",
+    "advice": "the model seems too small or not instruction-tuned for this task",
+}

@@ -19,6 +19,7 @@ from tests.helpers import (
     make_workspace,
     run_llm,
     spawn,
+    spawn_supervised_llm,
     state,
     wait_for,
 )
@@ -226,10 +227,7 @@ def test_a_flagged_proposal_waits_for_the_researcher_in_supervised_mode(
     root = tmp_path / "ws"
     make_workspace(root)
     served.script(SEED_ONLY)
-    process = spawn(
-        "run", "--headless", "--workspace", str(root), "--experiments", "1",
-        "--budget", "1.5", "--proposer", "llm", "--mode", "supervised",
-    )  # fmt: skip
+    process = spawn_supervised_llm(root, 1)
     try:
         wait_for(
             lambda: state(root, "phase") == "awaiting_approval",
@@ -260,10 +258,7 @@ def test_an_approved_seed_only_change_is_never_kept(tmp_path: Path, served: Olla
     root = tmp_path / "ws"
     make_workspace(root, SCRIPTS / "lucky_seed.py")
     served.script(SEED_ONLY)
-    process = spawn(
-        "run", "--headless", "--workspace", str(root), "--experiments", "1",
-        "--budget", "1.5", "--proposer", "llm", "--mode", "supervised",
-    )  # fmt: skip
+    process = spawn_supervised_llm(root, 1)
     try:
         wait_for(lambda: state(root, "phase") == "awaiting_approval", 90, "the proposal")
         assert cockpit("approve", "--workspace", str(root)).returncode == 0

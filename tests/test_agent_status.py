@@ -11,18 +11,8 @@ from cockpit.bench.ui_bench import MODEL, fill_journal
 from cockpit.engine.agent_status import ProposedBy, describe_proposers
 from cockpit.engine.journal import Journal
 from cockpit.engine.readmodel import JournalPoller, journal_file
-from tests.helpers import wait_for
+from tests.helpers import ECHOED_REPLIES, wait_for
 from tests.ollama_server import OllamaDouble, Reply
-
-ECHOES = {
-    "count": 6,
-    "reason": "echo",
-    "reason_text": "they repeat the prompt's example",
-    "by_reason": {"echo": 6},
-    "repeated": 5,
-    "message": "the last 6 replies were unusable: they repeat the prompt's example",
-    "advice": "the model seems too small or not instruction-tuned for this task",
-}
 
 
 def always_alive(pid: int) -> bool:
@@ -38,7 +28,7 @@ def test_the_experiment_in_flight_is_named_by_its_own_proposer_not_the_next_one(
         assert training is not None
         # The built-in proposer made the one in training; the LLM is asked for the next one.
         journal.update_experiment(training.id, proposer="builtin", model=None)
-        journal.set_state(proposer="llm", agent_replies=ECHOES)
+        journal.set_state(proposer="llm", agent_replies=ECHOED_REPLIES)
         recorded = {e.number: e.proposer for e in journal.experiments(run.id)}
     poller = JournalPoller(tmp_path, alive=always_alive)
     status = poller.poll().status
@@ -49,7 +39,7 @@ def test_the_experiment_in_flight_is_named_by_its_own_proposer_not_the_next_one(
     ]
     assert status.proposer == "llm"  # the next proposal's, kept apart
     assert status.unusable_replies is not None and status.unusable_replies.count == 6
-    assert status.unusable_replies.message == ECHOES["message"]
+    assert status.unusable_replies.message == ECHOED_REPLIES["message"]
 
     # The next proposal is under way: the one being asked is named, and a poll says so.
     with Journal.open(journal_file(tmp_path)) as journal:

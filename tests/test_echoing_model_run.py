@@ -15,7 +15,7 @@ from tests.helpers import (
     cockpit,
     experiments,
     make_workspace,
-    spawn,
+    spawn_supervised_llm,
     state,
     wait_for,
 )
@@ -44,10 +44,7 @@ def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_say
     agent_config(root, "[agent]", f'model = "{SMALL_MODEL}"')
     served.models.append(SMALL_MODEL)
     served.default_reply = EchoExample(quoted=True)  # as a model held to the schema copies it
-    process = spawn(
-        "run", "--headless", "--workspace", str(root), "--experiments", "4",
-        "--budget", "1.5", "--proposer", "llm", "--mode", "supervised",
-    )  # fmt: skip
+    process = spawn_supervised_llm(root, 4)
     try:
         # Supervised: the first proposal waits for approval, and status can be read at rest.
         wait_for(lambda: state(root, "phase") == "awaiting_approval", 120, "the first proposal")

@@ -14,18 +14,10 @@ from cockpit.engine.journal import Journal
 from cockpit.engine.readmodel import journal_file
 from cockpit.ui.app import create_app
 from cockpit.ui.status_line import StatusLine
+from tests.helpers import ECHOED_REPLIES
 
 WIDE = (160, 50)
 NARROW = (80, 24)
-REPLIES = {
-    "count": 6,
-    "reason": "echo",
-    "reason_text": "they repeat the prompt's example",
-    "by_reason": {"echo": 6},
-    "repeated": 5,
-    "message": "the last 6 replies were unusable: they repeat the prompt's example",
-    "advice": "the model seems too small or not instruction-tuned for this task",
-}
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +49,7 @@ def echoing_model(tmp_path: Path, **state: Any) -> Path:
             experiment = journal.experiment(run.id, number)
             assert experiment is not None
             journal.update_experiment(experiment.id, proposer="builtin", model=None)
-        journal.set_state(**{"proposer": "llm", "agent_replies": REPLIES, **state})
+        journal.set_state(**{"proposer": "llm", "agent_replies": ECHOED_REPLIES, **state})
     return root
 
 
@@ -82,7 +74,7 @@ async def test_the_experiment_in_flight_is_named_by_who_proposed_it(tmp_path: Pa
 async def test_a_paused_model_is_said_and_a_narrow_line_keeps_the_proposer_and_the_trouble(
     tmp_path: Path,
 ) -> None:
-    paused = {"proposals_left": 4, "proposals": 5, "reason": REPLIES["message"]}
+    paused = {"proposals_left": 4, "proposals": 5, "reason": ECHOED_REPLIES["message"]}
     root = echoing_model(tmp_path, proposer="builtin", agent_paused=paused)
     second = (await status_line(root, NARROW)).splitlines()[1]
     assert (

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import trainer
+from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_fixed_parts
 from cockpit.engine.integrity import (
     EVAL_SETTINGS,
     FILE_ACCESS,
@@ -25,9 +26,7 @@ from cockpit.engine.integrity import (
     SYNTAX,
     VALIDATION_DATA,
     Flag,
-    describe_fingerprint_change,
     describe_flags,
-    fingerprint_fixed_parts,
     inspect_script,
 )
 

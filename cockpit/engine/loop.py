@@ -43,14 +43,8 @@ from cockpit.config import Settings
 from cockpit.engine.agents import AgentRecorder, AgentSetup
 from cockpit.engine.early_abort import Verdict, Watch, calibrate
 from cockpit.engine.failpoints import failpoint
-from cockpit.engine.integrity import (
-    SEED_ONLY,
-    Flag,
-    describe_fingerprint_change,
-    describe_flags,
-    fingerprint_fixed_parts,
-    inspect_script,
-)
+from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_fixed_parts
+from cockpit.engine.integrity import SEED_ONLY, Flag, describe_flags, inspect_script
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.noise import NoiseFloor, compare, needs_confirmation, noise_floor

@@ -1,0 +1,113 @@
+"""Seed-only changes: a proposal that changes nothing but the random seed only re-rolls the
+noise."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+
+from cockpit.engine.integrity.flags import SEED_ONLY, WHY_SEED, Flag
+from cockpit.engine.integrity.rules import SEED_FUNCTIONS, SEED_METHODS
+from cockpit.engine.integrity.syntax import is_bare_string
+
+
+def _seedlike(name: str) -> bool:
+    return "seed" in name.lower()
+
+
+def _is_seed_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        return func.attr in SEED_METHODS
+    return isinstance(func, ast.Name) and func.id in SEED_FUNCTIONS
+
+
+class _WithoutDocstrings(ast.NodeTransformer):
+    """Drops string statements (docstrings): they change nothing that runs."""
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
+        return None if is_bare_string(node) else self.generic_visit(node)
+
+
+class _WithoutSeeds(_WithoutDocstrings):
+    """Blinds a tree to its seeds: seed calls and seed constants dropped, seed values replaced
+    by one placeholder, so that two scripts differing only by seed become equal."""
+
+    _PLACEHOLDER = "__seed__"
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
+        if _is_seed_call(node.value):
+            return None
+        return super().visit_Expr(node)
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST | None:
+        if all(self._seed_target(target) for target in node.targets):
+            return None
+        return self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST | None:
+        return None if self._seed_target(node.target) else self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST | None:
+        return None if self._seed_target(node.target) else self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        if _is_seed_call(node):
+            node.args, node.keywords = [], []
+        for keyword in node.keywords:
+            if keyword.arg and _seedlike(keyword.arg):
+                keyword.value = ast.Name(self._PLACEHOLDER, ast.Load())
+        return self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.Name(self._PLACEHOLDER, node.ctx) if _seedlike(node.id) else node
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        if _seedlike(node.attr):
+            return ast.Name(self._PLACEHOLDER, node.ctx)
+        return self.generic_visit(node)
+
+    @staticmethod
+    def _seed_target(target: ast.AST) -> bool:
+        if isinstance(target, ast.Name):
+            return _seedlike(target.id)
+        if isinstance(target, ast.Attribute):
+            return _seedlike(target.attr)
+        if isinstance(target, (ast.Tuple, ast.List)):
+            return all(_WithoutSeeds._seed_target(element) for element in target.elts)
+        return False
+
+
+@functools.lru_cache(maxsize=16)
+def dump(source: str, blind_to_seeds: bool) -> str:
+    """The script's tree as text, without docstrings (and, if asked, without its seeds).
+    Cached: the engine compares many proposals against the same best script."""
+    transformer = _WithoutSeeds() if blind_to_seeds else _WithoutDocstrings()
+    return ast.dump(transformer.visit(ast.parse(source)))
+
+
+def seed_only_change(old: str, new: str) -> Flag | None:
+    if dump(old, False) == dump(new, False):
+        return None  # nothing that runs changed
+    if dump(old, True) != dump(new, True):
+        return None
+    return Flag(
+        SEED_ONLY, _first_changed_line(old, new), f"changes only the random seed: {WHY_SEED}"
+    )
+
+
+def _first_changed_line(old: str, new: str) -> int | None:
+    """The first line of the new script that differs, preferring one that mentions a seed."""
+    new_lines = new.splitlines()
+    changed: list[int] = []
+    matcher = difflib.SequenceMatcher(a=old.splitlines(), b=new_lines, autojunk=False)
+    for tag, _, _, start, end in matcher.get_opcodes():
+        if tag != "equal":
+            changed.extend(range(start, max(end, start + 1)))
+    for index in changed:
+        if index < len(new_lines) and "seed" in new_lines[index].lower():
+            return index + 1
+    return changed[0] + 1 if changed and changed[0] < len(new_lines) else None

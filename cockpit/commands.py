@@ -25,6 +25,7 @@ from cockpit.engine.journal import Journal, JournalError
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
 from cockpit.engine.readmodel import engine_lock_held, engine_lock_pid, integrity_flags
 from cockpit.engine.workspace import Workspace, WorkspaceError
+from trainer.confine import Confinement
 
 COMMAND_WAIT_SECONDS = 3.0
 START_WAIT_SECONDS = 20.0
@@ -167,6 +168,12 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 noise_spread_bpb=state.get("noise_spread_bpb"),
                 noise_runs=state.get("noise_runs"),
             )
+        confinement = Confinement.from_dict(state.get("confinement"))
+        report["confinement"] = (
+            {**confinement.to_dict(), "message": confinement.describe()}
+            if confinement is not None
+            else None
+        )
         if state.get("proposer") is not None:
             report["agent"] = {
                 "proposer": state.get("proposer"),
@@ -246,6 +253,9 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
         for flag in awaiting["flags"]:
             print(f"    flagged {flag}")
         print("    `cockpit approve` trains it, `cockpit veto --reason WHY` refuses it")
+    confinement = report.get("confinement")
+    if confinement is not None:
+        print(f"  {'confinement: ' if confinement['enforced'] else ''}{confinement['message']}")
     current = report.get("in_flight")
     recent = report.get("recent_proposers") or []
     if current is not None or recent:

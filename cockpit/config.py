@@ -152,6 +152,15 @@ class TrainerSettings(BaseModel):
         description="CPU threads used for training; 0 = all available cores.",
         json_schema_extra={"allowed": "an integer, 0 or more (0 = all cores)"},
     )
+    require_confinement: bool = Field(
+        default=False,
+        description=(
+            "Refuse to train where the kernel cannot take the training process off the "
+            "network (a user and network namespace of its own); false = train unconfined "
+            "then, and say so."
+        ),
+        json_schema_extra={"allowed": "true or false"},
+    )
 
 
 class EngineSettings(BaseModel):

@@ -51,6 +51,7 @@ def harness_args(
         "--seq-len", str(trainer.seq_len),
         "--eval-tokens", str(trainer.eval_tokens),
         "--threads", str(trainer.threads),
+        "--confinement", "require" if trainer.require_confinement else "auto",
     ]  # fmt: skip
     if cache_dir:
         args += ["--cache-dir", str(Path(cache_dir).expanduser())]

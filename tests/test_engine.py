@@ -74,6 +74,11 @@ def test_a_headless_run_trains_the_baseline_and_each_experiment_once(tmp_path: P
     assert status["running"] is False and status["phase"] == "stopped"
     assert status["best_val_bpb"] <= status["baseline_val_bpb"]
     assert len(status["last_decisions"]) == 4
+    # The trainings ran off the network (this kernel gives the namespaces), and status says so.
+    assert status["confinement"]["enforced"] is True, status["confinement"]
+    assert status["confinement"]["network"].startswith("a network namespace of its own")
+    text = cockpit("status", "--workspace", str(root)).stdout
+    assert "  confinement: network: none beyond loopback, enforced by a network namespace" in text
 
 
 def test_user_changes_to_train_py_are_never_overwritten(tmp_path: Path) -> None:
@@ -408,6 +413,11 @@ def test_script_mode_runs_the_workspace_command_and_marks_the_metric_self_report
     status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
     assert status["self_reported"] is True and status["metric"] == "val_bpb"
     assert "(self-reported)" in cockpit("status", "--workspace", str(root)).stdout
+    assert status["confinement"]["enforced"] is False  # the command is not the harness
+    assert status["confinement"]["message"] == (
+        "training is not confined: script mode runs the workspace's own command as it is, "
+        "outside the harness"
+    )
     # The working tree holds the best script again once the run is over.
     assert (root / "train.py").read_text() == Workspace.open(root).script_at(
         Workspace.open(root).best_commit(status["tag"])

@@ -96,3 +96,15 @@ async def test_with_nothing_in_flight_the_latest_proposers_are_named(tmp_path: P
     root = echoing_model(tmp_path, phase="stopped", proposer="builtin", time_left=None)
     second = (await status_line(root, WIDE)).splitlines()[1]
     assert "  builtin · qwen2.5-coder:7b  latest: builtin, builtin, builtin, " in second, second
+
+
+async def test_a_training_that_was_not_confined_is_said_first_and_stays(tmp_path: Path) -> None:
+    """The latest training ran unconfined: the line says so first, at any width."""
+    unconfined = {"network": None, "enforced": False, "reason": "user namespaces are off"}
+    root = echoing_model(tmp_path, confinement=unconfined)
+    for size in (WIDE, NARROW):
+        second = (await status_line(root, size)).splitlines()[1]
+        assert second.startswith("⚠ training is not confined: user namespaces are off"), second
+    confined = {"network": "a network namespace", "enforced": True, "reason": ""}
+    root = echoing_model(tmp_path / "confined", confinement=confined)
+    assert "not confined" not in await status_line(root, WIDE)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from trainer import hardware, template_path
+from trainer.confine import MODES, Confinement
 from trainer.data import CorpusError, EncodedCorpus, default_cache_dir, prepare_corpus
 from trainer.evaluate import check_model, eval_windows, evaluate_bpb
 from trainer.outcomes import HarnessStop, Outcome
@@ -71,6 +72,9 @@ class HarnessOptions:
     metrics_path: Path | None = None
     metrics_fd: int | None = None
     summary_json: Path | None = None
+    # What confines this process (see trainer.confine), or why it could not be confined when
+    # that was required; None: the harness runs in a process that was not started for it.
+    confinement: Confinement | Exception | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -466,6 +470,13 @@ class Run:
 
 def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
     options = run.options
+    confinement = options.confinement
+    if isinstance(confinement, Exception):
+        raise HarnessStop(Outcome.SETUP, str(confinement))
+    if confinement is None:
+        confinement = Confinement(None, "the harness runs in-process, not as `python -m trainer`")
+    run.summary["confinement"] = confinement.to_dict()
+    print(confinement.describe(), file=sys.stderr, flush=True)
     install_offline_guard()
     hardware.keep_freed_memory()
     device = resolve_device(options.device)
@@ -662,10 +673,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--summary-json", type=Path, default=None, help="write the summary here as JSON"
     )
+    parser.add_argument(
+        "--confinement",
+        choices=MODES,
+        default="auto",
+        help="take the training process off the network (auto: where the kernel allows; "
+        "require: fail where it does not; off)",
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, confinement: Confinement | Exception | None = None) -> int:
+    """The harness's command line; ``confinement`` is what `python -m trainer` put in force
+    before torch was imported."""
     args = build_parser().parse_args(argv)
     options = HarnessOptions(
         script=(args.script or template_path()).resolve(),
@@ -682,5 +702,6 @@ def main(argv: list[str] | None = None) -> int:
         metrics_path=args.metrics,
         metrics_fd=args.metrics_fd,
         summary_json=args.summary_json,
+        confinement=confinement,
     )
     return run_harness(options)

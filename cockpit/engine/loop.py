@@ -65,6 +65,12 @@ EARLY_ABORT_CHECK_SECONDS = 0.5  # how often a training's loss is held against t
 REFUSALS_SHOWN = 10  # the latest integrity refusals the proposer is told of
 
 
+# What confines a script-mode training: nothing of the harness's (see trainer.confine).
+SCRIPT_MODE_CONFINEMENT = {
+    "network": None,
+    "enforced": False,
+    "reason": "script mode runs the workspace's own command as it is, outside the harness",
+}
 # Trainer settings that a run's results depend on: a run resumes only with the ones it was
 # recorded with.
 COMPARABILITY_SETTINGS = (
@@ -693,6 +699,7 @@ class Engine:
             # Script mode: the command runs the workspace's own file, so the experiment's
             # version goes there for the run (and the best one comes back after it).
             self._place_script(experiment_script)
+            journal.set_state(confinement=SCRIPT_MODE_CONFINEMENT)
             job = dataclasses.replace(
                 build_job(
                     settings, self.workspace.script_path, files, self.workspace.path, pacing=pacing
@@ -723,6 +730,8 @@ class Engine:
                     watch.add(record)
             elif event == "phase" and record.get("phase") == "evaluating":
                 self._set_phase("evaluating", experiment=experiment.number)
+            elif event == "start" and isinstance(record.get("confinement"), dict):
+                journal.set_state(confinement=record["confinement"])
 
         def on_tick() -> None:
             nonlocal last_flush, last_judged

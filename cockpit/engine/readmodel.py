@@ -47,6 +47,7 @@ from cockpit.engine.journal import (
     Run,
 )
 from cockpit.engine.monitor import MonitorSample
+from trainer.confine import Confinement
 
 JOURNAL_RELATIVE_PATH = Path(".cockpit") / "journal.db"
 GPU_HISTORY = 120  # samples kept for the gauges' history: two minutes at one a second
@@ -116,6 +117,8 @@ class StatusInfo:
     keep_margin_bpb: float | None = None
     metric: str = "val_bpb"
     self_reported: bool = False
+    # What confined the latest training (None: none has reported it yet).
+    confinement: Confinement | None = None
 
     @property
     def gain(self) -> float | None:
@@ -313,6 +316,7 @@ def read_status(
         keep_margin_bpb=_float_or_none(state.get("keep_margin_bpb")),
         metric=str(trainer.get("metric") or "val_bpb"),
         self_reported=bool(trainer.get("command")),
+        confinement=Confinement.from_dict(state.get("confinement")),
     )
 
 

@@ -130,6 +130,17 @@ class StatusLine(_View):
                 (_line(("⚠ ", Style(color=palette.error, bold=True)), (error, palette.error)), 0)
             )
             parts.append((_line("  "), 0))
+        if status.confinement is not None and not status.confinement.enforced:
+            # Persistent, and first: whatever else the line leaves out, not this.
+            parts.append(
+                (
+                    _line(
+                        ("⚠ training is not confined", Style(color=palette.error, bold=True)),
+                        (f": {status.confinement.reason}  ", palette.error),
+                    ),
+                    0,
+                )
+            )
         parts.append((_line((status.workspace, Style(bold=True))), 2))
         if status.branch:
             parts.append((_line(("  branch ", muted), status.branch), 3))

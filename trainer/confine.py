@@ -1,0 +1,171 @@
+"""Confinement of the training process by the kernel, not by Python.
+
+The training script is untrusted: the harness's audit hook sees Python's own calls, but not a
+raw ``connect()`` through ctypes, a compiled extension, or a shell it starts. So before the
+script can run, the training process leaves the host's network: it enters a network namespace
+of its own (inside a user namespace of its own, so that no privilege is needed and none is
+kept over the host), whose only interface is its own loopback. Everything it starts inherits
+that: a subprocess, a shell, a forked child. Nothing reaches the host's interfaces, nor the
+ports of the host's own loopback (the engine's, a model server's).
+
+``unshare(CLONE_NEWUSER)`` refuses a process with more than one thread, and importing torch
+starts one: `confine_network` runs first thing in ``python -m trainer``, before torch.
+
+Where the kernel refuses (no user namespaces, AppArmor's limits on them, a container that
+forbids ``unshare``), the run goes on unconfined and says why; ``--confinement require``
+makes that an error instead. The result travels in the summary and the metrics stream, so
+that the engine and ``cockpit status`` show what was in force.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+MODES = ("auto", "require", "off")
+ENFORCED_BY = "a network namespace of its own (only its own loopback)"
+
+
+class ConfinementError(Exception):
+    """Confinement was required and the kernel refused it; the message says why."""
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What confines the training process: ``network`` names what enforces that it reaches
+    no network beyond its own loopback, or is None with ``reason`` saying why nothing does."""
+
+    network: str | None
+    reason: str = ""
+
+    @property
+    def enforced(self) -> bool:
+        return self.network is not None
+
+    def describe(self) -> str:
+        """One line for a log, the cockpit and ``cockpit status``."""
+        if self.network is not None:
+            return f"network: none beyond loopback, enforced by {self.network}"
+        return f"training is not confined: {self.reason}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"network": self.network, "enforced": self.enforced, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Confinement | None:
+        """The confinement a training reported (`to_dict`); None for anything else."""
+        if not isinstance(data, dict):
+            return None
+        network = data.get("network")
+        return cls(network if isinstance(network, str) else None, str(data.get("reason") or ""))
+
+
+def confinement_mode(argv: list[str]) -> str:
+    """The ``--confinement`` value of the harness's command line (``auto`` without one), read
+    before the harness's own parser, which needs torch."""
+    for index, arg in enumerate(argv):
+        if arg == "--confinement" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--confinement="):
+            return arg.split("=", 1)[1]
+    return "auto"
+
+
+def _unshare(flags: int) -> int:
+    """0, or the errno of ``unshare(flags)``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def _map_identity(uid: int, gid: int) -> None:
+    """Map this process's user and group to themselves inside its new user namespace, so that
+    files keep the owners they had (writing the maps is allowed for one's own ids)."""
+    with open("/proc/self/setgroups", "w") as handle:
+        handle.write("deny")
+    with open("/proc/self/uid_map", "w") as handle:
+        handle.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as handle:
+        handle.write(f"{gid} {gid} 1")
+
+
+def _loopback_up() -> None:
+    """Bring the namespace's loopback up (it starts down): the script may still talk to
+    itself, as some libraries do, but to nothing else."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(probe, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _refused(what: str, code: int) -> str:
+    name = errno.errorcode.get(code, str(code))
+    hint = {
+        errno.EPERM: "the kernel or a security module forbids it here",
+        errno.EACCES: "a security module (AppArmor's limits on user namespaces?) forbids it",
+        errno.ENOSPC: "the namespace limit (/proc/sys/user/max_*_namespaces) is reached",
+        errno.EINVAL: "the process already runs threads, or the kernel lacks the feature",
+        errno.ENOSYS: "the kernel has no unshare",
+    }.get(code, os.strerror(code))
+    return f"{what} was refused ({name}: {hint})"
+
+
+def confine_network(mode: str = "auto") -> Confinement:
+    """Take this process, and all it will start, off the host's network. ``mode`` is
+    ``auto`` (confine where the kernel allows, else say why not), ``require`` (raise
+    `ConfinementError` where it does not) or ``off``. Call it while the process has one
+    thread."""
+    if mode not in MODES:
+        raise ValueError(f"confinement must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "off":
+        return Confinement(None, "confinement is off (--confinement off)")
+    uid, gid = os.getuid(), os.getgid()
+    code = _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+    if code == 0:
+        try:
+            _map_identity(uid, gid)
+        except OSError as exc:
+            # The namespaces hold all the same: files of other owners look unowned.
+            return _loopback(Confinement(ENFORCED_BY, f"ids not mapped: {exc}"), mode)
+        return _loopback(Confinement(ENFORCED_BY), mode)
+    reason = _refused("a user namespace with a network namespace", code)
+    if os.geteuid() == 0 and _unshare(CLONE_NEWNET) == 0:
+        # Root may enter a network namespace without a user namespace, but keeps the
+        # privilege to leave it (setns): say so.
+        return _loopback(
+            Confinement(
+                "a network namespace of its own (as root, without a user namespace: code "
+                "that calls setns() could leave it)",
+                reason,
+            ),
+            mode,
+        )
+    if mode == "require":
+        raise ConfinementError(
+            f"training must be confined (require_confinement) but {reason}; allow "
+            "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or "
+            "AppArmor's kernel.apparmor_restrict_unprivileged_userns=0), or set "
+            "[trainer] require_confinement = false"
+        )
+    return Confinement(None, reason)
+
+
+def _loopback(confinement: Confinement, mode: str) -> Confinement:
+    try:
+        _loopback_up()
+    except OSError as exc:
+        # No loopback either: still no network beyond it.
+        return Confinement(confinement.network, f"loopback left down ({exc})")
+    return confinement

@@ -26,6 +26,7 @@ from cockpit.engine.early_abort import (
     Trace,
     calibrate,
     first_verdict,
+    plans_apart,
 )
 from cockpit.engine.journal import Experiment, Journal
 from cockpit.engine.readmodel import paired_trace, trial_results
@@ -90,18 +91,12 @@ def replay(
                 None if verdict is None else verdict.progress,
                 margin,
                 bool(improved),
-                _plans_differ(live, reference),
+                plans_apart(live, reference),
             )
         )
         if experiment.decision == "keep":
             kept.append((live, reference))
     return results, skipped
-
-
-def _plans_differ(live: Trace, reference: Trace) -> bool:
-    if not (live.planned and reference.planned):
-        return False
-    return abs(live.planned / reference.planned - 1.0) > SAME_PLAN_TOLERANCE
 
 
 def _same_seed_bpb(parent: Experiment, experiment: Experiment) -> float | None:

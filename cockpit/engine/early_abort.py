@@ -250,12 +250,20 @@ def _scatter(points: Sequence[tuple[float, float]]) -> float:
     return math.sqrt(math.fsum(r * r for r in residuals) / max(1, len(residuals) - 2))
 
 
+def plans_apart(live: Trace, reference: Trace) -> bool:
+    """Whether both trainings have step plans, of lengths more than `SAME_PLAN_TOLERANCE`
+    apart: then they are compared point of plan against point of plan, not step for step."""
+    if not (live.planned and reference.planned):
+        return False
+    return abs(live.planned / reference.planned - 1.0) > SAME_PLAN_TOLERANCE + 1e-9
+
+
 def _same_batches(live: Trace, reference: Trace, progress: float) -> Comparison | None:
     """The gap on the same steps (the same batches), carried to the same point of the
     reference's plan along its trend; None where the two cannot be paired step by step."""
     if not (live.planned and reference.planned and live.by_step and reference.by_step):
         return None
-    if abs(live.planned / reference.planned - 1.0) > SAME_PLAN_TOLERANCE + 1e-9:
+    if plans_apart(live, reference):
         return None
     window = [step for step in live.by_step if progress - WINDOW < step / live.planned <= progress]
     shared = sorted(step for step in window if step in reference.by_step)
@@ -435,12 +443,19 @@ def judge(
 
 
 def first_verdict(
-    live: Curve | Trace, reference: Curve | Trace, after: float, margin: Margin
+    live: Curve | Trace,
+    reference: Curve | Trace,
+    after: float,
+    margin: Margin,
+    since: float = -1.0,
 ) -> Verdict | None:
-    """Where the rule would have stopped a recorded run (None: it would have run to the end)."""
+    """Where the rule would have stopped a recorded run, at the first checkpoint after
+    ``since`` that its curve reaches (None: it would have run to the end)."""
     points = _as_trace(live).points
     last = min(points[-1][0], LAST_STOP) if points else 0.0
     for progress in checkpoints(after, last):
+        if progress <= since:
+            continue
         verdict = judge(live, reference, progress, after, margin)
         if verdict is not None:
             return verdict
@@ -470,11 +485,12 @@ class Watch:
         if self.verdict is not None or not self.records:
             return self.verdict
         live = trace(self.records)
-        reached = live.points[-1][0] if live.points else 0.0
-        for progress in checkpoints(self.after, reached):
-            if progress > self.judged_through:
-                self.judged_through = progress
-                self.verdict = judge(live, self.reference, progress, self.after, self.margin)
-                if self.verdict is not None:
-                    break
+        self.verdict = first_verdict(
+            live, self.reference, self.after, self.margin, since=self.judged_through
+        )
+        reached = checkpoints(self.after, live.points[-1][0] if live.points else 0.0)
+        if self.verdict is not None:
+            self.judged_through = self.verdict.progress
+        elif reached:
+            self.judged_through = max(self.judged_through, reached[-1])
         return self.verdict

@@ -138,8 +138,8 @@ def confine_network(mode: str = "auto") -> Confinement:
             _map_identity(uid, gid)
         except OSError as exc:
             # The namespaces hold all the same: files of other owners look unowned.
-            return _loopback(Confinement(ENFORCED_BY, f"ids not mapped: {exc}"), mode)
-        return _loopback(Confinement(ENFORCED_BY), mode)
+            return _loopback(Confinement(ENFORCED_BY, f"ids not mapped: {exc}"))
+        return _loopback(Confinement(ENFORCED_BY))
     reason = _refused("a user namespace with a network namespace", code)
     if os.geteuid() == 0 and _unshare(CLONE_NEWNET) == 0:
         # Root may enter a network namespace without a user namespace, but keeps the
@@ -150,7 +150,6 @@ def confine_network(mode: str = "auto") -> Confinement:
                 "that calls setns() could leave it)",
                 reason,
             ),
-            mode,
         )
     if mode == "require":
         raise ConfinementError(
@@ -162,7 +161,7 @@ def confine_network(mode: str = "auto") -> Confinement:
     return Confinement(None, reason)
 
 
-def _loopback(confinement: Confinement, mode: str) -> Confinement:
+def _loopback(confinement: Confinement) -> Confinement:
     try:
         _loopback_up()
     except OSError as exc:

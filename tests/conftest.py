@@ -120,6 +120,12 @@ def no_git_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COCKPIT_DATA_DIR", str(tmp_path / "data"))
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """The async tests (the cockpit's pilot) run on asyncio, as Textual does."""
+    return "asyncio"
+
+
 # Imports of the Ollama server fixtures above.
 from collections.abc import Iterator  # noqa: E402
 

@@ -22,12 +22,6 @@ NARROW = (80, 24)
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    """Textual runs on asyncio."""
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The workspace is ~/ws, as a short label."""

@@ -38,12 +38,6 @@ NARROW = (80, 24)
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    """Textual runs on asyncio."""
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test has its own home, state folder (the saved theme) and data folder."""

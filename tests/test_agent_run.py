@@ -15,6 +15,7 @@ from tests.helpers import (
     agent_events,
     cockpit,
     edit,
+    ended,
     experiments,
     make_workspace,
     run_llm,
@@ -89,7 +90,7 @@ def test_the_builtin_proposer_stands_in_while_ollama_is_down_and_hands_back(
         "run", "--headless", "--workspace", str(root), "--experiments", "12",
         "--budget", "1.5", "--proposer", "llm",
     )  # fmt: skip
-    try:
+    with ended(process):
         wait_for(lambda: state(root, "run") is not None, 60, "the engine to open its journal")
         wait_for(
             lambda: any(e.proposer == "builtin" for e in experiments(root)[1:]),
@@ -113,10 +114,6 @@ def test_the_builtin_proposer_stands_in_while_ollama_is_down_and_hands_back(
         assert status["agent"]["proposer"] == "llm" and status["agent"]["state"] == "ready"
         cockpit("stop", "--workspace", str(root))
         output, _ = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, output
     assert "Traceback" not in output
     types = [(e.data or {}).get("type") for e in agent_events(root)]
@@ -228,7 +225,7 @@ def test_a_flagged_proposal_waits_for_the_researcher_in_supervised_mode(
     make_workspace(root)
     served.script(SEED_ONLY)
     process = spawn_supervised_llm(root, 1)
-    try:
+    with ended(process):
         wait_for(
             lambda: state(root, "phase") == "awaiting_approval",
             90,
@@ -244,10 +241,6 @@ def test_a_flagged_proposal_waits_for_the_researcher_in_supervised_mode(
         wait_for(lambda: experiments(root)[1].status == "vetoed", 30, "the veto")
         cockpit("stop", "--workspace", str(root))  # a vetoed proposal does not count: stop here
         output, _ = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, output
     assert experiments(root)[1].status == "vetoed"
 
@@ -259,14 +252,10 @@ def test_an_approved_seed_only_change_is_never_kept(tmp_path: Path, served: Olla
     make_workspace(root, SCRIPTS / "lucky_seed.py")
     served.script(SEED_ONLY)
     process = spawn_supervised_llm(root, 1)
-    try:
+    with ended(process):
         wait_for(lambda: state(root, "phase") == "awaiting_approval", 90, "the proposal")
         assert cockpit("approve", "--workspace", str(root)).returncode == 0
         output, _ = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, output
     baseline, lucky = experiments(root)
     assert lucky.val_bpb < baseline.val_bpb - 0.1, (lucky.val_bpb, baseline.val_bpb)

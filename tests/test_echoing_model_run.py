@@ -13,6 +13,7 @@ from tests.helpers import (
     agent_config,
     agent_events,
     cockpit,
+    ended,
     experiments,
     make_workspace,
     spawn_supervised_llm,
@@ -45,7 +46,7 @@ def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_say
     served.models.append(SMALL_MODEL)
     served.default_reply = EchoExample(quoted=True)  # as a model held to the schema copies it
     process = spawn_supervised_llm(root, 4)
-    try:
+    with ended(process):
         # Supervised: the first proposal waits for approval, and status can be read at rest.
         wait_for(lambda: state(root, "phase") == "awaiting_approval", 120, "the first proposal")
         text, report = status_of(root)
@@ -71,10 +72,6 @@ def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_say
         assert ADVICE in text, text
         assert cockpit("mode", "autonomous", "--workspace", str(root)).returncode == 0
         output, _ = process.communicate(timeout=240)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, output
     assert "Traceback" not in output
 

@@ -20,6 +20,7 @@ from cockpit.engine.workspace import Workspace
 from tests.conftest import REPO, SCRIPTS
 from tests.helpers import (
     cockpit,
+    ended,
     experiments,
     git,
     git_env,
@@ -714,16 +715,12 @@ def test_a_changed_evaluator_stops_the_run_before_the_next_training(tmp_path: Pa
          "--experiments", "1", "--mode", "supervised"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    try:
+    with ended(process):
         wait_for(lambda: state(root, "phase") == "awaiting_approval", 90, "the first proposal")
         evaluator = packages / "trainer" / "evaluate.py"
         evaluator.write_text(evaluator.read_text() + "\nBITS_PER_BYTE_SCALE = 0.5\n")
         assert cockpit("approve", "--workspace", str(root)).returncode == 0
         output, _ = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 1, output
     assert "the harness, evaluator or corpus changed since this run started" in output
     assert "Traceback" not in output

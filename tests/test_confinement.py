@@ -18,82 +18,62 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, HarnessRun, run_harness
+from tests.conftest import REPO, SCRIPTS, HarnessRun, run_harness
 from trainer.confine import Confinement, confinement_mode
 from trainer.outcomes import Outcome
 
-# A script that trains a bigram table for the budget and, on the side, tries the network three
-# ways: the interfaces it can see, a raw connect() through libc, and a shell's own connect.
-# It prints what it found, one `REACH name=value` line each.
-REACHING = """
+# The tests' tiny research script, with a train(ctx) that first tries the network three ways:
+# the interfaces it can see, a raw connect() through libc, and a shell's own connect. It prints
+# what it found, one `REACH name=value` line each, then trains for the budget.
+REACHING = (
+    (SCRIPTS / "tiny_research.py").read_text()
+    + """
+
 import ctypes
 import socket
 import struct
 import subprocess
 import sys
 
-import torch
-import torch.nn.functional as F
-
-PORT = {port}
+PORT = 0  # the test's server
 
 
 def _libc_connect(port):
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
-    address = struct.pack("!HH4s8x", socket.AF_INET, port, socket.inet_aton("127.0.0.1"))
-    address = struct.pack("H", socket.AF_INET) + address[2:]
+    address = struct.pack("H", socket.AF_INET) + struct.pack(
+        "!H4s8x", port, socket.inet_aton("127.0.0.1")
+    )
     result = libc.connect(fd, ctypes.c_char_p(address), len(address))
     error = ctypes.get_errno()
     libc.close(fd)
-    return "connected" if result == 0 else f"errno {{error}}"
+    return "connected" if result == 0 else f"errno {error}"
 
 
 def _shell_connect(port):
     code = (
         "import socket\\n"
         "try:\\n"
-        f"    socket.create_connection(('127.0.0.1', {{port}}), timeout=3).close()\\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=3).close()\\n"
         "    print('connected')\\n"
         "except OSError as exc:\\n"
         "    print(type(exc).__name__)\\n"
     )
-    done = subprocess.run(["/bin/sh", "-c", f'"{{sys.executable}}" -c "$0"', code],
+    done = subprocess.run(["/bin/sh", "-c", f'"{sys.executable}" -c "$0"', code],
                           capture_output=True, text=True, timeout=30)
     return (done.stdout.strip() or done.stderr.strip()).splitlines()[-1]
 
 
-class Bigram(torch.nn.Module):
-    def __init__(self, vocab_size):
-        super().__init__()
-        self.table = torch.nn.Embedding(vocab_size, vocab_size)
-
-    def forward(self, idx, targets=None, reduction="mean"):
-        logits = self.table(idx)
-        if targets is None:
-            return logits
-        losses = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
-                                 reduction=reduction)
-        return losses.view(targets.shape) if reduction == "none" else losses
+_train_for_the_budget = train
 
 
 def train(ctx):
     print("REACH interfaces=" + ",".join(name for _, name in socket.if_nameindex()))
     print("REACH libc=" + _libc_connect(PORT))
     print("REACH shell=" + _shell_connect(PORT))
-    model = Bigram(ctx.vocab_size).to(ctx.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    step = 0
-    while ctx.time_left() > 0:
-        inputs, targets = ctx.batch(8)
-        loss = model(inputs, targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        step += 1
-        ctx.report(step=step, loss=loss.item())
-    return model
+    return _train_for_the_budget(ctx)
 """
+)
 
 
 @pytest.fixture
@@ -138,7 +118,8 @@ def test_the_training_process_and_its_children_reach_nothing_beyond_their_own_lo
     tmp_path: Path, text_corpus: Path, host_server: tuple[int, list[str]]
 ) -> None:
     port, accepted = host_server
-    script = REACHING.format(port=port)
+    script = REACHING.replace("PORT = 0 ", f"PORT = {port} ")
+    assert f"PORT = {port} " in script
     (tmp_path / "on").mkdir()
     (tmp_path / "off").mkdir()
     corpus = f"text:{text_corpus}"

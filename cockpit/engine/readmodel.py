@@ -925,12 +925,16 @@ def experiment_detail_without_curve(experiment: Experiment) -> ExperimentDetail:
     )
 
 
+def _engine_lock(workspace: Path) -> Path:
+    return Path(workspace) / ".cockpit" / "engine.lock"
+
+
 def engine_lock_pid(workspace: Path) -> int | None:
     """The pid an engine wrote into the workspace's lock when it took it, read without
     touching the lock: for a starter waiting on the engine it spawned (see `engine_lock_held`).
     An engine that has died leaves its pid behind; ask `engine_lock_held` whether it holds."""
     try:
-        text = (Path(workspace) / ".cockpit" / "engine.lock").read_text().strip()
+        text = _engine_lock(workspace).read_text().strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
@@ -944,7 +948,7 @@ def engine_lock_held(workspace: Path) -> bool:
     """
     import fcntl
 
-    path = Path(workspace) / ".cockpit" / "engine.lock"
+    path = _engine_lock(workspace)
     if not path.exists():
         return False
     with open(path, "a+") as handle:

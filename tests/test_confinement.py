@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SCRIPTS, HarnessRun, run_harness
-from trainer.confine import Confinement, confinement_mode
+from trainer.confine import Confinement
 from trainer.outcomes import Outcome
 
 # The tests' tiny research script, with a train(ctx) that first tries the network three ways:
@@ -130,11 +130,10 @@ def test_the_training_process_and_its_children_reach_nothing_beyond_their_own_lo
     assert found["libc"].startswith("errno"), found  # refused: nothing listens on its loopback
     assert found["shell"] == "ConnectionRefusedError", found
     assert accepted == []
-    assert confined.summary["confinement"] == {
-        "network": "a network namespace of its own (only its own loopback)",
-        "enforced": True,
-        "reason": "",
-    }
+    confinement = confined.summary["confinement"]
+    assert confinement["network"] == "a network namespace of its own (only its own loopback)"
+    assert confinement["files"].startswith("reads limited to"), confinement
+    assert confinement["enforced"] is True and confinement["reason"] == ""
     assert "network: none beyond loopback" in confined.output
 
     # The protection is what made the difference: off, the same script reaches the server.
@@ -147,7 +146,7 @@ def test_the_training_process_and_its_children_reach_nothing_beyond_their_own_lo
     assert found["libc"] == "connected" and found["shell"] == "connected", found
     assert len(accepted) == 2
     assert exposed.summary["confinement"]["enforced"] is False
-    assert "training is not confined: confinement is off" in exposed.output
+    assert "training is not confined: network and files: confinement is off" in exposed.output
 
 
 def harness_without_namespaces(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -182,8 +181,12 @@ def test_where_the_kernel_refuses_the_run_goes_on_and_says_why(tmp_path: Path) -
     confinement = summary["confinement"]
     assert confinement["enforced"] is False and confinement["network"] is None
     assert "namespace limit" in confinement["reason"], confinement
-    assert "training is not confined: a user namespace with a network namespace was refused" in (
-        done.stderr
+    # Landlock needs no namespace: the files stay confined, and TCP is blocked at least.
+    assert confinement["files"].startswith("reads limited to"), confinement
+    assert "Landlock blocks its TCP connections, but not UDP" in confinement["reason"]
+    assert (
+        "training is not confined: network: a user namespace with a network namespace was "
+        "refused" in done.stderr
     )
 
 
@@ -198,10 +201,12 @@ def test_where_confinement_is_required_and_refused_the_run_stops_with_what_to_do
     assert "set [trainer] require_confinement = false" in summary["reason"]
 
 
-def test_the_confinement_mode_is_read_before_the_harness_parser() -> None:
-    assert confinement_mode(["--script", "x.py"]) == "auto"
-    assert confinement_mode(["--confinement", "off", "--seed", "1"]) == "off"
-    assert confinement_mode(["--confinement=require"]) == "require"
+def test_a_confinement_reads_back_from_what_the_training_reported() -> None:
+    both = Confinement("a namespace", "", "reads limited to 3 paths")
+    assert both.enforced and Confinement.from_dict(both.to_dict()) == both
     assert Confinement.from_dict({"network": None, "reason": "why"}) == Confinement(None, "why")
     assert Confinement.from_dict("junk") is None
-    assert Confinement(None, "why").describe() == "training is not confined: why"
+    assert Confinement(None, "why").describe() == "training is not confined: network and files: why"
+    partly = Confinement("a namespace", "no Landlock")
+    assert not partly.enforced
+    assert partly.describe().startswith("training is not confined: files: no Landlock")

@@ -276,7 +276,7 @@ def test_batches_come_only_from_training_files(tmp_path: Path) -> None:
     corpus = write_text_corpus(tmp_path / "corpus", documents=40, lines=20)
     val_names = [f"doc_{n:03d}.txt" for n in range(40) if is_validation(f"doc_{n:03d}.txt")]
     assert val_names, "the corpus needs at least one held-out file for this test"
-    seen = tmp_path / "seen.bin"
+    seen = tmp_path / "training" / "seen.bin"  # the training's own folder: all it may write
     run = run_harness(
         f"""
         import torch
@@ -309,7 +309,7 @@ def test_training_runs_are_offline() -> None:
     """The audit hook refuses connections that leave the machine; no packet is ever sent."""
     code = (
         "import socket, sys\n"
-        "from trainer.harness import install_offline_guard\n"
+        "from trainer.training import install_offline_guard\n"
         "install_offline_guard()\n"
         "sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
         "sys.audit('socket.connect', sock, ('127.0.0.1', 9))\n"  # loopback stays allowed

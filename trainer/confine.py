@@ -25,7 +25,11 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from trainer import landlock
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -34,6 +38,7 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
 MODES = ("auto", "require", "off")
+TCP_ABI = 4  # the Landlock ABI that filters TCP
 ENFORCED_BY = "a network namespace of its own (only its own loopback)"
 
 
@@ -43,43 +48,52 @@ class ConfinementError(Exception):
 
 @dataclass(frozen=True)
 class Confinement:
-    """What confines the training process: ``network`` names what enforces that it reaches
-    no network beyond its own loopback, or is None with ``reason`` saying why nothing does."""
+    """What confines the training process. ``network`` names what enforces that it reaches no
+    network beyond its own loopback and ``files`` what limits the files it may read and
+    write; each is None where nothing does, and ``reason`` says why."""
 
     network: str | None
     reason: str = ""
+    files: str | None = None
 
     @property
     def enforced(self) -> bool:
-        return self.network is not None
+        """Whether the training is fully confined: off the network and limited in its files."""
+        return self.network is not None and self.files is not None
 
     def describe(self) -> str:
         """One line for a log, the cockpit and ``cockpit status``."""
+        parts = []
         if self.network is not None:
-            return f"network: none beyond loopback, enforced by {self.network}"
-        return f"training is not confined: {self.reason}"
+            parts.append(f"network: none beyond loopback, enforced by {self.network}")
+        if self.files is not None:
+            parts.append(f"files: {self.files}")
+        if self.enforced:
+            return "; ".join(parts)
+        missing = " and ".join(
+            name for name, by in (("network", self.network), ("files", self.files)) if by is None
+        )
+        return "; ".join([f"training is not confined: {missing}: {self.reason}", *parts])
 
     def to_dict(self) -> dict[str, object]:
-        return {"network": self.network, "enforced": self.enforced, "reason": self.reason}
+        return {
+            "network": self.network,
+            "files": self.files,
+            "enforced": self.enforced,
+            "reason": self.reason,
+        }
 
     @classmethod
     def from_dict(cls, data: object) -> Confinement | None:
         """The confinement a training reported (`to_dict`); None for anything else."""
         if not isinstance(data, dict):
             return None
-        network = data.get("network")
-        return cls(network if isinstance(network, str) else None, str(data.get("reason") or ""))
-
-
-def confinement_mode(argv: list[str]) -> str:
-    """The ``--confinement`` value of the harness's command line (``auto`` without one), read
-    before the harness's own parser, which needs torch."""
-    for index, arg in enumerate(argv):
-        if arg == "--confinement" and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith("--confinement="):
-            return arg.split("=", 1)[1]
-    return "auto"
+        network, files = data.get("network"), data.get("files")
+        return cls(
+            network if isinstance(network, str) else None,
+            str(data.get("reason") or ""),
+            files if isinstance(files, str) else None,
+        )
 
 
 def _unshare(flags: int) -> int:
@@ -167,4 +181,43 @@ def _loopback(confinement: Confinement) -> Confinement:
     except OSError as exc:
         # No loopback either: still no network beyond it.
         return Confinement(confinement.network, f"loopback left down ({exc})")
+    return confinement
+
+
+def confine(
+    mode: str, read: Sequence[str], read_write: Sequence[str], devices: Sequence[str]
+) -> Confinement:
+    """Confine this process for good with what the kernel offers: a network namespace (see
+    `confine_network`), and Landlock limiting reads to ``read`` and ``read_write``, writes to
+    ``read_write`` and device files to ``devices``. Where user namespaces are refused but
+    Landlock can filter TCP, Landlock blocks TCP at least (the network still counts as not
+    confined: UDP gets through). ``require`` raises
+    `ConfinementError` unless both hold. Call it while the process has one thread."""
+    if mode not in MODES:
+        raise ValueError(f"confinement must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "off":
+        return Confinement(None, "confinement is off (--confinement off)")
+    network = confine_network("auto")
+    reasons = [network.reason] if network.network is None else []
+    policy = landlock.Policy(
+        read=tuple(Path(p) for p in read),
+        read_write=tuple(Path(p) for p in read_write),
+        devices=tuple(Path(p) for p in devices),
+        deny_tcp=network.network is None and landlock.abi_version() >= TCP_ABI,
+    )
+    files: str | None = None
+    try:
+        files = landlock.restrict(policy).removeprefix("files: ")
+        if policy.deny_tcp:
+            reasons.append("Landlock blocks its TCP connections, but not UDP")
+    except landlock.LandlockUnavailable as exc:
+        reasons.append(str(exc))
+    confinement = Confinement(network.network, "; ".join(reasons), files)
+    if mode == "require" and not confinement.enforced:
+        raise ConfinementError(
+            f"training must be confined (require_confinement) but {confinement.reason}; allow "
+            "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or "
+            "AppArmor's kernel.apparmor_restrict_unprivileged_userns=0) and use a kernel with "
+            "Landlock (5.13+, in the boot lsm= list), or set [trainer] require_confinement = false"
+        )
     return confinement

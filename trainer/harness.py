@@ -1,57 +1,71 @@
-"""The harness: runs a training script under a wall-clock budget and evaluates what it returns.
+"""The harness: trains a script in a confined process, then evaluates what it exported.
 
     python -m trainer --script train.py --budget 300 --metrics metrics.jsonl --summary-json s.json
 
-The script defines `train(ctx)` and returns the trained model. The harness owns the clock,
-the data (training batches only; the held-out split is not even loaded until training is
-over), the evaluation and the summary. Every way a run can fail ends with its own exit code
-(see trainer.outcomes) and a one-line reason, and nothing hangs: a soft stop is raised into
-the script at budget + grace, and a watchdog ends the process a little later if the script
-does not yield.
+The script defines `train(ctx)` and returns the trained model. The harness runs it in a
+process of its own (trainer.confined), confined by the kernel before the script is loaded: off
+the network, writing only its own folder, reading only what Python, PyTorch and the training
+split need. That process exports the model's forward (trainer.program) and exits. This
+process, which never imports the script, then loads the export and scores it on the held-out
+split (trainer.evaluate), computing the loss from the logits itself, and writes the summary of
+record where the training process could not write.
+
+The harness owns the clock, the data, the evaluation and the summary. Every way a run can fail
+ends with its own exit code (see trainer.outcomes) and a one-line reason, and nothing hangs: a
+soft stop is raised into the script at budget + grace, a watchdog ends the training process a
+little later, and this process ends the training's whole tree after that. Whatever the training
+left running (a forked child, a daemon of its own session) is ended before the evaluation starts.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import ctypes
+import glob
+import importlib.metadata
 import json
-import math
 import os
-import random
-import resource
+import shutil
 import signal
-import socket
+import subprocess
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, ModuleType
-from typing import IO, Any
+from types import FrameType
+from typing import Any
 
-import numpy as np
+import psutil
 import torch
 
+import trainer
 from trainer import hardware, template_path
 from trainer.confine import MODES, Confinement
+from trainer.confined import TrainingSpec
+from trainer.context import MetricsSink
 from trainer.data import CorpusError, EncodedCorpus, default_cache_dir, prepare_corpus
-from trainer.evaluate import check_model, eval_windows, evaluate_bpb
+from trainer.evaluate import eval_windows, evaluate_program
 from trainer.outcomes import HarnessStop, Outcome
 from trainer.pacing import Pacing
+from trainer.program import ProgramError, load_program
 from trainer.summary import format_summary, write_json_atomic
+from trainer.training import HARD_STOP_MARGIN_SECONDS, classify, export_limit_seconds
 
-HARNESS_VERSION = "1"
+HARNESS_VERSION = "2"  # 2: the score comes from the exported forward, in another process
 DEFAULT_SEQ_LEN = {"cpu": 256, "cuda": 2048}
 DEFAULT_EVAL_TOKENS = {"cpu": 131072, "cuda": 4194304}
-# A watchdog ends the process this long after the soft stop if the script never yields.
-HARD_STOP_MARGIN_SECONDS = 10.0
-# A reported loss this many times the loss of uniform guessing means training has diverged.
-DIVERGED_FACTOR = 3.0
-DIVERGED_AFTER_REPORTS = 5
 EVAL_TIMEOUT_MIN_SECONDS = 60.0
+STARTUP_ALLOWANCE_SECONDS = 60.0  # for the training process to import torch and the script
+PROGRAM_NAME = "model.program"
+# What the training process may read besides Python, PyTorch, its script and its split.
+SYSTEM_READ = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc", "/opt",
+               "/proc", "/sys")  # fmt: skip
+DEVICE_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+DEVICE_PATTERNS = ("/dev/nvidia*", "/dev/dri")
+# Events the training may put in the metrics stream; the harness writes the end itself.
+RELAYED_EVENTS = frozenset({"start", "phase", "metric"})
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass
@@ -72,9 +86,12 @@ class HarnessOptions:
     metrics_path: Path | None = None
     metrics_fd: int | None = None
     summary_json: Path | None = None
-    # What confines this process (see trainer.confine), or why it could not be confined when
-    # that was required; None: the harness runs in a process that was not started for it.
-    confinement: Confinement | Exception | None = None
+    # The training process's folder (the only one it may write); None: beside the summary,
+    # or a temporary one.
+    work_dir: Path | None = None
+    # Where the exported forward is kept; None: beside the summary (or not kept).
+    program_path: Path | None = None
+    confinement: str = "auto"  # auto, require or off (see trainer.confine)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,317 +117,126 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-# --- offline ------------------------------------------------------------------------------
-
-_LOOPBACK_HOSTS = {"localhost", "ip6-localhost", "::1", "0.0.0.0", ""}
+# --- what the training process may touch ----------------------------------------------------
 
 
-def _is_local(host: Any) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode(errors="replace")
-    if not isinstance(host, str):
-        return True
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+def _unique(paths: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for path in paths:
+        if path and os.path.isabs(path) and os.path.exists(path):
+            seen.setdefault(os.path.realpath(path), None)
+    return list(seen)
 
 
-def _offline_audit_hook(event: str, args: tuple[Any, ...]) -> None:
-    """Refuse any network connection that leaves the machine (model hubs, kernel downloads).
-
-    Local sockets stay allowed: compiler worker pools and the like talk over them."""
-    if event == "socket.getaddrinfo":
-        host = args[0]
-    elif event in ("socket.connect", "socket.sendto"):
-        sock, address = args[0], args[1]
-        if getattr(sock, "family", None) == socket.AF_UNIX or not isinstance(address, tuple):
-            return
-        host = address[0]
-    else:
-        return
-    if not _is_local(host):
-        raise ConnectionRefusedError(
-            f"network access to {host!r} is blocked: training runs are offline "
-            "(no model hubs, no downloads)"
-        )
-
-
-_offline_installed = False
+def read_paths(script: Path, train_path: Path) -> list[str]:
+    """What the training process may read: the system, Python and its packages (not the
+    current folder, which is the workspace), the trainer, its script and the training split."""
+    here = os.path.realpath(os.getcwd())
+    python = [p for p in sys.path if p and os.path.realpath(p) != here]
+    return _unique(
+        [
+            *SYSTEM_READ,
+            sys.prefix,
+            sys.base_prefix,
+            sys.exec_prefix,
+            sys.base_exec_prefix,
+            *python,
+            str(Path(trainer.__file__).parent),
+            str(script),
+            str(train_path),
+        ]
+    )
 
 
-def install_offline_guard() -> None:
-    """Make this process offline for good (an audit hook cannot be removed)."""
-    global _offline_installed
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ[name] = "1"
-    if not _offline_installed:
-        sys.addaudithook(_offline_audit_hook)
-        _offline_installed = True
+def device_paths() -> list[str]:
+    """The device files the training may use: the basic ones and the GPU's (CUDA, NVML)."""
+    return _unique([*DEVICE_FILES, *(p for pattern in DEVICE_PATTERNS for p in glob.glob(pattern))])
 
 
-# --- live metrics -------------------------------------------------------------------------
+def training_environment(work_dir: Path, compile_cache: Path) -> dict[str, str]:
+    """The training process's environment: a private temporary folder, and the compiler
+    caches (Inductor, Triton, CUDA) in one folder that survives from run to run."""
+    tmp = work_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "TMPDIR": str(tmp),
+        "TORCHINDUCTOR_CACHE_DIR": str(compile_cache / "inductor"),
+        "TRITON_CACHE_DIR": str(compile_cache / "triton"),
+        "TRITON_HOME": str(compile_cache),
+        "CUDA_CACHE_PATH": str(compile_cache / "nv"),
+        "XDG_CACHE_HOME": str(compile_cache / "xdg"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
-class MetricsSink:
-    """JSON lines, flushed one by one so that another process can follow them live."""
-
-    def __init__(self, stream: IO[str] | None) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    @classmethod
-    def open(cls, path: Path | None, fd: int | None) -> MetricsSink:
-        if fd is not None:
-            return cls(os.fdopen(fd, "w", buffering=1, closefd=False))
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return cls(open(path, "a", buffering=1, encoding="utf-8"))
-        return cls(None)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self._stream is None:
-            return
-        line = json.dumps(record, allow_nan=True, default=float)
-        with self._lock:
-            try:
-                self._stream.write(line + "\n")
-                self._stream.flush()
-            except (OSError, ValueError):
-                self._stream = None  # the reader went away; the run goes on
-
-    def close(self) -> None:
-        if self._stream is not None:
-            with self._lock:
-                try:
-                    self._stream.close()
-                except OSError:
-                    pass
-                self._stream = None
+# --- the training process -----------------------------------------------------------------
 
 
-# --- the context handed to train(ctx) ------------------------------------------------------
+class Relay:
+    """Follows the training's metrics pipe and passes its records on, minus what only the
+    harness may say: no end record, and the start record only once (the training process
+    writes it before the script is loaded)."""
 
-
-def _as_float(value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        return float(value.detach().float().item())
-    return float(value)
-
-
-class Context:
-    """What a training script gets: the device, the clock, training batches and live reporting.
-
-    Only the training split is reachable from here; the evaluation data is loaded after
-    train(ctx) returns."""
-
-    def __init__(
-        self,
-        device: torch.device,
-        seed: int,
-        budget_seconds: float,
-        seq_len: int,
-        vocab_size: int,
-        train_tokens: np.ndarray,
-        sink: MetricsSink,
-        pacing: Pacing | None = None,
-    ) -> None:
-        self.device = device
-        self.seed = seed
-        self.budget_seconds = budget_seconds
-        self.seq_len = seq_len
-        self.vocab_size = vocab_size
-        self.tokens_seen = 0
-        self.steps_reported = 0
-        self.last_step = 0
-        self.planned_steps: int | None = None  # the step plan, once the script asked for one
-        self.failure: HarnessStop | None = None
+    def __init__(self, read_fd: int, sink: MetricsSink) -> None:
+        self._stream = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
         self._sink = sink
-        self._pacing = pacing
-        self._generator = torch.Generator().manual_seed(seed)
-        # Small corpora live on the device itself, so sampling a batch costs no host copy.
-        data = torch.from_numpy(np.asarray(train_tokens))
-        on_device = device.type == "cuda" and data.numel() <= 2**30
-        self._data = data.to(device) if on_device else data
-        self._started: float | None = None
-        self._diverged_above = DIVERGED_FACTOR * math.log(vocab_size)
+        self.start: dict[str, Any] | None = None
+        self._thread = threading.Thread(target=self._follow, name="metrics-relay", daemon=True)
+        self._thread.start()
 
-    # the clock
-    def start_clock(self) -> None:
-        self._started = time.perf_counter()
-
-    def elapsed(self) -> float:
-        """Seconds of training so far."""
-        return 0.0 if self._started is None else time.perf_counter() - self._started
-
-    def time_left(self) -> float:
-        """Seconds of the budget still left (negative once it is spent)."""
-        return self.budget_seconds - self.elapsed()
-
-    def progress(self) -> float:
-        """The fraction of the budget spent, from 0 to 1: the natural clock for schedules."""
-        return min(1.0, max(0.0, self.elapsed() / self.budget_seconds))
-
-    def plan_steps(self, steps_done: int, seconds_per_step: float) -> int:
-        """How many steps this run should take in all, at the pace measured so far.
-
-        The first run of a script fixes the number; later runs of the same script (and
-        budget, device, threads) that share its plan file reuse it, so that two runs differing
-        only by their seed do identical work and a rerun with the same seed gives the same
-        result. The engine gives each experiment run a plan file of its own.
-        Train until the plan is done or time runs out, whichever comes first. Metric
-        records from then on carry the plan (``planned_steps``): the cockpit compares curves
-        at the same point of their schedules."""
-        if self._pacing is None:
-            planned = steps_done + int(max(0.0, self.time_left()) / seconds_per_step)
-        else:
-            planned = self._pacing.plan_steps(steps_done, seconds_per_step, self.time_left())
-        self.planned_steps = planned
-        return planned
-
-    # data
-    def batch(
-        self, batch_size: int, seq_len: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random batch of training windows: inputs and next-token targets, int64, on the device."""
-        length = self.seq_len if seq_len is None else int(seq_len)
-        if batch_size < 1 or length < 1:
-            raise ValueError(f"batch_size and seq_len must be positive, got {batch_size}, {length}")
-        highest_start = self._data.numel() - length - 1
-        if highest_start < 1:
-            raise ValueError(
-                f"the training split has {self._data.numel()} tokens, too few for seq_len {length}"
-            )
-        starts = torch.randint(0, highest_start, (batch_size,), generator=self._generator)
-        index = starts.unsqueeze(1) + torch.arange(length + 1)
-        windows = self._data[index.to(self._data.device)].to(self.device, non_blocking=True).long()
-        self.tokens_seen += batch_size * length
-        return windows[:, :-1], windows[:, 1:]
-
-    # reporting
-    def report(self, step: int | None = None, loss: Any = None, **metrics: Any) -> None:
-        """Record live metrics (a JSON line that the cockpit follows while the run goes on).
-
-        A NaN or infinite loss ends the run at once, and so does a loss that has exploded far
-        above what uniform guessing scores."""
-        record: dict[str, Any] = {"event": "metric", "t": round(self.elapsed(), 4)}
-        record["progress"] = round(self.progress(), 5)
-        if step is not None:
-            self.last_step = int(step)
-            record["step"] = self.last_step
-        if self.planned_steps is not None:
-            record["planned_steps"] = self.planned_steps
-        for name, value in metrics.items():
+    def _follow(self) -> None:
+        for line in self._stream:
             try:
-                record[name] = _as_float(value)
-            except (TypeError, ValueError):
-                record[name] = str(value)
-        self.steps_reported += 1
-        if loss is not None:
-            loss_value = _as_float(loss)
-            record["loss"] = loss_value
-            self._sink.write(record)
-            if not math.isfinite(loss_value):
-                self._fail(
-                    HarnessStop(
-                        Outcome.NAN, f"training loss became {loss_value} at step {self.last_step}"
-                    )
-                )
-            if loss_value > self._diverged_above and self.steps_reported > DIVERGED_AFTER_REPORTS:
-                self._fail(
-                    HarnessStop(
-                        Outcome.DIVERGED,
-                        f"training loss exploded to {loss_value:.3g} at step {self.last_step} "
-                        f"(uniform guessing scores {math.log(self.vocab_size):.2f})",
-                    )
-                )
-        else:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or record.get("event") not in RELAYED_EVENTS:
+                continue
+            if record["event"] == "start":
+                if self.start is not None:
+                    continue
+                self.start = record
             self._sink.write(record)
 
-    def log(self, message: str) -> None:
-        """Print a line to the run's log, flushed."""
-        print(message, flush=True)
-
-    def _fail(self, stop: HarnessStop) -> None:
-        # Remembered as well as raised: a script that swallows the exception still fails.
-        self.failure = stop
-        raise stop
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
 
-# --- time limits ------------------------------------------------------------------------
-
-
-@contextmanager
-def _deadline(seconds: float, reason: str, on_hard_stop: Any) -> Iterator[None]:
-    """Raise a timeout into the main thread after `seconds`; end the process if it never yields."""
-
-    def soft_stop(signum: int, frame: FrameType | None) -> None:
-        raise HarnessStop(Outcome.TIMEOUT, reason)
-
-    previous = signal.signal(signal.SIGALRM, soft_stop)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
-    done = threading.Event()
-
-    def watchdog() -> None:
-        if not done.wait(seconds + HARD_STOP_MARGIN_SECONDS):
-            on_hard_stop(reason + " (the script did not yield; the process was ended)")
-
-    thread = threading.Thread(target=watchdog, name="harness-watchdog", daemon=True)
-    thread.start()
+def _become_subreaper() -> None:
+    """Orphans of the training (a double fork, a new session) become this process's children,
+    so none outlives the training unseen."""
     try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        done.set()
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
-def _on_terminate(signum: int, frame: FrameType | None) -> None:
-    raise HarnessStop(Outcome.INTERRUPTED, f"stopped by {signal.Signals(signum).name}")
-
-
-# --- running a script ----------------------------------------------------------------------
-
-
-def load_script(path: Path) -> ModuleType:
-    """Import a training script from its path as a fresh module."""
-    spec = importlib.util.spec_from_file_location("cockpit_train_script", path)
-    if spec is None or spec.loader is None:
-        raise HarnessStop(Outcome.SETUP, f"cannot import {path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _count_params(model: Any) -> int | None:
-    parameters = getattr(model, "parameters", None)
-    if not callable(parameters):
-        return None
-    try:
-        return sum(p.numel() for p in parameters())
-    except Exception:
-        return None
-
-
-def _flops_per_token(model: Any, num_params: int | None) -> float | None:
-    """The model's own estimate when it offers one (estimate_flops()), else 6 x parameters."""
-    estimate = getattr(model, "estimate_flops", None)
-    if callable(estimate):
+def end_descendants() -> int:
+    """Kill every process this one started, and what they started; return how many."""
+    descendants = psutil.Process().children(recursive=True)
+    for process in descendants:
         try:
-            return float(estimate())
-        except Exception:
+            process.kill()
+        except psutil.Error:
             pass
-    return 6.0 * num_params if num_params else None
+    psutil.wait_procs(descendants, timeout=5)
+    return len(descendants)
 
 
-def _classify(exc: BaseException) -> tuple[Outcome, str]:
-    if isinstance(exc, HarnessStop):
-        return exc.outcome, exc.reason
-    if isinstance(exc, KeyboardInterrupt):
-        return Outcome.INTERRUPTED, "interrupted (SIGINT)"
-    message = f"{type(exc).__name__}: {exc}".strip().splitlines()
-    first_line = message[0] if message else type(exc).__name__
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return Outcome.OOM, first_line[:300]
-    return Outcome.CRASH, first_line[:300]
+def _read_figures(path: Path) -> dict[str, Any]:
+    try:
+        figures = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return figures if isinstance(figures, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 class Run:
@@ -420,26 +246,28 @@ class Run:
         self.options = options
         self.started = time.perf_counter()
         self.summary: dict[str, Any] = {"status": "setup"}
-        self.ctx: Context | None = None
-        self.training_seconds: float | None = None
+        self.training: dict[str, Any] = {}  # what the training process reported
         self.sink = MetricsSink.open(options.metrics_path, options.metrics_fd)
+        self.child: subprocess.Popen[bytes] | None = None
         self._finished = threading.Lock()
 
     def figures(self) -> dict[str, Any]:
-        ctx = self.ctx
-        training_seconds = self.training_seconds
-        if training_seconds is None and ctx is not None:
-            training_seconds = ctx.elapsed()
         figures: dict[str, Any] = dict(self.summary)
-        figures["training_seconds"] = training_seconds
+        reported = self.training
+        seconds = _number(reported.get("training_seconds"))
+        tokens = _number(reported.get("tokens_seen"))
+        figures["training_seconds"] = seconds
         figures["total_seconds"] = time.perf_counter() - self.started
-        if ctx is not None:
-            figures["total_tokens_M"] = ctx.tokens_seen / 1e6
-            figures["num_steps"] = ctx.last_step
-            if training_seconds:
-                figures["tokens_per_second"] = ctx.tokens_seen / training_seconds
-        figures["peak_vram_mb"] = hardware.peak_device_memory_mb()
-        figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if tokens is not None:
+            figures["total_tokens_M"] = tokens / 1e6
+            if seconds:
+                figures["tokens_per_second"] = tokens / seconds
+        steps = reported.get("num_steps")
+        if isinstance(steps, int):
+            figures["num_steps"] = steps
+        for key in ("peak_vram_mb", "peak_rss_mb"):
+            if _number(reported.get(key)) is not None:
+                figures[key] = reported[key]
         return figures
 
     def finish(self, outcome: Outcome, reason: str | None) -> int:
@@ -461,28 +289,13 @@ class Run:
         sys.stdout.flush()
         return int(outcome)
 
-    def hard_stop(self, reason: str) -> None:
-        """Called from the watchdog thread: the script ignored the soft stop."""
-        if self._finished.locked():
-            return  # the main thread is already writing the summary
-        os._exit(self.finish(Outcome.TIMEOUT, reason))
-
 
 def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
     options = run.options
-    confinement = options.confinement
-    if isinstance(confinement, Exception):
-        raise HarnessStop(Outcome.SETUP, str(confinement))
-    if confinement is None:
-        confinement = Confinement(None, "the harness runs in-process, not as `python -m trainer`")
-    run.summary["confinement"] = confinement.to_dict()
-    print(confinement.describe(), file=sys.stderr, flush=True)
-    install_offline_guard()
-    hardware.keep_freed_memory()
+    if options.confinement not in MODES:
+        raise HarnessStop(Outcome.SETUP, f"--confinement must be one of {', '.join(MODES)}")
     device = resolve_device(options.device)
-    os.environ["COCKPIT_DEVICE"] = device.type  # read by the template to pick its sizes
     threads = options.threads or hardware.available_cores()
-    torch.set_num_threads(threads)
     if not options.script.is_file():
         raise HarnessStop(Outcome.SETUP, f"training script {options.script} not found")
     if options.budget_seconds <= 0:
@@ -510,114 +323,229 @@ def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
         script=str(options.script),
         eval_tokens=eval_windows(corpus.val_tokens, seq_len, eval_tokens) * seq_len,
     )
-    # The optimisers import torch._dynamo on their first step (about a second); import it
-    # now so that the training budget measures training, not imports.
-    importlib.import_module("torch._dynamo")
-
-    random.seed(options.seed)
-    np.random.seed(options.seed % 2**32)
-    torch.manual_seed(options.seed)
     return device, corpus
 
 
-def _train_and_evaluate(run: Run) -> None:
+def _work_dir(options: HarnessOptions) -> Path:
+    if options.work_dir is not None:
+        work_dir = options.work_dir
+    elif options.summary_json is not None:
+        work_dir = options.summary_json.parent / "training"
+    else:
+        import tempfile
+
+        work_dir = Path(tempfile.mkdtemp(prefix="cockpit-training-"))
+    shutil.rmtree(work_dir, ignore_errors=True)  # what an earlier run left there is not reused
+    work_dir.mkdir(parents=True)
+    return work_dir
+
+
+def _pacing_facts(run: Run) -> list[str]:
+    summary = run.summary
+    torch_version = importlib.metadata.version("torch")
+    return [str(summary[k]) for k in ("device_name", "threads", "budget_seconds", "seq_len",
+                                       "corpus_fingerprint")] + [torch_version]  # fmt: skip
+
+
+def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
+    """Run the training process to its end; return where its export is."""
     options = run.options
-    device, corpus = _prepare(run)
-    seq_len = int(run.summary["seq_len"])
     cache_dir = options.cache_dir or default_cache_dir()
-    pacing = Pacing(
-        options.pacing_path or cache_dir / "pacing.json",
-        Pacing.make_key(
-            options.script,
-            run.summary["device_name"],
-            run.summary["threads"],
-            options.budget_seconds,
-            seq_len,
-            corpus.fingerprint,
-            torch.__version__,
-        ),
-    )
-    ctx = Context(
-        device=device,
-        seed=options.seed,
+    work_dir = _work_dir(options)
+    pacing_path = options.pacing_path or cache_dir / "pacing.json"
+    plans = work_dir / "pacing.json"
+    if pacing_path.is_file():
+        shutil.copyfile(pacing_path, plans)
+    compile_cache = cache_dir / "compile"
+    compile_cache.mkdir(parents=True, exist_ok=True)
+    facts = _pacing_facts(run)
+    read_end, write_end = os.pipe()
+    spec = TrainingSpec(
+        script=str(options.script),
         budget_seconds=options.budget_seconds,
-        seq_len=seq_len,
+        grace_seconds=options.grace_seconds,
+        device=str(device),
+        seed=options.seed,
+        seq_len=int(run.summary["seq_len"]),
+        threads=int(run.summary["threads"]),
         vocab_size=corpus.vocab_size,
-        train_tokens=corpus.load("train"),
-        sink=run.sink,
-        pacing=pacing,
+        train_path=str(corpus.train_path),
+        work_dir=str(work_dir),
+        program_path=str(work_dir / PROGRAM_NAME),
+        result_path=str(work_dir / "training.json"),
+        pacing_path=str(plans),
+        pacing_facts=facts,
+        metrics_fd=write_end,
+        confinement=options.confinement,
+        read=read_paths(options.script, corpus.train_path),
+        read_write=_unique([str(work_dir), str(compile_cache)]),
+        devices=device_paths(),
     )
-    run.sink.write({"event": "start", "phase": "importing", **run.summary})
-    module = load_script(options.script)
-    train = getattr(module, "train", None)
-    if not callable(train):
-        raise HarnessStop(Outcome.CRASH, f"{options.script.name} defines no train(ctx) function")
-    run.ctx = ctx
-    run.sink.write(
-        {"event": "phase", "phase": "training", "budget_seconds": options.budget_seconds}
+    spec_path = work_dir / "spec.json"
+    spec.write(spec_path)
+    _become_subreaper()
+    run.child = subprocess.Popen(
+        [sys.executable, "-m", "trainer.confined", str(spec_path)],
+        cwd=work_dir,
+        env=training_environment(work_dir, compile_cache),
+        stdin=subprocess.DEVNULL,
+        pass_fds=(write_end,),
+        start_new_session=True,
     )
-    hardware.reset_peak_device_memory()
-    soft_limit = options.budget_seconds + options.grace_seconds
-    with _deadline(
-        soft_limit,
-        f"training ran past its budget of {options.budget_seconds:g} s "
-        f"(+{options.grace_seconds:g} s grace)",
-        run.hard_stop,
-    ):
-        ctx.start_clock()
-        model = train(ctx)
-        run.training_seconds = ctx.elapsed()
-    if ctx.failure is not None:  # the script caught and swallowed a stop
-        raise ctx.failure
-    if pacing.plan is not None:
-        run.summary.update(planned_steps=pacing.plan, plan_reused=pacing.reused)
-        change = pacing.settle(ctx.last_step, run.training_seconds, options.budget_seconds)
+    os.close(write_end)
+    relay = Relay(read_end, run.sink)
+    limit = (
+        STARTUP_ALLOWANCE_SECONDS
+        + options.budget_seconds
+        + options.grace_seconds
+        + HARD_STOP_MARGIN_SECONDS
+        + export_limit_seconds(options.budget_seconds)
+    )
+    try:
+        code = run.child.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        ended = end_descendants()  # the training's tree, and any orphan it left behind
+    relay.join(5.0)
+    start = relay.start or {}
+    confinement = Confinement.from_dict(start.get("confinement"))
+    if confinement is not None:
+        run.summary["confinement"] = confinement.to_dict()
+    if ended and code is not None:
+        print(f"ended {ended} process(es) the training left running", file=sys.stderr, flush=True)
+    run.training = _read_figures(work_dir / "training.json")
+    _settle_pacing(run, Pacing(pacing_path, Pacing.make_key(options.script, *facts)), plans)
+    if code is None:
+        raise HarnessStop(
+            Outcome.TIMEOUT,
+            f"the training process ran past {limit:g} s and was ended",
+        )
+    outcome = Outcome.from_exit_code(code)
+    reason = run.training.get("reason")
+    if code != 0:
+        if outcome is None or outcome is Outcome.OK:
+            how = f"signal {-code}" if code < 0 else f"code {code}"
+            raise HarnessStop(Outcome.CRASH, f"the training process exited with {how}")
+        raise HarnessStop(outcome, str(reason or f"the training ended as {outcome.status}"))
+    program = work_dir / PROGRAM_NAME
+    if not program.is_file():
+        raise HarnessStop(Outcome.CRASH, "the training process exited without exporting the model")
+    # Out of the training's folder: nothing that training left can change it any more.
+    kept = options.program_path or (
+        options.summary_json.parent / PROGRAM_NAME if options.summary_json else program
+    )
+    if kept != program:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(program, kept)
+    return kept
+
+
+def _settle_pacing(run: Run, pacing: Pacing, plans: Path) -> None:
+    """Take the training's plan for its own script into the plan file, then settle it."""
+    reported = run.training
+    plan = reported.get("planned_steps")
+    if not isinstance(plan, int) or isinstance(plan, bool) or plan < 1:
+        return
+    pacing.plan = plan
+    pacing.reused = reported.get("plan_reused") is True
+    if not pacing.reused:
+        pacing.remember(plan)
+    run.summary.update(planned_steps=plan, plan_reused=pacing.reused)
+    seconds = _number(reported.get("training_seconds"))
+    steps = reported.get("num_steps")
+    if seconds is not None and isinstance(steps, int):
+        change = pacing.settle(steps, seconds, run.options.budget_seconds)
         if change is not None:
             run.summary["plan_settled"] = change
+
+
+def _evaluate(run: Run, device: torch.device, corpus: EncodedCorpus, program_path: Path) -> None:
+    options = run.options
     run.sink.write({"event": "phase", "phase": "evaluating"})
-    if hasattr(model, "eval") and callable(model.eval):
-        model.eval()
-    num_params = _count_params(model)
-    flops_per_token = _flops_per_token(model, num_params)
-    eval_limit = max(EVAL_TIMEOUT_MIN_SECONDS, options.budget_seconds)
-    with _deadline(eval_limit, f"evaluation took longer than {eval_limit:g} s", run.hard_stop):
-        check_model(model, corpus.vocab_size, seq_len, device)
-        result = evaluate_bpb(
-            model, corpus.load("val"), seq_len, int(run.summary["eval_tokens"]), device
-        )
-    tokens_per_second = ctx.tokens_seen / run.training_seconds if run.training_seconds else 0.0
-    achieved = flops_per_token * tokens_per_second if flops_per_token else 0.0
-    peak = hardware.peak_flops(device, cache_dir, achieved)
+    seq_len = int(run.summary["seq_len"])
+    started = time.perf_counter()
+    try:
+        program = load_program(program_path, device)
+    except ProgramError as exc:
+        raise HarnessStop(Outcome.BAD_MODEL, f"the exported model was refused: {exc}") from exc
+    result = evaluate_program(
+        program,
+        corpus.load("val"),
+        seq_len,
+        int(run.summary["eval_tokens"]),
+        device,
+        corpus.vocab_size,
+    )
+    evaluation_seconds = time.perf_counter() - started
+    reported = run.training
+    seconds = _number(reported.get("training_seconds"))
+    tokens = _number(reported.get("tokens_seen"))
+    flops_per_token = _number(reported.get("flops_per_token")) or 6.0 * program.num_params
+    tokens_per_second = tokens / seconds if tokens and seconds else 0.0
+    achieved = flops_per_token * tokens_per_second
+    peak = hardware.peak_flops(device, options.cache_dir or default_cache_dir(), achieved)
+    export = reported.get("export")
+    if not isinstance(export, dict):
+        export = {}
     run.summary.update(
         val_bpb=result.val_bpb,
         val_loss=result.val_loss_nats,
         eval_tokens=result.tokens,
-        num_params_M=num_params / 1e6 if num_params else None,
-        mfu_percent=(
-            100.0 * flops_per_token * tokens_per_second / peak if flops_per_token and peak else None
-        ),
+        num_params_M=program.num_params / 1e6,
+        mfu_percent=100.0 * achieved / peak if achieved and peak else None,
         peak_flops=peak,
+        program=str(program_path),
+        program_mb=program_path.stat().st_size / 1e6,
+        export_seconds=_number(export.get("seconds")),
+        evaluation_seconds=evaluation_seconds,
     )
 
 
+def _on_terminate(signum: int, frame: FrameType | None) -> None:
+    raise HarnessStop(Outcome.INTERRUPTED, f"stopped by {signal.Signals(signum).name}")
+
+
 def run_harness(options: HarnessOptions) -> int:
-    """Run one training and evaluation; print and write the summary; return the exit code."""
+    """Train in a confined process, evaluate its export here; print and write the summary."""
     run = Run(options)
     previous = {sig: signal.signal(sig, _on_terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         try:
-            _train_and_evaluate(run)
+            device, corpus = _prepare(run)
+            program = _train(run, device, corpus)
+            eval_limit = max(EVAL_TIMEOUT_MIN_SECONDS, options.budget_seconds)
+            _with_alarm(eval_limit, lambda: _evaluate(run, device, corpus, program))
         except BaseException as exc:  # every way out becomes an outcome and a summary
-            outcome, reason = _classify(exc)
-            if outcome in (Outcome.CRASH, Outcome.OOM):
-                traceback.print_exc()
-            elif isinstance(exc, HarnessStop) and outcome is Outcome.SETUP:
+            if run.child is not None and run.child.poll() is None:
+                end_descendants()
+            outcome, reason = classify(exc)
+            if outcome is Outcome.SETUP:
                 print(f"error: {reason}", file=sys.stderr, flush=True)
+            elif not isinstance(exc, HarnessStop):
+                import traceback
+
+                traceback.print_exc()
             return run.finish(outcome, reason)
         return run.finish(Outcome.OK, None)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _with_alarm(seconds: float, work: Any) -> None:
+    reason = f"evaluation took longer than {seconds:g} s"
+
+    def soft_stop(signum: int, frame: FrameType | None) -> None:
+        raise HarnessStop(Outcome.TIMEOUT, reason)
+
+    previous = signal.signal(signal.SIGALRM, soft_stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        work()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -677,15 +605,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--confinement",
         choices=MODES,
         default="auto",
-        help="take the training process off the network (auto: where the kernel allows; "
-        "require: fail where it does not; off)",
+        help="confine the training process: off the network, writing only its own folder, "
+        "reading only what it needs (auto: as far as the kernel allows; require: fail where it "
+        "does not fully; off)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="the training process's folder (default: 'training' beside the summary JSON)",
+    )
+    parser.add_argument(
+        "--program",
+        type=Path,
+        default=None,
+        help="where to keep the exported model (default: beside the summary JSON)",
     )
     return parser
 
 
-def main(argv: list[str] | None = None, confinement: Confinement | Exception | None = None) -> int:
-    """The harness's command line; ``confinement`` is what `python -m trainer` put in force
-    before torch was imported."""
+def main(argv: list[str] | None = None) -> int:
+    """The harness's command line."""
     args = build_parser().parse_args(argv)
     options = HarnessOptions(
         script=(args.script or template_path()).resolve(),
@@ -702,6 +642,8 @@ def main(argv: list[str] | None = None, confinement: Confinement | Exception | N
         metrics_path=args.metrics,
         metrics_fd=args.metrics_fd,
         summary_json=args.summary_json,
-        confinement=confinement,
+        confinement=args.confinement,
+        work_dir=args.work_dir,
+        program_path=args.program,
     )
     return run_harness(options)

@@ -80,7 +80,8 @@ class Pacing:
         except OSError:
             pass  # without a writable cache every run plans afresh; nothing else is lost
 
-    def _remember(self, steps: int, seconds: float | None = None) -> None:
+    def remember(self, steps: int, seconds: float | None = None) -> None:
+        """Remember this script's plan (and the seconds its first full run took)."""
         plans = self._load()
         plans[self.key] = {"steps": steps, "seconds": seconds}
         self._store(plans)
@@ -95,7 +96,7 @@ class Pacing:
             raise ValueError(f"seconds_per_step must be a positive number, got {seconds_per_step}")
         fits = int(usable_seconds(seconds_left) / seconds_per_step)
         self.plan, self.reused = steps_done + fits, False
-        self._remember(self.plan)
+        self.remember(self.plan)
         return self.plan
 
     def settle(self, steps_done: int, training_seconds: float, budget_seconds: float) -> str | None:
@@ -112,7 +113,7 @@ class Pacing:
             return None  # another run changed the plan meanwhile: it has the say
         took = entry.get("seconds")
         if not isinstance(took, (int, float)):
-            self._remember(self.plan, training_seconds)
+            self.remember(self.plan, training_seconds)
             return None
         if self.reused and training_seconds < STALE_BELOW * took:
             self.forget()
@@ -126,7 +127,7 @@ class Pacing:
         if fitted < 1:
             self.forget()
             return
-        self._remember(fitted)
+        self.remember(fitted)
 
     def forget(self) -> None:
         """Drop this script's plan: the next run of the script plans afresh."""

@@ -335,8 +335,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     else:
         workspace = commands.open_workspace(None).path
     try:
-        png, markdown = write_report(workspace, args.out, args.tag)
-    except ReportError as exc:
+        cache_dir = load_settings(workspace).paths.cache_dir
+        png, markdown = write_report(workspace, args.out, args.tag, cache_dir)
+    except (ReportError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {markdown}\nwrote {png}")

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cockpit.atomic import write_atomic
+from cockpit.engine import programs
 from cockpit.engine.journal import LEDGER_DECISIONS, Experiment, Journal, JournalError, Run
+from cockpit.engine.programs import TestScore
 from cockpit.engine.workspace import COCKPIT_DIRNAME
 
 if TYPE_CHECKING:
@@ -591,9 +593,75 @@ def _save_png_atomically(figure: Any, path: Path) -> None:
 # report.md
 
 
-def render_markdown(summary: RunSummary, plot_name: str = PROGRESS_PNG) -> str:
+@dataclass(frozen=True)
+class Generalisation:
+    """The baseline's and the kept experiments' scores on the test split (which no decision
+    reads), and the disk their kept programs take."""
+
+    scores: tuple[TestScore, ...]
+    programs: int
+    program_bytes: int
+
+    def gains(self) -> tuple[float, float] | None:
+        """(validation gain, test gain) of the best kept experiment that has a test score
+        over the baseline's; None without both."""
+        baseline = next((s for s in self.scores if s.number == 0), None)
+        scored = [s for s in self.scores if s.number > 0 and s.test_bpb is not None]
+        if baseline is None or baseline.test_bpb is None or baseline.val_bpb is None or not scored:
+            return None
+        best = min(scored, key=lambda s: s.val_bpb if s.val_bpb is not None else math.inf)
+        if best.val_bpb is None or best.test_bpb is None:
+            return None
+        return baseline.val_bpb - best.val_bpb, baseline.test_bpb - best.test_bpb
+
+
+def generalisation(
+    workspace: Path, run: Run, experiments: Sequence[Experiment], cache_dir: str
+) -> Generalisation:
+    """Score the baseline and the kept experiments on the test split (cached per program)."""
+    chosen = [e for e in experiments if e.number == 0 or e.decision == "keep"]
+    chosen = [e for e in chosen if e.outcome == "ok"]
+    runs = workspace / COCKPIT_DIRNAME / "runs" / run.tag
+    count, size = programs.programs_bytes(runs)
+    scores = tuple(programs.test_score(e, runs, cache_dir) for e in chosen)
+    return Generalisation(scores, count, size)
+
+
+def _render_generalisation(found: Generalisation) -> list[str]:
+    lines = ["", "## Test split", ""]
+    gains = found.gains()
+    if gains is not None:
+        lines += [
+            f"Validation gain {gains[0]:.4f}, test gain {gains[1]:.4f} bits per byte (the best "
+            "kept experiment against the baseline). The test split is read by no decision: "
+            "a test gain well below the validation gain means the keeps fit the validation "
+            "split more than the task.",
+            "",
+        ]
+    if found.scores:
+        lines += ["| # | val_bpb | test_bpb | |", "|--:|--:|--:|---|"]
+        for score in found.scores:
+            val = "\u2014" if score.val_bpb is None else f"{score.val_bpb:.6f}"
+            test = "\u2014" if score.test_bpb is None else f"{score.test_bpb:.6f}"
+            lines.append(f"| {score.number} | {val} | {test} | {_cell(score.error)} |")
+    else:
+        lines.append("No baseline or kept experiment has a score yet.")
+    lines += [
+        "",
+        f"Kept models: {found.programs} ({found.program_bytes / 1e6:.1f} MB on disk; the "
+        "baseline's and the kept experiments' are kept, the others pruned once decided).",
+    ]
+    return lines
+
+
+def render_markdown(
+    summary: RunSummary,
+    plot_name: str = PROGRESS_PNG,
+    generalised: Generalisation | None = None,
+) -> str:
     """The Markdown report of a run: headline figures, the kept changes with what each gained,
-    the crashes, and a link to the chart (``plot_name``, next to the report)."""
+    the crashes, the test split's figures and a link to the chart (``plot_name``, next to
+    the report)."""
     name = summary.tag or "run"
     lines = [f"# Research report: {name}", ""]
     if summary.branch:
@@ -648,6 +716,8 @@ def render_markdown(summary: RunSummary, plot_name: str = PROGRESS_PNG) -> str:
             )
     else:
         lines.append("No experiment crashed.")
+    if generalised is not None:
+        lines += _render_generalisation(generalised)
     return "\n".join(lines) + "\n"
 
 
@@ -758,7 +828,7 @@ def select_run(journal: Journal, tag: str | None) -> Run:
 
 
 def write_report(
-    workspace_dir: Path, out_dir: Path | None = None, tag: str | None = None
+    workspace_dir: Path, out_dir: Path | None = None, tag: str | None = None, cache_dir: str = ""
 ) -> tuple[Path, Path]:
     """Write ``progress.png`` and ``report.md`` of a run of the workspace into ``out_dir``
     (default ``<workspace>/report/``); their paths, in that order.
@@ -779,13 +849,16 @@ def write_report(
         with Journal.open(path, readonly=True) as journal:
             run = select_run(journal, tag)
             summary = summarize(journal, run.id)
+            experiments = journal.experiments(run.id)
     except JournalError as error:
         raise ReportError(str(error)) from error
+    generalised = generalisation(workspace, run, experiments, cache_dir)
     target = workspace / REPORT_DIRNAME if out_dir is None else Path(out_dir).expanduser()
     png_path = target / PROGRESS_PNG
     markdown_path = target / REPORT_MD
     plot_progress(summary, png_path)
-    write_atomic(markdown_path, render_markdown(summary, PROGRESS_PNG).encode("utf-8"))
+    markdown = render_markdown(summary, PROGRESS_PNG, generalised)
+    write_atomic(markdown_path, markdown.encode("utf-8"))
     return png_path, markdown_path
 
 

@@ -38,7 +38,7 @@ def markers(doc: bytes) -> set[str]:
 
 
 def split_bytes(corpus: EncodedCorpus) -> tuple[bytes, bytes]:
-    return corpus.train_path.read_bytes(), corpus.val_path.read_bytes()
+    return corpus.train_path.read_bytes(), corpus.path("val").read_bytes()
 
 
 # --- the split -------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Corpora for the research target: discovery, the train/validation split, encoding and caching.
 
-A corpus is a list of documents (a file, or a row of a parquet shard). Each document is held
-out for validation or not by a stable hash of its identifier, so the split never depends on
-the order files are found in, the machine, or the Python version. Both splits are encoded
+A corpus is a list of documents (a file, or a row of a parquet shard). Each document goes to
+training, validation or test by a stable hash of its identifier, so the split never depends on
+the order files are found in, the machine, or the Python version. Validation decides every
+keep or discard; test is read by no decision, only by the report, to tell whether the keeps
+generalise. The splits are encoded
 once with the tokenizer and cached; the cache key is built from cheap file metadata, so a
 second run reads only the cached arrays, never the corpus itself. The fingerprint, a hash of
 the encoded content and the split rule, is recorded with every result: results on different
@@ -11,6 +13,7 @@ fingerprints are never compared.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,8 +30,10 @@ from trainer.tokenizer import ByteTokenizer
 
 # Bump when the way documents are split or encoded changes: it invalidates every cache
 # entry and changes every fingerprint, so old and new results are never compared.
-SPLIT_RULE = "doc-sha256-mod-1000<100:v1"
-VAL_PER_MILLE = 100  # 10 % of documents are held out
+SPLIT_RULE = "doc-sha256-mod-1000:val<100,test<150:v2"
+VAL_PER_MILLE = 100  # 10 % of documents are held out for validation
+TEST_PER_MILLE = 50  # and 5 % for the test split
+SPLITS = ("train", "val", "test")
 # Documents are joined with a NUL byte: source and text files never contain one, so it
 # marks a document boundary without a special token outside the byte vocabulary.
 DOC_SEPARATOR = b"\x00"
@@ -47,10 +52,18 @@ class Document:
     row: int | None = None  # row index inside a parquet shard
 
 
-def is_validation(doc_id: str) -> bool:
-    """Whether a document is held out, by a stable hash of its identifier."""
+def split_of(doc_id: str) -> str:
+    """The split a document belongs to, by a stable hash of its identifier."""
     digest = hashlib.sha256(doc_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % 1000 < VAL_PER_MILLE
+    bucket = int.from_bytes(digest[:8], "big") % 1000
+    if bucket < VAL_PER_MILLE:
+        return "val"
+    return "test" if bucket < VAL_PER_MILLE + TEST_PER_MILLE else "train"
+
+
+def is_validation(doc_id: str) -> bool:
+    """Whether a document is held out for validation."""
+    return split_of(doc_id) == "val"
 
 
 def _walk_files(root: Path, suffix: str | None) -> list[Path]:
@@ -164,19 +177,21 @@ class EncodedCorpus:
     val_tokens: int
     train_documents: int
     val_documents: int
+    test_tokens: int = 0
+    test_documents: int = 0
+
+    def path(self, split: str) -> Path:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; the splits are {', '.join(SPLITS)}")
+        return self.directory / f"{split}.bin"
 
     @property
     def train_path(self) -> Path:
-        return self.directory / "train.bin"
-
-    @property
-    def val_path(self) -> Path:
-        return self.directory / "val.bin"
+        return self.path("train")
 
     def load(self, split: str) -> np.ndarray:
         """A split's tokens, read into memory (uint8 for the byte tokenizer)."""
-        path = self.train_path if split == "train" else self.val_path
-        return np.fromfile(path, dtype=np.uint8)
+        return np.fromfile(self.path(split), dtype=np.uint8)
 
 
 def default_cache_dir() -> Path:
@@ -191,27 +206,28 @@ def default_cache_dir() -> Path:
 
 def _encode(spec: CorpusSpec, files: list[Path], destination: Path) -> dict[str, object]:
     tokenizer = ByteTokenizer()
-    counts = {"train": 0, "val": 0}
-    docs = {"train": 0, "val": 0}
+    counts = dict.fromkeys(SPLITS, 0)
+    docs = dict.fromkeys(SPLITS, 0)
     content_hash = hashlib.sha256(f"{SPLIT_RULE}|{tokenizer.name}".encode())
-    with open(destination / "train.bin", "wb") as train, open(destination / "val.bin", "wb") as val:
-        outputs = {"train": train, "val": val}
+    with contextlib.ExitStack() as stack:
+        outputs = {s: stack.enter_context(open(destination / f"{s}.bin", "wb")) for s in SPLITS}
         for doc_id, data in _iter_documents(spec, files):
-            split = "val" if is_validation(doc_id) else "train"
+            split = split_of(doc_id)
             encoded = tokenizer.encode(data) + DOC_SEPARATOR
             outputs[split].write(encoded)
             counts[split] += len(encoded)
             docs[split] += 1
             content_hash.update(f"{split}|{doc_id}|{len(encoded)}|".encode())
             content_hash.update(encoded)
-    if docs["train"] + docs["val"] < 2:
+    total = sum(docs.values())
+    if total < 2:
         raise CorpusError(
-            f"corpus {spec.name!r} has {docs['train'] + docs['val']} readable documents; "
+            f"corpus {spec.name!r} has {total} readable documents; "
             "it needs at least two (one for training, one held out for validation)"
         )
     if docs["val"] == 0 or docs["train"] == 0:
         raise CorpusError(
-            f"corpus {spec.name!r}: its {docs['train'] + docs['val']} documents all fell on one "
+            f"corpus {spec.name!r}: its {total} documents all fell on one "
             "side of the train/validation split; add more files (about one in ten is held out)"
         )
     return {
@@ -222,6 +238,8 @@ def _encode(spec: CorpusSpec, files: list[Path], destination: Path) -> dict[str,
         "val_tokens": counts["val"],
         "train_documents": docs["train"],
         "val_documents": docs["val"],
+        "test_tokens": counts["test"],
+        "test_documents": docs["test"],
         "split_rule": SPLIT_RULE,
         "tokenizer": tokenizer.name,
     }
@@ -259,4 +277,6 @@ def prepare_corpus(name: str, cache_dir: Path | None = None) -> EncodedCorpus:
         val_tokens=meta["val_tokens"],
         train_documents=meta["train_documents"],
         val_documents=meta["val_documents"],
+        test_tokens=meta.get("test_tokens", 0),
+        test_documents=meta.get("test_documents", 0),
     )

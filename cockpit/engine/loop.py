@@ -40,6 +40,7 @@ from agent.proposal import (
     script_hash,
 )
 from cockpit.config import Settings
+from cockpit.engine import programs
 from cockpit.engine.agents import AgentRecorder, AgentSetup
 from cockpit.engine.early_abort import Verdict, Watch, calibrate
 from cockpit.engine.failpoints import failpoint
@@ -1187,10 +1188,12 @@ class Engine:
         )
 
     def _export(self) -> None:
+        """After a decision: rewrite results.tsv, and prune what the decided runs left."""
         if self.run_record is not None:
-            export_results_tsv(
-                self._journal(), self.run_record.id, self.workspace.path / "results.tsv"
-            )
+            journal = self._journal()
+            export_results_tsv(journal, self.run_record.id, self.workspace.path / "results.tsv")
+            runs = self.workspace.cockpit_dir / "runs" / self.run_record.tag
+            programs.prune(runs, journal.experiments(self.run_record.id))
 
 
 def fixed_parts_fingerprint() -> str:

@@ -60,8 +60,10 @@ def run_harness(
     grace: float = 2.0,
     corpus: str | None = None,
     timeout: float = 120.0,
+    env: dict[str, str] | None = None,
 ) -> HarnessRun:
-    """Run `python -m trainer` on a script (a path, or source text to write to a file)."""
+    """Run `python -m trainer` on a script (a path, or source text to write to a file);
+    ``env`` is added to the environment."""
     if isinstance(script, str):
         path = tmp_path / "script.py"
         path.write_text(textwrap.dedent(script))
@@ -79,7 +81,13 @@ def run_harness(
         command += ["--corpus", corpus]
     started = time.monotonic()
     completed = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+        env={**os.environ, **env} if env else None,
     )
     seconds = time.monotonic() - started
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -210,3 +210,29 @@ def test_a_confinement_reads_back_from_what_the_training_reported() -> None:
     partly = Confinement("a namespace", "no Landlock")
     assert not partly.enforced
     assert partly.describe().startswith("training is not confined: files: no Landlock")
+
+
+def test_without_landlock_the_files_are_unconfined_and_the_run_says_why(
+    tmp_path: Path, text_corpus: Path
+) -> None:
+    """A kernel without Landlock (the diagnostic cap stands in for one): the run goes on,
+    off the network still, and says that its files are not confined and why; where
+    confinement is required, it stops."""
+    no_landlock = {"COCKPIT_LANDLOCK_ABI_MAX": "0"}
+    (tmp_path / "auto").mkdir()
+    (tmp_path / "require").mkdir()
+    corpus = f"text:{text_corpus}"
+    script = SCRIPTS / "tiny_research.py"
+    run = run_harness(script, tmp_path / "auto", budget=1, corpus=corpus, env=no_landlock)
+    assert run.exit_code == 0, run.output
+    confinement = run.summary["confinement"]
+    assert confinement["network"] is not None and confinement["files"] is None
+    assert confinement["enforced"] is False
+    assert "Landlock" in confinement["reason"], confinement
+    assert "training is not confined: files:" in run.output
+    required = run_harness(
+        script, tmp_path / "require", "--confinement", "require", budget=1, corpus=corpus,
+        env=no_landlock,
+    )  # fmt: skip
+    assert required.exit_code == Outcome.SETUP, required.output
+    assert "training must be confined (require_confinement)" in required.summary["reason"]

@@ -93,7 +93,8 @@ def test_attention_with_dropout_on_is_refused(tmp_path: Path) -> None:
 
         def forward(self, idx: torch.Tensor) -> torch.Tensor:
             x = self.embed(idx).unsqueeze(1)
-            y = torch.nn.functional.scaled_dot_product_attention(x, x, x, is_causal=True)
+            mask = torch.ones(idx.shape[1], idx.shape[1], dtype=torch.bool).tril()
+            y = torch.nn.functional.scaled_dot_product_attention(x, x, x, mask)
             return y.squeeze(1) @ self.embed.weight.T
 
     path = tmp_path / "attending.program"
@@ -103,7 +104,7 @@ def test_attention_with_dropout_on_is_refused(tmp_path: Path) -> None:
         graph, weights = json.loads(archive.read("graph.json")), archive.read("weights.pt")
     for node in graph["nodes"]:
         if "scaled_dot_product_attention" in str(node.get("target")):
-            node["kwargs"]["dropout_p"] = 0.5
+            node["args"][4:] = [0.5]  # dropout_p, after the mask
     with pytest.raises(ProgramError, match="random numbers"):
         load_program(write(tmp_path, graph, weights), CPU)
 

@@ -53,7 +53,7 @@ _MEMORY_FORMATS = {
 _REFUSED_TAGS = (torch.Tag.nondeterministic_seeded,)
 # Operators tagged as drawing random numbers that draw none when this argument (name,
 # position) is zero: attention with its dropout off.
-_RANDOM_ONLY_WITH = {"aten::scaled_dot_product_attention.default": ("dropout_p", 3)}
+_RANDOM_ONLY_WITH = {"aten::scaled_dot_product_attention.default": ("dropout_p", 4)}
 
 
 class ExportError(Exception):

@@ -17,11 +17,13 @@ from tests.conftest import REPO, write_text_corpus
 from trainer.data import (
     DOC_SEPARATOR,
     SPLIT_RULE,
+    SPLITS,
     CorpusError,
     CorpusSpec,
     EncodedCorpus,
     is_validation,
     prepare_corpus,
+    split_of,
 )
 
 MARKER = re.compile(rb"file (\d{3})")
@@ -37,8 +39,8 @@ def markers(doc: bytes) -> set[str]:
     return {m.decode() for m in MARKER.findall(doc)}
 
 
-def split_bytes(corpus: EncodedCorpus) -> tuple[bytes, bytes]:
-    return corpus.train_path.read_bytes(), corpus.path("val").read_bytes()
+def split_bytes(corpus: EncodedCorpus) -> tuple[bytes, bytes, bytes]:
+    return tuple(corpus.path(split).read_bytes() for split in SPLITS)  # type: ignore[return-value]
 
 
 # --- the split -------------------------------------------------------------------------------
@@ -53,16 +55,21 @@ def test_is_validation_is_stable_and_holds_out_about_a_tenth() -> None:
     assert 0.07 < sum(first) / len(ids) < 0.13
 
 
-def test_is_validation_does_not_depend_on_the_process_or_hash_seed() -> None:
+def test_the_split_does_not_depend_on_the_process_or_hash_seed() -> None:
     """The split is pinned for this SPLIT_RULE, and another interpreter with another hash seed
     agrees: the rule is a content hash, not Python's randomised hash()."""
-    assert SPLIT_RULE == "doc-sha256-mod-1000<100:v1"  # a new rule must re-pin the ids below
+    # A new rule must re-pin the ids below.
+    assert SPLIT_RULE == "doc-sha256-mod-1000:val<100,test<150:v2"
     names = [f"doc_{n:03d}.txt" for n in range(40)]
-    here = [n for n in names if is_validation(n)]
-    assert here == ["doc_009.txt", "doc_022.txt"]
+    here = [[n for n in names if split_of(n) == split] for split in ("val", "test")]
+    assert here == [
+        ["doc_009.txt", "doc_022.txt"],
+        ["doc_015.txt", "doc_016.txt", "doc_025.txt", "doc_038.txt"],
+    ]
+    assert [n for n in names if is_validation(n)] == here[0]
     code = (
-        "import json, sys; from trainer.data import is_validation; "
-        "print(json.dumps([n for n in json.loads(sys.argv[1]) if is_validation(n)]))"
+        "import json, sys; from trainer.data import split_of; names = json.loads(sys.argv[1]); "
+        "print(json.dumps([[n for n in names if split_of(n) == s] for s in ('val', 'test')]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, json.dumps(names)],
@@ -83,23 +90,23 @@ def test_every_text_file_lands_in_exactly_one_split(tmp_path: Path) -> None:
     is lost or duplicated, and the metadata counts are the file sizes plus separators."""
     root = write_text_corpus(tmp_path / "corpus", documents=40, lines=5)
     corpus = prepare_corpus(f"text:{root}", tmp_path / "cache")
-    train, val = split_bytes(corpus)
+    train, val, test = split_bytes(corpus)
     contents = {p.name: p.read_bytes() for p in sorted(root.iterdir())}
 
-    for split_data, held_out in ((train, False), (val, True)):
+    for split_data, split in ((train, "train"), (val, "val"), (test, "test")):
         docs = documents(split_data)
-        expected = [
-            data for name, data in sorted(contents.items()) if is_validation(name) == held_out
-        ]
+        expected = [data for name, data in sorted(contents.items()) if split_of(name) == split]
         assert docs == expected  # whole files, in the corpus's order, one document each
-    seen = [m for doc in documents(train) + documents(val) for m in markers(doc)]
+    seen = [m for doc in documents(train) + documents(val) + documents(test) for m in markers(doc)]
     assert sorted(seen) == [f"{n:03d}" for n in range(40)]  # every file exactly once
-    assert not markers(train) & markers(val)
+    assert not markers(train) & markers(val) and not markers(test) & (markers(train) | markers(val))
 
-    val_files = [n for n in contents if is_validation(n)]
-    train_files = [n for n in contents if not is_validation(n)]
+    val_files = [n for n in contents if split_of(n) == "val"]
+    train_files = [n for n in contents if split_of(n) == "train"]
+    test_files = [n for n in contents if split_of(n) == "test"]
     assert corpus.val_documents == len(val_files) == 2
-    assert corpus.train_documents == len(train_files) == 38
+    assert corpus.test_documents == len(test_files) == 4
+    assert corpus.train_documents == len(train_files) == 34
     assert corpus.train_tokens == sum(len(contents[n]) + 1 for n in train_files) == len(train)
     assert corpus.val_tokens == sum(len(contents[n]) + 1 for n in val_files) == len(val)
     assert corpus.train_path.stat().st_size == corpus.train_tokens
@@ -192,12 +199,12 @@ def test_binary_hidden_and_empty_files_are_skipped(tmp_path: Path) -> None:
     assert len(listed) == 24
 
     corpus = prepare_corpus(f"text:{root}", tmp_path / "cache")
-    train, val = split_bytes(corpus)
-    found = markers(train) | markers(val)
+    train, val, test = split_bytes(corpus)
+    found = markers(train) | markers(val) | markers(test)
     assert found == {f"{n:03d}" for n in range(20)} | {"905"}
-    assert corpus.train_documents + corpus.val_documents == 21
-    assert b"PNG" not in train + val
-    assert (train + val).count(b"\x00") == 21  # one separator per document, no stray NULs
+    assert corpus.train_documents + corpus.val_documents + corpus.test_documents == 21
+    assert b"PNG" not in train + val + test
+    assert (train + val + test).count(b"\x00") == 21  # one separator per document, no stray NULs
 
 
 # --- parquet corpora -------------------------------------------------------------------------
@@ -222,18 +229,19 @@ def test_parquet_rows_are_documents_split_by_shard_and_row(tmp_path: Path) -> No
     (root / "README.md").write_text("not a shard\n")
 
     corpus = prepare_corpus(f"parquet:{root}", tmp_path / "cache")
-    expected: dict[bool, list[bytes]] = {False: [], True: []}
+    expected: dict[str, list[bytes]] = {split: [] for split in SPLITS}
     for rel in ("a.parquet", "sub/b.parquet"):  # the shards' sorted order
         for row, text in enumerate(rows[rel]):
             if text:
                 data = text.encode().replace(b"\x00", b"")
-                expected[is_validation(f"{rel}#{row}")].append(data)
-    train, val = split_bytes(corpus)
-    assert documents(train) == expected[False]
-    assert documents(val) == expected[True]
-    assert expected[True] and expected[False]
-    assert corpus.train_documents + corpus.val_documents == 58
-    assert b"shard b row 07 with a  NUL inside" in train + val
+                expected[split_of(f"{rel}#{row}")].append(data)
+    train, val, test = split_bytes(corpus)
+    assert documents(train) == expected["train"]
+    assert documents(val) == expected["val"]
+    assert documents(test) == expected["test"]
+    assert expected["val"] and expected["train"]
+    assert corpus.train_documents + corpus.val_documents + corpus.test_documents == 58
+    assert b"shard b row 07 with a  NUL inside" in train + val + test
     assert corpus.name == f"parquet:{root.resolve()}"
 
 

@@ -98,7 +98,9 @@ async def test_a_training_that_was_not_confined_is_said_first_and_stays(tmp_path
     root = echoing_model(tmp_path, confinement=unconfined)
     for size in (WIDE, NARROW):
         second = (await status_line(root, size)).splitlines()[1]
-        assert second.startswith("⚠ training is not confined: user namespaces are off"), second
-    confined = {"network": "a network namespace", "enforced": True, "reason": ""}
+        assert second.startswith(
+            "⚠ training is not confined: network and files: user namespaces are off"
+        ), second
+    confined = {"network": "a network namespace", "files": "Landlock", "enforced": True}
     root = echoing_model(tmp_path / "confined", confinement=confined)
     assert "not confined" not in await status_line(root, WIDE)

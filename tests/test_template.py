@@ -5,6 +5,7 @@ against looking ahead."""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -79,3 +80,41 @@ def test_the_model_does_not_look_ahead_and_gives_per_token_losses(template: Modu
     torch.testing.assert_close(a[:, :20], b[:, :20])
     assert not torch.allclose(a[:, 20:], b[:, 20:])
     assert losses.shape == (2, 32) and torch.isfinite(losses).all()
+
+
+# The constants that shape the forward (the others only change how it trains).
+SHAPING = ("DEPTH", "WIDTH", "HEAD_DIM", "MLP_RATIO", "LOGIT_SOFTCAP", "ROPE_BASE")
+
+
+def _builtin_edits() -> list[tuple[str, int | float]]:
+    from agent.builtin import candidates, find_constants
+
+    source = template_path().read_text()
+    found = {c.name: c for c in find_constants(source)}
+    assert set(SHAPING) <= set(found), "the template's shaping constants have moved"
+    return [(name, value) for name in SHAPING for value in candidates(found[name])]
+
+
+@pytest.mark.parametrize(("name", "value"), _builtin_edits())
+def test_every_edit_the_builtin_proposer_makes_exports(
+    tmp_path: Path, name: str, value: float
+) -> None:
+    """The template with each value the built-in proposer may give a constant that shapes
+    the model: its forward exports, and the program gives the model's own logits."""
+    from agent.builtin import find_constants, replace_literal
+    from trainer.program import export_forward, load_program
+
+    source = template_path().read_text()
+    constant = next(c for c in find_constants(source) if c.name == name)
+    edited = tmp_path / "train.py"
+    edited.write_text(replace_literal(source, constant, value))
+    spec = importlib.util.spec_from_file_location(f"edited_{name}", edited)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.GPT(256, 32).eval()
+    export_forward(model, torch.zeros((2, 32), dtype=torch.long), tmp_path / "model.program")
+    program = load_program(tmp_path / "model.program", torch.device("cpu"))
+    idx = torch.randint(0, 256, (3, 32))
+    with torch.inference_mode():
+        torch.testing.assert_close(program(idx), model(idx), rtol=1e-5, atol=1e-5)

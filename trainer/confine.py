@@ -61,6 +61,13 @@ class Confinement:
         """Whether the training is fully confined: off the network and limited in its files."""
         return self.network is not None and self.files is not None
 
+    @property
+    def missing(self) -> str:
+        """What is not confined: "network", "files", "network and files", or ""."""
+        return " and ".join(
+            name for name, by in (("network", self.network), ("files", self.files)) if by is None
+        )
+
     def describe(self) -> str:
         """One line for a log, the cockpit and ``cockpit status``."""
         parts = []
@@ -70,10 +77,7 @@ class Confinement:
             parts.append(f"files: {self.files}")
         if self.enforced:
             return "; ".join(parts)
-        missing = " and ".join(
-            name for name, by in (("network", self.network), ("files", self.files)) if by is None
-        )
-        return "; ".join([f"training is not confined: {missing}: {self.reason}", *parts])
+        return "; ".join([f"training is not confined: {self.missing}: {self.reason}", *parts])
 
     def to_dict(self) -> dict[str, object]:
         return {

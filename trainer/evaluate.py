@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ class EvalResult:
     val_loss_nats: float  # mean cross-entropy per token
     tokens: int  # target tokens scored
     bytes: int  # bytes those tokens stand for
+    checks_seconds: float = 0.0  # spent on the determinism and causality checks
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -185,6 +187,7 @@ def evaluate_program(
     rows_per_batch = max(1, _EVAL_BATCH_TOKENS // seq_len)
     batches = math.ceil(windows / rows_per_batch)
     checks = _Checks(batches, device)
+    checks_seconds = 0.0
     total_nats = 0.0
     with torch.inference_mode(), autocast_for(device):
         for index in range(batches):
@@ -194,8 +197,10 @@ def evaluate_program(
             logits = _logits(program, x, vocab_size)
             total_nats += _token_nats(logits, y).double().sum().item()
             if index == checks.batch:
+                started = time.perf_counter()
                 checks.deterministic(program, x, vocab_size)
                 checks.causal(program, x, logits, stream, vocab_size)
+                checks_seconds = time.perf_counter() - started
             del logits
     mean_nats = total_nats / span
     val_bpb = total_nats / (math.log(2) * span * bytes_per_token)
@@ -204,5 +209,9 @@ def evaluate_program(
             Outcome.NAN, f"the evaluated loss is {val_bpb}: the model outputs NaN or inf"
         )
     return EvalResult(
-        val_bpb=val_bpb, val_loss_nats=mean_nats, tokens=span, bytes=int(span * bytes_per_token)
+        val_bpb=val_bpb,
+        val_loss_nats=mean_nats,
+        tokens=span,
+        bytes=int(span * bytes_per_token),
+        checks_seconds=checks_seconds,
     )

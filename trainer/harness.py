@@ -183,6 +183,9 @@ class Relay:
         self._stream = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
         self._sink = sink
         self.start: dict[str, Any] | None = None
+        self._began = time.perf_counter()
+        # From the training process's start to its training phase: its start-up cost.
+        self.startup_seconds: float | None = None
         self._thread = threading.Thread(target=self._follow, name="metrics-relay", daemon=True)
         self._thread.start()
 
@@ -198,6 +201,8 @@ class Relay:
                 if self.start is not None:
                     continue
                 self.start = record
+            if record.get("phase") == "training" and self.startup_seconds is None:
+                self.startup_seconds = time.perf_counter() - self._began
             self._sink.write(record)
 
     def join(self, timeout: float) -> None:
@@ -408,6 +413,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
     finally:
         ended = end_descendants()  # the training's tree, and any orphan it left behind
     relay.join(5.0)
+    run.summary["training_startup_seconds"] = relay.startup_seconds
     start = relay.start or {}
     confinement = Confinement.from_dict(start.get("confinement"))
     if confinement is not None:
@@ -499,6 +505,7 @@ def _evaluate(run: Run, device: torch.device, corpus: EncodedCorpus, program_pat
         program_mb=program_path.stat().st_size / 1e6,
         export_seconds=_number(export.get("seconds")),
         evaluation_seconds=evaluation_seconds,
+        evaluation_checks_seconds=result.checks_seconds,
     )
 
 

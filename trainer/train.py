@@ -10,8 +10,9 @@ returns on held-out data; nothing printed here counts. `ctx` offers:
                                                         script, so reruns are reproducible)
     ctx.report(step=..., loss=..., **metrics)           live metrics for the cockpit
 
-The returned model must map model(idx) to logits (batch, time, ctx.vocab_size), and
-model(idx, targets, reduction="none") to per-token losses, and must not look ahead.
+The returned model must map model(idx) to logits (batch, time, ctx.vocab_size), must not
+look ahead, and its forward must be traceable by torch.export (no Python branching on tensor
+values): the harness exports it and scores the logits in a process of its own.
 """
 
 import math

@@ -136,7 +136,10 @@ class StatusLine(_View):
                 (
                     _line(
                         ("⚠ training is not confined", Style(color=palette.error, bold=True)),
-                        (f": {status.confinement.reason}  ", palette.error),
+                        (
+                            f": {status.confinement.missing}: {status.confinement.reason}  ",
+                            palette.error,
+                        ),
                     ),
                     0,
                 )

@@ -232,6 +232,14 @@ class EngineSettings(BaseModel):
         ),
         json_schema_extra={"allowed": "a number, 0 or more (0 = never confirm)"},
     )
+    test_split_summary: bool = Field(
+        default=True,
+        description=(
+            "At the end of a run, score the baseline and the kept experiments on the test "
+            "split (read by no decision) and say the validation gain against the test gain."
+        ),
+        json_schema_extra={"allowed": "true or false"},
+    )
     early_abort: bool = Field(
         default=True,
         description=(

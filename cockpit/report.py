@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 from cockpit.atomic import write_atomic
 from cockpit.engine import programs
 from cockpit.engine.journal import LEDGER_DECISIONS, Experiment, Journal, JournalError, Run
-from cockpit.engine.programs import TestScore
 from cockpit.engine.workspace import COCKPIT_DIRNAME
 
 if TYPE_CHECKING:
@@ -593,41 +592,7 @@ def _save_png_atomically(figure: Any, path: Path) -> None:
 # report.md
 
 
-@dataclass(frozen=True)
-class Generalisation:
-    """The baseline's and the kept experiments' scores on the test split (which no decision
-    reads), and the disk their kept programs take."""
-
-    scores: tuple[TestScore, ...]
-    programs: int
-    program_bytes: int
-
-    def gains(self) -> tuple[float, float] | None:
-        """(validation gain, test gain) of the best kept experiment that has a test score
-        over the baseline's; None without both."""
-        baseline = next((s for s in self.scores if s.number == 0), None)
-        scored = [s for s in self.scores if s.number > 0 and s.test_bpb is not None]
-        if baseline is None or baseline.test_bpb is None or baseline.val_bpb is None or not scored:
-            return None
-        best = min(scored, key=lambda s: s.val_bpb if s.val_bpb is not None else math.inf)
-        if best.val_bpb is None or best.test_bpb is None:
-            return None
-        return baseline.val_bpb - best.val_bpb, baseline.test_bpb - best.test_bpb
-
-
-def generalisation(
-    workspace: Path, run: Run, experiments: Sequence[Experiment], cache_dir: str
-) -> Generalisation:
-    """Score the baseline and the kept experiments on the test split (cached per program)."""
-    chosen = [e for e in experiments if e.number == 0 or e.decision == "keep"]
-    chosen = [e for e in chosen if e.outcome == "ok"]
-    runs = workspace / COCKPIT_DIRNAME / "runs" / run.tag
-    count, size = programs.programs_bytes(runs)
-    scores = tuple(programs.test_score(e, runs, cache_dir) for e in chosen)
-    return Generalisation(scores, count, size)
-
-
-def _render_generalisation(found: Generalisation) -> list[str]:
+def _render_generalisation(found: programs.Generalisation) -> list[str]:
     lines = ["", "## Test split", ""]
     gains = found.gains()
     if gains is not None:
@@ -657,7 +622,7 @@ def _render_generalisation(found: Generalisation) -> list[str]:
 def render_markdown(
     summary: RunSummary,
     plot_name: str = PROGRESS_PNG,
-    generalised: Generalisation | None = None,
+    generalised: programs.Generalisation | None = None,
 ) -> str:
     """The Markdown report of a run: headline figures, the kept changes with what each gained,
     the crashes, the test split's figures and a link to the chart (``plot_name``, next to
@@ -852,7 +817,9 @@ def write_report(
             experiments = journal.experiments(run.id)
     except JournalError as error:
         raise ReportError(str(error)) from error
-    generalised = generalisation(workspace, run, experiments, cache_dir)
+    generalised = programs.generalisation(
+        workspace / COCKPIT_DIRNAME / "runs" / run.tag, experiments, cache_dir
+    )
     target = workspace / REPORT_DIRNAME if out_dir is None else Path(out_dir).expanduser()
     png_path = target / PROGRESS_PNG
     markdown_path = target / REPORT_MD

@@ -39,6 +39,8 @@ def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> W
         "confirm_multiple = 0\n"
         # Early abort has tests of its own; here every training runs its budget.
         "early_abort = false\n"
+        # Scoring the keeps on the test split at the end has tests of its own.
+        "test_split_summary = false\n"
     )
     # The settings file is the workspace's own business: commit it so train.py stays the only
     # thing the engine looks at.

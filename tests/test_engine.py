@@ -311,16 +311,17 @@ def test_bench_loop_prints_the_engines_overhead(tmp_path: Path) -> None:
 
 def test_kill_9_during_evaluation_reruns_that_experiment_once(tmp_path: Path) -> None:
     root = tmp_path / "ws"
-    # The tiny script, with a model that is slow to evaluate (and only to evaluate).
+    # The tiny script, with a model that is slow out of training: its export (part of the
+    # evaluation phase) calls forward in eval mode.
     slow = tmp_path / "slow_eval.py"
     tiny = (SCRIPTS / "tiny_research.py").read_text()
     slow.write_text(
         tiny.replace("import torch\n", "import time\n\nimport torch\n", 1).replace(
             "        logits = self.table(idx)\n",
-            "        if not self.training:\n            time.sleep(0.6)\n        logits = self.table(idx)\n",
+            "        if not self.training:\n            time.sleep(1.5)\n        logits = self.table(idx)\n",
         )
     )
-    assert "time.sleep(0.6)" in slow.read_text()
+    assert "time.sleep(1.5)" in slow.read_text()
     make_workspace(root, slow)
     engine = spawn(
         "run", "--headless", "--workspace", str(root), "--experiments", "1", "--tag", "eval"
@@ -416,8 +417,8 @@ def test_script_mode_runs_the_workspace_command_and_marks_the_metric_self_report
     assert "(self-reported)" in cockpit("status", "--workspace", str(root)).stdout
     assert status["confinement"]["enforced"] is False  # the command is not the harness
     assert status["confinement"]["message"] == (
-        "training is not confined: script mode runs the workspace's own command as it is, "
-        "outside the harness"
+        "training is not confined: network and files: script mode runs the workspace's own "
+        "command as it is, outside the harness"
     )
     # The working tree holds the best script again once the run is over.
     assert (root / "train.py").read_text() == Workspace.open(root).script_at(

@@ -183,13 +183,13 @@ STUBBORN_SCRIPT = """
 import os, subprocess, time
 from pathlib import Path
 
-MARKER = Path(__file__).with_name("started.txt")
+MARKER = Path.cwd() / "started.txt"  # the training's own folder: all it may write
 
 
 def train(ctx):
     child = subprocess.Popen(["sleep", "300"])
     staging = MARKER.with_suffix(".tmp")
-    staging.write_text(f"{os.getpid()} {child.pid}")
+    staging.write_text(f"{os.getppid()} {os.getpid()} {child.pid}")
     staging.rename(MARKER)
     while True:  # deaf to the harness's soft stop and to SIGTERM
         try:
@@ -221,7 +221,7 @@ def test_a_run_past_its_deadline_is_killed_as_a_timeout(
     assert job.deadline_seconds == 1.0
     process = TrainingProcess(job)
     process.start()
-    marker = tmp_path / "started.txt"
+    marker = tmp_path / "training" / "started.txt"
     try:
         assert process.process is not None
 
@@ -231,30 +231,34 @@ def test_a_run_past_its_deadline_is_killed_as_a_timeout(
             return marker.exists()
 
         wait_until(script_running, 60, "the script to start training")
-        harness_pid, child_pid = (int(pid) for pid in marker.read_text().split())
+        harness_pid, training_pid, child_pid = (int(pid) for pid in marker.read_text().split())
         assert harness_pid == process.pid
-        tree = [psutil.Process(harness_pid), psutil.Process(child_pid)]
+        tree = [psutil.Process(pid) for pid in (harness_pid, training_pid, child_pid)]
         result = process.wait(poll_seconds=0.05)
     finally:
         process.stop()
     assert result.outcome is Outcome.TIMEOUT
     assert result.killed is True
     assert "did not end by its deadline" in result.reason
-    assert result.summary == {}  # the harness never got to write one
+    # The harness is not the stubborn script: it answers the SIGTERM and may write its summary.
+    assert result.summary.get("status") in (None, "interrupted"), result.summary
     assert all_dead(tree)
 
 
 SIMPLE_SCRIPTS = {
     "crash": 'def train(ctx):\n    raise RuntimeError("boom in the schedule")\n',
     "bad_model": "def train(ctx):\n    return None\n",
-    "killed": "import os, signal\ndef train(ctx):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+    # The harness itself killed (its training may signal it only with confinement off).
+    "killed": "import os, signal\ndef train(ctx):\n    os.kill(os.getppid(), signal.SIGKILL)\n",
+    "killed_itself": "import os, signal\ndef train(ctx):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
 }
 
 
 def test_exit_codes_and_signals_become_outcomes(tmp_path: Path, text_corpus: Path) -> None:
-    """Six runs at once: a good run is OK with its val_bpb and live metrics; a raise is CRASH
-    with the script's reason; None is BAD_MODEL; a bad corpus is SETUP; a usage error (exit 2)
-    and a death by SIGKILL are CRASH with a reason that says so."""
+    """Seven runs at once: a good run is OK with its val_bpb and live metrics; a raise is
+    CRASH with the script's reason; None is BAD_MODEL; a bad corpus is SETUP; a usage error
+    (exit 2), the harness's death by SIGKILL and the training process's are CRASH with a
+    reason that says so."""
     base = harness_args(text_corpus)
     jobs: dict[str, TrainingJob] = {}
 
@@ -274,7 +278,8 @@ def test_exit_codes_and_signals_become_outcomes(tmp_path: Path, text_corpus: Pat
 
     job("ok", SCRIPTS / "tiny_research.py", budget=1.0)
     for name, source in SIMPLE_SCRIPTS.items():
-        job(name, write_script(tmp_path / f"{name}.py", source))
+        args = (*base, "--confinement", "off") if name == "killed" else base
+        job(name, write_script(tmp_path / f"{name}.py", source), args)
     job("setup", SCRIPTS / "tiny_research.py", (*base[:2], "--corpus", "text:/nonexistent/corpus"))
     job("usage", SCRIPTS / "tiny_research.py", (*base, "--no-such-flag"))
 
@@ -320,6 +325,11 @@ def test_exit_codes_and_signals_become_outcomes(tmp_path: Path, text_corpus: Pat
     killed = results["killed"]
     assert (killed.outcome, killed.exit_code) == (Outcome.CRASH, -signal.SIGKILL), log("killed")
     assert "SIGKILL" in killed.reason and killed.summary == {} and not killed.killed
+
+    itself = results["killed_itself"]
+    assert (itself.outcome, itself.exit_code) == (Outcome.CRASH, 3), log("killed_itself")
+    assert itself.reason == "the training process was killed by SIGKILL"
+    assert itself.summary["status"] == "crash"
 
     usage = results["usage"]
     assert (usage.outcome, usage.exit_code) == (Outcome.CRASH, 2), log("usage")

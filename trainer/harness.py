@@ -431,8 +431,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
     reason = run.training.get("reason")
     if code != 0:
         if outcome is None or outcome is Outcome.OK:
-            how = f"signal {-code}" if code < 0 else f"code {code}"
-            raise HarnessStop(Outcome.CRASH, f"the training process exited with {how}")
+            raise HarnessStop(Outcome.CRASH, f"the training process {_ended_by(code)}")
         raise HarnessStop(outcome, str(reason or f"the training ended as {outcome.status}"))
     program = work_dir / PROGRAM_NAME
     if not program.is_file():
@@ -445,6 +444,15 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
         kept.parent.mkdir(parents=True, exist_ok=True)
         os.replace(program, kept)
     return kept
+
+
+def _ended_by(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def _settle_pacing(run: Run, pacing: Pacing, plans: Path) -> None:

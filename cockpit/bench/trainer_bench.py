@@ -49,6 +49,32 @@ def _figures(result: RunResult) -> dict[str, Any]:
         "num_params_M": summary.get("num_params_M"),
         "training_seconds": summary.get("training_seconds"),
         "total_seconds": summary.get("total_seconds"),
+        **_costs(summary),
+    }
+
+
+FIVE_MINUTES = 300.0
+
+
+def _costs(summary: dict[str, Any]) -> dict[str, Any]:
+    """What a run costs beyond its training, and the part the separate, confined evaluation
+    adds: the training process's own start-up, the export, and the evaluation's checks."""
+    parts = {
+        "training_startup_seconds": summary.get("training_startup_seconds"),
+        "export_seconds": summary.get("export_seconds"),
+        "evaluation_seconds": summary.get("evaluation_seconds"),
+        "evaluation_checks_seconds": summary.get("evaluation_checks_seconds"),
+    }
+    total, training = summary.get("total_seconds"), summary.get("training_seconds")
+    beyond = total - training if isinstance(total, float) and isinstance(training, float) else None
+    keys = ("training_startup_seconds", "export_seconds", "evaluation_checks_seconds")
+    added_parts = [v for v in (parts[k] for k in keys) if isinstance(v, float)]
+    added = sum(added_parts) if len(added_parts) == len(keys) else None
+    return {
+        **parts,
+        "beyond_training_seconds": beyond,
+        "added_seconds": added,
+        "added_percent_of_five_minutes": 100 * added / FIVE_MINUTES if added is not None else None,
     }
 
 
@@ -102,6 +128,20 @@ def _print_table(report: dict[str, Any]) -> None:
             f"MFU {_fmt(row['mfu_percent'], '.1f', '%'):>6}   steps {row['num_steps']:>6}   "
             f"val_bpb {_fmt(row['val_bpb'], '.4f')}   "
             f"peak memory {_fmt(row['peak_memory_mb'], ',.0f', ' MB')} ({row['peak_memory_kind']})"
+        )
+    row = report.get("script")
+    if row is not None and row.get("added_seconds") is not None:
+        print(
+            f"  beyond training: {_fmt(row['beyond_training_seconds'], '.1f', ' s')} per run "
+            f"(training process start-up {_fmt(row['training_startup_seconds'], '.1f', ' s')}, "
+            f"export {_fmt(row['export_seconds'], '.1f', ' s')}, evaluation "
+            f"{_fmt(row['evaluation_seconds'], '.1f', ' s')} of which checks "
+            f"{_fmt(row['evaluation_checks_seconds'], '.1f', ' s')})"
+        )
+        print(
+            f"  added by the confined training and separate evaluation: "
+            f"{row['added_seconds']:.1f} s per experiment, "
+            f"{row['added_percent_of_five_minutes']:.1f}% of a five-minute budget"
         )
     if report.get("speed_vs_plain_gpt") is not None:
         line = f"  speed against the plain GPT: {report['speed_vs_plain_gpt']:.2f}x tokens/s"

@@ -238,6 +238,12 @@ class Engine:
             if best
             else "stopped"
         )
+        if best and not stopped and self.settings.engine.test_split_summary:
+            runs = self.workspace.cockpit_dir / "runs" / run.tag
+            found = programs.generalisation(
+                runs, journal.experiments(run.id), self.settings.paths.cache_dir
+            )
+            self.say(programs.summary_line(found))
         return 0
 
     def _journal(self) -> Journal:
@@ -729,7 +735,7 @@ class Engine:
                 buffer.append({**record, "seed": seed})  # which training: curves pair by seed
                 if watch is not None:
                     watch.add(record)
-            elif event == "phase" and record.get("phase") == "evaluating":
+            elif event == "phase" and record.get("phase") in ("exporting", "evaluating"):
                 self._set_phase("evaluating", experiment=experiment.number)
             elif event == "start" and isinstance(record.get("confinement"), dict):
                 journal.set_state(confinement=record["confinement"])

@@ -12,11 +12,12 @@ not import torch), and cached beside the program.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +147,45 @@ def _score_program(
         return None, str(error)[:200]
     cached.write_text(json.dumps({**result, "program_mtime_ns": stamp}))
     return result["bpb"], ""
+
+
+@dataclass(frozen=True)
+class Generalisation:
+    """The baseline's and the kept experiments' scores on the test split (which no decision
+    reads), and the disk their kept programs take."""
+
+    scores: tuple[TestScore, ...]
+    programs: int
+    program_bytes: int
+
+    def gains(self) -> tuple[float, float] | None:
+        """(validation gain, test gain) of the best kept experiment that has a test score
+        over the baseline's; None without both."""
+        baseline = next((s for s in self.scores if s.number == 0), None)
+        scored = [s for s in self.scores if s.number > 0 and s.test_bpb is not None]
+        if baseline is None or baseline.test_bpb is None or baseline.val_bpb is None or not scored:
+            return None
+        best = min(scored, key=lambda s: s.val_bpb if s.val_bpb is not None else math.inf)
+        if best.val_bpb is None or best.test_bpb is None:
+            return None
+        return baseline.val_bpb - best.val_bpb, baseline.test_bpb - best.test_bpb
+
+
+def generalisation(
+    runs_dir: Path, experiments: Sequence[Experiment], cache_dir: str = ""
+) -> Generalisation:
+    """Score the baseline and the kept experiments on the test split (cached per program)."""
+    chosen = [e for e in experiments if e.number == 0 or e.decision == "keep"]
+    chosen = [e for e in chosen if e.outcome == "ok"]
+    count, size = programs_bytes(runs_dir)
+    scores = tuple(test_score(e, runs_dir, cache_dir) for e in chosen)
+    return Generalisation(scores, count, size)
+
+
+def summary_line(found: Generalisation) -> str:
+    """One line for the end of a run: the validation gain against the test gain."""
+    gains = found.gains()
+    size = f"{found.programs} kept models, {found.program_bytes / 1e6:.1f} MB"
+    if gains is None:
+        return f"test split: no kept experiment to compare with the baseline ({size})"
+    return f"test split: validation gain {gains[0]:.4f}, test gain {gains[1]:.4f} ({size})"

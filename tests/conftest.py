@@ -52,6 +52,16 @@ class HarnessRun:
     metrics: list[dict[str, Any]]
 
 
+def tagged(output: str, tag: str) -> dict[str, str]:
+    """The ``TAG name=value`` lines a test script printed, as a dict."""
+    found = {}
+    for line in output.splitlines():
+        if line.startswith(tag + " "):
+            name, _, value = line[len(tag) + 1 :].partition("=")
+            found[name] = value
+    return found
+
+
 def run_harness(
     script: str | Path,
     tmp_path: Path,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SCRIPTS, HarnessRun, run_harness
+from tests.conftest import REPO, SCRIPTS, HarnessRun, run_harness, tagged
 from trainer.confine import Confinement
 from trainer.outcomes import Outcome
 
@@ -106,12 +106,7 @@ def host_server() -> Iterator[tuple[int, list[str]]]:
 
 
 def reached(run: HarnessRun) -> dict[str, str]:
-    found = {}
-    for line in run.output.splitlines():
-        if line.startswith("REACH "):
-            name, _, value = line[len("REACH ") :].partition("=")
-            found[name] = value
-    return found
+    return tagged(run.output, "REACH")
 
 
 def test_the_training_process_and_its_children_reach_nothing_beyond_their_own_loopback(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HarnessRun, run_harness
+from tests.conftest import HarnessRun, run_harness, tagged
 from trainer.data import prepare_corpus
 from trainer.outcomes import Outcome
 
@@ -284,12 +284,7 @@ def finish(model, ctx):
 
 
 def escapes(run: HarnessRun) -> dict[str, str]:
-    found = {}
-    for line in run.output.splitlines():
-        if line.startswith("ESCAPE "):
-            key, _, value = line[len("ESCAPE ") :].partition("=")
-            found[key] = value
-    return found
+    return tagged(run.output, "ESCAPE")
 
 
 def _confined_then_not(

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import psutil
 import pygit2
 
 from agent.proposal import (
@@ -51,7 +50,15 @@ from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gp
 from cockpit.engine.noise import NoiseFloor, compare, needs_confirmation, noise_floor
 from cockpit.engine.readmodel import paired_trace, trial_results
 from cockpit.engine.results_tsv import export_results_tsv
-from cockpit.engine.runner import Executor, LocalExecutor, RunResult, TrainingProcess, kill_tree
+from cockpit.engine.runner import (
+    Executor,
+    LocalExecutor,
+    RunResult,
+    TrainingProcess,
+    is_training_process,
+    kill_tree,
+    log_tail,
+)
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from cockpit.training import RunFiles, build_job
 from trainer.outcomes import Outcome
@@ -239,10 +246,8 @@ class Engine:
             else "stopped"
         )
         if best and not stopped and self.settings.engine.test_split_summary:
-            runs = self.workspace.cockpit_dir / "runs" / run.tag
-            found = programs.generalisation(
-                runs, journal.experiments(run.id), self.settings.paths.cache_dir
-            )
+            cache, runs = self.settings.paths.cache_dir, self.workspace.cockpit_dir / "runs"
+            found = programs.generalisation(runs / run.tag, journal.experiments(run.id), cache)
             self.say(programs.summary_line(found))
         return 0
 
@@ -325,7 +330,7 @@ class Engine:
         """Make the journal, the branch and the processes agree after an engine that died."""
         journal = self._journal()
         orphan = journal.get_state("train_pid")
-        if isinstance(orphan, int) and _is_training_process(orphan):
+        if isinstance(orphan, int) and is_training_process(orphan):
             kill_tree(orphan)
             journal.add_event(
                 "engine", f"stopped an orphaned training process (pid {orphan})", run_id=run.id
@@ -894,7 +899,7 @@ class Engine:
         memory = summary.get("peak_vram_mb") if cuda else summary.get("peak_rss_mb")
         crash_tail = None
         if outcome != "ok":
-            crash_tail = _tail(files.log, CRASH_TAIL_LINES)
+            crash_tail = log_tail(files.log, CRASH_TAIL_LINES)
         self._journal().update_experiment(
             experiment.id,
             status="evaluating",
@@ -1209,20 +1214,3 @@ def fixed_parts_fingerprint() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise EngineError("the trainer package is not installed; reinstall research-cockpit")
     return fingerprint_fixed_parts(Path(next(iter(spec.submodule_search_locations))), "")
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _is_training_process(pid: int) -> bool:
-    """Whether pid is still a trainer harness (and not a recycled pid)."""
-    try:
-        command = psutil.Process(pid).cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    return "trainer" in command and "-m" in command

@@ -301,3 +301,21 @@ class LocalExecutor:
         process = TrainingProcess(job)
         process.start()
         return process
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last lines of a run's log (empty when it cannot be read)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def is_training_process(pid: int) -> bool:
+    """Whether pid is still a trainer harness (and not a recycled pid)."""
+    try:
+        command = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return "trainer" in command and "-m" in command

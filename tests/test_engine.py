@@ -657,8 +657,12 @@ def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_marg
     # plan of this run went to (or came from) the machine-wide cache.
     (run_folder,) = (root / ".cockpit" / "runs").iterdir()
     plans = json.loads((run_folder / "pacing.json").read_text())
-    assert len(plans) == 2  # the baseline's script and the experiment's
     summaries = [json.loads((run_folder / name / "summary.json").read_text()) for name in seeds]
+    # The baseline's script and the experiment's; the baseline's plan is dropped when its
+    # second run trained in under 80 % of the first one's time (a sub-second training on a
+    # shared machine can), as it should be.
+    stale = summaries[1].get("plan_settled") == "stale"
+    assert len(plans) == (1 if stale else 2), (plans, summaries)
     assert [summary["plan_reused"] for summary in summaries] == [False, True]
     assert summaries[0]["planned_steps"] == summaries[1]["planned_steps"]
     # From the plan on, the live metrics carry it: early abort compares schedules with it.

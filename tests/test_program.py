@@ -143,6 +143,12 @@ def test_malformed_graphs_are_refused_with_a_reason(tmp_path: Path) -> None:
     call["args"].append({"sympy": "__import__('os').system('true')"})
     with pytest.raises(ProgramError, match="unknown kind"):
         load_program(write(tmp_path, odd, weights), CPU)
+    for shape in (
+        {**graph, "nodes": 7},
+        {**graph, "bound": {**graph["bound"], "p_embed_weight": ["a"]}},
+    ):
+        with pytest.raises(ProgramError, match=r"malformed|bound to no"):
+            load_program(write(tmp_path, shape, weights), CPU)
     with pytest.raises(ProgramError, match="not a cockpit-program"):
         load_program(write(tmp_path, {**graph, "format": "other"}, weights), CPU)
     (tmp_path / "junk.program").write_bytes(pickle.dumps({"not": "a zip"}))

@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -337,8 +338,6 @@ def _work_dir(options: HarnessOptions) -> Path:
     elif options.summary_json is not None:
         work_dir = options.summary_json.parent / "training"
     else:
-        import tempfile
-
         work_dir = Path(tempfile.mkdtemp(prefix="cockpit-training-"))
     shutil.rmtree(work_dir, ignore_errors=True)  # what an earlier run left there is not reused
     work_dir.mkdir(parents=True)

@@ -303,6 +303,13 @@ def _bind(value: Any, values: dict[str, Any], device: torch.device) -> Any:
 def load_program(path: Path, device: torch.device) -> Program:
     """Read a program file without executing anything in it; ProgramError says what is wrong."""
     try:
+        return _load(path, device)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a file of another shape
+        raise ProgramError(f"the exported model {path.name} is malformed: {exc}") from exc
+
+
+def _load(path: Path, device: torch.device) -> Program:
+    try:
         with zipfile.ZipFile(path) as archive:
             graph = json.loads(archive.read("graph.json"))
             raw_weights = archive.read("weights.pt")
@@ -329,7 +336,8 @@ def load_program(path: Path, device: torch.device) -> Program:
             raise ProgramError(f"node {name!r} is defined twice")
         if op == "placeholder":
             if name != input_name:
-                tensor = weights.get(bound.get(name))
+                key = bound.get(name)
+                tensor = weights.get(key) if isinstance(key, str) else None
                 if not isinstance(tensor, torch.Tensor):
                     raise ProgramError(f"input {name!r} is bound to no exported weight")
                 placeholders[name] = tensor

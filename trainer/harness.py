@@ -66,6 +66,7 @@ DEVICE_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/uran
 DEVICE_PATTERNS = ("/dev/nvidia*", "/dev/dri")
 # Events the training may put in the metrics stream; the harness writes the end itself.
 RELAYED_EVENTS = frozenset({"start", "phase", "metric"})
+MAX_RECORD_CHARACTERS = 1 << 16
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -191,7 +192,9 @@ class Relay:
         self._thread.start()
 
     def _follow(self) -> None:
-        for line in self._stream:
+        # Lines are read in bounded pieces: an endless line cannot fill this process's memory
+        # (a piece of one fails to parse and is dropped).
+        for line in iter(lambda: self._stream.readline(MAX_RECORD_CHARACTERS), ""):
             try:
                 record = json.loads(line)
             except ValueError:

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -51,7 +52,7 @@ from trainer.outcomes import HarnessStop, Outcome
 from trainer.pacing import Pacing
 from trainer.program import ProgramError, load_program
 from trainer.summary import format_summary, write_json_atomic
-from trainer.training import HARD_STOP_MARGIN_SECONDS, classify, export_limit_seconds
+from trainer.training import HARD_STOP_MARGIN_SECONDS, classify, deadline, export_limit_seconds
 
 HARNESS_VERSION = "2"  # 2: the score comes from the exported forward, in another process
 DEFAULT_SEQ_LEN = {"cpu": 256, "cuda": 2048}
@@ -298,6 +299,12 @@ class Run:
         sys.stdout.flush()
         return int(outcome)
 
+    def hard_stop(self, reason: str) -> None:
+        """Called from the watchdog thread: the evaluation ignored the soft stop."""
+        if self._finished.locked():
+            return
+        os._exit(self.finish(Outcome.TIMEOUT, reason))
+
 
 def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
     options = run.options
@@ -531,8 +538,9 @@ def run_harness(options: HarnessOptions) -> int:
         try:
             device, corpus = _prepare(run)
             program = _train(run, device, corpus)
-            eval_limit = max(EVAL_TIMEOUT_MIN_SECONDS, options.budget_seconds)
-            _with_alarm(eval_limit, lambda: _evaluate(run, device, corpus, program))
+            limit = max(EVAL_TIMEOUT_MIN_SECONDS, options.budget_seconds)
+            with deadline(limit, f"evaluation took longer than {limit:g} s", run.hard_stop):
+                _evaluate(run, device, corpus, program)
         except BaseException as exc:  # every way out becomes an outcome and a summary
             if run.child is not None and run.child.poll() is None:
                 end_descendants()
@@ -540,29 +548,12 @@ def run_harness(options: HarnessOptions) -> int:
             if outcome is Outcome.SETUP:
                 print(f"error: {reason}", file=sys.stderr, flush=True)
             elif not isinstance(exc, HarnessStop):
-                import traceback
-
                 traceback.print_exc()
             return run.finish(outcome, reason)
         return run.finish(Outcome.OK, None)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _with_alarm(seconds: float, work: Any) -> None:
-    reason = f"evaluation took longer than {seconds:g} s"
-
-    def soft_stop(signum: int, frame: FrameType | None) -> None:
-        raise HarnessStop(Outcome.TIMEOUT, reason)
-
-    previous = signal.signal(signal.SIGALRM, soft_stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        work()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:

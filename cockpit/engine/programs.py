@@ -91,10 +91,9 @@ class TestScore:
     error: str = ""
 
 
-def test_score(experiment: Experiment, runs_dir: Path, cache_dir: str = "") -> TestScore:
-    """An experiment's test score: the mean over its kept programs (one per training of its
-    script, as its val_bpb is the mean over those trainings)."""
-    folders = _folders_by_number(runs_dir).get(experiment.number, [])
+def test_score(experiment: Experiment, folders: list[Path], cache_dir: str = "") -> TestScore:
+    """An experiment's test score, from its run folders: the mean over its kept programs (one
+    per training of its script, as its val_bpb is the mean over those trainings)."""
     found = [folder / PROGRAM_NAME for folder in sorted(folders)]
     found = [path for path in found if path.is_file()]
     if not found:
@@ -178,7 +177,8 @@ def generalisation(
     chosen = [e for e in experiments if e.number == 0 or e.decision == "keep"]
     chosen = [e for e in chosen if e.outcome == "ok"]
     count, size = programs_bytes(runs_dir)
-    scores = tuple(test_score(e, runs_dir, cache_dir) for e in chosen)
+    folders = _folders_by_number(runs_dir)  # one listing for every experiment
+    scores = tuple(test_score(e, folders.get(e.number, []), cache_dir) for e in chosen)
     return Generalisation(scores, count, size)
 
 

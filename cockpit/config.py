@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -272,6 +272,14 @@ class EngineSettings(BaseModel):
         ge=0,
         description="How many times a crashed experiment is handed back to the proposer to fix.",
         json_schema_extra={"allowed": "an integer, 0 or more"},
+    )
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description=(
+            "Trainings run side by side, each on its own device and git worktree: auto = one "
+            "per visible GPU (one on a machine without a GPU), or a number (1 or more)."
+        ),
+        json_schema_extra={"allowed": '"auto" or an integer, 1 or more'},
     )
     sample_seconds: float = Field(
         default=1.0,
@@ -825,8 +833,17 @@ _TYPE_PROBLEMS = {
 def _describe_validation_error(exc: ValidationError, merged: _Layer) -> list[str]:
     """Turn pydantic's errors into messages naming each value's source."""
     messages = []
+    seen: set[tuple[str, ...]] = set()
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
+        if len(loc) > 2:
+            # A setting of several types (say "auto" or a number) fails once per type: one
+            # message, in the setting's own words, says what it may be.
+            if loc[:2] in seen:
+                continue
+            seen.add(loc[:2])
+            loc = loc[:2]
+            error = {**error, "type": "union", "loc": loc}
         entry = merged.get((loc[0], loc[1])) if len(loc) >= 2 else None
         source = entry[1] if entry is not None else None
         key = ".".join(loc[:2])
@@ -866,7 +883,7 @@ def _problem(error: Mapping[str, Any], loc: tuple[str, ...]) -> str:
         return f"must be greater than {_format_number(ctx['gt'])}"
     if kind == "greater_than_equal":
         return f"must be at least {_format_number(ctx['ge'])}"
-    if kind == "string_pattern_mismatch" and len(loc) >= 2:
+    if kind in ("string_pattern_mismatch", "union") and len(loc) >= 2:
         model = _sections().get(loc[0])
         field = model.model_fields.get(loc[1]) if model else None
         extra = field.json_schema_extra if field else None

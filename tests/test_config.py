@@ -532,3 +532,19 @@ def test_line_numbers_match_tomllib_errors() -> None:
     with pytest.raises(tomllib.TOMLDecodeError, match="line 5"):
         tomllib.loads(text)
     assert find_key_line(text, "t.bad") == 5
+
+
+@pytest.mark.parametrize("line", ["workers = 0", 'workers = "two"', "workers = 1.5"])
+def test_workers_is_auto_or_a_positive_count_with_one_message(tmp_path: Path, line: str) -> None:
+    workspace = write_workspace(tmp_path, f"[engine]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(workspace, environ={})
+    message = str(caught.value)
+    assert message.count("engine.workers") == 1
+    assert 'must be "auto" or an integer, 1 or more' in message
+
+
+@pytest.mark.parametrize(("line", "expected"), [("workers = 3", 3), ('workers = "auto"', "auto")])
+def test_workers_accepts_auto_and_counts(tmp_path: Path, line: str, expected: object) -> None:
+    workspace = write_workspace(tmp_path, f"[engine]\n{line}\n")
+    assert load_settings(workspace, environ={}).engine.workers == expected

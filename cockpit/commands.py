@@ -79,7 +79,7 @@ def cmd_start(workspace: Workspace, argv: Sequence[str]) -> int:
     if engine_running(workspace):
         print(f"an engine is already running for {workspace.path}; `cockpit status` shows it")
         return 1
-    log = workspace.cockpit_dir / "engine.log"
+    log = workspace.paths.engine_log
     command = [
         sys.executable,
         "-m",

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from cockpit.atomic import write_atomic
 from cockpit.engine import programs
 from cockpit.engine.journal import LEDGER_DECISIONS, Experiment, Journal, JournalError, Run
-from cockpit.engine.workspace import COCKPIT_DIRNAME
+from cockpit.engine.paths import WorkspacePaths
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 PROGRESS_PNG = "progress.png"
 REPORT_MD = "report.md"
 REPORT_DIRNAME = "report"
-# The engine keeps its journal here (cockpit.engine.loop.journal_path says the same); the path
-# is spelled out because a report reads a workspace without opening its git repository.
-JOURNAL_FILENAME = "journal.db"
 MATPLOTLIB_MISSING = 'matplotlib is needed for progress.png: pip install "research-cockpit[report]"'
 
 FIGURE_INCHES = (16.0, 8.0)
@@ -770,7 +767,7 @@ def _cell(text: str) -> str:
 
 def workspace_journal_path(workspace_dir: Path) -> Path:
     """Where a workspace's journal is, without touching the workspace."""
-    return Path(workspace_dir) / COCKPIT_DIRNAME / JOURNAL_FILENAME
+    return WorkspacePaths(Path(workspace_dir)).journal
 
 
 def select_run(journal: Journal, tag: str | None) -> Run:
@@ -818,7 +815,7 @@ def write_report(
     except JournalError as error:
         raise ReportError(str(error)) from error
     generalised = programs.generalisation(
-        workspace / COCKPIT_DIRNAME / "runs" / run.tag, experiments, cache_dir
+        WorkspacePaths(workspace).runs(run.tag), experiments, cache_dir
     )
     target = workspace / REPORT_DIRNAME if out_dir is None else Path(out_dir).expanduser()
     png_path = target / PROGRESS_PNG

@@ -29,6 +29,7 @@ from cockpit.engine.early_abort import (
     plans_apart,
 )
 from cockpit.engine.journal import Experiment, Journal
+from cockpit.engine.paths import WorkspacePaths
 from cockpit.engine.readmodel import paired_trace, trial_results
 
 SAVED_TARGET = 0.30
@@ -142,7 +143,7 @@ def figures(results: list[Replayed]) -> dict[str, Any]:
 def run_early_abort_bench(
     workspace: Path, tag: str | None, *, after: float, floor: float, as_json: bool
 ) -> int:
-    path = workspace / ".cockpit" / "journal.db"
+    path = WorkspacePaths(workspace).journal
     if not path.exists():
         print(f"error: {workspace} has no journal; record a run there first (cockpit run)")
         return 2

@@ -47,9 +47,9 @@ from cockpit.engine.journal import (
     Run,
 )
 from cockpit.engine.monitor import MonitorSample
+from cockpit.engine.paths import WorkspacePaths
 from trainer.confine import Confinement
 
-JOURNAL_RELATIVE_PATH = Path(".cockpit") / "journal.db"
 GPU_HISTORY = 120  # samples kept for the gauges' history: two minutes at one a second
 EVENT_HISTORY = 300  # events the screen keeps (decisions, agent lines, notes)
 # Phases in which the engine works on the experiment named by the `experiment` state key.
@@ -62,7 +62,7 @@ LossPoint = tuple[float, float]  # (training progress from 0 to 1, loss)
 
 def journal_file(workspace: Path) -> Path:
     """Where a workspace's journal lives."""
-    return Path(workspace) / JOURNAL_RELATIVE_PATH
+    return WorkspacePaths(Path(workspace)).journal
 
 
 def display_path(path: Path, home: Path | None = None) -> str:
@@ -926,7 +926,7 @@ def experiment_detail_without_curve(experiment: Experiment) -> ExperimentDetail:
 
 
 def _engine_lock(workspace: Path) -> Path:
-    return Path(workspace) / ".cockpit" / "engine.lock"
+    return WorkspacePaths(Path(workspace)).lock
 
 
 def engine_lock_pid(workspace: Path) -> int | None:

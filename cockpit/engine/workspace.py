@@ -27,6 +27,8 @@ from pathlib import Path, PurePosixPath
 import pygit2
 from pygit2.enums import CheckoutStrategy, FileMode, RepositoryOpenFlag
 
+from cockpit.engine.paths import WorkspacePaths
+
 __all__ = [
     "DEFAULT_SCRIPT",
     "Workspace",
@@ -39,7 +41,6 @@ DEFAULT_SCRIPT = "train.py"
 INITIAL_BRANCH = "main"
 INITIAL_MESSAGE = "Research workspace"
 ADOPT_MESSAGE = "Adopt local changes to train.py as the baseline"
-COCKPIT_DIRNAME = ".cockpit"
 
 # Used when neither the repository nor the user's git configuration names anyone: a
 # fresh machine must be able to run the loop without `git config user.name` first.
@@ -274,9 +275,14 @@ class Workspace:
         return self._path / self._script_name
 
     @property
+    def paths(self) -> WorkspacePaths:
+        """Where the cockpit's own files of this workspace are (``.cockpit/`` is created)."""
+        return WorkspacePaths(self.cockpit_dir.parent)
+
+    @property
     def cockpit_dir(self) -> Path:
         """``.cockpit/``: journal, logs and lock; created on first use."""
-        directory = self._path / COCKPIT_DIRNAME
+        directory = WorkspacePaths(self._path).cockpit_dir
         directory.mkdir(exist_ok=True)
         ignore = directory / ".gitignore"
         if not ignore.exists():

@@ -260,7 +260,8 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, Path | None]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cockpit.training import run_training, script_for
+    from cockpit.engine.jobs import script_for
+    from cockpit.training import run_training
 
     settings, workspace = _settings(args)
     script = script_for(settings, workspace)

@@ -11,104 +11,14 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from cockpit.config import Settings, TrainerSettings
-from cockpit.engine.runner import RunResult, TrainingJob, TrainingProcess
-from trainer import template_path
+from cockpit.config import Settings
+from cockpit.engine.jobs import RunFiles, build_job, script_for
+from cockpit.engine.runner import RunResult, TrainingProcess
 from trainer.summary import format_summary
-
-
-def resolve_corpus(corpus: str, base: Path) -> str:
-    """A `text:DIR` or `parquet:DIR` corpus with DIR made absolute against base."""
-    kind, sep, location = corpus.partition(":")
-    if not sep or kind not in ("text", "parquet"):
-        return corpus
-    return f"{kind}:{(base / Path(location).expanduser()).resolve()}"
-
-
-def device_placement(device: str) -> tuple[str, dict[str, str]]:
-    """The harness's device and the environment that pins it: `cuda:N` trains on GPU N alone
-    (CUDA_VISIBLE_DEVICES), so the training and everything it spawns see only that card."""
-    kind, _, index = device.partition(":")
-    if kind == "cuda" and index:
-        return "cuda", {"CUDA_VISIBLE_DEVICES": index}
-    return device, {}
-
-
-def harness_args(
-    trainer: TrainerSettings, cache_dir: str, base: Path, pacing: Path | None = None
-) -> list[str]:
-    """The harness flags for the settings (budget and grace travel in TrainingJob)."""
-    args = [
-        "--device", device_placement(trainer.device)[0],
-        "--seed", str(trainer.seed),
-        "--corpus", resolve_corpus(trainer.corpus, base),
-        "--seq-len", str(trainer.seq_len),
-        "--eval-tokens", str(trainer.eval_tokens),
-        "--threads", str(trainer.threads),
-        "--confinement", "require" if trainer.require_confinement else "auto",
-    ]  # fmt: skip
-    if cache_dir:
-        args += ["--cache-dir", str(Path(cache_dir).expanduser())]
-    if pacing is not None:
-        args += ["--pacing", str(pacing)]
-    return args
-
-
-@dataclass(frozen=True)
-class RunFiles:
-    """Where one run's output lives."""
-
-    directory: Path
-    log: Path
-    metrics: Path
-    summary: Path
-
-    @classmethod
-    def under(cls, directory: Path) -> RunFiles:
-        directory.mkdir(parents=True, exist_ok=True)
-        return cls(
-            directory,
-            directory / "log.txt",
-            directory / "metrics.jsonl",
-            directory / "summary.json",
-        )
-
-
-def script_for(settings: Settings, workspace: Path | None) -> Path:
-    """The workspace's script, or the bundled template when there is no workspace."""
-    if workspace is None:
-        return template_path()
-    return (workspace / settings.trainer.script).resolve()
-
-
-def build_job(
-    settings: Settings,
-    script: Path,
-    files: RunFiles,
-    base: Path,
-    env: Mapping[str, str] | None = None,
-    pacing: Path | None = None,
-) -> TrainingJob:
-    """The harness job for one training; `pacing` is the file of step plans it shares with
-    other trainings (None: the one in the cache folder, shared by every run on the machine)."""
-    trainer = settings.trainer
-    return TrainingJob(
-        script=script,
-        budget_seconds=trainer.budget_seconds,
-        grace_seconds=trainer.grace_seconds,
-        harness_args=harness_args(trainer, settings.paths.cache_dir, base, pacing),
-        metrics_path=files.metrics,
-        summary_path=files.summary,
-        log_path=files.log,
-        cwd=base,
-        env={**device_placement(trainer.device)[1], **(env or {})},
-    )
 
 
 class LiveView:

@@ -424,7 +424,7 @@ def test_the_follower_hands_over_complete_lines_only(tmp_path: Path) -> None:
 def test_a_chosen_gpu_is_pinned_with_cuda_visible_devices() -> None:
     """cuda:N trains on GPU N alone: the harness sees one card, as `cuda`."""
     from cockpit.config import Settings, TrainerSettings
-    from cockpit.training import RunFiles, build_job, device_placement
+    from cockpit.engine.jobs import RunFiles, build_job, device_placement
 
     assert device_placement("cuda:3") == ("cuda", {"CUDA_VISIBLE_DEVICES": "3"})
     assert device_placement("cuda") == ("cuda", {})

@@ -84,6 +84,7 @@ class HarnessOptions:
     seq_len: int = 0  # 0: DEFAULT_SEQ_LEN for the device
     eval_tokens: int = 0  # 0: DEFAULT_EVAL_TOKENS for the device
     threads: int = 0  # 0: every core this process may use
+    cpus: tuple[int, ...] = ()  # the cores the run is pinned to; (): those it was given
     cache_dir: Path | None = None
     pacing_path: Path | None = None  # where step plans are remembered; None: in cache_dir
     metrics_path: Path | None = None
@@ -311,6 +312,15 @@ def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
     if options.confinement not in MODES:
         raise HarnessStop(Outcome.SETUP, f"--confinement must be one of {', '.join(MODES)}")
     device = resolve_device(options.device)
+    if options.cpus:
+        # Pinned before any thread pool starts: torch's threads and the training process
+        # inherit the set, so trainings side by side never share a core.
+        try:
+            os.sched_setaffinity(0, options.cpus)
+        except (OSError, ValueError) as exc:
+            raise HarnessStop(
+                Outcome.SETUP, f"cannot run on cores {list(options.cpus)}: {exc}"
+            ) from None
     threads = options.threads or hardware.available_cores()
     if not options.script.is_file():
         raise HarnessStop(Outcome.SETUP, f"training script {options.script} not found")
@@ -591,6 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=defaults.threads, help="CPU threads, 0: all cores"
     )
     parser.add_argument(
+        "--cpus",
+        type=_core_list,
+        default=(),
+        help="pin the run to these cores, e.g. 0,1 (default: the cores it was given)",
+    )
+    parser.add_argument(
         "--cache-dir", type=Path, default=None, help="where encoded corpora are kept"
     )
     parser.add_argument(
@@ -632,6 +648,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _core_list(text: str) -> tuple[int, ...]:
+    try:
+        cores = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cores must be numbers like 0,1, got {text!r}") from None
+    if not cores or min(cores) < 0:
+        raise argparse.ArgumentTypeError(f"cores must be numbers like 0,1, got {text!r}")
+    return cores
+
+
 def main(argv: list[str] | None = None) -> int:
     """The harness's command line."""
     args = build_parser().parse_args(argv)
@@ -645,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         seq_len=args.seq_len,
         eval_tokens=args.eval_tokens,
         threads=args.threads,
+        cpus=args.cpus,
         cache_dir=args.cache_dir,
         pacing_path=args.pacing,
         metrics_path=args.metrics,

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.config import Settings
+from cockpit.engine.jobs import RunFiles, build_job, script_for
 from cockpit.engine.runner import RunResult, TrainingProcess
-from cockpit.training import RunFiles, build_job, script_for
 
 REFERENCE_SCRIPT = Path(__file__).resolve().parent / "reference_gpt.py"
 

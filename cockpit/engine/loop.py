@@ -45,9 +45,11 @@ from cockpit.engine.early_abort import Verdict, Watch, calibrate
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_fixed_parts
 from cockpit.engine.integrity import SEED_ONLY, Flag, describe_flags, inspect_script
+from cockpit.engine.jobs import RunFiles, build_job
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.noise import NoiseFloor, compare, needs_confirmation, noise_floor
+from cockpit.engine.paths import WorkspacePaths
 from cockpit.engine.readmodel import paired_trace, trial_results
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import (
@@ -60,7 +62,6 @@ from cockpit.engine.runner import (
     log_tail,
 )
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
-from cockpit.training import RunFiles, build_job
 from trainer.outcomes import Outcome
 from trainer.summary import parse_summary
 
@@ -99,8 +100,8 @@ class EngineError(Exception):
 @contextlib.contextmanager
 def engine_lock(cockpit_dir: Path) -> Iterator[None]:
     """One engine per workspace: an exclusive lock that dies with the process holding it."""
-    cockpit_dir.mkdir(parents=True, exist_ok=True)
-    path = cockpit_dir / "engine.lock"
+    path = WorkspacePaths(cockpit_dir.parent).lock
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -122,7 +123,7 @@ def engine_lock(cockpit_dir: Path) -> Iterator[None]:
 
 
 def journal_path(workspace: Workspace) -> Path:
-    return workspace.cockpit_dir / "journal.db"
+    return workspace.paths.journal
 
 
 @dataclass

@@ -1,0 +1,123 @@
+"""The training job of one experiment, built from the settings and the worker that runs it.
+
+The engine owns this: it decides where a training runs (a worker's device and cores, its
+folder, its step plans) and hands the job to an executor. `cockpit train` builds its single
+job here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cockpit.config import Settings, TrainerSettings
+from cockpit.engine.runner import TrainingJob
+from trainer import template_path
+
+
+def resolve_corpus(corpus: str, base: Path) -> str:
+    """A `text:DIR` or `parquet:DIR` corpus with DIR made absolute against base."""
+    kind, sep, location = corpus.partition(":")
+    if not sep or kind not in ("text", "parquet"):
+        return corpus
+    return f"{kind}:{(base / Path(location).expanduser()).resolve()}"
+
+
+def device_placement(device: str) -> tuple[str, dict[str, str]]:
+    """The harness's device and the environment that pins it: `cuda:N` trains on GPU N alone
+    (CUDA_VISIBLE_DEVICES), so the training and everything it spawns see only that card."""
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and index:
+        return "cuda", {"CUDA_VISIBLE_DEVICES": index}
+    return device, {}
+
+
+def harness_args(
+    trainer: TrainerSettings,
+    cache_dir: str,
+    base: Path,
+    pacing: Path | None = None,
+    *,
+    device: str | None = None,
+    cpus: Sequence[int] = (),
+) -> list[str]:
+    """The harness flags for the settings (budget and grace travel in TrainingJob); a worker's
+    own device and cores, when given, stand in for the settings' device and threads."""
+    threads = trainer.threads or len(cpus)
+    args = [
+        "--device", device_placement(device or trainer.device)[0],
+        "--seed", str(trainer.seed),
+        "--corpus", resolve_corpus(trainer.corpus, base),
+        "--seq-len", str(trainer.seq_len),
+        "--eval-tokens", str(trainer.eval_tokens),
+        "--threads", str(threads),
+        "--confinement", "require" if trainer.require_confinement else "auto",
+    ]  # fmt: skip
+    if cpus:
+        args += ["--cpus", ",".join(str(core) for core in cpus)]
+    if cache_dir:
+        args += ["--cache-dir", str(Path(cache_dir).expanduser())]
+    if pacing is not None:
+        args += ["--pacing", str(pacing)]
+    return args
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where one run's output lives."""
+
+    directory: Path
+    log: Path
+    metrics: Path
+    summary: Path
+
+    @classmethod
+    def under(cls, directory: Path) -> RunFiles:
+        directory.mkdir(parents=True, exist_ok=True)
+        return cls(
+            directory,
+            directory / "log.txt",
+            directory / "metrics.jsonl",
+            directory / "summary.json",
+        )
+
+
+def script_for(settings: Settings, workspace: Path | None) -> Path:
+    """The workspace's script, or the bundled template when there is no workspace."""
+    if workspace is None:
+        return template_path()
+    return (workspace / settings.trainer.script).resolve()
+
+
+def build_job(
+    settings: Settings,
+    script: Path,
+    files: RunFiles,
+    base: Path,
+    env: Mapping[str, str] | None = None,
+    pacing: Path | None = None,
+    *,
+    device: str | None = None,
+    cpus: Sequence[int] = (),
+    cwd: Path | None = None,
+) -> TrainingJob:
+    """The harness job for one training; `pacing` is the file of step plans it shares with
+    other trainings (None: the one in the cache folder, shared by every run on the machine).
+
+    `device` and `cpus` place it on a worker's device and cores; `cwd` is where it runs (a
+    worker's worktree; default: base, against which relative corpus folders are resolved)."""
+    trainer = settings.trainer
+    return TrainingJob(
+        script=script,
+        budget_seconds=trainer.budget_seconds,
+        grace_seconds=trainer.grace_seconds,
+        harness_args=harness_args(
+            trainer, settings.paths.cache_dir, base, pacing, device=device, cpus=cpus
+        ),
+        metrics_path=files.metrics,
+        summary_path=files.summary,
+        log_path=files.log,
+        cwd=cwd or base,
+        env={**device_placement(device or trainer.device)[1], **(env or {})},
+    )

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,9 +36,11 @@ __all__ = [
     "CONFIG_FILENAME",
     "ENV_PREFIX",
     "ENV_SEPARATOR",
+    "NOTIFY_EVENTS",
     "AgentSettings",
     "ConfigError",
     "EngineSettings",
+    "NotifySettings",
     "PathsSettings",
     "Settings",
     "TrainerSettings",
@@ -381,6 +383,68 @@ class UISettings(BaseModel):
     )
 
 
+# What [notify] can tell; `cockpit.engine.notify` sends these kinds.
+NotifyEvent = Literal["new_best", "crash_streak", "engine_stopped", "agent_lost"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
+
+
+class NotifySettings(BaseModel):
+    """The ``[notify]`` section: notices sent while a run goes on (off by default)."""
+
+    model_config = _MODEL_CONFIG
+
+    urls: list[Annotated[str, Field(min_length=1)]] = Field(
+        default=[],
+        description=(
+            "Apprise URLs that receive the notices: ntfy://HOST/TOPIC, mailto://..., "
+            "json://HOST:PORT/PATH, chat webhooks; [] = none (needs the notify extra)."
+        ),
+        json_schema_extra={
+            "allowed": 'an array of apprise URLs (e.g. ["ntfy://192.168.1.5/cockpit"])'
+        },
+    )
+    command: str = Field(
+        default="",
+        description=(
+            "A shell command run for each notice, with COCKPIT_NOTIFY_KIND, "
+            'COCKPIT_NOTIFY_TITLE and COCKPIT_NOTIFY_BODY in its environment; "" = none.'
+        ),
+        json_schema_extra={"allowed": 'a shell command, or "" for none'},
+    )
+    events: list[NotifyEvent] = Field(
+        default=list(NOTIFY_EVENTS),
+        description=(
+            "What is notified: new_best (a keep that beats the best), crash_streak, "
+            "engine_stopped, agent_lost (Ollama stopped answering)."
+        ),
+        json_schema_extra={
+            "allowed": "an array of event names from "
+            + ", ".join(f'"{name}"' for name in NOTIFY_EVENTS)
+        },
+    )
+    crash_streak: int = Field(
+        default=3,
+        ge=1,
+        description="Crashes (or timeouts) in a row that make a crash_streak notice.",
+        json_schema_extra={"allowed": "an integer, 1 or more"},
+    )
+    min_interval_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "Least time between two notices of one kind, in seconds; the ones held back are "
+            "counted in the next notice of that kind."
+        ),
+        json_schema_extra={"allowed": "a number of seconds, 0 or more"},
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether notices go anywhere: off while both ``urls`` and ``command`` are empty."""
+        return bool(self.urls or self.command)
+
+
 class PathsSettings(BaseModel):
     """The ``[paths]`` section: where the cockpit keeps its files."""
 
@@ -419,6 +483,9 @@ class Settings(BaseModel):
     ui: UISettings = Field(default_factory=UISettings, description="The terminal cockpit.")
     paths: PathsSettings = Field(
         default_factory=PathsSettings, description="Where the cockpit keeps its files."
+    )
+    notify: NotifySettings = Field(
+        default_factory=NotifySettings, description="Notices sent while a run goes on."
     )
 
 
@@ -758,10 +825,16 @@ def _env_layer(environ: Mapping[str, str], problems: list[str]) -> _Layer:
             continue
         raw = environ[name]
         value = parse_env_value(raw)
-        if model.model_fields[key].annotation is str and not isinstance(value, str):
+        annotation = model.model_fields[key].annotation
+        if annotation is str and not isinstance(value, str):
             # Every environment value is text; for a text setting, COCKPIT_..=123
             # plainly means the string "123", so do not reject it as a number.
             value = raw
+        elif get_origin(annotation) is list and not isinstance(value, list):
+            # An array is written as TOML ('["ntfy://host/topic"]'), but one bare item
+            # (COCKPIT_NOTIFY__URLS=ntfy://host/topic) plainly means an array of it, and an
+            # empty variable an empty array.
+            value = [value if isinstance(value, str) else raw] if raw.strip() else []
         layer[section, key] = (value, _Source(where, f"Fix or unset {name}."))
     return layer
 
@@ -836,9 +909,13 @@ def _describe_validation_error(exc: ValidationError, merged: _Layer) -> list[str
     seen: set[tuple[str, ...]] = set()
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
+        # An item of an array setting is named by its position (1 = the first).
+        item = error["loc"][2] if len(error["loc"]) > 2 else None
+        where_in = f" as item {item + 1}" if isinstance(item, int) else ""
         if len(loc) > 2:
-            # A setting of several types (say "auto" or a number) fails once per type: one
-            # message, in the setting's own words, says what it may be.
+            # A setting of several types (say "auto" or a number) fails once per type, an
+            # array once per bad item: one message, in the setting's own words, says what it
+            # may be.
             if loc[:2] in seen:
                 continue
             seen.add(loc[:2])
@@ -848,7 +925,7 @@ def _describe_validation_error(exc: ValidationError, merged: _Layer) -> list[str
         source = entry[1] if entry is not None else None
         key = ".".join(loc[:2])
         problem = _problem(error, loc)
-        got = _describe(error["input"])
+        got = _describe(error["input"]) + where_in
         if source is None:  # cannot happen for our own input, but never hide an error
             messages.append(f"{key} {problem}, got {got}.")
         else:
@@ -866,7 +943,8 @@ def _default_text(loc: tuple[str, ...]) -> str:
     default = field.default
     if isinstance(default, bool):
         text = "true" if default else "false"
-    elif isinstance(default, str):
+    elif isinstance(default, (str, list)):
+        # JSON arrays of strings are written exactly as TOML writes them.
         text = json.dumps(default, ensure_ascii=False)
     else:
         text = repr(default)
@@ -883,7 +961,7 @@ def _problem(error: Mapping[str, Any], loc: tuple[str, ...]) -> str:
         return f"must be greater than {_format_number(ctx['gt'])}"
     if kind == "greater_than_equal":
         return f"must be at least {_format_number(ctx['ge'])}"
-    if kind in ("string_pattern_mismatch", "union") and len(loc) >= 2:
+    if kind in ("string_pattern_mismatch", "union", "list_type") and len(loc) >= 2:
         model = _sections().get(loc[0])
         field = model.model_fields.get(loc[1]) if model else None
         extra = field.json_schema_extra if field else None

@@ -19,6 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.config import ConfigError, Settings, load_settings
+from cockpit.engine.steering import Kind, Steer
+
+# The `cockpit <command>` lines that steer a running engine, and what each sends.
+STEER_COMMANDS = {
+    "approve": Kind.APPROVE,
+    "veto": Kind.VETO,
+    "pause": Kind.PAUSE,
+    "resume": Kind.RESUME,
+    "note": Kind.NOTE,
+    "mode": Kind.SET_MODE,
+    "keep": Kind.OVERRIDE_KEEP,
+    "discard": Kind.OVERRIDE_DISCARD,
+}
 
 
 def _positive_float(text: str) -> float:
@@ -416,21 +429,22 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         return commands.cmd_stop(workspace, args.now)
     if args.command == "status":
         return commands.cmd_status(workspace, args.json)
-    payload: dict[str, Any] = {}
-    if args.command in ("approve", "veto") and args.experiment is not None:
-        payload["experiment"] = args.experiment
-    if args.command == "veto":
-        payload["reason"] = args.reason
-    if args.command == "note":
-        payload["text"] = args.text
-    kind = {"mode": "set_mode", "keep": "override_keep", "discard": "override_discard"}.get(
-        args.command, args.command
-    )
-    if args.command == "mode":
-        payload["mode"] = args.mode
-    if args.command in ("keep", "discard"):
-        payload["experiment"] = args.experiment
-    return commands.cmd_send(workspace, kind, payload)
+    return commands.cmd_send(workspace, _steer(args))
+
+
+def _steer(args: argparse.Namespace) -> Steer:
+    """The steering command a `cockpit <command>` line asks for."""
+    kind = STEER_COMMANDS[args.command]
+    try:
+        return Steer(
+            kind,
+            experiment=getattr(args, "experiment", None),
+            reason=getattr(args, "reason", ""),
+            text=getattr(args, "text", ""),
+            mode=getattr(args, "mode", ""),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from cockpit.engine.agents import build_agent
 from cockpit.engine.journal import Journal, JournalError
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
 from cockpit.engine.readmodel import engine_lock_held, engine_lock_pid, integrity_flags
+from cockpit.engine.steering import Kind, Steer
 from cockpit.engine.workspace import Workspace, WorkspaceError
 from trainer.confine import Confinement
 
@@ -299,12 +300,13 @@ def _describe_agent(agent: dict[str, Any]) -> str:
     return line
 
 
-def cmd_send(workspace: Workspace, kind: str, payload: dict[str, Any] | None = None) -> int:
+def cmd_send(workspace: Workspace, steer: Steer) -> int:
     """Post a command to the engine through the journal and report what became of it."""
     journal = _open_journal(workspace, readonly=False)
     assert journal is not None
+    kind = steer.kind.value
     with journal:
-        command_id = journal.post_command(kind, payload or {})
+        command_id = journal.post_command(kind, steer.payload())
         if not engine_running(workspace):
             print(
                 f"no engine is running for {workspace.path}; the {kind} command waits for the next start"
@@ -326,7 +328,7 @@ def cmd_send(workspace: Workspace, kind: str, payload: dict[str, Any] | None = N
 
 
 def cmd_stop(workspace: Workspace, now: bool) -> int:
-    code = cmd_send(workspace, "stop_engine", {"now": now})
+    code = cmd_send(workspace, Steer(Kind.STOP_ENGINE, now=now))
     if code or not now:
         return code
     deadline = time.monotonic() + 60

@@ -470,7 +470,7 @@ def test_one_journal_shared_by_threads(journal: Journal) -> None:
 
 
 def test_command_kinds_are_checked(journal: Journal) -> None:
-    with pytest.raises(ValueError, match="valid commands: approve, veto, pause"):
+    with pytest.raises(ValueError, match="valid commands: pause, resume, stop_run"):
         journal.post_command("reboot")
     assert "set_mode" in COMMAND_KINDS
     command_id = journal.post_command("set_mode", {"mode": "supervised"})

@@ -34,6 +34,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from cockpit.engine.steering import Kind
+
 # Bump when the schema changes, and teach _migrate the step from the version before.
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
@@ -78,18 +80,8 @@ DECISION_STATUS = {"keep": "keep", "discard": "discard", "crash": "crash", "veto
 # Only these reach results.tsv; a veto never trained, so it has no row there.
 LEDGER_DECISIONS = ("keep", "discard", "crash")
 
-COMMAND_KINDS = (
-    "approve",
-    "veto",
-    "pause",
-    "resume",
-    "stop_run",
-    "stop_engine",
-    "override_keep",
-    "override_discard",
-    "note",
-    "set_mode",
-)
+# The commands the engine understands: the steering vocabulary owns the names.
+COMMAND_KINDS = tuple(kind.value for kind in Kind)
 COMMAND_STATUSES = ("pending", "done", "failed")
 
 _SCHEMA = (

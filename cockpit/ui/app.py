@@ -44,6 +44,7 @@ from cockpit.engine.readmodel import (
     engine_lock_held,
     journal_file,
 )
+from cockpit.engine.steering import Kind, Steer
 from cockpit.ui.messages import (
     AgentStreamChanged,
     CommandFailed,
@@ -551,11 +552,9 @@ class CockpitApp(App[str]):
             return paused
         return True
 
-    def send_command(
-        self, kind: str, payload: dict[str, Any] | None = None, *, then_exit: str | None = None
-    ) -> Worker[Any]:
+    def send_command(self, steer: Steer, *, then_exit: str | None = None) -> Worker[Any]:
         """Write a command for the engine into the journal (in a thread)."""
-        return self._post_command(kind, dict(payload or {}), then_exit)
+        return self._post_command(steer.kind.value, steer.payload(), then_exit)
 
     @work(thread=True, exit_on_error=False, group="commands")
     def _post_command(self, kind: str, payload: dict[str, Any], then_exit: str | None) -> None:
@@ -601,7 +600,7 @@ class CockpitApp(App[str]):
         if number is None:
             self.notify("no proposal is waiting for approval", severity="warning")
             return
-        self.send_command("approve", {"experiment": number})
+        self.send_command(Steer(Kind.APPROVE, experiment=number))
 
     def action_veto(self) -> None:
         """Veto the waiting proposal, with an optional reason for the agent."""
@@ -612,7 +611,7 @@ class CockpitApp(App[str]):
 
         def veto(reason: str | None) -> None:
             if reason is not None:
-                self.send_command("veto", {"experiment": number, "reason": reason.strip()})
+                self.send_command(Steer(Kind.VETO, experiment=number, reason=reason.strip()))
 
         self.push_screen(
             PromptScreen(
@@ -626,14 +625,14 @@ class CockpitApp(App[str]):
     def action_pause(self) -> None:
         """Pause the engine after the current step."""
         self.pause_requested = True
-        self.send_command("pause")
+        self.send_command(Steer(Kind.PAUSE))
         self._push_status()
         self.refresh_bindings()
 
     def action_resume(self) -> None:
         """Let a paused engine go on."""
         self.pause_requested = False
-        self.send_command("resume")
+        self.send_command(Steer(Kind.RESUME))
         self._push_status()
         self.refresh_bindings()
 
@@ -642,7 +641,7 @@ class CockpitApp(App[str]):
         if self.status.phase not in ("training", "evaluating"):
             self.notify("no training is running", severity="warning")
             return
-        self.send_command("stop_run")
+        self.send_command(Steer(Kind.STOP_RUN))
 
     def action_override(self, decision: str) -> None:
         """Keep or discard the selected ledger row against the engine's decision."""
@@ -655,14 +654,15 @@ class CockpitApp(App[str]):
                 f"#{row.number} has no decision to override ({row.status})", severity="warning"
             )
             return
-        self.send_command(f"override_{decision}", {"experiment": row.number})
+        kind = Kind.OVERRIDE_KEEP if decision == "keep" else Kind.OVERRIDE_DISCARD
+        self.send_command(Steer(kind, experiment=row.number))
 
     def action_note(self) -> None:
         """Write a note that the agent reads before its next proposal."""
 
         def note(text: str | None) -> None:
             if text is not None and text.strip():
-                self.send_command("note", {"text": text.strip()})
+                self.send_command(Steer(Kind.NOTE, text=text.strip()))
 
         self.push_screen(
             PromptScreen(
@@ -678,7 +678,7 @@ class CockpitApp(App[str]):
             self.notify("no run yet: start the engine first", severity="warning")
             return
         mode = "autonomous" if self.status.mode == "supervised" else "supervised"
-        self.send_command("set_mode", {"mode": mode})
+        self.send_command(Steer(Kind.SET_MODE, mode=mode))
 
     def action_next_theme(self) -> None:
         """Switch to the next theme and remember it."""
@@ -706,7 +706,7 @@ class CockpitApp(App[str]):
 
     def action_stop_engine_and_quit(self) -> None:
         """Ask the engine to stop, then close the screen."""
-        self.send_command("stop_engine", {"now": False}, then_exit=EXIT_STOP_ENGINE)
+        self.send_command(Steer(Kind.STOP_ENGINE), then_exit=EXIT_STOP_ENGINE)
 
     def on_unmount(self) -> None:
         self.poller.close()

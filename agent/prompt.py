@@ -40,6 +40,7 @@ RETRY_RESERVE_TOKENS = 1000
 FEEDBACK_REPLY_CHARS = 2000  # how much of a rejected reply is shown back to the model
 FEEDBACK_REASON_CHARS = 1500
 RECENT_OTHERS = 40  # experiments not kept that are shown at most, newest first
+IN_FLIGHT_SHOWN = 16  # experiments in flight that are shown at most, newest last
 LATEST_KEPT = 5  # kept experiments that stay in the prompt as long as anything else can go
 CRASH_TAIL_CHARS = 6000
 CRASH_DIFF_LINES = 200
@@ -474,6 +475,12 @@ def _user_message(context: ProposalContext, parts: _Parts, filename: str) -> str
         sections.append(
             "# Proposals refused before training (they reach around the harness, the evaluator "
             "or the data; improve the model instead)\n\n" + "\n".join(lines)
+        )
+    if context.in_flight and fix is None:
+        lines = [f"- {description}" for description in context.in_flight[-IN_FLIGHT_SHOWN:]]
+        sections.append(
+            "# Being trained right now or waiting to be (their results are not in yet; propose "
+            "a different idea)\n\n" + "\n".join(lines)
         )
     if fix is not None:
         sections.append(

@@ -75,6 +75,9 @@ class ProposalContext:
     refused: Sequence[str] = ()
     program: str = ""  # the workspace's program.md
     fix: CrashReport | None = None  # set when the proposer is asked to fix a failure
+    # Descriptions of the experiments being trained or waiting to be (other workers'): an
+    # idea among them is not to be proposed again.
+    in_flight: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

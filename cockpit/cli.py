@@ -41,6 +41,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'must be "auto" or a number, 1 or more, got {text}')
+    return int(text)
+
+
 def _add_workspace(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workspace",
@@ -122,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         loop.add_argument(
             "--budget", type=_positive_float, default=None, help="training seconds per experiment"
+        )
+        loop.add_argument(
+            "--workers",
+            type=_workers,
+            default=None,
+            help='trainings side by side, each on its own device: a number, or "auto" (one per '
+            "GPU; one on a machine without a GPU)",
         )
         loop.add_argument(
             "--tag",
@@ -208,9 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="alternate the two N times and report the median (default: 1)",
     )
     loop_bench = benches.add_parser(
-        "loop", help="the engine's own overhead per experiment (p50, p95), the proposer excluded"
+        "loop",
+        help="the scheduler's overhead per training (p50, p95) and how busy the workers are kept",
     )
     loop_bench.add_argument("--experiments", type=int, default=12)
+    loop_bench.add_argument("--workers", type=int, default=1, help="workers side by side")
+    loop_bench.add_argument(
+        "--budget", type=_positive_float, default=1.0, help="seconds each training lasts"
+    )
+    loop_bench.add_argument(
+        "--propose-seconds",
+        type=float,
+        default=0.0,
+        help="how long the proposer takes to answer (default: at once)",
+    )
     loop_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     abort_bench = benches.add_parser(
         "early-abort",
@@ -258,6 +284,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "engine.experiments": getattr(args, "experiments", None),
         "engine.mode": getattr(args, "mode", None),
         "engine.proposer": getattr(args, "proposer", None),
+        "engine.workers": getattr(args, "workers", None),
     }
 
 
@@ -327,7 +354,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "loop":
         from cockpit.bench.loop_bench import run_loop_bench
 
-        return run_loop_bench(args.experiments, args.json)
+        return run_loop_bench(
+            args.experiments,
+            args.json,
+            workers=args.workers,
+            budget=args.budget,
+            propose_seconds=args.propose_seconds,
+        )
     from cockpit.bench.trainer_bench import run_trainer_bench
 
     settings, workspace = _settings(args)
@@ -402,7 +435,7 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         return commands.cmd_run(workspace, _overrides(args), args.tag, args.adopt)
     if args.command in ("run", "start"):
         forwarded: list[str] = []
-        for flag in ("experiments", "budget", "tag", "mode", "proposer", "device"):
+        for flag in ("experiments", "budget", "workers", "tag", "mode", "proposer", "device"):
             value = getattr(args, flag)
             if value is not None:
                 forwarded += [f"--{flag}", str(value)]

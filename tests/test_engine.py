@@ -432,6 +432,7 @@ def test_overrides_keep_a_discarded_experiment_and_revert_a_kept_one(tmp_path: P
     from cockpit.config import load_settings
     from cockpit.engine.loop import Engine, EngineOptions
     from cockpit.engine.monitor import ScriptedGpuSource
+    from cockpit.engine.steering import Kind, Steer
 
     root = tmp_path / "ws"
     workspace = make_workspace(root)
@@ -446,14 +447,14 @@ def test_overrides_keep_a_discarded_experiment_and_revert_a_kept_one(tmp_path: P
 
     with Journal.open(root / ".cockpit" / "journal.db") as journal:
         engine.journal = journal
-        assert engine._apply("override_keep", {"experiment": 1}) == "keep #1"
+        assert engine._apply(Steer(Kind.OVERRIDE_KEEP, experiment=1)) == "keep #1"
         assert workspace.best_commit("ovr") == records[1].commit_sha
         assert (root / "train.py").read_text() == workspace.script_at(records[1].commit_sha)
         run = journal.run_by_tag("ovr")
         assert run is not None and run.best_commit == records[1].commit_sha
         with pytest.raises(ValueError, match="only the current best"):
-            engine._apply("override_discard", {"experiment": 0})
-        assert engine._apply("override_discard", {"experiment": 1}) == "discard #1"
+            engine._apply(Steer(Kind.OVERRIDE_DISCARD, experiment=0))
+        assert engine._apply(Steer(Kind.OVERRIDE_DISCARD, experiment=1)) == "discard #1"
         assert workspace.best_commit("ovr") == base
         run = journal.run_by_tag("ovr")
         assert (

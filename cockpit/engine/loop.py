@@ -1,4 +1,4 @@
-"""The research loop: propose, commit, train, evaluate, decide, again.
+"""The research loop: a scheduler that keeps every worker training.
 
 One engine runs per workspace (a lock file). The journal is its memory: every step is
 recorded before the next begins, so an engine killed at any moment (kill -9 included) picks
@@ -6,73 +6,65 @@ up the same run where it stopped. Nothing is decided twice, no result is lost, a
 that was cut short is recorded as interrupted and run again.
 
     baseline (experiment 0: the best script unchanged)
-    loop: commands -> propose -> commit (ref refs/cockpit/<tag>/<n>) -> [supervised: wait]
-          -> train (own process tree, live metrics and readings into the journal)
-          -> decide (keep: the branch advances; discard: it does not) -> results.tsv
+    loop: commands -> every free worker takes the oldest experiment waiting to train
+          (committed as refs/cockpit/<tag>/<n>; supervised: once approved), in its own
+          worktree and on its own device -> each training that ends is decided against the
+          best at that moment (keep: the branch advances; discard: it does not; a gain on a
+          best that has moved since: re-applied onto the new best and trained there)
+          -> results.tsv; proposals are drafted on a thread meanwhile, ahead of need when
+          there are several workers
+
+Deciding is `decide.decide`, a pure function; a training in flight is a `flight.Flight`;
+drafting proposals is `proposing.Drafting`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import importlib.util
-import math
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import pygit2
 
-from agent.proposal import (
-    CrashReport,
-    LedgerEntry,
-    NoProposal,
-    Proposal,
-    ProposalContext,
-    Proposer,
-    script_hash,
-)
+from agent.proposal import Proposal, Proposer, script_hash
 from cockpit.config import Settings
-from cockpit.engine import programs
+from cockpit.engine import programs, worktrees
 from cockpit.engine.agents import AgentRecorder, AgentSetup
+from cockpit.engine.decide import Action, Decision, Rules, Standing, decide
 from cockpit.engine.early_abort import Verdict, Watch, calibrate
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_fixed_parts
-from cockpit.engine.integrity import SEED_ONLY, Flag, describe_flags, inspect_script
+from cockpit.engine.flight import Flight, record_result
 from cockpit.engine.jobs import RunFiles, build_job
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
-from cockpit.engine.noise import NoiseFloor, compare, needs_confirmation, noise_floor
+from cockpit.engine.noise import NoiseFloor, noise_floor
+from cockpit.engine.notify import EngineNotices, Notifier
 from cockpit.engine.paths import WorkspacePaths
+from cockpit.engine.proposing import Basis, Draft, Drafting
 from cockpit.engine.readmodel import paired_trace, trial_results
 from cockpit.engine.results_tsv import export_results_tsv
-from cockpit.engine.runner import (
-    Executor,
-    LocalExecutor,
-    RunResult,
-    TrainingProcess,
-    is_training_process,
-    kill_tree,
-    log_tail,
-)
+from cockpit.engine.runner import Executor, LocalExecutor, RunResult, is_training_process, kill_tree
+from cockpit.engine.steering import Kind, Steer
+from cockpit.engine.workers import Worker, WorkerError, plan_workers, visible_gpus
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from trainer.outcomes import Outcome
-from trainer.summary import parse_summary
 
 HEARTBEAT_SECONDS = 1.0
-METRICS_FLUSH_SECONDS = 0.5
-COMMAND_POLL_SECONDS = 0.2
-CRASH_TAIL_LINES = 40
-PROPOSAL_ATTEMPTS = 5
-EARLY_ABORT_CHECK_SECONDS = 0.5  # how often a training's loss is held against the best run's
-REFUSALS_SHOWN = 10  # the latest integrity refusals the proposer is told of
-
+TICK_SECONDS = 0.05  # how often the loop looks at its trainings, commands and drafts
+STOP_WAIT_SECONDS = 30.0  # how long trainings stopped with the engine get to end
+# With several workers, proposals drafted ahead of need (a worker that frees takes one at
+# once) and drafted at a time (the model server answers them side by side).
+MAX_DRAFTING = 2
 
 # What confines a script-mode training: nothing of the harness's (see trainer.confine).
 SCRIPT_MODE_CONFINEMENT = {
@@ -142,13 +134,10 @@ class _Control:
     paused: bool = False
     stop_engine: bool = False
     stop_now: bool = False
-    stop_current: bool = False
-    approved: set[int] = field(default_factory=set)
-    vetoed: dict[int, str] = field(default_factory=dict)
 
 
 class Engine:
-    """Drives one research run of a workspace."""
+    """Drives one research run of a workspace over its workers."""
 
     def __init__(
         self,
@@ -161,8 +150,11 @@ class Engine:
         out: TextIO | None = None,
         clock: Callable[[], float] = time.time,
         agent: AgentSetup | None = None,
+        notifier: Notifier | None = None,
+        workers: list[Worker] | None = None,
     ) -> None:
         self.workspace = workspace
+        self.paths: WorkspacePaths = workspace.paths
         self.settings = settings
         self.proposer = proposer
         # What the proposer reports goes into the journal; the LLM's server is freed of its
@@ -177,12 +169,23 @@ class Engine:
         self.mode = settings.engine.mode
         self.journal: Journal | None = None
         self.run_record: Run | None = None
+        # None: planned from `[engine] workers` and the machine when the run starts.
+        self._given_workers = workers
+        self.workers: list[Worker] = []
+        self.notices = EngineNotices(
+            notifier or Notifier(settings.notify, echo=self.say), metric=settings.trainer.metric
+        )
+        self._flights: dict[int, Flight] = {}  # worker index -> its training
+        self._drafts: list[concurrent.futures.Future[Draft | None]] = []
+        self._drafting_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._exhausted = False  # the proposer has nothing left to propose
         self._last_heartbeat = 0.0
-        self._process: TrainingProcess | None = None
-        self._current: Experiment | None = None
+        self._published: Any = None
+        self._agent_state: str | None = None
         self._monitor = Monitor(None, None)
-        # (what, perf_counter) marks of the loop's own steps, for `cockpit bench loop`.
-        self.marks: list[tuple[str, float]] = []
+        # (what, perf_counter[, worker or experiment]) marks of the loop's own steps, for
+        # `cockpit bench loop`.
+        self.marks: list[tuple[Any, ...]] = []
 
     # --- output --------------------------------------------------------------------------
 
@@ -203,19 +206,26 @@ class Engine:
                 return self._run(options)
             finally:
                 signal.signal(signal.SIGTERM, previous)
-                journal.set_state(phase="stopped", pid=None, train_pid=None, time_left=None)
+                self._abandon_flights()
+                journal.set_state(
+                    phase="stopped", pid=None, train_pid=None, train_pids=[], time_left=None,
+                    workers=[],
+                )  # fmt: skip
+                self.notices.close()
                 journal.close()
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.control.stop_engine = self.control.stop_now = True
-        if self._process is not None:
-            self._process.stop()
+        for flight in list(self._flights.values()):
+            flight.stop()
 
     def _run(self, options: EngineOptions) -> int:
         journal = self._journal()
         run = self._open_run(options)
         self.run_record = run
         self.mode = run.mode
+        self.notices.tag = run.tag
+        self.workers = self._plan_workers()
         journal.set_state(pid=os.getpid(), run=run.tag, phase="starting", heartbeat=self.clock())
         journal.add_event("engine", f"engine started (pid {os.getpid()})", run_id=run.id)
         self.agent.recorder.attach(journal, run.id)
@@ -223,6 +233,9 @@ class Engine:
         self.agent.start()
         journal.set_state(**self.agent.state())
         self.say(f"run {run.tag} on branch {run.branch} in {self.workspace.path}")
+        if len(self.workers) > 1:
+            devices = ", ".join(worker.label for worker in self.workers)
+            self.say(f"{len(self.workers)} workers: {devices}")
         self._recover(run)
         target = options.experiments if options.experiments is not None else run.target
         monitor = Monitor(
@@ -232,23 +245,34 @@ class Engine:
         )
         monitor.start(None)
         self._monitor = monitor
+        reason = "engine stopped"
         try:
             self._loop(run, target or 0)
+        except EngineError as exc:
+            reason = f"engine stopped: {exc}"
+            raise
         finally:
             monitor.close()
+            self._close_drafting()
+            self._abandon_flights()
             self._export()
-        stopped = self.control.stop_engine
+            stopped = self.control.stop_engine
+            best = self._run_record().best_val_bpb
+            self.notices.engine_stopped(
+                run.tag, reason if stopped or reason != "engine stopped" else "run finished", best
+            )
         journal.update_run(run.id, status="stopped" if stopped else "finished")
         journal.add_event("engine", "engine stopped" if stopped else "run finished", run_id=run.id)
-        best = self._run_record().best_val_bpb
         self.say(
             f"{'stopped' if stopped else 'finished'}: best val_bpb {best:.6f}"
             if best
             else "stopped"
         )
         if best and not stopped and self.settings.engine.test_split_summary:
-            cache, runs = self.settings.paths.cache_dir, self.workspace.cockpit_dir / "runs"
-            found = programs.generalisation(runs / run.tag, journal.experiments(run.id), cache)
+            cache = self.settings.paths.cache_dir
+            found = programs.generalisation(
+                self.paths.runs(run.tag), journal.experiments(run.id), cache
+            )
             self.say(programs.summary_line(found))
         return 0
 
@@ -262,6 +286,22 @@ class Engine:
         assert run is not None
         self.run_record = run
         return run
+
+    def _plan_workers(self) -> list[Worker]:
+        """The workers of this engine, from `[engine] workers` and the machine."""
+        if self._given_workers is not None:
+            return list(self._given_workers)
+        trainer = self.settings.trainer
+        gpus: list[str] = []
+        if trainer.device != "cpu" and not trainer.command:
+            source = self.gpu_source or default_gpu_source()
+            snapshot = source.read(())
+            gpus = visible_gpus(len(snapshot.gpus) if snapshot.available else 0)
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        try:
+            return plan_workers(self.settings.engine.workers, trainer.device, gpus, cores)
+        except WorkerError as exc:
+            raise EngineError(str(exc)) from None
 
     # --- the run -------------------------------------------------------------------------
 
@@ -330,13 +370,15 @@ class Engine:
     def _recover(self, run: Run) -> None:
         """Make the journal, the branch and the processes agree after an engine that died."""
         journal = self._journal()
-        orphan = journal.get_state("train_pid")
-        if isinstance(orphan, int) and is_training_process(orphan):
-            kill_tree(orphan)
-            journal.add_event(
-                "engine", f"stopped an orphaned training process (pid {orphan})", run_id=run.id
-            )
-        journal.set_state(train_pid=None)
+        orphans = list(journal.get_state("train_pids") or [])
+        orphans.append(journal.get_state("train_pid"))
+        for orphan in {pid for pid in orphans if isinstance(pid, int)}:
+            if is_training_process(orphan):
+                kill_tree(orphan)
+                journal.add_event(
+                    "engine", f"stopped an orphaned training process (pid {orphan})", run_id=run.id
+                )
+        journal.set_state(train_pid=None, train_pids=[], workers=[])
         for experiment in journal.unfinished_experiments(run.id):
             if experiment.status == "training":
                 self._requeue(experiment, "while training")
@@ -356,44 +398,37 @@ class Engine:
     def _loop(self, run: Run, target: int) -> None:
         while True:
             self._handle_commands()
-            if self.control.stop_engine:
+            self._tick_flights()
+            control = self.control
+            if control.stop_now:
+                for flight in self._flights.values():
+                    if not flight.stop_requested:
+                        flight.stop()
+            self._decide_waiting()
+            if not control.stop_engine and not control.paused:
+                self._collect_drafts()
+                self._fill_workers()
+                self._order_drafts(target)
+            idle = not self._flights and not self._drafts
+            if idle and (control.stop_engine or self._finished(target)):
                 return
-            if self.control.paused:
-                self._set_phase("paused")
-                time.sleep(COMMAND_POLL_SECONDS)
-                continue
-            experiment = self._next_experiment(run, target)
-            if experiment is None:
-                return
-            self._advance(experiment)
+            self._publish()
+            time.sleep(TICK_SECONDS)
 
-    def _decided_count(self, run: Run) -> int:
+    def _planned(self) -> int:
+        """Experiments of the run beyond the baseline that train or will (vetoes do not)."""
+        run = self._run_record()
         return sum(
-            1
-            for e in self._journal().experiments(run.id)
-            if e.number > 0 and e.decision in ("keep", "discard", "crash")
+            1 for e in self._journal().experiments(run.id) if e.number > 0 and e.decision != "veto"
         )
 
-    def _next_experiment(self, run: Run, target: int) -> Experiment | None:
-        """The unfinished experiment to carry on with, or a new proposal (None: done)."""
+    def _finished(self, target: int) -> bool:
+        """Whether the run is done: nothing waits, and the target is met or nothing is left."""
+        run = self._run_record()
         journal = self._journal()
-        pending = journal.unfinished_experiments(run.id)
-        if pending:
-            return pending[0]
-        if journal.experiment(run.id, 0) is None:
-            return self._baseline(run)
-        if target and self._decided_count(run) >= target:
-            return None
-        return self._propose(run)
-
-    def _advance(self, experiment: Experiment) -> None:
-        """Take an experiment one step further."""
-        if experiment.status in ("proposed", "awaiting_approval"):
-            self._await_approval(experiment)
-        elif experiment.status in ("committed", "training"):
-            self._train(experiment)
-        elif experiment.status == "evaluating":
-            self._decide(experiment)
+        if journal.unfinished_experiments(run.id) or journal.experiment(run.id, 0) is None:
+            return False
+        return self._exhausted or bool(target and self._planned() >= target)
 
     # --- proposing -----------------------------------------------------------------------
 
@@ -419,256 +454,153 @@ class Engine:
             lines_of_code=lines_of_code(script),
         )
 
-    def _context(self, run: Run, script: str, fix: CrashReport | None = None) -> ProposalContext:
-        journal = self._journal()
-        experiments = journal.experiments(run.id)
-        ledger: list[LedgerEntry] = []
-        best: float | None = None
-        for e in experiments:
-            if not e.is_final:
-                continue
-            delta = None if e.val_bpb is None or best is None else e.val_bpb - best
-            ledger.append(LedgerEntry(e.number, e.description or "", e.status, e.val_bpb, delta))
-            if e.decision == "keep" and e.val_bpb is not None:
-                best = e.val_bpb
-        events = journal.events(run.id, kinds=["note", "veto"], limit=50, latest=True)
-        events.sort(key=lambda event: event.id)  # oldest first, as the proposer reads them
-        refusals = [
-            event
-            for event in journal.events(run.id, kinds=["agent"], limit=200, latest=True)
-            if (event.data or {}).get("type") == "refused"
+    def _waiting(self) -> list[Experiment]:
+        """Experiments not in flight that wait for a worker or for approval, oldest first."""
+        in_flight = {flight.experiment.id for flight in self._flights.values()}
+        return [
+            e
+            for e in self._journal().unfinished_experiments(self._run_record().id)
+            if e.id not in in_flight and e.status in ("proposed", "awaiting_approval", "committed")
         ]
-        refusals.sort(key=lambda event: event.id)
-        device = str(self.settings.trainer.device)
-        program = self.workspace.path / "program.md"
-        return ProposalContext(
-            best_script=script,
-            device="cuda" if device.startswith("cuda") else "cpu",
-            tried_hashes=frozenset(e.script_hash for e in experiments if e.script_hash),
-            ledger=ledger,
-            notes=[event.message for event in events if event.kind == "note"],
-            vetoes=[event.message for event in events if event.kind == "veto"],
-            refused=[event.message for event in refusals[-REFUSALS_SHOWN:]],
-            program=program.read_text(errors="replace") if program.is_file() else "",
-            fix=fix,
-        )
 
-    def _crash_to_fix(self, run: Run) -> tuple[CrashReport, int] | None:
-        """The failed experiment the proposer should fix now, and the one it descends from.
-
-        Only the latest experiment, and only while its chain of fixes is shorter than
-        `engine.fix_attempts`. Derived from the journal, so a restart asks for the same fix.
-        """
-        limit = self.settings.engine.fix_attempts
-        experiments = self._journal().experiments(run.id)
-        if not limit or not experiments:
-            return None
-        last = experiments[-1]
-        if last.number == 0 or last.status not in ("crash", "timeout") or not last.commit_sha:
-            return None
-        origin = int((last.details or {}).get("fix_of", last.number))
-        fixes = sum(1 for e in experiments if (e.details or {}).get("fix_of") == origin)
-        if fixes >= limit:
-            return None
-        report = CrashReport(
-            number=last.number,
-            description=last.description,
-            script=self.workspace.script_at(last.commit_sha),
-            outcome=str(last.outcome),
-            log_tail=last.crash_tail or last.decision_reason or "",
-        )
-        return report, origin
-
-    def _propose(self, run: Run) -> Experiment | None:
+    def _order_drafts(self, target: int) -> None:
+        """Draft proposals so that a worker that frees finds one ready: one per free worker,
+        and with several workers a few ahead, drafted side by side."""
+        run = self._run_record()
         journal = self._journal()
-        workspace = self.workspace
-        number = journal.next_number(run.id)
-        best = workspace.best_commit(run.tag)
-        orphan = workspace.experiment_ref(run.tag, number)
-        self._set_phase("proposing", experiment=number)
-        proposal: Proposal | None
-        details: dict[str, Any] | None = None  # what the engine knows of it beyond the proposal
-        if orphan is not None:
-            # Committed to git but never journaled (the engine died in between): adopt it.
-            lines = workspace.repo[orphan].peel(pygit2.Commit).message.strip().splitlines()
-            proposal = Proposal(
-                lines[0] if lines else f"experiment {number}",
-                "",
-                workspace.script_at(orphan),
-                "recovered",
+        if journal.experiment(run.id, 0) is None:
+            self._baseline(run)
+            return
+        several = len(self.workers) > 1
+        ahead = max(1, len(self.workers) // 2) if several else 0
+        limit = MAX_DRAFTING if several else 1
+        free = len(self.workers) - len(self._flights)
+        while not self._exhausted and len(self._drafts) < limit:
+            if len(self._waiting()) + len(self._drafts) >= free + ahead:
+                return
+            if target and self._planned() + len(self._drafts) >= target:
+                return
+            if self._adopt_orphan(run):
+                continue
+            best = self.workspace.best_commit(run.tag)
+            basis = Basis(
+                run=run,
+                best_commit=best,
+                best_script=self.workspace.script_at(best),
+                mode=self.mode,
+                crash_script=self._crash_script,
             )
-        else:
-            best_script = workspace.script_at(best)
-            proposal, flags = None, []
-            fix = self._fix_proposal(run, best_script)
-            if fix is not None:
-                proposal, details = fix
-                flags = inspect_script(best_script, proposal.script)
-                if flags and self.mode != "supervised":
-                    self._refuse(run, proposal, flags)
-                    proposal, details = None, None
-            if proposal is None:
-                fresh = self._fresh_proposal(run, best_script)
-                if fresh is None:
-                    return None
-                proposal, flags = fresh
-            if flags:  # supervised mode: the researcher decides, with the flags in sight
-                details = {
-                    **(details or {}),
-                    "flags": [
-                        {"kind": flag.kind, "line": flag.line, "message": flag.message}
-                        for flag in flags
-                    ],
-                }
-        sha, ref = workspace.commit_experiment(
-            run.tag, number, proposal.script, f"{proposal.description}\n\n{proposal.hypothesis}\n"
+            if not self._flights:
+                self._set_phase("proposing", experiment=journal.next_number(run.id))
+            self._drafts.append(self._drafting().submit(self._drafter().draft, basis))
+
+    def _crash_script(self, sha: str) -> str:
+        # Read for a drafting thread: a repository object of its own, never shared.
+        repo = pygit2.Repository(str(self.workspace.path))
+        commit = repo.revparse_single(sha).peel(pygit2.Commit)
+        entry = commit.tree[self.workspace.script_name]
+        blob = repo[entry.id]
+        assert isinstance(blob, pygit2.Blob)
+        return blob.data.decode("utf-8", errors="replace")
+
+    def _drafting(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._drafting_pool is None:
+            self._drafting_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=MAX_DRAFTING, thread_name_prefix="cockpit-draft"
+            )
+        return self._drafting_pool
+
+    def _drafter(self) -> Drafting:
+        return Drafting(
+            self._journal(),
+            self.settings,
+            self.agent,
+            self.workspace.path / "program.md",
+            self.say,
+            self.marks,
         )
-        failpoint("committed")
-        experiment = journal.add_experiment(
+
+    def _close_drafting(self) -> None:
+        pool, self._drafting_pool = self._drafting_pool, None
+        if pool is not None:
+            # A draft in progress is the model's time, not the run's: it is not waited for.
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._drafts.clear()
+
+    def _adopt_orphan(self, run: Run) -> bool:
+        """Journal an experiment committed to git but never journaled (the engine died in
+        between); whether there was one."""
+        journal, workspace = self._journal(), self.workspace
+        number = journal.next_number(run.id)
+        orphan = workspace.experiment_ref(run.tag, number)
+        if orphan is None:
+            return False
+        commit = workspace.repo[orphan].peel(pygit2.Commit)
+        lines = commit.message.strip().splitlines()
+        proposal = Proposal(
+            lines[0] if lines else f"experiment {number}",
+            "",
+            workspace.script_at(orphan),
+            "recovered",
+        )
+        parent = str(commit.parent_ids[0]) if commit.parent_ids else None
+        self._journal_proposal(run, number, proposal, orphan, parent, None)
+        return True
+
+    def _collect_drafts(self) -> None:
+        """Commit the drafts that are ready, each on the best it was made on."""
+        run = self._run_record()
+        journal = self._journal()
+        for future in [f for f in self._drafts if f.done()]:
+            self._drafts.remove(future)
+            draft = future.result()  # the proposer's own failures surface here, as before
+            if draft is None:
+                self._exhausted = True
+                continue
+            proposal = draft.proposal
+            if journal.has_script_hash(run.id, proposal.script_hash):
+                # Drafted side by side with the same idea: the later one goes back.
+                self._drafter().reject_repeat(run, proposal)
+                continue
+            number = journal.next_number(run.id)
+            sha, _ = self.workspace.commit_experiment(
+                run.tag,
+                number,
+                proposal.script,
+                f"{proposal.description}\n\n{proposal.hypothesis}\n",
+                parent=draft.parent_commit,
+            )
+            failpoint("committed")
+            self._journal_proposal(run, number, proposal, sha, draft.parent_commit, draft.details)
+
+    def _journal_proposal(
+        self,
+        run: Run,
+        number: int,
+        proposal: Proposal,
+        sha: str,
+        parent: str | None,
+        details: dict[str, Any] | None,
+    ) -> Experiment:
+        experiment = self._journal().add_experiment(
             run.id,
             number,
-            parent_commit=best,
+            parent_commit=parent,
             commit_sha=sha,
-            ref=ref,
+            ref=self.workspace.experiment_refname(run.tag, number),
             proposer=proposal.proposer,
             model=proposal.model,
             description=proposal.description,
             hypothesis=proposal.hypothesis,
-            diff=workspace.diff(sha),
+            diff=self.workspace.diff(sha),
             script_hash=proposal.script_hash,
             lines_of_code=lines_of_code(proposal.script),
             status="awaiting_approval" if self.mode == "supervised" else "committed",
             details=details,
         )
+        self.marks.append(("ready", time.perf_counter(), number))
         self.say(f"#{number} {proposal.description} ({proposal.proposer})")
         return experiment
-
-    def _fix_proposal(self, run: Run, best_script: str) -> tuple[Proposal, dict[str, Any]] | None:
-        """A fix of the experiment that just failed, when the proposer can make one, with the
-        experiment details that tie it to the failure."""
-        wanted = self._crash_to_fix(run)
-        if wanted is None:
-            return None
-        report, origin = wanted
-        journal = self._journal()
-        try:
-            proposal = self._ask(self._context(run, best_script, fix=report))
-        except NoProposal as exc:
-            journal.add_event(
-                "agent",
-                f"#{report.number} is recorded as {report.outcome}, not fixed: {exc}",
-                run_id=run.id,
-                data={"type": "no_fix", "experiment": report.number},
-            )
-            return None
-        if journal.has_script_hash(run.id, proposal.script_hash):
-            return None
-        journal.add_event(
-            "agent",
-            f"fix of #{report.number} ({report.outcome}): {proposal.description}",
-            run_id=run.id,
-            data={"type": "fix", "experiment": report.number},
-        )
-        return proposal, {"fix_of": origin, "fixes": report.number}
-
-    def _ask(
-        self, context: ProposalContext, instead: Callable[[ProposalContext], Proposal] | None = None
-    ) -> Proposal:
-        """One proposal of the proposer (or of `instead`), its stream and state recorded as it
-        goes."""
-        self.agent.recorder.start_reply()
-        self.marks.append(("propose_start", time.perf_counter()))
-        try:
-            return (instead or self.proposer.propose)(context)
-        finally:
-            self.marks.append(("propose_end", time.perf_counter()))
-            self.agent.recorder.flush()
-            self._journal().set_state(**self.agent.state())
-
-    def _refuse(self, run: Run, proposal: Proposal, flags: list[Flag]) -> None:
-        """Record a proposal the integrity checks refused; the proposer hears why next time."""
-        reason = describe_flags(flags).replace("\n", "; ")
-        self._journal().add_event(
-            "agent",
-            f"{proposal.description}: {reason}",
-            run_id=run.id,
-            data={
-                "type": "refused",
-                "reason": reason,
-                "flags": [flag.kind for flag in flags],
-                "proposer": proposal.proposer,
-            },
-        )
-        self.say(f"  refused before training ({proposal.description}): {reason}")
-
-    def _fresh_proposal(self, run: Run, best_script: str) -> tuple[Proposal, list[Flag]] | None:
-        """A proposal whose script was never trained in this run, with its integrity flags
-        (None: nothing left).
-
-        In autonomous mode a proposal the integrity checks flag is refused before it is
-        committed, and the reason goes back to the proposer with the next request; in
-        supervised mode it waits for the researcher with its flags shown. When the proposer
-        keeps proposing what is turned down, its stand-in (if it has one) gets as many tries."""
-        journal = self._journal()
-        turned_down = "the proposer keeps repeating scripts that were already trained or refused"
-        propose_instead = getattr(self.proposer, "propose_instead", None)  # a stand-in's
-        for attempt in range(PROPOSAL_ATTEMPTS * (1 if propose_instead is None else 2)):
-            instead = None
-            if propose_instead is not None and attempt >= PROPOSAL_ATTEMPTS:
-                instead = functools.partial(propose_instead, reason=turned_down)
-            try:
-                proposal = self._ask(self._context(run, best_script), instead)
-            except NoProposal as exc:
-                journal.add_event("proposer", f"nothing left to propose: {exc}", run_id=run.id)
-                self.say(f"nothing left to propose: {exc}")
-                return None
-            if journal.has_script_hash(run.id, proposal.script_hash):
-                journal.add_event(
-                    "agent",
-                    f"{proposal.description}: this script was already trained",
-                    run_id=run.id,
-                    data={
-                        "type": "rejected",
-                        "reason": "already trained",
-                        "proposer": proposal.proposer,
-                    },
-                )
-                continue
-            flags = inspect_script(best_script, proposal.script)
-            if not flags or self.mode == "supervised":
-                return proposal, flags
-            self._refuse(run, proposal, flags)
-        self.say(turned_down)
-        return None
-
-    def _await_approval(self, experiment: Experiment) -> None:
-        journal = self._journal()
-        if experiment.status == "proposed" or self.mode == "autonomous":
-            journal.update_experiment(experiment.id, status="committed")
-            return
-        self._set_phase("awaiting_approval", experiment=experiment.number)
-        while True:
-            self._handle_commands()
-            if (
-                experiment.number in self.control.vetoed
-                or experiment.number in self.control.approved
-            ):
-                break
-            if self.control.stop_engine or self.mode == "autonomous":
-                break
-            time.sleep(COMMAND_POLL_SECONDS)
-        if experiment.number in self.control.vetoed:
-            reason = self.control.vetoed.pop(experiment.number) or "vetoed by the researcher"
-            journal.record_decision(experiment.id, "veto", reason)
-            journal.add_event(
-                "veto",
-                f"#{experiment.number} {experiment.description}: {reason}",
-                run_id=experiment.run_id,
-            )
-            self.say(f"#{experiment.number} vetoed: {reason}")
-        elif experiment.number in self.control.approved or self.mode == "autonomous":
-            self.control.approved.discard(experiment.number)
-            journal.update_experiment(experiment.id, status="committed")
 
     # --- training ------------------------------------------------------------------------
 
@@ -685,37 +617,61 @@ class Engine:
         self._journal().add_event("integrity", message, run_id=run.id)
         raise EngineError(message)
 
-    def _train(self, experiment: Experiment) -> None:
+    def _fill_workers(self) -> None:
+        """Give every free worker the oldest experiment that waits to train."""
+        journal = self._journal()
+        for experiment in self._waiting():
+            free = [w for w in self.workers if w.index not in self._flights]
+            if not free:
+                return
+            if experiment.status == "proposed":  # journaled, never asked about (a restart)
+                status = "awaiting_approval" if self.mode == "supervised" else "committed"
+                journal.update_experiment(experiment.id, status=status)
+                if status != "committed":
+                    continue
+            elif experiment.status != "committed":
+                continue
+            self._start(free[0], experiment)
+
+    def _start(self, worker: Worker, experiment: Experiment) -> None:
         journal = self._journal()
         run = self._run_record()
         self._verify_fixed_parts(run)
-        run_directory = self.workspace.cockpit_dir / "runs" / run.tag
-        directory = run_directory / f"{experiment.number:04d}"
-        # Step plans are remembered per run: every script of the run is planned under the
-        # run's own conditions, never by a plan made under another load elsewhere.
-        pacing = run_directory / "pacing.json"
-        if experiment.attempt > 1:  # attempts count from 1: a rerun gets a folder of its own
-            directory = directory.with_name(f"{directory.name}-{experiment.attempt}")
         details = dict(experiment.details or {})
         # Each training of one script (noise runs, confirmations) gets the next seed.
-        seed = self.settings.trainer.seed + len(details.get("trials", []))
-        if seed != self.settings.trainer.seed:
-            directory = directory.with_name(f"{directory.name}-seed{seed}")
+        base_seed = self.settings.trainer.seed
+        seed = base_seed + len(details.get("trials", []))
+        directory = self.paths.training(
+            run.tag,
+            experiment.number,
+            attempt=experiment.attempt,
+            seed=None if seed == base_seed else seed,
+            rebase=int(details.get("rebases", 0)),
+        )
         settings = self.settings.model_copy(
             update={"trainer": self.settings.trainer.model_copy(update={"seed": seed})}
         )
         files = RunFiles.under(directory)
         assert experiment.commit_sha is not None
-        experiment_script = self.workspace.script_at(experiment.commit_sha)
+        worktree = worktrees.checkout(
+            self.workspace.repo, self.paths, worker.index, experiment.commit_sha
+        )
+        # Step plans are remembered per run and device: every script of the run is planned
+        # under the conditions it trains in, never by a plan made elsewhere.
+        pacing = self.paths.pacing(run.tag, worker.index)
+        placement: dict[str, Any] = {"device": worker.device, "cpus": worker.cpus, "cwd": worktree}
         command = self.settings.trainer.command
         if command:
-            # Script mode: the command runs the workspace's own file, so the experiment's
-            # version goes there for the run (and the best one comes back after it).
-            self._place_script(experiment_script)
+            # Script mode: the command runs the worktree's own file, the experiment's version.
             journal.set_state(confinement=SCRIPT_MODE_CONFINEMENT)
             job = dataclasses.replace(
                 build_job(
-                    settings, self.workspace.script_path, files, self.workspace.path, pacing=pacing
+                    settings,
+                    worktree / self.workspace.script_name,
+                    files,
+                    self.workspace.path,
+                    pacing=pacing,
+                    **placement,
                 ),
                 command_line=["/bin/sh", "-c", command],
                 metrics_path=None,
@@ -723,82 +679,82 @@ class Engine:
             )
         else:
             script = directory / self.workspace.script_name
-            script.write_text(experiment_script)
-            job = build_job(settings, script, files, self.workspace.path, pacing=pacing)
-        self.control.stop_current = False
-        buffer: list[dict[str, Any]] = []
-        last_flush = time.monotonic()
+            script.write_text(self.workspace.script_at(experiment.commit_sha))
+            job = build_job(
+                settings, script, files, self.workspace.path, pacing=pacing, **placement
+            )
         # Early abort: the best run's curve to compare with, unless this is the baseline, a
         # repeated run of a script (noise floor, confirmation) or a script-mode command.
         watch = (
             None if command or details.get("trials") else self._early_abort_watch(run, experiment)
         )
-        last_judged = 0.0
-
-        def on_metric(record: dict[str, Any]) -> None:
-            event = record.get("event")
-            if event == "metric":
-                buffer.append({**record, "seed": seed})  # which training: curves pair by seed
-                if watch is not None:
-                    watch.add(record)
-            elif event == "phase" and record.get("phase") in ("exporting", "evaluating"):
-                self._set_phase("evaluating", experiment=experiment.number)
-            elif event == "start" and isinstance(record.get("confinement"), dict):
-                journal.set_state(confinement=record["confinement"])
-
-        def on_tick() -> None:
-            nonlocal last_flush, last_judged
-            if buffer and time.monotonic() - last_flush >= METRICS_FLUSH_SECONDS:
-                journal.add_metrics(experiment.id, list(buffer))
-                buffer.clear()
-                last_flush = time.monotonic()
-            due = time.monotonic() - last_judged >= EARLY_ABORT_CHECK_SECONDS
-            if watch is not None and watch.verdict is None and due:
-                last_judged = time.monotonic()
-                if watch.check() is not None:
-                    self.control.stop_current = True
-            self._handle_commands()
-            left = job.budget_seconds - (time.monotonic() - process.started_at)
-            self._heartbeat(time_left=round(max(0.0, left), 1))
-
-        journal.update_experiment(
+        experiment = journal.update_experiment(
             experiment.id,
             status="training",
             started_at=experiment.started_at or self.clock(),
             log_path=str(files.log),
             details={**details, "seed": seed},
         )
-        self.say(f"#{experiment.number} training for {job.budget_seconds:g} s")
-        self.agent.before_training(uses_gpu=settings.trainer.device != "cpu" and self._gpu_seen)
-        process = self.executor.start(job)
-        self.marks.append(("train_start", time.perf_counter()))
-        self._process, self._current = process, experiment
-        journal.set_state(train_pid=process.pid)
-        self._set_phase("training", experiment=experiment.number)
-        self._monitor.set_root(process.pid)
-        try:
-            result = process.wait(
-                on_metric=on_metric,
-                on_tick=on_tick,
-                should_stop=lambda: self.control.stop_current or self.control.stop_now,
-                poll_seconds=0.1,
-            )
-        finally:
-            self.marks.append(("train_end", time.perf_counter()))
-            self._monitor.set_root(None)
-            self._process = self._current = None
-            if command:
-                self._place_script(self.workspace.script_at(self.workspace.best_commit(run.tag)))
-        if buffer:
-            journal.add_metrics(experiment.id, buffer)
-        journal.set_state(train_pid=None)
+        where = f" on {worker.label}" if len(self.workers) > 1 else ""
+        self.say(f"#{experiment.number} training for {job.budget_seconds:g} s{where}")
+        if len(self.workers) == 1:
+            # One worker: the model is unloaded before each training. With more it stays where
+            # the researcher put it ([agent] settings), as trainings never pause for it.
+            self.agent.before_training(uses_gpu=settings.trainer.device != "cpu" and self._gpu_seen)
+        handle = self.executor.start(job)
+        self.marks.append(("train_start", time.perf_counter(), worker.index, experiment.number))
+        flight = Flight(
+            experiment=experiment,
+            worker=worker,
+            handle=handle,
+            job=job,
+            files=files,
+            seed=seed,
+            watch=watch,
+            on_phase=lambda _: self._publish(force=True),
+            journal=journal,
+        )
+        self._flights[worker.index] = flight
+        self._publish(force=True)
+
+    def _tick_flights(self) -> None:
+        for index, flight in list(self._flights.items()):
+            result = flight.tick()
+            if result is None:
+                continue
+            del self._flights[index]
+            self.marks.append(("train_end", time.perf_counter(), index, flight.number))
+            self._publish(force=True)
+            self._finish(flight, result)
+
+    def _abandon_flights(self) -> None:
+        """Stop the trainings still in flight (the engine is leaving); each runs again when it
+        starts next."""
+        if not self._flights or self.journal is None:
+            return
+        for flight in self._flights.values():
+            flight.stop()
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        for flight in list(self._flights.values()):
+            while flight.tick() is None and time.monotonic() < deadline:
+                time.sleep(TICK_SECONDS)
+            current = self._journal().experiment_by_id(flight.experiment.id)
+            if current is not None and current.status == "training":
+                self._requeue(current, "by the engine stopping")
+        self._flights.clear()
+
+    def _finish(self, flight: Flight, result: RunResult) -> None:
+        journal = self._journal()
+        run = self._run_record()
+        experiment = journal.experiment_by_id(flight.experiment.id)
+        assert experiment is not None
         if result.outcome is Outcome.INTERRUPTED and self.control.stop_now:
             # The engine is stopping at once: the training runs again when it starts next.
             self._requeue(experiment, "by the engine stopping")
             return
-        verdict = None if watch is None else watch.verdict
+        verdict = None if flight.watch is None else flight.watch.verdict
         if verdict is not None and result.outcome is Outcome.INTERRUPTED:
-            self._record_result(experiment, result, files)
+            record_result(journal, self.settings, experiment, result, flight.files, self.clock())
             self._discard_early(experiment, verdict)
             return
         corpus = str(result.summary.get("corpus_fingerprint") or "")
@@ -812,10 +768,11 @@ class Engine:
                 f"{run.corpus_fingerprint[:12]} -> {corpus[:12]}): results on it would not be "
                 "comparable. Restore the corpus, or start a new run with `cockpit run --tag NEW`.",
             )
-        self._record_result(experiment, result, files)
+        record_result(journal, self.settings, experiment, result, flight.files, self.clock())
         refreshed = journal.experiment_by_id(experiment.id)
         assert refreshed is not None
-        self._decide(refreshed)
+        if refreshed.number == 0 or run.best_val_bpb is not None:
+            self._decide(refreshed)
 
     def _early_abort_watch(self, run: Run, experiment: Experiment) -> Watch | None:
         """A watch over this training against the best run's loss curve, with the margin
@@ -856,81 +813,54 @@ class Engine:
         journal.update_experiment(
             experiment.id, details={**details, "early_abort": verdict.evidence()}
         )
-        journal.record_decision(experiment.id, "discard", reason)
+        self._record_decision(experiment, "discard", reason)
         failpoint("decided")
         self.say(f"#{experiment.number} discard: {reason}")
         self._export()
 
-    def _place_script(self, text: str) -> None:
-        """Put a script into the working tree for a script-mode run, never over user edits."""
-        path = self.workspace.script_path
-        run = self._run_record()
-        current = path.read_text() if path.exists() else None
-        best = self.workspace.script_at(self.workspace.best_commit(run.tag))
-        if current not in (best, text) and not self._journal().has_script_hash(
-            run.id, script_hash(current or "")
-        ):
-            raise EngineError(
-                f"{path.name} was edited while the run went on; commit your changes or move them "
-                "aside, then start the engine again"
-            )
-        path.write_text(text)
-
-    def _record_result(self, experiment: Experiment, result: RunResult, files: RunFiles) -> None:
-        summary = dict(result.summary)
-        outcome, value = result.outcome.status, result.val_bpb
-        reason = result.reason
-        if self.settings.trainer.command:
-            # Script mode: the figures are whatever the command printed (self-reported).
-            metric = self.settings.trainer.metric
-            summary = (
-                parse_summary(files.log.read_text(errors="replace")) if files.log.exists() else {}
-            )
-            summary.update(self_reported=True, metric=metric)
-            value = summary.get(metric) if isinstance(summary.get(metric), (int, float)) else None
-            if outcome == "ok" and value is None:
-                outcome, reason = (
-                    "crash",
-                    f"the command's output has no '{metric}:' line in a summary block",
-                )
-                summary["reason"] = reason
-        cuda = str(
-            summary.get("device", "cuda" if summary.get("self_reported") else "")
-        ).startswith("cuda")
-        memory = summary.get("peak_vram_mb") if cuda else summary.get("peak_rss_mb")
-        crash_tail = None
-        if outcome != "ok":
-            crash_tail = log_tail(files.log, CRASH_TAIL_LINES)
-        self._journal().update_experiment(
-            experiment.id,
-            status="evaluating",
-            outcome=outcome,
-            exit_code=result.exit_code,
-            val_bpb=value,
-            peak_memory_mb=memory,
-            training_seconds=summary.get("training_seconds"),
-            total_seconds=summary.get("total_seconds"),
-            num_steps=summary.get("num_steps"),
-            summary={**summary, "runner_reason": reason},
-            crash_tail=crash_tail,
-            ended_at=self.clock(),
-        )
-
     # --- deciding ------------------------------------------------------------------------
 
+    def _decide_waiting(self) -> None:
+        """Decide the trained experiments that waited for the baseline's decision (or for a
+        restart)."""
+        run = self._run_record()
+        in_flight = {flight.experiment.id for flight in self._flights.values()}
+        for experiment in self._journal().unfinished_experiments(run.id):
+            if experiment.status != "evaluating" or experiment.id in in_flight:
+                continue
+            if experiment.number == 0 or run.best_val_bpb is not None:
+                self._decide(experiment)
+                run = self._run_record()
+
+    def _record_decision(
+        self,
+        experiment: Experiment,
+        decision: str,
+        reason: str,
+        status: str | None = None,
+        run_update: dict[str, Any] | None = None,
+    ) -> None:
+        best_before = self._run_record().best_val_bpb
+        self._journal().record_decision(
+            experiment.id, decision, reason, status, run_update=run_update
+        )
+        current = self._journal().experiment_by_id(experiment.id)
+        value = current.val_bpb if current is not None else experiment.val_bpb
+        self.notices.decided(
+            experiment.number, status or decision, experiment.description, value, best_before
+        )
+
     def _decide(self, experiment: Experiment) -> None:
-        journal = self._journal()
         run = self._run_record()
         number = experiment.number
         if experiment.outcome != "ok" or experiment.val_bpb is None:
-            reason = (experiment.summary or {}).get("reason") or (experiment.summary or {}).get(
-                "runner_reason"
-            )
+            summary = experiment.summary or {}
+            reason = summary.get("reason") or summary.get("runner_reason")
             status = {"timeout": "timeout", "interrupted": "interrupted"}.get(
                 str(experiment.outcome), "crash"
             )
-            journal.record_decision(
-                experiment.id, "crash", f"{experiment.outcome}: {reason or 'no summary'}", status
+            self._record_decision(
+                experiment, "crash", f"{experiment.outcome}: {reason or 'no summary'}", status
             )
             self.say(f"#{number} {status}: {reason}")
             self._export()
@@ -941,90 +871,141 @@ class Engine:
                     f"{self.workspace.path} and run again (its log: {experiment.log_path})"
                 )
             return
-        summary = experiment.summary or {}
         trials = self._record_trial(experiment)
-        values = [float(trial["val_bpb"]) for trial in trials]
-        value = math.fsum(values) / len(values)
-        runs = f"the mean of {len(values)} runs" if len(values) > 1 else "one run"
+        own = {int(trial["seed"]): float(trial["val_bpb"]) for trial in trials}
+        noise = self._noise_floor(run)
+        best = parent = None
+        if number > 0:
+            best_experiment = self._best_experiment(run)
+            assert run.best_val_bpb is not None
+            best = self._standing(best_experiment, run.best_val_bpb)
+            if experiment.parent_commit != run.best_commit:
+                origin = self._experiment_at(run, experiment.parent_commit)
+                if origin is None or origin.val_bpb is None:
+                    self._record_decision(
+                        experiment, "discard", "the script it was made from has no result"
+                    )
+                    self._export()
+                    return
+                parent = self._standing(origin, origin.val_bpb)
+        flags = {flag.get("kind") for flag in (experiment.details or {}).get("flags") or []}
+        decision = decide(
+            number,
+            own,
+            lines_of_code=experiment.lines_of_code,
+            best=best,
+            parent=parent,
+            noise=noise,
+            rules=Rules(
+                noise_runs=self.settings.engine.noise_runs,
+                confirm_multiple=self.settings.engine.confirm_multiple,
+                metric=self.settings.trainer.metric,
+                source="self-reported" if self.settings.trainer.command else "harness",
+            ),
+            flags={str(flag) for flag in flags},
+        )
+        self._apply_decision(experiment, decision, trials, noise)
+
+    def _apply_decision(
+        self,
+        experiment: Experiment,
+        decision: Decision,
+        trials: list[dict[str, Any]],
+        noise: NoiseFloor,
+    ) -> None:
+        journal = self._journal()
+        run = self._run_record()
+        number = experiment.number
+        if decision.action is Action.TRAIN_AGAIN:
+            self._train_again(experiment, trials, decision.reason)
+            return
+        journal.update_experiment(experiment.id, val_bpb=decision.value)
         if number == 0:
             assert experiment.commit_sha is not None
-            if len(values) < self.settings.engine.noise_runs:
-                self._train_again(experiment, trials, "noise floor: baseline run")
-                return
-            noise = self._noise_floor(run)
-            journal.update_experiment(experiment.id, val_bpb=value)
-            journal.record_decision(
-                experiment.id,
+            self._record_decision(
+                experiment,
                 "keep",
-                f"baseline: val_bpb {value:.6f} ({runs}); {noise.describe()}",
+                decision.reason,
                 run_update={
-                    "baseline_val_bpb": value,
-                    "best_val_bpb": value,
+                    "baseline_val_bpb": decision.value,
+                    "best_val_bpb": decision.value,
                     "best_commit": experiment.commit_sha,
-                    "corpus_fingerprint": str(summary.get("corpus_fingerprint", "")),
+                    "corpus_fingerprint": str(
+                        (experiment.summary or {}).get("corpus_fingerprint", "")
+                    ),
                 },
             )
-            self.say(f"#0 baseline val_bpb {value:.6f} ({runs}); {noise.describe()}")
+            self.say(f"#0 {decision.reason}")
             self._export()
             return
-        best = run.best_val_bpb
-        best_experiment = self._best_experiment(run)
-        assert best is not None and experiment.commit_sha is not None
-        noise = self._noise_floor(run)
-        margin = noise.margin
-        own = {int(trial["seed"]): float(trial["val_bpb"]) for trial in trials}
-        best_runs = dict(trial_results(best_experiment)) if best_experiment else {}
-        comparison = compare(own, best_runs, best)
-        delta = comparison.delta
-        if needs_confirmation(-delta, margin, self.settings.engine.confirm_multiple, len(values)):
-            self._train_again(
-                experiment,
-                trials,
-                f"confirming a gain of {-delta:.6f} (margin {margin:.6f}): another run",
-            )
-            return
-        best_lines = best_experiment.lines_of_code if best_experiment else None
-        fewer_lines = (
-            experiment.lines_of_code is not None
-            and best_lines is not None
-            and experiment.lines_of_code < best_lines
-        )
-        keep, reason = comparison.verdict(best, margin, fewer_lines, runs)
-        flagged = {flag.get("kind") for flag in (experiment.details or {}).get("flags") or []}
-        if keep and SEED_ONLY in flagged:
-            # Approved despite its flag: whatever it measured, another seed is only noise.
-            keep, reason = False, f"{reason}, but it changes nothing but the random seed"
-        evidence = {
-            "metric": self.settings.trainer.metric,
-            "source": "self-reported" if self.settings.trainer.command else "harness",
-            "runs": values,
-            "margin": margin,
-            "spread": noise.spread,
-            "best_before": best,
-            # What the decision set it against: the best's runs with the same seeds, when
-            # the best had one for each (paired), else the best's mean.
-            "compared_with": comparison.reference,
-            "paired_seeds": list(comparison.seeds),
-        }
         journal.update_experiment(
             experiment.id,
-            val_bpb=value,
-            details={**(experiment.details or {}), "trials": trials, "evidence": evidence},
+            details={**(experiment.details or {}), "trials": trials, "evidence": decision.evidence},
         )
-        if keep:
+        if decision.action is Action.REAPPLY:
+            self._reapply(experiment, decision, trials)
+            return
+        if decision.action is Action.KEEP:
+            assert experiment.commit_sha is not None
             self.workspace.keep(run.tag, experiment.commit_sha)
             failpoint("kept")
-            journal.record_decision(
-                experiment.id,
+            self._record_decision(
+                experiment,
                 "keep",
-                reason,
-                run_update={"best_val_bpb": value, "best_commit": experiment.commit_sha},
+                decision.reason,
+                run_update={"best_val_bpb": decision.value, "best_commit": experiment.commit_sha},
             )
         else:
-            journal.record_decision(experiment.id, "discard", reason)
+            self._record_decision(experiment, "discard", decision.reason)
         failpoint("decided")
-        self.say(f"#{number} {'keep' if keep else 'discard'}: {reason}")
+        self.say(f"#{number} {decision.action}: {decision.reason}")
         self._export()
+
+    def _reapply(
+        self, experiment: Experiment, decision: Decision, trials: list[dict[str, Any]]
+    ) -> None:
+        """Put a stale experiment's change onto the new best, to be trained and decided there;
+        discard it when the change no longer applies."""
+        journal = self._journal()
+        run = self._run_record()
+        assert experiment.commit_sha is not None
+        details = dict(experiment.details or {})
+        rebase = int(details.get("rebases", 0)) + 1
+        sha = self.workspace.reapply(run.tag, experiment.number, experiment.commit_sha, rebase)
+        if sha is None:
+            reason = f"{decision.reason.split('; its change')[0]}; its change does not apply there"
+            self._record_decision(experiment, "discard", reason)
+            self.say(f"#{experiment.number} discard: {reason}")
+            self._export()
+            return
+        script = self.workspace.script_at(sha)
+        stale = [
+            *details.get("stale", []),
+            {
+                "commit": experiment.commit_sha,
+                "parent": experiment.parent_commit,
+                "trials": trials,
+                "reason": decision.reason,
+            },
+        ]
+        details.update(rebases=rebase, stale=stale, trials=[])
+        details.pop("seed", None)
+        details.pop("evidence", None)
+        journal.update_experiment(
+            experiment.id,
+            status="committed",
+            commit_sha=sha,
+            parent_commit=run.best_commit,
+            diff=self.workspace.diff(sha),
+            script_hash=script_hash(script),
+            lines_of_code=lines_of_code(script),
+            outcome=None,
+            val_bpb=None,
+            details=details,
+        )
+        message = f"#{experiment.number} {decision.reason}"
+        journal.add_event("reapply", message, run_id=run.id, experiment_id=experiment.id)
+        self.say(message)
 
     def _record_trial(self, experiment: Experiment) -> list[dict[str, Any]]:
         """The experiment's trainings so far, this one included (recorded once, even when
@@ -1069,11 +1050,22 @@ class Engine:
         )
         return noise
 
-    def _best_experiment(self, run: Run) -> Experiment | None:
+    def _experiment_at(self, run: Run, commit: str | None) -> Experiment | None:
         for experiment in self._journal().experiments(run.id):
-            if experiment.commit_sha == run.best_commit:
+            if commit is not None and experiment.commit_sha == commit:
                 return experiment
         return None
+
+    def _best_experiment(self, run: Run) -> Experiment | None:
+        return self._experiment_at(run, run.best_commit)
+
+    @staticmethod
+    def _standing(experiment: Experiment | None, value: float) -> Standing:
+        if experiment is None:
+            return Standing(-1, value)
+        return Standing(
+            experiment.number, value, dict(trial_results(experiment)), experiment.lines_of_code
+        )
 
     # --- commands ------------------------------------------------------------------------
 
@@ -1082,69 +1074,87 @@ class Engine:
         self._heartbeat()
         for command in journal.pending_commands():
             try:
-                result = self._apply(command.kind, command.payload)
+                result = self._apply(Steer.parse(command.kind, command.payload))
             except (WorkspaceError, ValueError, KeyError) as exc:
                 journal.finish_command(command.id, "failed", str(exc))
                 continue
             journal.finish_command(command.id, "done", result)
 
-    def _apply(self, kind: str, payload: dict[str, Any]) -> str:
+    def _apply(self, steer: Steer) -> str:
         journal = self._journal()
         run = self._run_record()
         control = self.control
-        if kind == "pause":
+        kind = steer.kind
+        if kind is Kind.PAUSE:
             control.paused = True
-            return "paused after the current step"
-        if kind == "resume":
+            return "paused: nothing new starts; what trains goes on"
+        if kind is Kind.RESUME:
             control.paused = False
             return "resumed"
-        if kind == "stop_run":
-            control.stop_current = True
-            return "stopping the current training"
-        if kind == "stop_engine":
-            control.stop_engine = True
-            control.stop_now = bool(payload.get("now"))
-            return "stopping now" if control.stop_now else "stopping after the current experiment"
-        if kind == "set_mode":
-            mode = str(payload.get("mode"))
-            if mode not in ("autonomous", "supervised"):
-                raise ValueError(f"unknown mode {mode!r}; use autonomous or supervised")
-            self.mode = mode
-            journal.update_run(run.id, mode=mode)
-            return f"mode {mode}"
-        if kind == "note":
-            text = str(payload.get("text", "")).strip()
-            if not text:
-                raise ValueError("a note needs text")
-            journal.add_event("note", text, run_id=run.id)
-            return "noted"
-        if kind in ("approve", "veto"):
-            waiting = [
-                e for e in journal.unfinished_experiments(run.id) if e.status == "awaiting_approval"
+        if kind is Kind.STOP_RUN:
+            flights = [
+                f
+                for f in self._flights.values()
+                if steer.experiment is None or f.number == steer.experiment
             ]
-            number = payload.get("experiment", waiting[0].number if waiting else None)
-            if number is None:
-                raise ValueError("no proposal is waiting for approval")
-            if kind == "approve":
-                control.approved.add(int(number))
-                return f"approved #{number}"
-            control.vetoed[int(number)] = str(payload.get("reason", "")).strip()
-            return f"vetoed #{number}"
-        if kind in ("override_keep", "override_discard"):
-            return self._override(run, kind, int(payload["experiment"]))
-        raise ValueError(f"unknown command {kind!r}")
+            if not flights:
+                raise ValueError(
+                    "no training is running"
+                    if steer.experiment is None
+                    else f"#{steer.experiment} is not training"
+                )
+            for flight in flights:
+                flight.stop()
+            return "stopping " + ", ".join(f"#{f.number}" for f in flights)
+        if kind is Kind.STOP_ENGINE:
+            control.stop_engine = True
+            control.stop_now = steer.now
+            return "stopping now" if steer.now else "stopping after the trainings in flight"
+        if kind is Kind.SET_MODE:
+            self.mode = steer.mode
+            journal.update_run(run.id, mode=steer.mode)
+            if steer.mode == "autonomous":
+                for waiting in self._waiting():
+                    if waiting.status == "awaiting_approval":
+                        journal.update_experiment(waiting.id, status="committed")
+            return f"mode {steer.mode}"
+        if kind is Kind.NOTE:
+            journal.add_event("note", steer.text, run_id=run.id)
+            return "noted"
+        if kind in (Kind.APPROVE, Kind.VETO):
+            return self._approve_or_veto(run, steer)
+        assert steer.experiment is not None
+        return self._override(run, kind, steer.experiment)
 
-    def _override(self, run: Run, kind: str, number: int) -> str:
+    def _approve_or_veto(self, run: Run, steer: Steer) -> str:
+        journal = self._journal()
+        waiting = [e for e in self._waiting() if e.status == "awaiting_approval"]
+        if steer.experiment is None and not waiting:
+            raise ValueError("no proposal is waiting for approval")
+        number = waiting[0].number if steer.experiment is None else steer.experiment
+        experiment = next((e for e in waiting if e.number == number), None)
+        if experiment is None:
+            raise ValueError(f"#{number} is not waiting for approval")
+        if steer.kind is Kind.APPROVE:
+            journal.update_experiment(experiment.id, status="committed")
+            return f"approved #{number}"
+        reason = steer.reason or "vetoed by the researcher"
+        journal.record_decision(experiment.id, "veto", reason)
+        journal.add_event("veto", f"#{number} {experiment.description}: {reason}", run_id=run.id)
+        self.say(f"#{number} vetoed: {reason}")
+        return f"vetoed #{number}"
+
+    def _override(self, run: Run, kind: Kind, number: int) -> str:
         journal = self._journal()
         experiment = journal.experiment(run.id, number)
         if experiment is None or experiment.commit_sha is None or not experiment.is_final:
             raise ValueError(f"experiment #{number} has no decision to override")
-        if kind == "override_keep":
+        if kind is Kind.OVERRIDE_KEEP:
             if experiment.val_bpb is None:
                 raise ValueError(f"experiment #{number} has no val_bpb to keep")
             self.workspace.keep(run.tag, experiment.commit_sha)
-            journal.record_decision(
-                experiment.id,
+            self._record_decision(
+                experiment,
                 "keep",
                 "kept by the researcher (override)",
                 run_update={
@@ -1157,14 +1167,7 @@ class Engine:
                 raise ValueError(
                     f"only the current best experiment can be reverted; #{number} is not it"
                 )
-            parent = next(
-                (
-                    e
-                    for e in journal.experiments(run.id)
-                    if e.commit_sha == experiment.parent_commit
-                ),
-                None,
-            )
+            parent = self._experiment_at(run, experiment.parent_commit)
             self.workspace.revert_to(run.tag, experiment.parent_commit)
             journal.record_decision(
                 experiment.id,
@@ -1176,27 +1179,71 @@ class Engine:
                 },
             )
         self._export()
-        return f"{kind.replace('override_', '')} #{number}"
+        return f"{kind.value.replace('override_', '')} #{number}"
 
     # --- state ---------------------------------------------------------------------------
 
     def _set_phase(self, phase: str, **values: Any) -> None:
         self._journal().set_state(phase=phase, heartbeat=self.clock(), **values)
 
+    def _publish(self, force: bool = False) -> None:
+        """Say what the workers do (state `workers`, and the phase, experiment and time left
+        of the latest training, as a single worker has always said them)."""
+        flights = sorted(self._flights.values(), key=lambda f: f.worker.index)
+        workers = [flight.state() for flight in flights]
+        lead = max(flights, key=lambda f: f.handle.started_at, default=None)
+        if lead is not None:
+            phase, number = lead.phase, lead.number
+        elif self.control.paused:
+            phase, number = "paused", None
+        elif self._waiting() and all(e.status == "awaiting_approval" for e in self._waiting()):
+            phase, number = "awaiting_approval", self._waiting()[0].number
+        else:
+            phase, number = None, None
+        published = (phase, number, workers)
+        journal = self._journal()
+        if force or published != self._published:
+            self._published = published
+            values: dict[str, Any] = {
+                "workers": workers,
+                "train_pids": [w["pid"] for w in workers if w["pid"] is not None],
+                "train_pid": lead.handle.pid if lead is not None else None,
+            }
+            if phase is not None:
+                values.update(phase=phase, experiment=number)
+            journal.set_state(**values)
+        if lead is not None:
+            self._monitor.set_root(lead.handle.pid)
+            self._heartbeat(time_left=round(lead.time_left(), 1))
+        else:
+            self._monitor.set_root(None)
+            self._heartbeat()
+
     def _heartbeat(self, **values: Any) -> None:
         now = self.clock()
-        if values or now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+        if values.keys() - {"time_left"} or now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
             self._journal().set_state(heartbeat=now, pid=os.getpid(), **values)
+            self._watch_agent()
+
+    def _watch_agent(self) -> None:
+        health = getattr(self.proposer, "health", None)
+        if health is None:
+            return
+        state = str(health.state.value)
+        if state != self._agent_state:
+            self._agent_state = state
+            self.notices.agent_state(state, str(health.message))
 
     def _on_sample(self, sample: MonitorSample) -> None:
         run = self.run_record
         if run is None or self.journal is None:
             return
         self._gpu_seen = self._gpu_seen or sample.gpu.available
-        current = self._current
+        flights = list(self._flights.values())
+        lead = max(flights, key=lambda f: f.handle.started_at, default=None)
         self.journal.add_sample(
-            run.id, sample.to_dict(), experiment_id=current.id if current else None
+            run.id, sample.to_dict(), experiment_id=lead.experiment.id if lead else None
         )
 
     def _export(self) -> None:
@@ -1204,8 +1251,9 @@ class Engine:
         if self.run_record is not None:
             journal = self._journal()
             export_results_tsv(journal, self.run_record.id, self.workspace.path / "results.tsv")
-            runs = self.workspace.cockpit_dir / "runs" / self.run_record.tag
-            programs.prune(runs, journal.experiments(self.run_record.id))
+            programs.prune(
+                self.paths.runs(self.run_record.tag), journal.experiments(self.run_record.id)
+            )
 
 
 def fixed_parts_fingerprint() -> str:

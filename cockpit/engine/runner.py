@@ -177,6 +177,7 @@ class TrainingProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.stop_requested = False
+        self.result: RunResult | None = None
         self._log: IO[bytes] | None = None
         self.follower = MetricsFollower(job.metrics_path) if job.metrics_path else None
 
@@ -222,33 +223,47 @@ class TrainingProcess:
         """Follow the run until it ends, is stopped, or overruns its deadline.
 
         on_tick runs before each metric check (about every poll_seconds)."""
-        if self.process is None:
-            self.start()
-        assert self.process is not None
-        deadline = self.started_at + self.job.deadline_seconds
-        killed = False
         while True:
             if on_tick is not None:
                 on_tick()
-            self._drain(on_metric)
-            if self.process.poll() is not None:
-                break
+            result = self.poll(on_metric)
+            if result is not None:
+                return result
             if should_stop is not None and should_stop():
                 self.stop()
-                break
-            if time.monotonic() > deadline:
-                kill_tree(self.process.pid)
-                killed = True
-                break
+                return self.poll(on_metric) or self._finish(on_metric, killed=False)
+            assert self.process is not None
             try:  # wakes the moment the process exits, so no poll interval is lost
                 self.process.wait(timeout=poll_seconds)
             except subprocess.TimeoutExpired:
                 pass
+
+    def poll(self, on_metric: Callable[[dict[str, Any]], None] | None = None) -> RunResult | None:
+        """Hand on the metrics written since the last call; how the run ended, once it has
+        (None while it runs). A run past its deadline is killed here."""
+        if self.process is None:
+            self.start()
+        assert self.process is not None
+        if self.result is not None:
+            return self.result
+        self._drain(on_metric)
+        if self.process.poll() is not None:
+            return self._finish(on_metric, killed=False)
+        if time.monotonic() > self.started_at + self.job.deadline_seconds:
+            kill_tree(self.process.pid)
+            return self._finish(on_metric, killed=True)
+        return None
+
+    def _finish(
+        self, on_metric: Callable[[dict[str, Any]], None] | None, *, killed: bool
+    ) -> RunResult:
+        assert self.process is not None
         exit_code = self.process.wait()
         self._drain(on_metric)
         if self._log is not None:
             self._log.close()
-        return self._result(exit_code, killed, self.stop_requested)
+        self.result = self._result(exit_code, killed, self.stop_requested)
+        return self.result
 
     def _drain(self, on_metric: Callable[[dict[str, Any]], None] | None) -> None:
         if self.follower is None:
@@ -285,12 +300,31 @@ class TrainingProcess:
         return RunResult(outcome, exit_code, summary, reason, False, wall)
 
 
-class Executor(Protocol):
-    """Where trainings run. This machine today; one slot per GPU and cluster engines (SLURM
-    through submitit, Ray) fit the same shape: start a job, get a handle to follow and stop."""
+class JobHandle(Protocol):
+    """One training started by an executor: followed by polling, never by blocking."""
 
-    def start(self, job: TrainingJob) -> TrainingProcess:
-        """Start the job and return its handle (wait() follows it, stop() ends it)."""
+    @property
+    def pid(self) -> int | None:
+        """The training's process on this machine (None when it runs elsewhere)."""
+        ...
+
+    started_at: float  # time.monotonic() when it started
+
+    def poll(self, on_metric: Callable[[dict[str, Any]], None] | None = None) -> RunResult | None:
+        """Hand on its new live metrics; how it ended once it has (None while it runs)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop it now; it then ends as interrupted."""
+        ...
+
+
+class Executor(Protocol):
+    """Where trainings run: this machine's processes, or a cluster's engine (SLURM through
+    submitit, Ray). Start a job, get a handle to follow and stop."""
+
+    def start(self, job: TrainingJob) -> JobHandle:
+        """Start the job and return its handle."""
         ...
 
 

@@ -435,13 +435,14 @@ class Workspace:
         return f"{_RUN_REFS}{_check_tag(tag)}/{number}"
 
     def commit_experiment(
-        self, tag: str, number: int, script_text: str, message: str
+        self, tag: str, number: int, script_text: str, message: str, parent: str | None = None
     ) -> tuple[str, str]:
-        """Commit ``script_text`` as experiment ``number``, a child of the run's best commit.
+        """Commit ``script_text`` as experiment ``number``, a child of ``parent`` (the best
+        commit the proposal was made on; default: the run's best commit now).
 
         The branch does not move; the commit gets the ref ``refs/cockpit/<tag>/<number>``.
         Returns ``(sha, refname)``. Safe to repeat after a crash: when the ref already
-        holds the same script on the current best (or has been kept since), it is returned;
+        holds the same script on that parent (or has been kept since), it is returned;
         when it holds anything else, WorkspaceError.
         """
         if number == 0:
@@ -449,7 +450,7 @@ class Workspace:
                 "experiment 0 is the baseline, the run's base commit; number experiments from 1"
             )
         refname = self.experiment_refname(tag, number)
-        tip = self._tip(tag)
+        tip = self._tip(tag) if parent is None else self._commit(parent)
         data = script_text.encode("utf-8")
         existing = self._repo.references.get(refname)
         if existing is not None:
@@ -473,6 +474,28 @@ class Workspace:
         if reference is None:
             return None
         return str(reference.peel(pygit2.Commit).id)
+
+    def reapply(self, tag: str, number: int, sha: str, rebase: int) -> str | None:
+        """Re-apply experiment ``number``'s change (``sha`` against its parent) onto the run's
+        best commit, as a three-way merge of the script; the new commit takes the experiment's
+        ref, and the commit it replaces keeps one of its own (``<number>-stale<rebase>``), so
+        its diff is never lost. Returns the new sha, or None when the change conflicts with
+        what the best changed since."""
+        commit = self._commit(sha)
+        if not commit.parents:
+            raise WorkspaceError(f"commit {_short(commit.id)} has no parent to re-apply from")
+        tip = self._tip(tag)
+        merged = self._repo.merge_trees(commit.parents[0].tree, tip.tree, commit.tree)
+        if merged.conflicts is not None:
+            return None
+        tree = merged.write_tree(self._repo)
+        signature = self._signature()
+        message = f"{commit.message.rstrip()}\n\n(re-applied onto {_short(tip.id)})\n"
+        new_id = self._repo.create_commit(None, signature, signature, message, tree, [tip.id])
+        refname = self.experiment_refname(tag, number)
+        self._repo.references.create(f"{refname}-stale{rebase}", commit.id, force=True)
+        self._repo.references.create(refname, new_id, force=True)
+        return str(new_id)
 
     # ------------------------------------------------------------------------------
     # Decisions

@@ -1,0 +1,132 @@
+"""Keep, discard, train again or re-apply: the decision on a trained experiment, as a pure
+function of its trials, the best's and the noise.
+
+With several workers, the best may move while an experiment trains: it was proposed on a best
+that is no longer the best. It is then judged against the script it was made from (its
+parent). A gain there does not make it a keep, since keeping it would throw away the keep that
+moved the best; its change is re-applied onto the new best and trained there, and only that
+can be kept. A keep therefore always descends from the best it beat.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cockpit.engine.integrity import SEED_ONLY
+from cockpit.engine.noise import NoiseFloor, compare, needs_confirmation
+
+
+class Action(str, enum.Enum):
+    KEEP = "keep"  # the branch advances to it
+    DISCARD = "discard"
+    TRAIN_AGAIN = "train_again"  # one more training with the next seed, then decide again
+    REAPPLY = "reapply"  # its change goes onto the new best, to be trained and decided there
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A trained script as a decision sees it."""
+
+    number: int  # its experiment number
+    value: float  # its val_bpb (the mean of its trials)
+    trials: Mapping[int, float] = field(default_factory=dict)  # seed -> val_bpb
+    lines_of_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings a decision follows."""
+
+    noise_runs: int = 2  # trainings of the baseline before it is decided
+    confirm_multiple: float = 2.0  # gains under this many margins are trained again first
+    metric: str = "val_bpb"
+    source: str = "harness"  # or "self-reported"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    value: float  # the mean of the experiment's trials
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def decide(
+    number: int,
+    trials: Mapping[int, float],
+    *,
+    lines_of_code: int | None,
+    best: Standing | None,
+    parent: Standing | None,
+    noise: NoiseFloor,
+    rules: Rules,
+    flags: Collection[str] = (),
+) -> Decision:
+    """The decision on experiment ``number`` with these trials (seed -> val_bpb).
+
+    ``best`` is the best when it finishes (None only before the baseline is decided);
+    ``parent`` the script it was proposed on, when that is no longer the best (None: it
+    descends from the best). ``noise`` is the floor measured so far, its trials included."""
+    if not trials:
+        raise ValueError(f"experiment #{number} has no trial to decide on")
+    value = math.fsum(trials.values()) / len(trials)
+    runs = f"the mean of {len(trials)} runs" if len(trials) > 1 else "one run"
+    if number == 0:
+        if len(trials) < rules.noise_runs:
+            return Decision(Action.TRAIN_AGAIN, "noise floor: baseline run", value)
+        return Decision(
+            Action.KEEP, f"baseline: val_bpb {value:.6f} ({runs}); {noise.describe()}", value
+        )
+    if best is None:
+        raise ValueError("an experiment is decided only once the baseline is")
+    margin = noise.margin
+    against = best if parent is None else parent
+    comparison = compare(trials, against.trials, against.value)
+    evidence: dict[str, Any] = {
+        "metric": rules.metric,
+        "source": rules.source,
+        "runs": list(trials.values()),
+        "margin": margin,
+        "spread": noise.spread,
+        "best_before": best.value,
+        # What the decision set it against: the reference's runs with the same seeds, when it
+        # had one for each (paired), else its mean.
+        "compared_with": comparison.reference,
+        "paired_seeds": list(comparison.seeds),
+    }
+    if parent is not None:
+        evidence["parent"] = parent.number
+    gain = -comparison.delta
+    if needs_confirmation(gain, margin, rules.confirm_multiple, len(trials)):
+        why = f"confirming a gain of {gain:.6f} (margin {margin:.6f}): another run"
+        return Decision(Action.TRAIN_AGAIN, why, value, evidence)
+    fewer_lines = (
+        lines_of_code is not None
+        and against.lines_of_code is not None
+        and lines_of_code < against.lines_of_code
+    )
+    keep, reason = comparison.verdict(against.value, margin, fewer_lines, runs)
+    if keep and SEED_ONLY in flags:
+        # Approved despite its flag: whatever it measured, another seed is only noise.
+        return Decision(
+            Action.DISCARD, f"{reason}, but it changes nothing but the random seed", value, evidence
+        )
+    if parent is None:
+        return Decision(Action.KEEP if keep else Action.DISCARD, reason, value, evidence)
+    moved = f"the best moved to #{best.number} ({best.value:.6f}) while it trained"
+    reason = reason.replace("the best", f"its parent #{parent.number}", 1)
+    if keep:
+        return Decision(
+            Action.REAPPLY,
+            f"{reason}; {moved}: its change is re-applied there, to be confirmed",
+            value,
+            evidence,
+        )
+    return Decision(Action.DISCARD, f"{reason}; {moved}", value, evidence)

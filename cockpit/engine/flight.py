@@ -1,0 +1,152 @@
+"""One training in flight on a worker: followed without blocking, its live metrics into the
+journal, stopped early when its loss trails the best run's, and its result recorded.
+
+The engine holds one `Flight` per busy worker and ticks each of them from its loop; a flight
+never waits on its process, so one engine follows any number of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cockpit.config import Settings
+from cockpit.engine.early_abort import Watch
+from cockpit.engine.jobs import RunFiles
+from cockpit.engine.journal import Experiment, Journal
+from cockpit.engine.runner import JobHandle, RunResult, TrainingJob, log_tail
+from cockpit.engine.workers import Worker
+from trainer.summary import parse_summary
+
+METRICS_FLUSH_SECONDS = 0.5
+EARLY_ABORT_CHECK_SECONDS = 0.5  # how often a training's loss is held against the best run's
+CRASH_TAIL_LINES = 40
+
+
+@dataclass
+class Flight:
+    """A training of one experiment on one worker."""
+
+    experiment: Experiment  # as it was when the training started
+    worker: Worker
+    handle: JobHandle
+    job: TrainingJob
+    files: RunFiles
+    seed: int
+    watch: Watch | None  # None: never stopped early (baseline, repeated runs, script mode)
+    on_phase: Callable[[Flight], None]  # told when the flight's phase changes
+    journal: Journal
+    started_wall: float = field(default_factory=time.time)
+    phase: str = "training"
+    stop_requested: bool = False
+    buffer: list[dict[str, Any]] = field(default_factory=list)
+    _last_flush: float = field(default_factory=time.monotonic)
+    _last_judged: float = 0.0
+
+    @property
+    def number(self) -> int:
+        return self.experiment.number
+
+    def time_left(self) -> float:
+        return max(0.0, self.job.budget_seconds - (time.monotonic() - self.handle.started_at))
+
+    def tick(self) -> RunResult | None:
+        """Follow the training one step: its metrics, its early-abort check; how it ended,
+        once it has."""
+        result = self.handle.poll(self._on_metric)
+        now = time.monotonic()
+        if self.buffer and (result is not None or now - self._last_flush >= METRICS_FLUSH_SECONDS):
+            self.journal.add_metrics(self.experiment.id, list(self.buffer))
+            self.buffer.clear()
+            self._last_flush = now
+        if result is not None:
+            return result
+        watch = self.watch
+        if (
+            watch is not None
+            and watch.verdict is None
+            and now - self._last_judged >= EARLY_ABORT_CHECK_SECONDS
+        ):
+            self._last_judged = now
+            if watch.check() is not None:
+                self.stop()
+        return None
+
+    def stop(self) -> None:
+        """Stop the training now; it ends as interrupted."""
+        self.stop_requested = True
+        self.handle.stop()
+
+    def _on_metric(self, record: dict[str, Any]) -> None:
+        event = record.get("event")
+        if event == "metric":
+            self.buffer.append({**record, "seed": self.seed})  # curves pair by seed
+            if self.watch is not None:
+                self.watch.add(record)
+        elif event == "phase" and record.get("phase") in ("exporting", "evaluating"):
+            if self.phase != "evaluating":
+                self.phase = "evaluating"
+                self.on_phase(self)
+        elif event == "start" and isinstance(record.get("confinement"), dict):
+            self.journal.set_state(confinement=record["confinement"])
+
+    def state(self) -> dict[str, Any]:
+        """The flight as `cockpit status` and the cockpit's workers panel read it."""
+        return {
+            "worker": self.worker.index,
+            "device": self.worker.label,
+            "experiment": self.number,
+            "phase": self.phase,
+            "started_at": self.started_wall,
+            "budget_seconds": self.job.budget_seconds,
+            "pid": self.handle.pid,
+        }
+
+
+def record_result(
+    journal: Journal,
+    settings: Settings,
+    experiment: Experiment,
+    result: RunResult,
+    files: RunFiles,
+    ended_at: float,
+) -> None:
+    """Write how a training ended into its experiment, which then waits for its decision."""
+    summary = dict(result.summary)
+    outcome, value = result.outcome.status, result.val_bpb
+    reason = result.reason
+    if settings.trainer.command:
+        # Script mode: the figures are whatever the command printed (self-reported).
+        metric = settings.trainer.metric
+        summary = parse_summary(files.log.read_text(errors="replace")) if files.log.exists() else {}
+        summary.update(self_reported=True, metric=metric)
+        value = summary.get(metric) if isinstance(summary.get(metric), (int, float)) else None
+        if outcome == "ok" and value is None:
+            outcome, reason = (
+                "crash",
+                f"the command's output has no '{metric}:' line in a summary block",
+            )
+            summary["reason"] = reason
+    cuda = str(summary.get("device", "cuda" if summary.get("self_reported") else "")).startswith(
+        "cuda"
+    )
+    memory = summary.get("peak_vram_mb") if cuda else summary.get("peak_rss_mb")
+    crash_tail = None
+    if outcome != "ok":
+        crash_tail = log_tail(files.log, CRASH_TAIL_LINES)
+    journal.update_experiment(
+        experiment.id,
+        status="evaluating",
+        outcome=outcome,
+        exit_code=result.exit_code,
+        val_bpb=value,
+        peak_memory_mb=memory,
+        training_seconds=summary.get("training_seconds"),
+        total_seconds=summary.get("total_seconds"),
+        num_steps=summary.get("num_steps"),
+        summary={**summary, "runner_reason": reason},
+        crash_tail=crash_tail,
+        ended_at=ended_at,
+    )

@@ -1,0 +1,90 @@
+"""Workers: the slots trainings run in side by side, each with a device of its own.
+
+One worker per visible GPU by default (one on a machine without one); on a CPU, each worker
+gets an equal share of the cores, pinned, and as many torch threads. Two trainings never
+share a device: asking for more workers than there are devices is an error that says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+class WorkerError(ValueError):
+    """The workers asked for do not fit the machine; the message says what would."""
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One slot: where its trainings run."""
+
+    index: int
+    device: str  # "cpu", "cuda" or "cuda:N" (N as CUDA_VISIBLE_DEVICES names the card)
+    cpus: tuple[int, ...] = ()  # the cores it is pinned to; (): not pinned
+
+    @property
+    def label(self) -> str:
+        """How the cockpit names its device: ``cuda:1``, ``cpu 0-3``, ``cpu``."""
+        if not self.cpus:
+            return self.device
+        if list(self.cpus) == list(range(self.cpus[0], self.cpus[-1] + 1)) and len(self.cpus) > 1:
+            return f"cpu {self.cpus[0]}-{self.cpus[-1]}"
+        return "cpu " + ",".join(str(core) for core in self.cpus)
+
+
+def visible_gpus(count: int, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them: its own list when
+    it has one (a worker's card must be named the same way to its training), else 0..count-1."""
+    environ = os.environ if environ is None else environ
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(index) for index in range(count)]
+    return [entry.strip() for entry in listed.split(",") if entry.strip()] if count else []
+
+
+def plan_workers(
+    requested: int | str, device: str, gpus: Sequence[str], cores: Sequence[int]
+) -> list[Worker]:
+    """The workers for ``[engine] workers`` (a count or "auto") and ``[trainer] device``, on a
+    machine with these GPUs (as CUDA_VISIBLE_DEVICES names them) and these cores."""
+    if requested != "auto" and (not isinstance(requested, int) or requested < 1):
+        raise WorkerError(f'workers must be "auto" or a number, 1 or more, not {requested!r}')
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and index:
+        if requested not in ("auto", 1):
+            raise WorkerError(
+                f"device {device} is one GPU, so one worker; two trainings never share a "
+                f'device. Use device = "cuda" for a worker on each GPU, or --workers 1'
+            )
+        return [Worker(0, device)]
+    on_gpu = kind == "cuda" or (kind == "auto" and len(gpus) > 0)
+    if kind == "cuda" and not gpus:
+        raise WorkerError('device "cuda" but no GPU is visible; use device = "cpu" or "auto"')
+    if on_gpu:
+        count = len(gpus) if requested == "auto" else int(requested)
+        if count > len(gpus):
+            raise WorkerError(
+                f"{count} workers need {count} GPUs, and {len(gpus)} "
+                f"{'is' if len(gpus) == 1 else 'are'} visible: two trainings never share a "
+                f"device. Use --workers {len(gpus)} or fewer"
+            )
+        if count == 1 and len(gpus) == 1:
+            return [Worker(0, device if kind == "cuda" else "auto")]
+        return [Worker(number, f"cuda:{gpus[number]}") for number in range(count)]
+    count = 1 if requested == "auto" else int(requested)
+    if count == 1:
+        return [Worker(0, device)]  # the whole machine, as a single training has it
+    if count > len(cores):
+        raise WorkerError(
+            f"{count} workers need {count} cores, and this machine gives {len(cores)}: two "
+            f"trainings never share a core. Use --workers {len(cores)} or fewer"
+        )
+    share, extra = divmod(len(cores), count)
+    workers, start = [], 0
+    for number in range(count):
+        size = share + (1 if number < extra else 0)
+        workers.append(Worker(number, "cpu", tuple(cores[start : start + size])))
+        start += size
+    return workers

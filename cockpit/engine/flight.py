@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cockpit.config import Settings
-from cockpit.engine.early_abort import Watch
+from cockpit.config import EngineSettings, Settings
+from cockpit.engine.early_abort import Watch, calibrate
 from cockpit.engine.jobs import RunFiles
-from cockpit.engine.journal import Experiment, Journal
+from cockpit.engine.journal import Experiment, Journal, Run
+from cockpit.engine.readmodel import paired_trace
 from cockpit.engine.runner import JobHandle, RunResult, TrainingJob, log_tail
 from cockpit.engine.workers import Worker
 from trainer.summary import parse_summary
@@ -150,3 +151,34 @@ def record_result(
         crash_tail=crash_tail,
         ended_at=ended_at,
     )
+
+
+def early_abort_watch(
+    journal: Journal, engine: EngineSettings, run: Run, experiment: Experiment
+) -> Watch | None:
+    """A watch over this training against the best run's loss curve, with the margin
+    calibrated on the keeps so far, when this experiment may be stopped early; None when
+    early abort is off or there is nothing to compare with."""
+    if not engine.early_abort or experiment.number == 0:
+        return None
+    experiments = journal.experiments(run.id)
+    by_commit = {e.commit_sha: e for e in experiments if e.commit_sha}
+    parent = by_commit.get(experiment.parent_commit or "")
+    if parent is None:
+        return None
+    # The parent's training with the seed this one trains with first: the same batches.
+    reference = paired_trace(journal.metrics(parent.id))
+    if not reference.points:
+        return None
+    kept = []
+    for other in experiments:
+        origin = by_commit.get(other.parent_commit or "")
+        if other.decision == "keep" and other.number > 0 and origin is not None:
+            kept.append(
+                (
+                    paired_trace(journal.metrics(other.id)),
+                    paired_trace(journal.metrics(origin.id)),
+                )
+            )
+    margin = calibrate(kept, engine.early_abort_after, engine.early_abort_margin)
+    return Watch(reference, margin, engine.early_abort_after)

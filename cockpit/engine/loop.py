@@ -39,19 +39,17 @@ from agent.proposal import Proposal, Proposer, script_hash
 from cockpit.config import Settings
 from cockpit.engine import programs, worktrees
 from cockpit.engine.agents import AgentRecorder, AgentSetup
-from cockpit.engine.decide import Action, Decision, Rules, Standing, decide
-from cockpit.engine.early_abort import Verdict, Watch, calibrate
+from cockpit.engine.errors import EngineError
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_fixed_parts
-from cockpit.engine.flight import Flight, record_result
+from cockpit.engine.flight import Flight, early_abort_watch, record_result
 from cockpit.engine.jobs import RunFiles, build_job
 from cockpit.engine.journal import Experiment, Journal, Run
+from cockpit.engine.judging import Judge
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
-from cockpit.engine.noise import NoiseFloor, noise_floor
 from cockpit.engine.notify import EngineNotices, Notifier
 from cockpit.engine.paths import WorkspacePaths
 from cockpit.engine.proposing import Basis, Draft, Drafting
-from cockpit.engine.readmodel import paired_trace, trial_results
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, is_training_process, kill_tree
 from cockpit.engine.steering import Kind, Steer
@@ -83,10 +81,6 @@ COMPARABILITY_SETTINGS = (
     "command",
     "metric",
 )
-
-
-class EngineError(Exception):
-    """The engine cannot go on; the message says why and what to do."""
 
 
 @contextlib.contextmanager
@@ -249,6 +243,7 @@ class Engine:
         try:
             self._loop(run, target or 0)
         except EngineError as exc:
+            self.control.stop_engine = True
             reason = f"engine stopped: {exc}"
             raise
         finally:
@@ -275,6 +270,19 @@ class Engine:
             )
             self.say(programs.summary_line(found))
         return 0
+
+    @property
+    def judge(self) -> Judge:
+        """Decides the run's trained experiments (it holds nothing of its own)."""
+        return Judge(
+            self._journal(),
+            self.workspace,
+            self.settings,
+            self.notices,
+            self._run_record,
+            self._export,
+            self.say,
+        )
 
     def _journal(self) -> Journal:
         assert self.journal is not None
@@ -686,7 +694,9 @@ class Engine:
         # Early abort: the best run's curve to compare with, unless this is the baseline, a
         # repeated run of a script (noise floor, confirmation) or a script-mode command.
         watch = (
-            None if command or details.get("trials") else self._early_abort_watch(run, experiment)
+            None
+            if command or details.get("trials")
+            else early_abort_watch(self._journal(), self.settings.engine, run, experiment)
         )
         experiment = journal.update_experiment(
             experiment.id,
@@ -755,7 +765,7 @@ class Engine:
         verdict = None if flight.watch is None else flight.watch.verdict
         if verdict is not None and result.outcome is Outcome.INTERRUPTED:
             record_result(journal, self.settings, experiment, result, flight.files, self.clock())
-            self._discard_early(experiment, verdict)
+            self.judge.discard_early(experiment, verdict)
             return
         corpus = str(result.summary.get("corpus_fingerprint") or "")
         if run.corpus_fingerprint and corpus and corpus != run.corpus_fingerprint:
@@ -772,51 +782,7 @@ class Engine:
         refreshed = journal.experiment_by_id(experiment.id)
         assert refreshed is not None
         if refreshed.number == 0 or run.best_val_bpb is not None:
-            self._decide(refreshed)
-
-    def _early_abort_watch(self, run: Run, experiment: Experiment) -> Watch | None:
-        """A watch over this training against the best run's loss curve, with the margin
-        calibrated on the keeps so far, when this experiment may be stopped early; None when
-        early abort is off or there is nothing to compare with."""
-        engine = self.settings.engine
-        if not engine.early_abort or experiment.number == 0:
-            return None
-        journal = self._journal()
-        experiments = journal.experiments(run.id)
-        by_commit = {e.commit_sha: e for e in experiments if e.commit_sha}
-        parent = by_commit.get(experiment.parent_commit or "")
-        if parent is None:
-            return None
-        # The parent's training with the seed this one trains with first: the same batches.
-        reference = paired_trace(journal.metrics(parent.id))
-        if not reference.points:
-            return None
-        kept = []
-        for other in experiments:
-            origin = by_commit.get(other.parent_commit or "")
-            if other.decision == "keep" and other.number > 0 and origin is not None:
-                kept.append(
-                    (
-                        paired_trace(journal.metrics(other.id)),
-                        paired_trace(journal.metrics(origin.id)),
-                    )
-                )
-        margin = calibrate(kept, engine.early_abort_after, engine.early_abort_margin)
-        return Watch(reference, margin, engine.early_abort_after)
-
-    def _discard_early(self, experiment: Experiment, verdict: Verdict) -> None:
-        """Record a training stopped early as discarded, with the evidence."""
-        journal = self._journal()
-        reason = verdict.describe()
-        current = journal.experiment_by_id(experiment.id)
-        details = dict((current.details if current else experiment.details) or {})
-        journal.update_experiment(
-            experiment.id, details={**details, "early_abort": verdict.evidence()}
-        )
-        self._record_decision(experiment, "discard", reason)
-        failpoint("decided")
-        self.say(f"#{experiment.number} discard: {reason}")
-        self._export()
+            self.judge.decide(refreshed)
 
     # --- deciding ------------------------------------------------------------------------
 
@@ -829,243 +795,8 @@ class Engine:
             if experiment.status != "evaluating" or experiment.id in in_flight:
                 continue
             if experiment.number == 0 or run.best_val_bpb is not None:
-                self._decide(experiment)
+                self.judge.decide(experiment)
                 run = self._run_record()
-
-    def _record_decision(
-        self,
-        experiment: Experiment,
-        decision: str,
-        reason: str,
-        status: str | None = None,
-        run_update: dict[str, Any] | None = None,
-    ) -> None:
-        best_before = self._run_record().best_val_bpb
-        self._journal().record_decision(
-            experiment.id, decision, reason, status, run_update=run_update
-        )
-        current = self._journal().experiment_by_id(experiment.id)
-        value = current.val_bpb if current is not None else experiment.val_bpb
-        self.notices.decided(
-            experiment.number, status or decision, experiment.description, value, best_before
-        )
-
-    def _decide(self, experiment: Experiment) -> None:
-        run = self._run_record()
-        number = experiment.number
-        if experiment.outcome != "ok" or experiment.val_bpb is None:
-            summary = experiment.summary or {}
-            reason = summary.get("reason") or summary.get("runner_reason")
-            status = {"timeout": "timeout", "interrupted": "interrupted"}.get(
-                str(experiment.outcome), "crash"
-            )
-            self._record_decision(
-                experiment, "crash", f"{experiment.outcome}: {reason or 'no summary'}", status
-            )
-            self.say(f"#{number} {status}: {reason}")
-            self._export()
-            if number == 0:
-                self.control.stop_engine = True
-                raise EngineError(
-                    f"the baseline failed ({experiment.outcome}: {reason}); fix train.py in "
-                    f"{self.workspace.path} and run again (its log: {experiment.log_path})"
-                )
-            return
-        trials = self._record_trial(experiment)
-        own = {int(trial["seed"]): float(trial["val_bpb"]) for trial in trials}
-        noise = self._noise_floor(run)
-        best = parent = None
-        if number > 0:
-            best_experiment = self._best_experiment(run)
-            assert run.best_val_bpb is not None
-            best = self._standing(best_experiment, run.best_val_bpb)
-            if experiment.parent_commit != run.best_commit:
-                origin = self._experiment_at(run, experiment.parent_commit)
-                if origin is None or origin.val_bpb is None:
-                    self._record_decision(
-                        experiment, "discard", "the script it was made from has no result"
-                    )
-                    self._export()
-                    return
-                parent = self._standing(origin, origin.val_bpb)
-        flags = {flag.get("kind") for flag in (experiment.details or {}).get("flags") or []}
-        decision = decide(
-            number,
-            own,
-            lines_of_code=experiment.lines_of_code,
-            best=best,
-            parent=parent,
-            noise=noise,
-            rules=Rules(
-                noise_runs=self.settings.engine.noise_runs,
-                confirm_multiple=self.settings.engine.confirm_multiple,
-                metric=self.settings.trainer.metric,
-                source="self-reported" if self.settings.trainer.command else "harness",
-            ),
-            flags={str(flag) for flag in flags},
-        )
-        self._apply_decision(experiment, decision, trials, noise)
-
-    def _apply_decision(
-        self,
-        experiment: Experiment,
-        decision: Decision,
-        trials: list[dict[str, Any]],
-        noise: NoiseFloor,
-    ) -> None:
-        journal = self._journal()
-        run = self._run_record()
-        number = experiment.number
-        if decision.action is Action.TRAIN_AGAIN:
-            self._train_again(experiment, trials, decision.reason)
-            return
-        journal.update_experiment(experiment.id, val_bpb=decision.value)
-        if number == 0:
-            assert experiment.commit_sha is not None
-            self._record_decision(
-                experiment,
-                "keep",
-                decision.reason,
-                run_update={
-                    "baseline_val_bpb": decision.value,
-                    "best_val_bpb": decision.value,
-                    "best_commit": experiment.commit_sha,
-                    "corpus_fingerprint": str(
-                        (experiment.summary or {}).get("corpus_fingerprint", "")
-                    ),
-                },
-            )
-            self.say(f"#0 {decision.reason}")
-            self._export()
-            return
-        journal.update_experiment(
-            experiment.id,
-            details={**(experiment.details or {}), "trials": trials, "evidence": decision.evidence},
-        )
-        if decision.action is Action.REAPPLY:
-            self._reapply(experiment, decision, trials)
-            return
-        if decision.action is Action.KEEP:
-            assert experiment.commit_sha is not None
-            self.workspace.keep(run.tag, experiment.commit_sha)
-            failpoint("kept")
-            self._record_decision(
-                experiment,
-                "keep",
-                decision.reason,
-                run_update={"best_val_bpb": decision.value, "best_commit": experiment.commit_sha},
-            )
-        else:
-            self._record_decision(experiment, "discard", decision.reason)
-        failpoint("decided")
-        self.say(f"#{number} {decision.action}: {decision.reason}")
-        self._export()
-
-    def _reapply(
-        self, experiment: Experiment, decision: Decision, trials: list[dict[str, Any]]
-    ) -> None:
-        """Put a stale experiment's change onto the new best, to be trained and decided there;
-        discard it when the change no longer applies."""
-        journal = self._journal()
-        run = self._run_record()
-        assert experiment.commit_sha is not None
-        details = dict(experiment.details or {})
-        rebase = int(details.get("rebases", 0)) + 1
-        sha = self.workspace.reapply(run.tag, experiment.number, experiment.commit_sha, rebase)
-        if sha is None:
-            reason = f"{decision.reason.split('; its change')[0]}; its change does not apply there"
-            self._record_decision(experiment, "discard", reason)
-            self.say(f"#{experiment.number} discard: {reason}")
-            self._export()
-            return
-        script = self.workspace.script_at(sha)
-        stale = [
-            *details.get("stale", []),
-            {
-                "commit": experiment.commit_sha,
-                "parent": experiment.parent_commit,
-                "trials": trials,
-                "reason": decision.reason,
-            },
-        ]
-        details.update(rebases=rebase, stale=stale, trials=[])
-        details.pop("seed", None)
-        details.pop("evidence", None)
-        journal.update_experiment(
-            experiment.id,
-            status="committed",
-            commit_sha=sha,
-            parent_commit=run.best_commit,
-            diff=self.workspace.diff(sha),
-            script_hash=script_hash(script),
-            lines_of_code=lines_of_code(script),
-            outcome=None,
-            val_bpb=None,
-            details=details,
-        )
-        message = f"#{experiment.number} {decision.reason}"
-        journal.add_event("reapply", message, run_id=run.id, experiment_id=experiment.id)
-        self.say(message)
-
-    def _record_trial(self, experiment: Experiment) -> list[dict[str, Any]]:
-        """The experiment's trainings so far, this one included (recorded once, even when
-        the engine decides again after a restart)."""
-        details = dict(experiment.details or {})
-        trials: list[dict[str, Any]] = list(details.get("trials", []))
-        seed = details.get("seed", self.settings.trainer.seed)
-        if not any(trial.get("seed") == seed for trial in trials):
-            trials.append(
-                {
-                    "seed": seed,
-                    "val_bpb": experiment.val_bpb,
-                    "training_seconds": experiment.training_seconds,
-                    "num_steps": experiment.num_steps,
-                    "log_path": experiment.log_path,
-                }
-            )
-            self._journal().update_experiment(experiment.id, details={**details, "trials": trials})
-        return trials
-
-    def _train_again(self, experiment: Experiment, trials: list[dict[str, Any]], why: str) -> None:
-        """Send a trained experiment back for one more training, with the next seed."""
-        journal = self._journal()
-        seed = self.settings.trainer.seed + len(trials)
-        values = ", ".join(f"{float(trial['val_bpb']):.6f}" for trial in trials)
-        message = f"#{experiment.number} {why} with seed {seed} (so far: {values})"
-        journal.update_experiment(experiment.id, status="committed")
-        journal.add_event("noise", message, run_id=experiment.run_id, experiment_id=experiment.id)
-        self.say(message)
-
-    def _noise_floor(self, run: Run) -> NoiseFloor:
-        """The margin from every script of this run trained more than once, published for
-        `cockpit status` and the cockpit."""
-        groups = [
-            [float(trial["val_bpb"]) for trial in (e.details or {}).get("trials", [])]
-            for e in self._journal().experiments(run.id)
-        ]
-        engine = self.settings.engine
-        noise = noise_floor(groups, floor=engine.keep_margin_bpb, multiple=engine.noise_multiple)
-        self._journal().set_state(
-            keep_margin_bpb=noise.margin, noise_spread_bpb=noise.spread, noise_runs=noise.runs
-        )
-        return noise
-
-    def _experiment_at(self, run: Run, commit: str | None) -> Experiment | None:
-        for experiment in self._journal().experiments(run.id):
-            if commit is not None and experiment.commit_sha == commit:
-                return experiment
-        return None
-
-    def _best_experiment(self, run: Run) -> Experiment | None:
-        return self._experiment_at(run, run.best_commit)
-
-    @staticmethod
-    def _standing(experiment: Experiment | None, value: float) -> Standing:
-        if experiment is None:
-            return Standing(-1, value)
-        return Standing(
-            experiment.number, value, dict(trial_results(experiment)), experiment.lines_of_code
-        )
 
     # --- commands ------------------------------------------------------------------------
 
@@ -1124,7 +855,7 @@ class Engine:
         if kind in (Kind.APPROVE, Kind.VETO):
             return self._approve_or_veto(run, steer)
         assert steer.experiment is not None
-        return self._override(run, kind, steer.experiment)
+        return self.judge.override(run, kind is Kind.OVERRIDE_KEEP, steer.experiment)
 
     def _approve_or_veto(self, run: Run, steer: Steer) -> str:
         journal = self._journal()
@@ -1143,43 +874,6 @@ class Engine:
         journal.add_event("veto", f"#{number} {experiment.description}: {reason}", run_id=run.id)
         self.say(f"#{number} vetoed: {reason}")
         return f"vetoed #{number}"
-
-    def _override(self, run: Run, kind: Kind, number: int) -> str:
-        journal = self._journal()
-        experiment = journal.experiment(run.id, number)
-        if experiment is None or experiment.commit_sha is None or not experiment.is_final:
-            raise ValueError(f"experiment #{number} has no decision to override")
-        if kind is Kind.OVERRIDE_KEEP:
-            if experiment.val_bpb is None:
-                raise ValueError(f"experiment #{number} has no val_bpb to keep")
-            self.workspace.keep(run.tag, experiment.commit_sha)
-            self._record_decision(
-                experiment,
-                "keep",
-                "kept by the researcher (override)",
-                run_update={
-                    "best_val_bpb": experiment.val_bpb,
-                    "best_commit": experiment.commit_sha,
-                },
-            )
-        else:
-            if experiment.commit_sha != run.best_commit or experiment.parent_commit is None:
-                raise ValueError(
-                    f"only the current best experiment can be reverted; #{number} is not it"
-                )
-            parent = self._experiment_at(run, experiment.parent_commit)
-            self.workspace.revert_to(run.tag, experiment.parent_commit)
-            journal.record_decision(
-                experiment.id,
-                "discard",
-                "reverted by the researcher (override)",
-                run_update={
-                    "best_val_bpb": parent.val_bpb if parent else None,
-                    "best_commit": experiment.parent_commit,
-                },
-            )
-        self._export()
-        return f"{kind.value.replace('override_', '')} #{number}"
 
     # --- state ---------------------------------------------------------------------------
 

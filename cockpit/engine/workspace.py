@@ -28,6 +28,7 @@ import pygit2
 from pygit2.enums import CheckoutStrategy, FileMode, RepositoryOpenFlag
 
 from cockpit.engine.paths import WorkspacePaths
+from cockpit.engine.reapply import carry_change
 
 __all__ = [
     "DEFAULT_SCRIPT",
@@ -477,18 +478,22 @@ class Workspace:
 
     def reapply(self, tag: str, number: int, sha: str, rebase: int) -> str | None:
         """Re-apply experiment ``number``'s change (``sha`` against its parent) onto the run's
-        best commit, as a three-way merge of the script; the new commit takes the experiment's
-        ref, and the commit it replaces keeps one of its own (``<number>-stale<rebase>``), so
-        its diff is never lost. Returns the new sha, or None when the change conflicts with
-        what the best changed since."""
+        best commit (see `reapply.carry_change`); the new commit takes the experiment's ref,
+        and the commit it replaces keeps one of its own (``<number>-stale<rebase>``), so its
+        diff is never lost. Returns the new sha, or None when the change does not apply to
+        the best (or is in it already)."""
         commit = self._commit(sha)
         if not commit.parents:
             raise WorkspaceError(f"commit {_short(commit.id)} has no parent to re-apply from")
         tip = self._tip(tag)
-        merged = self._repo.merge_trees(commit.parents[0].tree, tip.tree, commit.tree)
-        if merged.conflicts is not None:
+        carried = carry_change(
+            self.script_at(str(commit.parent_ids[0])),
+            self.script_at(sha),
+            self.script_at(str(tip.id)),
+        )
+        if carried is None:
             return None
-        tree = merged.write_tree(self._repo)
+        tree = self._tree_with_blob(tip.tree, self._repo.create_blob(carried.encode("utf-8")))
         signature = self._signature()
         message = f"{commit.message.rstrip()}\n\n(re-applied onto {_short(tip.id)})\n"
         new_id = self._repo.create_commit(None, signature, signature, message, tree, [tip.id])

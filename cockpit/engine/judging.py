@@ -1,0 +1,332 @@
+"""Judging trained experiments: `decide.decide`'s verdicts applied to the journal and the
+run's branch.
+
+A keep advances the branch and the best; a discard leaves both; a training to repeat goes
+back to wait for a worker with the next seed; a gain made on a best that has moved since is
+re-applied onto the new best and waits to be trained there. Every decision is recorded with
+its reason and evidence, results.tsv is rewritten, and the notices hear of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agent.proposal import script_hash
+from cockpit.config import Settings
+from cockpit.engine.decide import Action, Decision, Rules, Standing
+from cockpit.engine.decide import decide as judge
+from cockpit.engine.early_abort import Verdict
+from cockpit.engine.errors import EngineError
+from cockpit.engine.failpoints import failpoint
+from cockpit.engine.journal import Experiment, Journal, Run
+from cockpit.engine.noise import NoiseFloor, noise_floor
+from cockpit.engine.notify import EngineNotices
+from cockpit.engine.readmodel import trial_results
+from cockpit.engine.workspace import Workspace, lines_of_code
+
+
+class Judge:
+    """Decides the trained experiments of one run."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        workspace: Workspace,
+        settings: Settings,
+        notices: EngineNotices,
+        run: Callable[[], Run],
+        export: Callable[[], None],
+        say: Callable[[str], None],
+    ) -> None:
+        self.journal = journal
+        self.workspace = workspace
+        self.settings = settings
+        self.notices = notices
+        self.run = run  # the run's record as the journal has it now
+        self.export = export  # rewrites results.tsv after a decision
+        self.say = say
+
+    def discard_early(self, experiment: Experiment, verdict: Verdict) -> None:
+        """Record a training stopped early as discarded, with the evidence."""
+        journal = self.journal
+        reason = verdict.describe()
+        current = journal.experiment_by_id(experiment.id)
+        details = dict((current.details if current else experiment.details) or {})
+        journal.update_experiment(
+            experiment.id, details={**details, "early_abort": verdict.evidence()}
+        )
+        self.record_decision(experiment, "discard", reason)
+        failpoint("decided")
+        self.say(f"#{experiment.number} discard: {reason}")
+        self.export()
+
+    def record_decision(
+        self,
+        experiment: Experiment,
+        decision: str,
+        reason: str,
+        status: str | None = None,
+        run_update: dict[str, Any] | None = None,
+    ) -> None:
+        best_before = self.run().best_val_bpb
+        self.journal.record_decision(experiment.id, decision, reason, status, run_update=run_update)
+        current = self.journal.experiment_by_id(experiment.id)
+        value = current.val_bpb if current is not None else experiment.val_bpb
+        self.notices.decided(
+            experiment.number, status or decision, experiment.description, value, best_before
+        )
+
+    def decide(self, experiment: Experiment) -> None:
+        run = self.run()
+        number = experiment.number
+        if experiment.outcome != "ok" or experiment.val_bpb is None:
+            summary = experiment.summary or {}
+            reason = summary.get("reason") or summary.get("runner_reason")
+            status = {"timeout": "timeout", "interrupted": "interrupted"}.get(
+                str(experiment.outcome), "crash"
+            )
+            self.record_decision(
+                experiment, "crash", f"{experiment.outcome}: {reason or 'no summary'}", status
+            )
+            self.say(f"#{number} {status}: {reason}")
+            self.export()
+            if number == 0:
+                raise EngineError(
+                    f"the baseline failed ({experiment.outcome}: {reason}); fix train.py in "
+                    f"{self.workspace.path} and run again (its log: {experiment.log_path})"
+                )
+            return
+        trials = self._record_trial(experiment)
+        own = {int(trial["seed"]): float(trial["val_bpb"]) for trial in trials}
+        noise = self._noise_floor(run)
+        best = parent = None
+        if number > 0:
+            best_experiment = self.best_experiment(run)
+            assert run.best_val_bpb is not None
+            best = self._standing(best_experiment, run.best_val_bpb)
+            if experiment.parent_commit != run.best_commit:
+                origin = self.experiment_at(run, experiment.parent_commit)
+                if origin is None or origin.val_bpb is None:
+                    self.record_decision(
+                        experiment, "discard", "the script it was made from has no result"
+                    )
+                    self.export()
+                    return
+                parent = self._standing(origin, origin.val_bpb)
+        flags = {flag.get("kind") for flag in (experiment.details or {}).get("flags") or []}
+        decision = judge(
+            number,
+            own,
+            lines_of_code=experiment.lines_of_code,
+            best=best,
+            parent=parent,
+            noise=noise,
+            rules=Rules(
+                noise_runs=self.settings.engine.noise_runs,
+                confirm_multiple=self.settings.engine.confirm_multiple,
+                metric=self.settings.trainer.metric,
+                source="self-reported" if self.settings.trainer.command else "harness",
+            ),
+            flags={str(flag) for flag in flags},
+        )
+        self._apply_decision(experiment, decision, trials, noise)
+
+    def _apply_decision(
+        self,
+        experiment: Experiment,
+        decision: Decision,
+        trials: list[dict[str, Any]],
+        noise: NoiseFloor,
+    ) -> None:
+        journal = self.journal
+        run = self.run()
+        number = experiment.number
+        if decision.action is Action.TRAIN_AGAIN:
+            self._train_again(experiment, trials, decision.reason)
+            return
+        journal.update_experiment(experiment.id, val_bpb=decision.value)
+        if number == 0:
+            assert experiment.commit_sha is not None
+            self.record_decision(
+                experiment,
+                "keep",
+                decision.reason,
+                run_update={
+                    "baseline_val_bpb": decision.value,
+                    "best_val_bpb": decision.value,
+                    "best_commit": experiment.commit_sha,
+                    "corpus_fingerprint": str(
+                        (experiment.summary or {}).get("corpus_fingerprint", "")
+                    ),
+                },
+            )
+            self.say(f"#0 {decision.reason}")
+            self.export()
+            return
+        journal.update_experiment(
+            experiment.id,
+            details={**(experiment.details or {}), "trials": trials, "evidence": decision.evidence},
+        )
+        if decision.action is Action.REAPPLY:
+            self._reapply(experiment, decision, trials)
+            return
+        if decision.action is Action.KEEP:
+            assert experiment.commit_sha is not None
+            self.workspace.keep(run.tag, experiment.commit_sha)
+            failpoint("kept")
+            self.record_decision(
+                experiment,
+                "keep",
+                decision.reason,
+                run_update={"best_val_bpb": decision.value, "best_commit": experiment.commit_sha},
+            )
+        else:
+            self.record_decision(experiment, "discard", decision.reason)
+        failpoint("decided")
+        self.say(f"#{number} {decision.action}: {decision.reason}")
+        self.export()
+
+    def _reapply(
+        self, experiment: Experiment, decision: Decision, trials: list[dict[str, Any]]
+    ) -> None:
+        """Put a stale experiment's change onto the new best, to be trained and decided there;
+        discard it when the change no longer applies."""
+        journal = self.journal
+        run = self.run()
+        assert experiment.commit_sha is not None
+        details = dict(experiment.details or {})
+        rebase = int(details.get("rebases", 0)) + 1
+        sha = self.workspace.reapply(run.tag, experiment.number, experiment.commit_sha, rebase)
+        if sha is None:
+            reason = f"{decision.reason.split('; its change')[0]}; its change does not apply there"
+            self.record_decision(experiment, "discard", reason)
+            self.say(f"#{experiment.number} discard: {reason}")
+            self.export()
+            return
+        script = self.workspace.script_at(sha)
+        stale = [
+            *details.get("stale", []),
+            {
+                "commit": experiment.commit_sha,
+                "parent": experiment.parent_commit,
+                "trials": trials,
+                "reason": decision.reason,
+            },
+        ]
+        details.update(rebases=rebase, stale=stale, trials=[])
+        details.pop("seed", None)
+        details.pop("evidence", None)
+        journal.update_experiment(
+            experiment.id,
+            status="committed",
+            commit_sha=sha,
+            parent_commit=run.best_commit,
+            diff=self.workspace.diff(sha),
+            script_hash=script_hash(script),
+            lines_of_code=lines_of_code(script),
+            outcome=None,
+            val_bpb=None,
+            details=details,
+        )
+        message = f"#{experiment.number} {decision.reason}"
+        journal.add_event("reapply", message, run_id=run.id, experiment_id=experiment.id)
+        self.say(message)
+
+    def _record_trial(self, experiment: Experiment) -> list[dict[str, Any]]:
+        """The experiment's trainings so far, this one included (recorded once, even when
+        the engine decides again after a restart)."""
+        details = dict(experiment.details or {})
+        trials: list[dict[str, Any]] = list(details.get("trials", []))
+        seed = details.get("seed", self.settings.trainer.seed)
+        if not any(trial.get("seed") == seed for trial in trials):
+            trials.append(
+                {
+                    "seed": seed,
+                    "val_bpb": experiment.val_bpb,
+                    "training_seconds": experiment.training_seconds,
+                    "num_steps": experiment.num_steps,
+                    "log_path": experiment.log_path,
+                }
+            )
+            self.journal.update_experiment(experiment.id, details={**details, "trials": trials})
+        return trials
+
+    def _train_again(self, experiment: Experiment, trials: list[dict[str, Any]], why: str) -> None:
+        """Send a trained experiment back for one more training, with the next seed."""
+        journal = self.journal
+        seed = self.settings.trainer.seed + len(trials)
+        values = ", ".join(f"{float(trial['val_bpb']):.6f}" for trial in trials)
+        message = f"#{experiment.number} {why} with seed {seed} (so far: {values})"
+        journal.update_experiment(experiment.id, status="committed")
+        journal.add_event("noise", message, run_id=experiment.run_id, experiment_id=experiment.id)
+        self.say(message)
+
+    def _noise_floor(self, run: Run) -> NoiseFloor:
+        """The margin from every script of this run trained more than once, published for
+        `cockpit status` and the cockpit."""
+        groups = [
+            [float(trial["val_bpb"]) for trial in (e.details or {}).get("trials", [])]
+            for e in self.journal.experiments(run.id)
+        ]
+        engine = self.settings.engine
+        noise = noise_floor(groups, floor=engine.keep_margin_bpb, multiple=engine.noise_multiple)
+        self.journal.set_state(
+            keep_margin_bpb=noise.margin, noise_spread_bpb=noise.spread, noise_runs=noise.runs
+        )
+        return noise
+
+    def experiment_at(self, run: Run, commit: str | None) -> Experiment | None:
+        for experiment in self.journal.experiments(run.id):
+            if commit is not None and experiment.commit_sha == commit:
+                return experiment
+        return None
+
+    def best_experiment(self, run: Run) -> Experiment | None:
+        return self.experiment_at(run, run.best_commit)
+
+    @staticmethod
+    def _standing(experiment: Experiment | None, value: float) -> Standing:
+        if experiment is None:
+            return Standing(-1, value)
+        return Standing(
+            experiment.number, value, dict(trial_results(experiment)), experiment.lines_of_code
+        )
+
+    def override(self, run: Run, keep: bool, number: int) -> str:
+        """The researcher's keep or discard of a decided experiment, against the decision."""
+        journal = self.journal
+        experiment = journal.experiment(run.id, number)
+        if experiment is None or experiment.commit_sha is None or not experiment.is_final:
+            raise ValueError(f"experiment #{number} has no decision to override")
+        if keep:
+            if experiment.val_bpb is None:
+                raise ValueError(f"experiment #{number} has no val_bpb to keep")
+            self.workspace.keep(run.tag, experiment.commit_sha)
+            self.record_decision(
+                experiment,
+                "keep",
+                "kept by the researcher (override)",
+                run_update={
+                    "best_val_bpb": experiment.val_bpb,
+                    "best_commit": experiment.commit_sha,
+                },
+            )
+        else:
+            if experiment.commit_sha != run.best_commit or experiment.parent_commit is None:
+                raise ValueError(
+                    f"only the current best experiment can be reverted; #{number} is not it"
+                )
+            parent = self.experiment_at(run, experiment.parent_commit)
+            self.workspace.revert_to(run.tag, experiment.parent_commit)
+            journal.record_decision(
+                experiment.id,
+                "discard",
+                "reverted by the researcher (override)",
+                run_update={
+                    "best_val_bpb": parent.val_bpb if parent else None,
+                    "best_commit": experiment.parent_commit,
+                },
+            )
+        self.export()
+        return f"{'keep' if keep else 'discard'} #{number}"

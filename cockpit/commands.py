@@ -21,7 +21,7 @@ from cockpit.engine.agent_status import (
     recent_proposers,
 )
 from cockpit.engine.agents import build_agent
-from cockpit.engine.journal import Journal, JournalError
+from cockpit.engine.journal import Journal, JournalError, Run
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
 from cockpit.engine.readmodel import engine_lock_held, engine_lock_pid, integrity_flags
 from cockpit.engine.steering import Kind, Steer
@@ -124,6 +124,27 @@ def _open_journal(workspace: Workspace, *, readonly: bool) -> Journal | None:
     return Journal.open(path, readonly=readonly)
 
 
+def _workers(state: dict[str, Any], journal: Journal, run: Run) -> list[dict[str, Any]]:
+    """The engine's workers as `cockpit status` shows them: device, experiment, phase."""
+    workers = []
+    for worker in state.get("workers") or []:
+        if not isinstance(worker, dict):
+            continue
+        entry = {key: worker.get(key) for key in ("worker", "device", "experiment", "phase")}
+        number, started = worker.get("experiment"), worker.get("started_at")
+        budget = worker.get("budget_seconds")
+        entry["time_left"] = (
+            round(max(0.0, budget - (time.time() - started)), 1)
+            if worker.get("phase") == "training" and isinstance(started, (int, float))
+            and isinstance(budget, (int, float))
+            else None
+        )  # fmt: skip
+        experiment = journal.experiment(run.id, number) if isinstance(number, int) else None
+        entry["description"] = experiment.description if experiment is not None else None
+        workers.append(entry)
+    return workers
+
+
 def status_report(workspace: Workspace) -> dict[str, Any]:
     """What `cockpit status` says, as data."""
     running = engine_running(workspace)
@@ -195,6 +216,7 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                     experiments.values(), exclude=None if current is None else current.experiment
                 )
             ]
+        report["workers"] = _workers(state, journal, run) if running and run is not None else []
         if running:
             report.update(
                 phase=state.get("phase", "starting"),
@@ -257,6 +279,16 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
     confinement = report.get("confinement")
     if confinement is not None:
         print(f"  {'confinement: ' if confinement['enforced'] else ''}{confinement['message']}")
+    if len(report.get("workers") or []) > 1:
+        for worker in report["workers"]:
+            doing = "idle"
+            if worker["experiment"] is not None:
+                doing = f"#{worker['experiment']} {worker['phase']}"
+                if worker["time_left"] is not None:
+                    doing += f", {worker['time_left']:.0f} s left"
+                if worker["description"]:
+                    doing += f": {worker['description']}"
+            print(f"  worker {worker['worker']} ({worker['device']}): {doing}")
     current = report.get("in_flight")
     recent = report.get("recent_proposers") or []
     if current is not None or recent:

@@ -883,8 +883,14 @@ class Engine:
     def _publish(self, force: bool = False) -> None:
         """Say what the workers do (state `workers`, and the phase, experiment and time left
         of the latest training, as a single worker has always said them)."""
-        flights = sorted(self._flights.values(), key=lambda f: f.worker.index)
-        workers = [flight.state() for flight in flights]
+        flights = list(self._flights.values())
+        workers = [
+            self._flights[worker.index].state()
+            if worker.index in self._flights
+            else {"worker": worker.index, "device": worker.label, "experiment": None,
+                  "phase": "idle", "started_at": None, "budget_seconds": None, "pid": None}
+            for worker in self.workers
+        ]  # fmt: skip
         lead = max(flights, key=lambda f: f.handle.started_at, default=None)
         if lead is not None:
             phase, number = lead.phase, lead.number

@@ -1,0 +1,206 @@
+"""Several workers training side by side: real engines, real trainings, real git."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from agent.proposal import Proposal, ProposalContext
+from cockpit.config import load_settings
+from cockpit.engine.journal import Experiment, Journal
+from cockpit.engine.loop import Engine, EngineOptions
+from cockpit.engine.monitor import ScriptedGpuSource
+from cockpit.engine.workers import Worker
+from tests.conftest import SCRIPTS
+from tests.helpers import cockpit, experiments, git, git_env, make_workspace, spawn, state, wait_for
+
+
+def overlapping(records: list[Experiment]) -> list[tuple[int, int]]:
+    """Pairs of experiments whose trainings ran at the same time (journal timestamps)."""
+    spans = [(e.number, e.started_at, e.ended_at) for e in records if e.started_at and e.ended_at]
+    return [
+        (a, b)
+        for position, (a, start_a, end_a) in enumerate(spans)
+        for (b, start_b, end_b) in spans[position + 1 :]
+        if max(start_a, start_b) < min(end_a, end_b)
+    ]
+
+
+def branch_holds_only_keeps(root: Path, tag: str, records: list[Experiment]) -> None:
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        run = journal.run_by_tag(tag)
+    assert run is not None
+    kept = {e.commit_sha for e in records if e.decision == "keep"}
+    chain = git(root, "rev-list", "--first-parent", f"cockpit/{tag}", f"^{run.base_commit}").split()
+    assert set(chain) <= kept, (chain, kept)
+    assert git(root, "rev-parse", f"cockpit/{tag}").strip() == run.best_commit
+
+
+def test_two_workers_train_side_by_side_each_idea_once(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--workers", "2", "--experiments", "4",
+        "--tag", "par",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 workers: cpu 0, cpu 1" in result.stdout
+    records = experiments(root)
+    assert [e.number for e in records] == [0, 1, 2, 3, 4]
+    assert all(e.is_final for e in records)
+    assert overlapping(records), "no two trainings ran at the same time"
+    trained = [e.script_hash for e in records]
+    assert len(set(trained)) == len(trained)  # no idea trained twice
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert len(rows) == 6
+    branch_holds_only_keeps(root, "par", records)
+    # One worktree per worker, detached; no branch for them; a sound repository.
+    listed = git(root, "worktree", "list", "--porcelain")
+    assert listed.count("worktrees/worker-") == 2 and listed.count("detached") == 2
+    assert set(git(root, "branch", "--format=%(refname:short)").split()) == {"main", "cockpit/par"}
+    git(root, "fsck", "--strict")
+    # Each training ran with its worker's share of the cores.
+    share = len(os.sched_getaffinity(0)) // 2
+    assert {(e.summary or {}).get("threads") for e in records} == {share}
+
+
+class Scripted:
+    """Proposes the given edits of the best script, in order (a stand-in for the model)."""
+
+    name = "scripted"
+
+    def __init__(self, edits: list[tuple[str, str, str]]) -> None:
+        self.edits = list(edits)
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        from agent.proposal import NoProposal
+
+        if not self.edits:
+            raise NoProposal("no more edits")
+        description, search, replace = self.edits.pop(0)
+        assert search in context.best_script, (search, context.best_script)
+        return Proposal(
+            description, "it should help", context.best_script.replace(search, replace), "scripted"
+        )
+
+
+def test_a_gain_on_a_best_that_moved_is_reapplied_and_confirmed_on_the_new_best(
+    tmp_path: Path,
+) -> None:
+    # A script that learns too slowly, and two ideas that each speed it up; proposed on the
+    # same best and trained side by side, the one that finishes second finds the best moved.
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        (SCRIPTS / "tiny_research.py")
+        .read_text()
+        .replace(
+            "LEARNING_RATE = 0.1  # AdamW learning rate", "LEARNING_RATE = 0.001\nLR_BOOST = 1.0"
+        )
+        .replace("lr=LEARNING_RATE,", "lr=LEARNING_RATE * LR_BOOST,")
+    )
+    assert "LEARNING_RATE * LR_BOOST" in slow.read_text()
+    root = tmp_path / "ws"
+    workspace = make_workspace(root, slow)
+    notices = tmp_path / "notices.txt"
+    settings = load_settings(
+        root,
+        overrides={
+            "notify.command": f'echo "$COCKPIT_NOTIFY_KIND" >> {notices}',
+            "notify.min_interval_seconds": 0.0,
+        },
+    )
+    proposer = Scripted(
+        [
+            ("raise the learning rate", "LEARNING_RATE = 0.001", "LEARNING_RATE = 0.05"),
+            ("boost the learning rate", "LR_BOOST = 1.0", "LR_BOOST = 50.0"),
+        ]
+    )
+    engine = Engine(
+        workspace,
+        settings,
+        proposer,
+        gpu_source=ScriptedGpuSource.no_gpu(),
+        workers=[Worker(0, "cpu"), Worker(1, "cpu")],
+    )
+    assert engine.run(EngineOptions(tag="moved", experiments=2)) == 0
+    records = experiments(root)
+    assert [e.number for e in records] == [0, 1, 2]
+    first, second = records[1], records[2]
+    kept, moved = (
+        (first, second) if first.details and not first.details.get("rebases") else (second, first)
+    )
+    assert kept.decision == "keep", kept.decision_reason
+    assert moved.details and moved.details["rebases"] == 1
+    stale = moved.details["stale"][0]
+    assert "the best moved to" in stale["reason"] and "re-applied" in stale["reason"]
+    assert stale["parent"] == records[0].commit_sha and len(stale["trials"]) == 1
+    # Re-applied onto the keep, trained there, and decided against it.
+    assert moved.parent_commit == kept.commit_sha and moved.is_final
+    script = workspace.script_at(moved.commit_sha or "")
+    assert "LEARNING_RATE = 0.05" in script and "LR_BOOST = 50.0" in script
+    assert moved.log_path and "-on1" in Path(moved.log_path).parent.name
+    assert moved.details["evidence"]["best_before"] == kept.val_bpb
+    stale_ref = git(root, "rev-parse", f"refs/cockpit/moved/{moved.number}-stale1").strip()
+    assert stale_ref == stale["commit"]
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        assert [e.experiment_id for e in journal.events(kinds=["reapply"])] == [moved.id]
+    branch_holds_only_keeps(root, "moved", records)
+    git(root, "fsck", "--strict")
+    told = notices.read_text().split()
+    assert "new_best" in told and told[-1] == "engine_stopped"
+
+
+def test_kill_9_with_two_trainings_in_flight_runs_both_again_once(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    config = root / "config.toml"
+    config.write_text(config.read_text().replace("budget_seconds = 1.5", "budget_seconds = 6"))
+    subprocess.run(["git", "-C", str(root), "commit", "-qam", "longer"], check=True, env=git_env())
+    engine = spawn(
+        "run", "--headless", "--workspace", str(root), "--workers", "2", "--experiments", "2",
+        "--tag", "kill",
+    )  # fmt: skip
+    try:
+        pids = wait_for(
+            lambda: (lambda p: p if isinstance(p, list) and len(p) == 2 else None)(
+                state(root, "train_pids")
+            ),
+            timeout=90,
+            what="two trainings in flight",
+        )
+        status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+        workers = status["workers"]
+        assert [w["device"] for w in workers] == ["cpu 0", "cpu 1"]
+        assert {w["phase"] for w in workers} <= {"training", "evaluating"}
+        assert sorted(w["experiment"] for w in workers) == [0, 1]
+        engine.send_signal(signal.SIGKILL)
+        engine.wait(timeout=30)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert [e.status for e in experiments(root)][:2] == ["training", "training"]
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--workers", "2", "--tag", "kill",
+        "--experiments", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert isinstance(pids, list)
+    for pid in pids:  # the orphans were stopped, not left to train on
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    records = experiments(root)
+    assert [e.number for e in records] == [0, 1, 2]
+    assert all(e.is_final for e in records)
+    assert [e.attempt for e in records] == [2, 2, 1]
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        interrupted = journal.events(kinds=["interrupted"])
+    assert sorted(event.message.split()[1] for event in interrupted) == ["0", "1"]
+    rows = (root / "results.tsv").read_text().splitlines()
+    assert len(rows) == 4 and len({row.split("\t")[0] for row in rows[1:]}) == 3
+    listed = git(root, "worktree", "list", "--porcelain")
+    assert listed.count("worktrees/worker-") == 2  # reused, not piled up
+    git(root, "fsck", "--strict")

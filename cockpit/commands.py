@@ -21,6 +21,7 @@ from cockpit.engine.agent_status import (
     recent_proposers,
 )
 from cockpit.engine.agents import build_agent
+from cockpit.engine.executors import executor_for
 from cockpit.engine.journal import Journal, JournalError, Run
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
 from cockpit.engine.readmodel import engine_lock_held, engine_lock_pid, integrity_flags
@@ -63,8 +64,15 @@ def run_settings(workspace: Workspace, overrides: dict[str, Any]) -> Settings:
 
 def cmd_run(workspace: Workspace, overrides: dict[str, Any], tag: str | None, adopt: bool) -> int:
     settings = run_settings(workspace, overrides)
+    try:
+        executor = executor_for(settings, workspace.paths)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     agent = build_agent(settings)
-    engine = Engine(workspace, settings, agent.proposer, out=sys.stdout, agent=agent)
+    engine = Engine(
+        workspace, settings, agent.proposer, out=sys.stdout, agent=agent, executor=executor
+    )
     options = EngineOptions(tag=tag, experiments=overrides.get("engine.experiments"), adopt=adopt)
     try:
         return engine.run(options)

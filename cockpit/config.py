@@ -40,6 +40,7 @@ __all__ = [
     "AgentSettings",
     "ConfigError",
     "EngineSettings",
+    "ExecutorSettings",
     "NotifySettings",
     "PathsSettings",
     "Settings",
@@ -466,6 +467,56 @@ class PathsSettings(BaseModel):
         return platformdirs.user_cache_path(_APP_NAME)
 
 
+class ExecutorSettings(BaseModel):
+    """The ``[executor]`` section: where trainings run (this machine, or a cluster)."""
+
+    model_config = _MODEL_CONFIG
+
+    kind: str = Field(
+        default="local",
+        pattern=r"^(local|slurm|ray)$",
+        description=(
+            "local: trainings are processes on this machine; slurm: each training is a SLURM "
+            "job, submitted through submitit (the workspace must be on storage the nodes "
+            "share); ray: each training runs on a Ray cluster, one GPU each."
+        ),
+        json_schema_extra={"allowed": '"local", "slurm" or "ray"'},
+    )
+    partition: str = Field(
+        default="",
+        description='The SLURM partition of the jobs; "" = the cluster\'s default.',
+        json_schema_extra={"allowed": 'a partition name, or ""'},
+    )
+    gpus_per_job: int = Field(
+        default=1,
+        ge=0,
+        description="GPUs each SLURM job asks for (0 on nodes without GPUs).",
+        json_schema_extra={"allowed": "an integer, 0 or more"},
+    )
+    cpus_per_job: int = Field(
+        default=0,
+        ge=0,
+        description="Cores each SLURM job or Ray training asks for; 0 = one.",
+        json_schema_extra={"allowed": "an integer, 0 or more"},
+    )
+    slurm_local: bool = Field(
+        default=False,
+        description=(
+            "Run the SLURM path through submitit's local executor, on this machine: to try "
+            "the setup out before a cluster is at hand."
+        ),
+        json_schema_extra={"allowed": "true or false"},
+    )
+    ray_address: str = Field(
+        default="",
+        description=(
+            'The Ray cluster: "" = start one on this machine, "auto" = the cluster this '
+            'machine belongs to, or an address such as "ray://head:10001".'
+        ),
+        json_schema_extra={"allowed": 'an address, "auto" or ""'},
+    )
+
+
 class Settings(BaseModel):
     """All settings, one attribute per ``[section]`` of config.toml."""
 
@@ -486,6 +537,9 @@ class Settings(BaseModel):
     )
     notify: NotifySettings = Field(
         default_factory=NotifySettings, description="Notices sent while a run goes on."
+    )
+    executor: ExecutorSettings = Field(
+        default_factory=ExecutorSettings, description="Where trainings run."
     )
 
 

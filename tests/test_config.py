@@ -13,6 +13,7 @@ from cockpit.config import (
     AgentSettings,
     ConfigError,
     EngineSettings,
+    ExecutorSettings,
     NotifySettings,
     PathsSettings,
     Settings,
@@ -36,6 +37,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "ui": UISettings,
     "paths": PathsSettings,
     "notify": NotifySettings,
+    "executor": ExecutorSettings,
 }
 
 
@@ -313,7 +315,7 @@ def test_unknown_section_names_line(tmp_path: Path) -> None:
     workspace = write_workspace(tmp_path, "[trainer]\nseed = 1\n\n[foo]\nbar = 1\n")
     message = load_error(workspace)
     assert message.startswith(f"{workspace / 'config.toml'}:4: unknown section [foo].")
-    assert "Valid sections: [agent], [engine], [notify], [paths], [trainer], [ui]." in message
+    assert "Valid sections: [agent], [engine], [executor], [notify], [paths], [trainer], [ui]." in message
 
 
 def test_unknown_subtable_of_a_section(tmp_path: Path) -> None:

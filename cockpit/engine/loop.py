@@ -53,7 +53,13 @@ from cockpit.engine.proposing import Basis, Draft, Drafting
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, is_training_process, kill_tree
 from cockpit.engine.steering import Kind, Steer
-from cockpit.engine.workers import Worker, WorkerError, plan_workers, visible_gpus
+from cockpit.engine.workers import (
+    Worker,
+    WorkerError,
+    cluster_workers,
+    plan_workers,
+    visible_gpus,
+)
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
 from trainer.outcomes import Outcome
 
@@ -300,6 +306,12 @@ class Engine:
         if self._given_workers is not None:
             return list(self._given_workers)
         trainer = self.settings.trainer
+        where = getattr(self.executor, "name", "local")
+        if where != "local":
+            try:
+                return cluster_workers(self.settings.engine.workers, trainer.device, where)
+            except WorkerError as exc:
+                raise EngineError(str(exc)) from None
         gpus: list[str] = []
         if trainer.device != "cpu" and not trainer.command:
             source = self.gpu_source or default_gpu_source()

@@ -273,31 +273,39 @@ class TrainingProcess:
                 on_metric(record)
 
     def _result(self, exit_code: int, killed: bool, interrupted: bool) -> RunResult:
-        summary: dict[str, Any] = {}
-        if self.job.summary_path is not None:
-            try:
-                summary = json.loads(self.job.summary_path.read_text())
-            except (OSError, ValueError):
-                summary = {}
-        wall = time.monotonic() - self.started_at
-        if killed:
-            reason = f"killed after {wall:.0f} s: the run did not end by its deadline"
-            return RunResult(Outcome.TIMEOUT, exit_code, summary, reason, True, wall)
-        if interrupted:
-            return RunResult(
-                Outcome.INTERRUPTED, exit_code, summary, "stopped on request", True, wall
-            )
-        outcome = Outcome.from_exit_code(exit_code)
-        if self.job.command_line is not None and exit_code != 0:
-            outcome = None  # a command's own exit codes say nothing about why it failed
-        if outcome is None:
-            if exit_code < 0:
-                reason = f"the training process died from {_signal_name(-exit_code)}"
-            else:
-                reason = f"the training process exited with code {exit_code} and no summary"
-            return RunResult(Outcome.CRASH, exit_code, summary, reason, False, wall)
-        reason = str(summary.get("reason", "")) if outcome is not Outcome.OK else ""
-        return RunResult(outcome, exit_code, summary, reason, False, wall)
+        return result_of(
+            self.job, exit_code, killed, interrupted, time.monotonic() - self.started_at
+        )
+
+
+def result_of(
+    job: TrainingJob, exit_code: int | None, killed: bool, interrupted: bool, wall: float
+) -> RunResult:
+    """How a training ended, from its exit code and the summary its harness wrote."""
+    summary: dict[str, Any] = {}
+    if job.summary_path is not None:
+        try:
+            summary = json.loads(job.summary_path.read_text())
+        except (OSError, ValueError):
+            summary = {}
+    if killed:
+        reason = f"killed after {wall:.0f} s: the run did not end by its deadline"
+        return RunResult(Outcome.TIMEOUT, exit_code, summary, reason, True, wall)
+    if interrupted:
+        return RunResult(Outcome.INTERRUPTED, exit_code, summary, "stopped on request", True, wall)
+    if exit_code is None:
+        return RunResult(Outcome.CRASH, None, summary, "the training did not report how it ended")
+    outcome = Outcome.from_exit_code(exit_code)
+    if job.command_line is not None and exit_code != 0:
+        outcome = None  # a command's own exit codes say nothing about why it failed
+    if outcome is None:
+        if exit_code < 0:
+            reason = f"the training process died from {_signal_name(-exit_code)}"
+        else:
+            reason = f"the training process exited with code {exit_code} and no summary"
+        return RunResult(Outcome.CRASH, exit_code, summary, reason, False, wall)
+    reason = str(summary.get("reason", "")) if outcome is not Outcome.OK else ""
+    return RunResult(outcome, exit_code, summary, reason, False, wall)
 
 
 class JobHandle(Protocol):
@@ -323,6 +331,8 @@ class Executor(Protocol):
     """Where trainings run: this machine's processes, or a cluster's engine (SLURM through
     submitit, Ray). Start a job, get a handle to follow and stop."""
 
+    name: str  # "local", or the cluster engine's name
+
     def start(self, job: TrainingJob) -> JobHandle:
         """Start the job and return its handle."""
         ...
@@ -330,6 +340,8 @@ class Executor(Protocol):
 
 class LocalExecutor:
     """Runs each training on this machine as its own process tree."""
+
+    name = "local"
 
     def start(self, job: TrainingJob) -> TrainingProcess:
         process = TrainingProcess(job)

@@ -23,10 +23,13 @@ class Worker:
     index: int
     device: str  # "cpu", "cuda" or "cuda:N" (N as CUDA_VISIBLE_DEVICES names the card)
     cpus: tuple[int, ...] = ()  # the cores it is pinned to; (): not pinned
+    where: str = ""  # the cluster engine that places its trainings ("": this machine)
 
     @property
     def label(self) -> str:
-        """How the cockpit names its device: ``cuda:1``, ``cpu 0-3``, ``cpu``."""
+        """How the cockpit names its device: ``cuda:1``, ``cpu 0-3``, ``cpu``, ``ray 2``."""
+        if self.where:
+            return f"{self.where} {self.index}"
         if not self.cpus:
             return self.device
         if list(self.cpus) == list(range(self.cpus[0], self.cpus[-1] + 1)) and len(self.cpus) > 1:
@@ -88,3 +91,12 @@ def plan_workers(
         workers.append(Worker(number, "cpu", tuple(cores[start : start + size])))
         start += size
     return workers
+
+
+def cluster_workers(requested: int | str, device: str, where: str) -> list[Worker]:
+    """Workers whose trainings a cluster engine places (SLURM, Ray): as many as asked for
+    ("auto": one), each training on whatever device the engine gives it."""
+    count = 1 if requested == "auto" else int(requested)
+    if count < 1:
+        raise WorkerError(f'workers must be "auto" or a number, 1 or more, not {requested!r}')
+    return [Worker(number, device, where=where) for number in range(count)]

@@ -79,6 +79,7 @@ class OllamaOptions:
     timeout_seconds: float = 300.0
     unload_before_training: bool = True
     retry_seconds: float = 60.0
+    on_cpu: bool = False  # keep the model off the GPUs (num_gpu = 0)
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,8 @@ class OllamaBackend:
         }
         if self.options.seed:
             options["seed"] = self.options.seed
+        if self.options.on_cpu:
+            options["num_gpu"] = 0  # no layer on a GPU: they are all the workers'
         return options
 
     def chat(

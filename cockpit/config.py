@@ -352,7 +352,24 @@ class AgentSettings(BaseModel):
         default=True,
         description=(
             "Unload the model from the GPU (keep_alive=0) before each training on a GPU, so "
-            "the two do not fight over its memory."
+            "the two do not fight over its memory. With several workers the model stays "
+            "loaded: see reserved_gpus and on_cpu."
+        ),
+        json_schema_extra={"allowed": "true or false"},
+    )
+    reserved_gpus: list[str] = Field(
+        default=[],
+        description=(
+            "GPUs no worker trains on, as CUDA_VISIBLE_DEVICES names them: the ones Ollama was "
+            'started on (e.g. `CUDA_VISIBLE_DEVICES=3 ollama serve` and reserved_gpus = ["3"]).'
+        ),
+        json_schema_extra={"allowed": 'a list of GPU numbers as strings, e.g. ["3"]'},
+    )
+    on_cpu: bool = Field(
+        default=False,
+        description=(
+            "Ask Ollama to keep the model off the GPUs (num_gpu = 0): every GPU trains, and "
+            "the model answers from main memory, several times slower."
         ),
         json_schema_extra={"allowed": "true or false"},
     )

@@ -315,7 +315,10 @@ def test_unknown_section_names_line(tmp_path: Path) -> None:
     workspace = write_workspace(tmp_path, "[trainer]\nseed = 1\n\n[foo]\nbar = 1\n")
     message = load_error(workspace)
     assert message.startswith(f"{workspace / 'config.toml'}:4: unknown section [foo].")
-    assert "Valid sections: [agent], [engine], [executor], [notify], [paths], [trainer], [ui]." in message
+    assert (
+        "Valid sections: [agent], [engine], [executor], [notify], [paths], [trainer], [ui]."
+        in message
+    )
 
 
 def test_unknown_subtable_of_a_section(tmp_path: Path) -> None:

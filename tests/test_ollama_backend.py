@@ -417,3 +417,10 @@ def test_model_names_without_a_tag_are_latest() -> None:
     assert full_model_name("llama3") == "llama3:latest"
     assert full_model_name("llama3:8b") == "llama3:8b"
     assert full_model_name("host:5000/llama3") == "host:5000/llama3:latest"
+
+
+def test_a_model_kept_on_the_cpu_asks_for_no_gpu_layers(ollama_server: OllamaDouble) -> None:
+    ollama_server.script(Reply("{}"))
+    backend_for(ollama_server, on_cpu=True).chat(MESSAGES, schema=SCHEMA)
+    (request,) = ollama_server.requests_to("/api/chat")
+    assert request.body["options"]["num_gpu"] == 0

@@ -54,3 +54,10 @@ def test_workers_that_would_share_a_device_are_refused(
 ) -> None:
     with pytest.raises(WorkerError, match=message):
         plan_workers(requested, device, gpus, [0, 1])
+
+
+def test_gpus_reserved_for_the_model_train_nothing() -> None:
+    workers = plan_workers("auto", "auto", ["0", "1", "2"], [0], reserved=["2"])
+    assert [w.device for w in workers] == ["cuda:0", "cuda:1"]
+    with pytest.raises(WorkerError, match=r"every GPU .* is reserved for the model"):
+        plan_workers("auto", "cuda", ["0"], [0], reserved=["0"])

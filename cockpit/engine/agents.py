@@ -196,6 +196,7 @@ def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
             timeout_seconds=agent.timeout_seconds,
             unload_before_training=agent.unload_before_training,
             retry_seconds=agent.retry_seconds,
+            on_cpu=agent.on_cpu,
         )
     )
     llm = LLMProposer(backend, attempts=agent.attempts, on_event=recorder)

@@ -319,7 +319,13 @@ class Engine:
             gpus = visible_gpus(len(snapshot.gpus) if snapshot.available else 0)
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         try:
-            return plan_workers(self.settings.engine.workers, trainer.device, gpus, cores)
+            return plan_workers(
+                self.settings.engine.workers,
+                trainer.device,
+                gpus,
+                cores,
+                reserved=self.settings.agent.reserved_gpus,
+            )
         except WorkerError as exc:
             raise EngineError(str(exc)) from None
 

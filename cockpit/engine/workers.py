@@ -48,10 +48,23 @@ def visible_gpus(count: int, environ: Mapping[str, str] | None = None) -> list[s
 
 
 def plan_workers(
-    requested: int | str, device: str, gpus: Sequence[str], cores: Sequence[int]
+    requested: int | str,
+    device: str,
+    gpus: Sequence[str],
+    cores: Sequence[int],
+    reserved: Sequence[str] = (),
 ) -> list[Worker]:
     """The workers for ``[engine] workers`` (a count or "auto") and ``[trainer] device``, on a
-    machine with these GPUs (as CUDA_VISIBLE_DEVICES names them) and these cores."""
+    machine with these GPUs (as CUDA_VISIBLE_DEVICES names them) and these cores; GPUs in
+    ``reserved`` (the model server's) train nothing."""
+    if reserved and gpus:
+        free = [gpu for gpu in gpus if gpu not in set(reserved)]
+        if not free:
+            raise WorkerError(
+                f"every GPU ({', '.join(gpus)}) is reserved for the model ([agent] "
+                "reserved_gpus): leave one for training, or set [agent] on_cpu = true"
+            )
+        gpus = free
     if requested != "auto" and (not isinstance(requested, int) or requested < 1):
         raise WorkerError(f'workers must be "auto" or a number, 1 or more, not {requested!r}')
     kind, _, index = device.partition(":")

@@ -20,6 +20,7 @@ from textual.pilot import Pilot
 
 import cockpit.engine.journal as journal_module
 from cockpit.bench.ui_bench import build_workspace
+from cockpit.ui import workers_panel
 from cockpit.ui.app import create_app
 from cockpit.ui.widgets import LedgerTable
 
@@ -111,3 +112,19 @@ def test_daylight_theme_wide(snap_compare: SnapCompare, tmp_path: Path) -> None:
 def test_contrast_theme_narrow_loss_tab(snap_compare: SnapCompare, tmp_path: Path) -> None:
     app = cockpit_on(tmp_path, theme="contrast", phase="training", gpus=1)
     assert snap_compare(app, terminal_size=NARROW, run_before=loaded, press=["3"])
+
+
+def test_two_workers_wide(
+    snap_compare: SnapCompare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers_panel, "now_seconds", lambda: CLOCK_START)
+    app = cockpit_on(tmp_path, phase="training", gpus=2, workers=2, started_at=CLOCK_START)
+    assert snap_compare(app, terminal_size=WIDE, run_before=loaded)
+
+
+def test_two_workers_narrow(
+    snap_compare: SnapCompare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers_panel, "now_seconds", lambda: CLOCK_START)
+    app = cockpit_on(tmp_path, phase="training", gpus=2, workers=2, started_at=CLOCK_START)
+    assert snap_compare(app, terminal_size=NARROW, run_before=loaded)

@@ -133,6 +133,21 @@ def _gpu_sample(rng: random.Random, at: float, gpus: int, training: bool) -> Mon
     return MonitorSample(at=at, gpu=snapshot, process=process)
 
 
+def _worker(
+    index: int, gpus: int, number: int, started_at: float, pid: int | None
+) -> dict[str, Any]:
+    """A worker's entry in the engine's state, training experiment ``number``."""
+    return {
+        "worker": index,
+        "device": f"cuda:{index}" if index < gpus else f"cpu {index}",
+        "experiment": number,
+        "phase": "training",
+        "started_at": started_at,
+        "budget_seconds": BUDGET_SECONDS,
+        "pid": pid,
+    }
+
+
 def fill_journal(
     journal: Journal,
     *,
@@ -143,6 +158,8 @@ def fill_journal(
     engine_pid: int | None = None,
     seed: int = 7,
     curve_points: int = 60,
+    workers: int = 1,
+    started_at: float | None = None,
 ) -> Run:
     """Write a run into ``journal``: the baseline and ``experiments`` decided experiments
     (keeps, discards and the odd crash, with diffs, decisions and events), then one more in
@@ -150,7 +167,9 @@ def fill_journal(
     "awaiting_approval": a proposal waiting; "stopped": nothing under way). ``gpus`` = 0
     records "no NVIDIA GPU" samples. ``engine_pid``: the process the state names as the
     engine (None: no engine). Loss points are written for the best and the last ten
-    experiments only, so that big journals are quick to build."""
+    experiments only, so that big journals are quick to build. ``workers`` > 1 (with
+    "training"): that many trainings side by side, the first ``started_at`` (Unix time;
+    default now) half through its budget, the others further on."""
     rng = random.Random(seed)
     run = journal.create_run(
         tag="nov26",
@@ -316,6 +335,29 @@ def fill_journal(
         if phase == "training":
             journal.add_metrics(experiment.id, _curve(rng, best * 0.685, curve_points // 2, 0.5))
             state["time_left"] = BUDGET_SECONDS * 0.5
+            start = (time.time() if started_at is None else started_at) - BUDGET_SECONDS * 0.5
+            state["workers"] = [_worker(0, gpus, number, start, engine_pid)]
+            for index in range(1, workers):
+                other = journal.add_experiment(
+                    run.id,
+                    number + index,
+                    commit_sha=_sha(rng),
+                    parent_commit=_sha(rng),
+                    proposer="builtin",
+                    description=f"{KNOBS[index][0].lower().replace('_', ' ')} x 1.25",
+                    hypothesis="",
+                    diff="",
+                    status="training",
+                    lines_of_code=212,
+                )
+                share = min(0.95, 0.5 + 0.2 * index)
+                journal.add_metrics(
+                    other.id, _curve(rng, best * 0.69, round(curve_points * share), share)
+                )
+                state["workers"].append(
+                    _worker(index, gpus, other.number, start - BUDGET_SECONDS * 0.2 * index,
+                            engine_pid)
+                )  # fmt: skip
         else:
             state["agent_stream"] = (
                 '{"description": "learning rate with a longer warmup",\n'

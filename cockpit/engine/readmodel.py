@@ -50,6 +50,7 @@ from cockpit.engine.monitor import MonitorSample
 from cockpit.engine.paths import WorkspacePaths
 from trainer.confine import Confinement
 
+WORKER_LOSSES = 24  # losses of a worker's training shown in its sparkline
 GPU_HISTORY = 120  # samples kept for the gauges' history: two minutes at one a second
 EVENT_HISTORY = 300  # events the screen keeps (decisions, agent lines, notes)
 # Phases in which the engine works on the experiment named by the `experiment` state key.
@@ -87,6 +88,55 @@ def pid_alive(pid: int) -> bool:
 
 
 @dataclass(frozen=True)
+class WorkerRow:
+    """One worker as the cockpit's workers panel shows it."""
+
+    worker: int
+    device: str  # "cuda:1", "cpu 0-3", "ray 2"
+    experiment: int | None  # None: idle
+    phase: str  # training, evaluating, idle
+    started_at: float | None = None  # Unix time its training started
+    budget_seconds: float | None = None
+    losses: tuple[float, ...] = ()  # the training's latest losses, oldest first
+
+    def time_left(self, now: float) -> float | None:
+        """Seconds of its budget left at Unix time ``now`` (None when not training)."""
+        if self.phase != "training" or self.started_at is None or self.budget_seconds is None:
+            return None
+        return max(0.0, self.budget_seconds - (now - self.started_at))
+
+    @property
+    def gpu_index(self) -> int | None:
+        """The GPU it trains on, when its device names one by number."""
+        kind, _, index = self.device.partition(":")
+        return int(index) if kind == "cuda" and index.isdigit() else None
+
+
+def read_workers(state: Mapping[str, Any]) -> tuple[WorkerRow, ...]:
+    """The engine's workers, from its ``workers`` state key."""
+    rows = []
+    for entry in state.get("workers") or []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("worker"), int):
+            continue
+        number, started, budget = (
+            entry.get("experiment"),
+            entry.get("started_at"),
+            entry.get("budget_seconds"),
+        )
+        rows.append(
+            WorkerRow(
+                worker=entry["worker"],
+                device=str(entry.get("device") or "?"),
+                experiment=number if isinstance(number, int) else None,
+                phase=str(entry.get("phase") or "idle"),
+                started_at=float(started) if isinstance(started, (int, float)) else None,
+                budget_seconds=float(budget) if isinstance(budget, (int, float)) else None,
+            )
+        )
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
 class StatusInfo:
     """The status line: where, what the engine does, how the run stands."""
 
@@ -119,6 +169,8 @@ class StatusInfo:
     self_reported: bool = False
     # What confined the latest training (None: none has reported it yet).
     confinement: Confinement | None = None
+    # The engine's workers (several: trainings side by side); () when it is not running.
+    workers: tuple[WorkerRow, ...] = ()
 
     @property
     def gain(self) -> float | None:
@@ -317,6 +369,7 @@ def read_status(
         metric=str(trainer.get("metric") or "val_bpb"),
         self_reported=bool(trainer.get("command")),
         confinement=Confinement.from_dict(state.get("confinement")),
+        workers=read_workers(state) if running else (),
     )
 
 
@@ -620,6 +673,27 @@ class JournalPoller:
         finally:
             self._lock.release()
 
+    def _with_losses(
+        self, journal: Journal, status: StatusInfo, ledger: Mapping[int, LedgerRow]
+    ) -> StatusInfo:
+        """The status with each busy worker's latest losses, for its sparkline."""
+        if len(status.workers) < 2:
+            return status
+        workers = []
+        for row in status.workers:
+            known = ledger.get(row.experiment) if row.experiment is not None else None
+            if known is None:
+                workers.append(row)
+                continue
+            points = journal.metrics(known.id)
+            losses = tuple(
+                float(point["loss"])
+                for point in points[-WORKER_LOSSES:]
+                if isinstance(point.get("loss"), (int, float))
+            )
+            workers.append(dataclasses.replace(row, losses=losses))
+        return dataclasses.replace(status, workers=tuple(workers))
+
     def _no_journal(self) -> Delta:
         status = StatusInfo(workspace=self.label, journal_exists=False)
         fresh, self._fresh = self._fresh, False
@@ -670,7 +744,8 @@ class JournalPoller:
             fetched = self._read_experiments(journal, run, reset, next_number, events)
             ledger = self._merge_ledger(fetched.values())
             current_changed = self._update_current(journal, state, fetched)
-        status = snapshot.status = with_proposers(status, state, snapshot.ledger)
+        status = with_proposers(status, state, snapshot.ledger)
+        status = snapshot.status = self._with_losses(journal, status, snapshot.ledger)
         status_changed = status != previous_status
         loss = self._read_loss(journal, run, status)
         gpu = self._read_samples(journal, run, reset)
@@ -970,6 +1045,7 @@ __all__ = [
     "LossCurves",
     "Snapshot",
     "StatusInfo",
+    "WorkerRow",
     "current_trial_start",
     "display_path",
     "engine_lock_held",
@@ -982,6 +1058,7 @@ __all__ = [
     "paired_trace",
     "paired_training",
     "read_status",
+    "read_workers",
     "split_trials",
     "with_deltas",
     "with_proposers",

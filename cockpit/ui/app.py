@@ -73,7 +73,9 @@ from cockpit.ui.widgets import (
     LedgerTable,
     LossPlot,
     ProgressPlot,
+    palette_of,
 )
+from cockpit.ui.workers_panel import WorkersPanel
 from themes import DEFAULT_THEME, LAYOUT_CSS, THEME_NAMES, THEMES, next_theme, resolve_theme
 
 DEFAULT_POLL_SECONDS = 0.25
@@ -101,6 +103,7 @@ PANEL_TITLES = {
     "gpu": "GPU",
     "agent": "Agent",
     "log": "Decisions",
+    "workers": "Workers",
 }
 
 # What the app returns when it closes: the screen only, or the engine too.
@@ -132,6 +135,7 @@ class CockpitBody(Container):
             "gpu": GpuPanel(id="gpu"),
             "agent": AgentPanel(id="agent"),
             "log": DecisionLog(id="log"),
+            "workers": WorkersPanel(id="workers"),
         }
         for panel_id, panel in panels.items():
             panel.add_class("panel")
@@ -140,6 +144,8 @@ class CockpitBody(Container):
             with TabbedContent(id="tabs", initial=self.active_tab):
                 for tab_id, title, panel_id in PANELS:
                     with TabPane(title, id=tab_id):
+                        if panel_id == "ledger":  # with several workers, theirs above it
+                            yield panels["workers"]
                         yield panels[panel_id]
             return
         with Vertical(id="wide"):
@@ -151,6 +157,7 @@ class CockpitBody(Container):
                 yield panels["progress"]
                 yield panels["gpu"]
             with Horizontal(id="row-story"):
+                yield panels["workers"]
                 yield panels["agent"]
                 yield panels["log"]
 
@@ -321,6 +328,9 @@ class CockpitApp(App[str]):
         self._push_status()
         self._push_agent()
         self._push_gpu()
+        pinned = self.pinned_number
+        if pinned is not None and any(w.experiment == pinned for w in self.status.workers):
+            self._load_detail(pinned)  # a selected worker's training: its loss, live
         if self.screen_stack:
             self.refresh_bindings()
 
@@ -437,6 +447,16 @@ class CockpitApp(App[str]):
         panel = self._panel(GpuPanel)
         if panel is not None:
             panel.show((self.gpu, self.status.engine_running))
+        self._push_workers()  # each worker's GPU utilisation
+
+    def _push_workers(self) -> None:
+        panel = self._panel(WorkersPanel)
+        if panel is None:
+            return
+        workers = self.status.workers
+        panel.set_class(len(workers) > 1, "several")
+        panel.border_title = f"Workers ({len(workers)})"
+        panel.show(workers, self.gpu.latest, palette_of(panel))
 
     def _push_agent(self) -> None:
         panel = self._panel(AgentPanel)
@@ -474,11 +494,21 @@ class CockpitApp(App[str]):
 
     # -- selecting an experiment ---------------------------------------------------------------
 
+    @on(DataTable.RowSelected, "#workers")
+    def _worker_selected(self, event: DataTable.RowSelected) -> None:
+        panel = self._panel(WorkersPanel)
+        number = None if panel is None else panel.selected_experiment()
+        if number is not None:
+            self._pin(number)
+
     @on(DataTable.RowSelected, "#ledger")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is None:
             return
-        number = int(event.row_key.value)
+        self._pin(int(event.row_key.value))
+
+    def _pin(self, number: int) -> None:
+        """Show experiment ``number``'s diff and loss instead of the engine's latest."""
         self.pinned_number = number
         self.pinned = None
         self._load_detail(number)
@@ -637,7 +667,16 @@ class CockpitApp(App[str]):
         self.refresh_bindings()
 
     def action_stop_training(self) -> None:
-        """Stop the training in progress."""
+        """Stop the training in progress (the selected worker's, when the workers panel has
+        the focus; with several workers and none selected, every one)."""
+        workers = self._panel(WorkersPanel)
+        if workers is not None and workers.has_focus and len(self.status.workers) > 1:
+            number = workers.selected_experiment()
+            if number is None:
+                self.notify("the selected worker is idle", severity="warning")
+                return
+            self.send_command(Steer(Kind.STOP_RUN, experiment=number))
+            return
         if self.status.phase not in ("training", "evaluating"):
             self.notify("no training is running", severity="warning")
             return

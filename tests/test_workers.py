@@ -14,8 +14,9 @@ def test_a_cpu_box_gets_one_worker_with_the_whole_machine_by_default() -> None:
 
 def test_cpu_workers_split_the_cores_between_them() -> None:
     workers = plan_workers(2, "cpu", [], [0, 1, 2, 3, 4])
-    assert workers == [Worker(0, "cpu", (0, 1, 2)), Worker(1, "cpu", (3, 4))]
-    assert [w.label for w in workers] == ["cpu 0-2", "cpu 3-4"]
+    # Equal shares, or the one with more cores would train further in the same time.
+    assert workers == [Worker(0, "cpu", (0, 1)), Worker(1, "cpu", (2, 3))]
+    assert [w.label for w in workers] == ["cpu 0-1", "cpu 2-3"]
     assert plan_workers(2, "auto", [], [4, 7])[1].label == "cpu 7"
 
 

@@ -1,7 +1,8 @@
 """Workers: the slots trainings run in side by side, each with a device of its own.
 
 One worker per visible GPU by default (one on a machine without one); on a CPU, each worker
-gets an equal share of the cores, pinned, and as many torch threads. Two trainings never
+gets an equal share of the cores, pinned, and as many torch threads (cores left over when
+they do not divide evenly train nothing: unequal shares would make unequal results). Two trainings never
 share a device: asking for more workers than there are devices is an error that says so.
 """
 
@@ -97,13 +98,13 @@ def plan_workers(
             f"{count} workers need {count} cores, and this machine gives {len(cores)}: two "
             f"trainings never share a core. Use --workers {len(cores)} or fewer"
         )
-    share, extra = divmod(len(cores), count)
-    workers, start = [], 0
-    for number in range(count):
-        size = share + (1 if number < extra else 0)
-        workers.append(Worker(number, "cpu", tuple(cores[start : start + size])))
-        start += size
-    return workers
+    # Equal shares: a worker with more cores would train further in the same time, and its
+    # results would be compared unfairly; the cores left over train nothing.
+    share = len(cores) // count
+    return [
+        Worker(number, "cpu", tuple(cores[number * share : (number + 1) * share]))
+        for number in range(count)
+    ]
 
 
 def cluster_workers(requested: int | str, device: str, where: str) -> list[Worker]:

@@ -779,6 +779,17 @@ class Journal:
         assert row is not None
         return int(row[0])
 
+    def count_planned(self, run_id: int) -> int:
+        """The run's experiments beyond the baseline that were trained or will be (a vetoed
+        proposal never is)."""
+        row = self._row(
+            "SELECT COUNT(*) FROM experiments WHERE run_id = ? AND number > 0 "
+            "AND (decision IS NULL OR decision != 'veto')",
+            (run_id,),
+        )
+        assert row is not None
+        return int(row[0])
+
     def unfinished_experiments(self, run_id: int) -> list[Experiment]:
         """The run's experiments in a status that is not final (what a restart must resume or
         mark interrupted), in number order."""

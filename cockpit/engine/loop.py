@@ -443,10 +443,7 @@ class Engine:
 
     def _planned(self) -> int:
         """Experiments of the run beyond the baseline that train or will (vetoes do not)."""
-        run = self._run_record()
-        return sum(
-            1 for e in self._journal().experiments(run.id) if e.number > 0 and e.decision != "veto"
-        )
+        return self._journal().count_planned(self._run_record().id)
 
     def _finished(self, target: int) -> bool:
         """Whether the run is done: nothing waits, and the target is met or nothing is left."""

@@ -12,6 +12,7 @@ import pytest
 
 from agent.builtin import BuiltinProposer
 from cockpit.config import load_settings
+from cockpit.engine.errors import EngineError
 from cockpit.engine.jobs import RunFiles, build_job
 from cockpit.engine.journal import Experiment, Journal
 from cockpit.engine.loop import Engine, EngineOptions
@@ -112,10 +113,16 @@ def test_a_local_ray_cluster_runs_the_research(tmp_path: Path, ray_cluster: obje
     )
     assert engine.run(EngineOptions(tag="ray", experiments=2)) == 0
     assert [w.label for w in engine.workers] == ["ray 0", "ray 1"]
+    # A training that asks for a GPU the cluster does not have would wait forever: refused.
+    with pytest.raises(EngineError, match="the Ray cluster has no GPU"):
+        RayExecutor(settings.executor, gpus=True)
+    assert RayExecutor(settings.executor, gpus=None).options["num_gpus"] == 0  # "auto"
     records = experiments(root)
     assert [e.number for e in records] == [0, 1, 2]
     assert all(e.is_final and e.outcome == "ok" and e.val_bpb for e in records)
     assert trained_side_by_side(records)
+    # Each with as many torch threads as the cores it asked Ray for, not the whole machine's.
+    assert {(e.summary or {}).get("threads") for e in records} == {1}
     with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
         assert all(journal.metrics(e.id) for e in records)  # live, through Ray
     for e in records:  # what the node sent back lies where a local training leaves it

@@ -207,6 +207,9 @@ class Engine:
             finally:
                 signal.signal(signal.SIGTERM, previous)
                 self._abandon_flights()
+                close = getattr(self.executor, "close", None)
+                if callable(close):
+                    close()  # a cluster engine started for this run stops with it
                 journal.set_state(
                     phase="stopped", pid=None, train_pid=None, train_pids=[], time_left=None,
                     workers=[],
@@ -309,7 +312,12 @@ class Engine:
         where = getattr(self.executor, "name", "local")
         if where != "local":
             try:
-                return cluster_workers(self.settings.engine.workers, trainer.device, where)
+                return cluster_workers(
+                    self.settings.engine.workers,
+                    trainer.device,
+                    where,
+                    threads=max(1, self.settings.executor.cpus_per_job),
+                )
             except WorkerError as exc:
                 raise EngineError(str(exc)) from None
         gpus: list[str] = []
@@ -671,8 +679,11 @@ class Engine:
             seed=None if seed == base_seed else seed,
             rebase=int(details.get("rebases", 0)),
         )
+        trainer = {"seed": seed}
+        if worker.threads and not self.settings.trainer.threads:
+            trainer["threads"] = worker.threads
         settings = self.settings.model_copy(
-            update={"trainer": self.settings.trainer.model_copy(update={"seed": seed})}
+            update={"trainer": self.settings.trainer.model_copy(update=trainer)}
         )
         files = RunFiles.under(directory)
         assert experiment.commit_sha is not None

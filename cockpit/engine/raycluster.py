@@ -115,6 +115,16 @@ class RayTraining:
             return self.result
         ray = self.ray
         finished = bool(ray.wait([self.done], timeout=0)[0])
+        if not finished and time.monotonic() > self.started_at + self.job.deadline_seconds:
+            # Past every allowance of the training: stuck, or never placed on a node.
+            ray.kill(self.actor)
+            wall = time.monotonic() - self.started_at
+            self.result = result_of(self.job, None, True, False, wall)
+            self.result.reason = (
+                f"the Ray training did not end by its deadline ({wall:.0f} s); if it never "
+                "started, the cluster lacks what it asks for (`ray status` shows it)"
+            )
+            return self.result
         if self._drain is None and (
             finished or time.monotonic() - self._last_drain >= DRAIN_SECONDS
         ):
@@ -170,13 +180,17 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, settings: ExecutorSettings, *, gpus: bool) -> None:
+    def __init__(self, settings: ExecutorSettings, *, gpus: bool | None) -> None:
+        """``gpus``: a GPU per training (True), none (False), or one where the cluster has
+        GPUs (None, for device "auto")."""
         try:
             import ray
         except ImportError:
             raise EngineError(f'[executor] kind = "ray" needs Ray: {INSTALL_HINT}') from None
         self.ray = ray
+        self.connected_here = False  # whether this executor joined (or started) Ray
         if not ray.is_initialized():
+            self.connected_here = True
             try:
                 ray.init(
                     address=settings.ray_address or None,
@@ -189,12 +203,25 @@ class RayExecutor:
                     f"cannot reach the Ray cluster at {settings.ray_address!r}: {exc}; check "
                     '[executor] ray_address ("" starts a cluster on this machine)'
                 ) from None
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+        if gpus is None:  # device "auto": a GPU each where the cluster has them
+            gpus = cluster_gpus > 0
+        elif gpus and cluster_gpus == 0:
+            raise EngineError(
+                "the Ray cluster has no GPU, and each training asks for one; set [trainer] "
+                'device = "cpu" (or "auto") to train on its CPUs'
+            )
         self.options = {
             "num_gpus": 1 if gpus else 0,
             "num_cpus": max(1, settings.cpus_per_job),
             "max_concurrency": 3,  # run(), drain() and stop() side by side
         }
         self._actor_class = ray.remote(NodeTraining)
+
+    def close(self) -> None:
+        """Leave the cluster this executor joined; one it started on this machine stops."""
+        if self.connected_here and self.ray.is_initialized():
+            self.ray.shutdown()
 
     def start(self, job: TrainingJob) -> RayTraining:
         actor: Any = self._actor_class.options(**self.options).remote()

@@ -25,6 +25,7 @@ class Worker:
     device: str  # "cpu", "cuda" or "cuda:N" (N as CUDA_VISIBLE_DEVICES names the card)
     cpus: tuple[int, ...] = ()  # the cores it is pinned to; (): not pinned
     where: str = ""  # the cluster engine that places its trainings ("": this machine)
+    threads: int = 0  # torch threads of its trainings; 0: as many as its cores
 
     @property
     def label(self) -> str:
@@ -107,10 +108,13 @@ def plan_workers(
     ]
 
 
-def cluster_workers(requested: int | str, device: str, where: str) -> list[Worker]:
+def cluster_workers(
+    requested: int | str, device: str, where: str, threads: int = 1
+) -> list[Worker]:
     """Workers whose trainings a cluster engine places (SLURM, Ray): as many as asked for
-    ("auto": one), each training on whatever device the engine gives it."""
+    ("auto": one), each training on whatever device the engine gives it, with as many torch
+    threads as the cores it asks for (more would fight over them)."""
     count = 1 if requested == "auto" else int(requested)
     if count < 1:
         raise WorkerError(f'workers must be "auto" or a number, 1 or more, not {requested!r}')
-    return [Worker(number, device, where=where) for number in range(count)]
+    return [Worker(number, device, where=where, threads=threads) for number in range(count)]

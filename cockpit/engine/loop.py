@@ -66,9 +66,10 @@ from trainer.outcomes import Outcome
 HEARTBEAT_SECONDS = 1.0
 TICK_SECONDS = 0.05  # how often the loop looks at its trainings, commands and drafts
 STOP_WAIT_SECONDS = 30.0  # how long trainings stopped with the engine get to end
-# With several workers, proposals drafted ahead of need (a worker that frees takes one at
-# once) and drafted at a time (the model server answers them side by side).
-MAX_DRAFTING = 2
+# With several workers, proposals are drafted ahead of need (a worker that frees takes one at
+# once), up to this many at a time (the model server answers them side by side as far as its
+# OLLAMA_NUM_PARALLEL lets it; beyond, they wait their turn there).
+MAX_DRAFTING = 4
 
 # What confines a script-mode training: nothing of the harness's (see trainer.confine).
 SCRIPT_MODE_CONFINEMENT = {
@@ -502,9 +503,11 @@ class Engine:
         if journal.experiment(run.id, 0) is None:
             self._baseline(run)
             return
-        several = len(self.workers) > 1
-        ahead = max(1, len(self.workers) // 2) if several else 0
-        limit = MAX_DRAFTING if several else 1
+        # Workers that started together finish together: a spare for each but the one that
+        # takes the proposal drafted as it frees (none with one worker: it proposes on the
+        # latest result, and the model is unloaded while it trains).
+        ahead = len(self.workers) - 1
+        limit = min(MAX_DRAFTING, len(self.workers))
         free = len(self.workers) - len(self._flights)
         while not self._exhausted and len(self._drafts) < limit:
             if len(self._waiting()) + len(self._drafts) >= free + ahead:

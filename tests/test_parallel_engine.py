@@ -204,3 +204,67 @@ def test_kill_9_with_two_trainings_in_flight_runs_both_again_once(tmp_path: Path
     listed = git(root, "worktree", "list", "--porcelain")
     assert listed.count("worktrees/worker-") == 2  # reused, not piled up
     git(root, "fsck", "--strict")
+
+
+def test_devices_of_two_kinds_each_have_a_baseline_and_never_compare_across(
+    tmp_path: Path,
+) -> None:
+    # Two workers whose devices are of different kinds (as NVML would name an H100 and an
+    # H200), training on this machine's CPU.
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        (SCRIPTS / "tiny_research.py")
+        .read_text()
+        .replace(
+            "LEARNING_RATE = 0.1  # AdamW learning rate", "LEARNING_RATE = 0.001\nLR_BOOST = 1.0"
+        )
+        .replace("lr=LEARNING_RATE,", "lr=LEARNING_RATE * LR_BOOST,")
+    )
+    root = tmp_path / "ws"
+    workspace = make_workspace(root, slow)
+    kinds = ("NVIDIA H100 80GB HBM3", "NVIDIA H200")
+    proposer = Scripted(
+        [
+            ("raise the learning rate", "LEARNING_RATE = 0.001", "LEARNING_RATE = 0.05"),
+            ("boost the learning rate", "LR_BOOST = 1.0", "LR_BOOST = 20.0"),
+            ("a smaller batch", "BATCH_SIZE = 16", "BATCH_SIZE = 8"),
+        ]
+    )
+    engine = Engine(
+        workspace,
+        load_settings(root),
+        proposer,
+        gpu_source=ScriptedGpuSource.no_gpu(),
+        workers=[Worker(0, "cpu", kind=kinds[0]), Worker(1, "cpu", kind=kinds[1])],
+    )
+    assert engine.run(EngineOptions(tag="kinds", experiments=3)) == 0
+    records = experiments(root)
+    assert all(e.is_final for e in records)
+
+    def trials(e: Experiment) -> list[dict[str, object]]:
+        return list((e.details or {}).get("trials") or [])
+
+    baseline = records[0]
+    assert sorted(str(t["kind"]) for t in trials(baseline)) == sorted(kinds)  # one each
+    decided = [e for e in records[1:] if e.decision in ("keep", "discard") and trials(e)]
+    assert decided
+    for e in decided:
+        own = {str(t["kind"]) for t in trials(e) if not t.get("reference")}
+        assert len(own) == 1, own  # every training of an experiment on one kind
+        (kind,) = own
+        same = {float(t["val_bpb"]) for r in records for t in trials(r) if t.get("kind") == kind}
+        other = {float(t["val_bpb"]) for r in records for t in trials(r) if t.get("kind") != kind}
+        compared = float((e.details or {})["evidence"]["compared_with"])
+        assert compared in same and compared not in other, (e.number, compared, same, other)
+    # A keep measured on the other kind when an experiment there was compared with it.
+    kept = [e for e in records[1:] if e.decision == "keep"]
+    for keep in kept:
+        measured = {str(t["kind"]) for t in trials(keep)}
+        against = {
+            str(trials(e)[0]["kind"])
+            for e in decided
+            if (e.details or {})["evidence"].get("best_before") == keep.val_bpb
+            or (e.details or {})["evidence"].get("parent") == keep.number
+        }
+        assert against <= measured, (keep.number, against, measured)
+    git(root, "fsck", "--strict")

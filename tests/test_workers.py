@@ -62,3 +62,11 @@ def test_gpus_reserved_for_the_model_train_nothing() -> None:
     assert [w.device for w in workers] == ["cuda:0", "cuda:1"]
     with pytest.raises(WorkerError, match=r"every GPU .* is reserved for the model"):
         plan_workers("auto", "cuda", ["0"], [0], reserved=["0"])
+
+
+def test_gpus_of_several_models_give_workers_of_several_kinds() -> None:
+    names = {"0": "NVIDIA H100 80GB HBM3", "1": "NVIDIA H200"}
+    mixed = plan_workers("auto", "auto", ["0", "1"], [0], names=names)
+    assert [w.kind for w in mixed] == ["NVIDIA H100 80GB HBM3", "NVIDIA H200"]
+    alike = plan_workers("auto", "auto", ["0", "1"], [0], names={"0": "H100", "1": "H100"})
+    assert [w.kind for w in alike] == ["", ""]  # one kind: nothing to tell apart

@@ -42,6 +42,9 @@ class Flight:
     started_wall: float = field(default_factory=time.time)
     phase: str = "training"
     stop_requested: bool = False
+    # A training of the best's script on this worker's kind of device, to compare with there
+    # (its experiment is decided already and stays so).
+    reference: bool = False
     buffer: list[dict[str, Any]] = field(default_factory=list)
     _last_flush: float = field(default_factory=time.monotonic)
     _last_judged: float = 0.0
@@ -83,7 +86,10 @@ class Flight:
     def _on_metric(self, record: dict[str, Any]) -> None:
         event = record.get("event")
         if event == "metric":
-            self.buffer.append({**record, "seed": self.seed})  # curves pair by seed
+            point = {**record, "seed": self.seed}  # curves pair by seed (and kind of device)
+            if self.worker.kind:
+                point["kind"] = self.worker.kind
+            self.buffer.append(point)
             if self.watch is not None:
                 self.watch.add(record)
         elif event == "phase" and record.get("phase") in ("exporting", "evaluating"):
@@ -154,11 +160,12 @@ def record_result(
 
 
 def early_abort_watch(
-    journal: Journal, engine: EngineSettings, run: Run, experiment: Experiment
+    journal: Journal, engine: EngineSettings, run: Run, experiment: Experiment, kind: str = ""
 ) -> Watch | None:
     """A watch over this training against the best run's loss curve, with the margin
     calibrated on the keeps so far, when this experiment may be stopped early; None when
-    early abort is off or there is nothing to compare with."""
+    early abort is off or there is nothing to compare with. Only curves trained on devices of
+    the same ``kind`` are compared: another kind trains at another speed."""
     if not engine.early_abort or experiment.number == 0:
         return None
     experiments = journal.experiments(run.id)
@@ -166,8 +173,12 @@ def early_abort_watch(
     parent = by_commit.get(experiment.parent_commit or "")
     if parent is None:
         return None
+
     # The parent's training with the seed this one trains with first: the same batches.
-    reference = paired_trace(journal.metrics(parent.id))
+    def curve(experiment_id: int) -> list[dict[str, Any]]:
+        return [m for m in journal.metrics(experiment_id) if str(m.get("kind") or "") == kind]
+
+    reference = paired_trace(curve(parent.id))
     if not reference.points:
         return None
     kept = []
@@ -176,8 +187,8 @@ def early_abort_watch(
         if other.decision == "keep" and other.number > 0 and origin is not None:
             kept.append(
                 (
-                    paired_trace(journal.metrics(other.id)),
-                    paired_trace(journal.metrics(origin.id)),
+                    paired_trace(curve(other.id)),
+                    paired_trace(curve(origin.id)),
                 )
             )
     margin = calibrate(kept, engine.early_abort_after, engine.early_abort_margin)

@@ -22,7 +22,7 @@ from cockpit.engine.failpoints import failpoint
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.noise import NoiseFloor, noise_floor
 from cockpit.engine.notify import EngineNotices
-from cockpit.engine.readmodel import trial_results
+from cockpit.engine.readmodel import trial_kind, trial_results
 from cockpit.engine.workspace import Workspace, lines_of_code
 
 
@@ -38,6 +38,7 @@ class Judge:
         run: Callable[[], Run],
         export: Callable[[], None],
         say: Callable[[str], None],
+        kinds: tuple[str, ...] = ("",),
     ) -> None:
         self.journal = journal
         self.workspace = workspace
@@ -46,6 +47,9 @@ class Judge:
         self.run = run  # the run's record as the journal has it now
         self.export = export  # rewrites results.tsv after a decision
         self.say = say
+        # The kinds of device the workers have: with more than one, each kind has its own
+        # baseline, noise floor and comparisons.
+        self.kinds = kinds
 
     def discard_early(self, experiment: Experiment, verdict: Verdict) -> None:
         """Record a training stopped early as discarded, with the evidence."""
@@ -98,22 +102,53 @@ class Judge:
                 )
             return
         trials = self._record_trial(experiment)
-        own = {int(trial["seed"]): float(trial["val_bpb"]) for trial in trials}
-        noise = self._noise_floor(run)
+        kind = trial_kind(trials[-1])
+        if number == 0 and len(self.kinds) > 1:
+            runs = self.settings.engine.noise_runs
+            lacking = [k for k in self.kinds if sum(trial_kind(t) == k for t in trials) < runs]
+            if lacking:
+                self._train_again(
+                    experiment, trials, f"noise floor: baseline run on {lacking[0]}", lacking[0]
+                )
+                return
+        own = {int(t["seed"]): float(t["val_bpb"]) for t in trials if trial_kind(t) == kind}
+        if number == 0:
+            own = {index: float(t["val_bpb"]) for index, t in enumerate(trials)}
+        noise = self._noise_floor(run, kind)
         best = parent = None
         if number > 0:
             best_experiment = self.best_experiment(run)
             assert run.best_val_bpb is not None
-            best = self._standing(best_experiment, run.best_val_bpb)
+            best = self._standing(best_experiment, run.best_val_bpb, kind)
+            if best is None:
+                assert best_experiment is not None  # (no experiment: a standing of its own)
+                failed = (best_experiment.details or {}).get("reference_failed") or []
+                if kind in failed:
+                    self.record_decision(
+                        experiment,
+                        "discard",
+                        f"the best was never measured on {kind}, and results never compare "
+                        "across kinds of device",
+                    )
+                    self.export()
+                # else: it waits for the best's reference training on its kind of device
+                return
             if experiment.parent_commit != run.best_commit:
                 origin = self.experiment_at(run, experiment.parent_commit)
-                if origin is None or origin.val_bpb is None:
+                parent = (
+                    None
+                    if origin is None or origin.val_bpb is None
+                    else self._standing(origin, origin.val_bpb, kind)
+                )
+                if parent is None:
                     self.record_decision(
-                        experiment, "discard", "the script it was made from has no result"
+                        experiment,
+                        "discard",
+                        "the script it was made from has no result"
+                        + (f" on {kind}" if kind else ""),
                     )
                     self.export()
                     return
-                parent = self._standing(origin, origin.val_bpb)
         flags = {flag.get("kind") for flag in (experiment.details or {}).get("flags") or []}
         decision = judge(
             number,
@@ -143,7 +178,7 @@ class Judge:
         run = self.run()
         number = experiment.number
         if decision.action is Action.TRAIN_AGAIN:
-            self._train_again(experiment, trials, decision.reason)
+            self._train_again(experiment, trials, decision.reason, trial_kind(trials[-1]))
             return
         journal.update_experiment(experiment.id, val_bpb=decision.value)
         if number == 0:
@@ -239,34 +274,43 @@ class Judge:
         details = dict(experiment.details or {})
         trials: list[dict[str, Any]] = list(details.get("trials", []))
         seed = details.get("seed", self.settings.trainer.seed)
-        if not any(trial.get("seed") == seed for trial in trials):
-            trials.append(
-                {
-                    "seed": seed,
-                    "val_bpb": experiment.val_bpb,
-                    "training_seconds": experiment.training_seconds,
-                    "num_steps": experiment.num_steps,
-                    "log_path": experiment.log_path,
-                }
-            )
+        kind = str(details.get("training_kind") or "")
+        if not any(trial.get("seed") == seed and trial_kind(trial) == kind for trial in trials):
+            trial = {
+                "seed": seed,
+                "val_bpb": experiment.val_bpb,
+                "training_seconds": experiment.training_seconds,
+                "num_steps": experiment.num_steps,
+                "log_path": experiment.log_path,
+            }
+            if kind:
+                trial["kind"] = kind
+            trials.append(trial)
             self.journal.update_experiment(experiment.id, details={**details, "trials": trials})
         return trials
 
-    def _train_again(self, experiment: Experiment, trials: list[dict[str, Any]], why: str) -> None:
-        """Send a trained experiment back for one more training, with the next seed."""
+    def _train_again(
+        self, experiment: Experiment, trials: list[dict[str, Any]], why: str, kind: str = ""
+    ) -> None:
+        """Send a trained experiment back for one more training, with the next seed (of its
+        trainings on devices of ``kind``)."""
         journal = self.journal
-        seed = self.settings.trainer.seed + len(trials)
+        seed = self.settings.trainer.seed + sum(trial_kind(t) == kind for t in trials)
         values = ", ".join(f"{float(trial['val_bpb']):.6f}" for trial in trials)
         message = f"#{experiment.number} {why} with seed {seed} (so far: {values})"
         journal.update_experiment(experiment.id, status="committed")
         journal.add_event("noise", message, run_id=experiment.run_id, experiment_id=experiment.id)
         self.say(message)
 
-    def _noise_floor(self, run: Run) -> NoiseFloor:
-        """The margin from every script of this run trained more than once, published for
-        `cockpit status` and the cockpit."""
+    def _noise_floor(self, run: Run, kind: str = "") -> NoiseFloor:
+        """The margin from every script of this run trained more than once (on devices of
+        ``kind``), published for `cockpit status` and the cockpit."""
         groups = [
-            [float(trial["val_bpb"]) for trial in (e.details or {}).get("trials", [])]
+            [
+                float(trial["val_bpb"])
+                for trial in (e.details or {}).get("trials", [])
+                if trial_kind(trial) == kind
+            ]
             for e in self.journal.experiments(run.id)
         ]
         engine = self.settings.engine
@@ -286,12 +330,39 @@ class Judge:
         return self.experiment_at(run, run.best_commit)
 
     @staticmethod
-    def _standing(experiment: Experiment | None, value: float) -> Standing:
+    def _standing(experiment: Experiment | None, value: float, kind: str = "") -> Standing | None:
+        """A decided script as decisions on devices of ``kind`` see it (None: it was never
+        trained on one)."""
         if experiment is None:
             return Standing(-1, value)
-        return Standing(
-            experiment.number, value, dict(trial_results(experiment)), experiment.lines_of_code
-        )
+        if not kind:
+            trials = dict(trial_results(experiment))
+            return Standing(experiment.number, value, trials, experiment.lines_of_code)
+        trials = dict(trial_results(experiment, kind))
+        if not trials:
+            return None
+        mean = sum(trials.values()) / len(trials)
+        return Standing(experiment.number, mean, trials, experiment.lines_of_code)
+
+    def record_reference(
+        self, experiment_id: int, value: float | None, seed: int, kind: str, reason: str
+    ) -> None:
+        """A training of a decided script on another kind of device, for the decisions there
+        to compare with; a failed one is recorded so that nothing waits for it again."""
+        current = self.journal.experiment_by_id(experiment_id)
+        if current is None:
+            return
+        details = dict(current.details or {})
+        if value is None:
+            details["reference_failed"] = [*details.get("reference_failed", []), kind]
+            message = f"#{current.number} could not be measured on {kind}: {reason}"
+        else:
+            trial = {"seed": seed, "val_bpb": value, "kind": kind, "reference": True}
+            details["trials"] = [*details.get("trials", []), trial]
+            message = f"#{current.number} measured on {kind}: val_bpb {value:.6f}"
+        self.journal.update_experiment(experiment_id, details=details)
+        self.journal.add_event("noise", message, run_id=current.run_id, experiment_id=experiment_id)
+        self.say(message)
 
     def override(self, run: Run, keep: bool, number: int) -> str:
         """The researcher's keep or discard of a decided experiment, against the decision."""

@@ -20,7 +20,6 @@ drafting proposals is `proposing.Drafting`.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
@@ -33,23 +32,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import pygit2
-
-from agent.proposal import Proposal, Proposer, script_hash
+from agent.proposal import Proposer, script_hash
 from cockpit.config import Settings
 from cockpit.engine import programs, worktrees
 from cockpit.engine.agents import AgentRecorder, AgentSetup
+from cockpit.engine.drafts import DraftDesk
 from cockpit.engine.errors import EngineError
-from cockpit.engine.failpoints import failpoint
 from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_fixed_parts
 from cockpit.engine.flight import Flight, early_abort_watch, record_result
 from cockpit.engine.jobs import RunFiles, build_job
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.judging import Judge
+from cockpit.engine.kinds import references_needed, wanted_kind
 from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
 from cockpit.engine.notify import EngineNotices, Notifier
 from cockpit.engine.paths import WorkspacePaths
-from cockpit.engine.proposing import Basis, Draft, Drafting
+from cockpit.engine.proposing import Drafting
+from cockpit.engine.readmodel import trial_kind
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, is_training_process, kill_tree
 from cockpit.engine.steering import Kind, Steer
@@ -177,9 +176,7 @@ class Engine:
             notifier or Notifier(settings.notify, echo=self.say), metric=settings.trainer.metric
         )
         self._flights: dict[int, Flight] = {}  # worker index -> its training
-        self._drafts: list[concurrent.futures.Future[Draft | None]] = []
-        self._drafting_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._exhausted = False  # the proposer has nothing left to propose
+        self._draft_desk: DraftDesk | None = None
         self._last_heartbeat = 0.0
         self._published: Any = None
         self._agent_state: str | None = None
@@ -225,6 +222,7 @@ class Engine:
 
     def _run(self, options: EngineOptions) -> int:
         journal = self._journal()
+        self._draft_desk = None  # drafts belong to one run of the engine
         run = self._open_run(options)
         self.run_record = run
         self.mode = run.mode
@@ -258,7 +256,7 @@ class Engine:
             raise
         finally:
             monitor.close()
-            self._close_drafting()
+            self.drafts.close()
             self._abandon_flights()
             self._export()
             stopped = self.control.stop_engine
@@ -282,6 +280,27 @@ class Engine:
         return 0
 
     @property
+    def drafts(self) -> DraftDesk:
+        """The proposals being drafted for the run, and their commits."""
+        if self._draft_desk is None:
+            self._draft_desk = DraftDesk(
+                self._journal(),
+                self.workspace,
+                Drafting(
+                    self._journal(),
+                    self.settings,
+                    self.agent,
+                    self.workspace.path / "program.md",
+                    self.say,
+                    self.marks,
+                ),
+                self.say,
+                self.marks,
+                max_drafting=MAX_DRAFTING,
+            )
+        return self._draft_desk
+
+    @property
     def judge(self) -> Judge:
         """Decides the run's trained experiments (it holds nothing of its own)."""
         return Judge(
@@ -292,6 +311,7 @@ class Engine:
             self._run_record,
             self._export,
             self.say,
+            kinds=self._kinds(),
         )
 
     def _journal(self) -> Journal:
@@ -326,6 +346,12 @@ class Engine:
             source = self.gpu_source or default_gpu_source()
             snapshot = source.read(())
             gpus = visible_gpus(len(snapshot.gpus) if snapshot.available else 0)
+        names: dict[str, str] = {}
+        if gpus:  # each GPU's model, by the names CUDA_VISIBLE_DEVICES may give it
+            for reading in snapshot.gpus:
+                names[str(reading.index)] = reading.name
+                if reading.uuid:
+                    names[reading.uuid] = reading.name
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         try:
             return plan_workers(
@@ -334,6 +360,7 @@ class Engine:
                 gpus,
                 cores,
                 reserved=self.settings.agent.reserved_gpus,
+                names=names,
             )
         except WorkerError as exc:
             raise EngineError(str(exc)) from None
@@ -441,10 +468,10 @@ class Engine:
                         flight.stop()
             self._decide_waiting()
             if not control.stop_engine and not control.paused:
-                self._collect_drafts()
+                self.drafts.collect(self._run_record(), self.mode)
                 self._fill_workers()
                 self._order_drafts(target)
-            idle = not self._flights and not self._drafts
+            idle = not self._flights and not self.drafts.pending
             if idle and (control.stop_engine or self._finished(target)):
                 return
             self._publish()
@@ -460,7 +487,7 @@ class Engine:
         journal = self._journal()
         if journal.unfinished_experiments(run.id) or journal.experiment(run.id, 0) is None:
             return False
-        return self._exhausted or bool(target and self._planned() >= target)
+        return self.drafts.exhausted or bool(target and self._planned() >= target)
 
     # --- proposing -----------------------------------------------------------------------
 
@@ -503,138 +530,23 @@ class Engine:
         if journal.experiment(run.id, 0) is None:
             self._baseline(run)
             return
+        desk = self.drafts
         # Workers that started together finish together: a spare for each but the one that
         # takes the proposal drafted as it frees (none with one worker: it proposes on the
         # latest result, and the model is unloaded while it trains).
         ahead = len(self.workers) - 1
         limit = min(MAX_DRAFTING, len(self.workers))
         free = len(self.workers) - len(self._flights)
-        while not self._exhausted and len(self._drafts) < limit:
-            if len(self._waiting()) + len(self._drafts) >= free + ahead:
+        while not desk.exhausted and len(desk.pending) < limit:
+            if len(self._waiting()) + len(desk.pending) >= free + ahead:
                 return
-            if target and self._planned() + len(self._drafts) >= target:
+            if target and self._planned() + len(desk.pending) >= target:
                 return
-            if self._adopt_orphan(run):
+            if desk.adopt_orphan(run, self.mode):
                 continue
-            best = self.workspace.best_commit(run.tag)
-            basis = Basis(
-                run=run,
-                best_commit=best,
-                best_script=self.workspace.script_at(best),
-                mode=self.mode,
-                crash_script=self._crash_script,
-            )
             if not self._flights:
                 self._set_phase("proposing", experiment=journal.next_number(run.id))
-            self._drafts.append(self._drafting().submit(self._drafter().draft, basis))
-
-    def _crash_script(self, sha: str) -> str:
-        # Read for a drafting thread: a repository object of its own, never shared.
-        repo = pygit2.Repository(str(self.workspace.path))
-        commit = repo.revparse_single(sha).peel(pygit2.Commit)
-        entry = commit.tree[self.workspace.script_name]
-        blob = repo[entry.id]
-        assert isinstance(blob, pygit2.Blob)
-        return blob.data.decode("utf-8", errors="replace")
-
-    def _drafting(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._drafting_pool is None:
-            self._drafting_pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=MAX_DRAFTING, thread_name_prefix="cockpit-draft"
-            )
-        return self._drafting_pool
-
-    def _drafter(self) -> Drafting:
-        return Drafting(
-            self._journal(),
-            self.settings,
-            self.agent,
-            self.workspace.path / "program.md",
-            self.say,
-            self.marks,
-        )
-
-    def _close_drafting(self) -> None:
-        pool, self._drafting_pool = self._drafting_pool, None
-        if pool is not None:
-            # A draft in progress is the model's time, not the run's: it is not waited for.
-            pool.shutdown(wait=False, cancel_futures=True)
-        self._drafts.clear()
-
-    def _adopt_orphan(self, run: Run) -> bool:
-        """Journal an experiment committed to git but never journaled (the engine died in
-        between); whether there was one."""
-        journal, workspace = self._journal(), self.workspace
-        number = journal.next_number(run.id)
-        orphan = workspace.experiment_ref(run.tag, number)
-        if orphan is None:
-            return False
-        commit = workspace.repo[orphan].peel(pygit2.Commit)
-        lines = commit.message.strip().splitlines()
-        proposal = Proposal(
-            lines[0] if lines else f"experiment {number}",
-            "",
-            workspace.script_at(orphan),
-            "recovered",
-        )
-        parent = str(commit.parent_ids[0]) if commit.parent_ids else None
-        self._journal_proposal(run, number, proposal, orphan, parent, None)
-        return True
-
-    def _collect_drafts(self) -> None:
-        """Commit the drafts that are ready, each on the best it was made on."""
-        run = self._run_record()
-        journal = self._journal()
-        for future in [f for f in self._drafts if f.done()]:
-            self._drafts.remove(future)
-            draft = future.result()  # the proposer's own failures surface here, as before
-            if draft is None:
-                self._exhausted = True
-                continue
-            proposal = draft.proposal
-            if journal.has_script_hash(run.id, proposal.script_hash):
-                # Drafted side by side with the same idea: the later one goes back.
-                self._drafter().reject_repeat(run, proposal)
-                continue
-            number = journal.next_number(run.id)
-            sha, _ = self.workspace.commit_experiment(
-                run.tag,
-                number,
-                proposal.script,
-                f"{proposal.description}\n\n{proposal.hypothesis}\n",
-                parent=draft.parent_commit,
-            )
-            failpoint("committed")
-            self._journal_proposal(run, number, proposal, sha, draft.parent_commit, draft.details)
-
-    def _journal_proposal(
-        self,
-        run: Run,
-        number: int,
-        proposal: Proposal,
-        sha: str,
-        parent: str | None,
-        details: dict[str, Any] | None,
-    ) -> Experiment:
-        experiment = self._journal().add_experiment(
-            run.id,
-            number,
-            parent_commit=parent,
-            commit_sha=sha,
-            ref=self.workspace.experiment_refname(run.tag, number),
-            proposer=proposal.proposer,
-            model=proposal.model,
-            description=proposal.description,
-            hypothesis=proposal.hypothesis,
-            diff=self.workspace.diff(sha),
-            script_hash=proposal.script_hash,
-            lines_of_code=lines_of_code(proposal.script),
-            status="awaiting_approval" if self.mode == "supervised" else "committed",
-            details=details,
-        )
-        self.marks.append(("ready", time.perf_counter(), number))
-        self.say(f"#{number} {proposal.description} ({proposal.proposer})")
-        return experiment
+            desk.order(run, self.mode)
 
     # --- training ------------------------------------------------------------------------
 
@@ -652,12 +564,18 @@ class Engine:
         raise EngineError(message)
 
     def _fill_workers(self) -> None:
-        """Give every free worker the oldest experiment that waits to train."""
+        """Give every free worker the oldest experiment that waits to train (on its kind of
+        device, when it has trained on one), and with devices of several kinds, train the best
+        on a kind where an experiment waits to be compared with it."""
         journal = self._journal()
         for experiment in self._waiting():
             free = [w for w in self.workers if w.index not in self._flights]
             if not free:
                 return
+            wanted = wanted_kind(experiment, self._kinds(), self.settings.engine.noise_runs)
+            worker = next((w for w in free if wanted is None or w.kind == wanted), None)
+            if worker is None:
+                continue
             if experiment.status == "proposed":  # journaled, never asked about (a restart)
                 status = "awaiting_approval" if self.mode == "supervised" else "committed"
                 journal.update_experiment(experiment.id, status=status)
@@ -665,22 +583,40 @@ class Engine:
                     continue
             elif experiment.status != "committed":
                 continue
-            self._start(free[0], experiment)
+            self._start(worker, experiment)
+        run = self._run_record()
+        best = self.judge.best_experiment(run) if len(self._kinds()) > 1 else None
+        under_way = {f.worker.kind for f in self._flights.values() if f.reference}
+        unfinished = journal.unfinished_experiments(run.id) if best is not None else []
+        for kind in references_needed(best, unfinished, self._kinds(), under_way):
+            assert best is not None
+            worker = next(
+                (w for w in self.workers if w.index not in self._flights and w.kind == kind),
+                None,
+            )
+            if worker is not None:
+                self._start(worker, best, reference=True)
 
-    def _start(self, worker: Worker, experiment: Experiment) -> None:
+    def _kinds(self) -> tuple[str, ...]:
+        return tuple(sorted({worker.kind for worker in self.workers}))
+
+    def _start(self, worker: Worker, experiment: Experiment, reference: bool = False) -> None:
         journal = self._journal()
         run = self._run_record()
         self._verify_fixed_parts(run)
         details = dict(experiment.details or {})
-        # Each training of one script (noise runs, confirmations) gets the next seed.
+        # Each training of one script (noise runs, confirmations) on one kind of device gets
+        # the next seed.
         base_seed = self.settings.trainer.seed
-        seed = base_seed + len(details.get("trials", []))
+        here = [t for t in details.get("trials", []) if trial_kind(t) == worker.kind]
+        seed = base_seed + len(here)
         directory = self.paths.training(
             run.tag,
             experiment.number,
             attempt=experiment.attempt,
             seed=None if seed == base_seed else seed,
             rebase=int(details.get("rebases", 0)),
+            kind=worker.kind,
         )
         trainer = {"seed": seed}
         if worker.threads and not self.settings.trainer.threads:
@@ -724,18 +660,22 @@ class Engine:
         # repeated run of a script (noise floor, confirmation) or a script-mode command.
         watch = (
             None
-            if command or details.get("trials")
-            else early_abort_watch(self._journal(), self.settings.engine, run, experiment)
+            if command or details.get("trials") or reference
+            else early_abort_watch(
+                self._journal(), self.settings.engine, run, experiment, worker.kind
+            )
         )
-        experiment = journal.update_experiment(
-            experiment.id,
-            status="training",
-            started_at=experiment.started_at or self.clock(),
-            log_path=str(files.log),
-            details={**details, "seed": seed},
-        )
+        if not reference:  # a reference training leaves its (decided) experiment as it is
+            experiment = journal.update_experiment(
+                experiment.id,
+                status="training",
+                started_at=experiment.started_at or self.clock(),
+                log_path=str(files.log),
+                details={**details, "seed": seed, "training_kind": worker.kind},
+            )
         where = f" on {worker.label}" if len(self.workers) > 1 else ""
-        self.say(f"#{experiment.number} training for {job.budget_seconds:g} s{where}")
+        what = f"the best, #{experiment.number}, measured" if reference else f"#{experiment.number}"
+        self.say(f"{what} training for {job.budget_seconds:g} s{where}")
         if len(self.workers) == 1:
             # One worker: the model is unloaded before each training. With more it stays where
             # the researcher put it ([agent] settings), as trainings never pause for it.
@@ -752,6 +692,7 @@ class Engine:
             watch=watch,
             on_phase=lambda _: self._publish(force=True),
             journal=journal,
+            reference=reference,
         )
         self._flights[worker.index] = flight
         self._publish(force=True)
@@ -785,6 +726,14 @@ class Engine:
     def _finish(self, flight: Flight, result: RunResult) -> None:
         journal = self._journal()
         run = self._run_record()
+        if flight.reference:
+            if result.outcome is Outcome.INTERRUPTED:
+                return  # asked for again while an experiment waits for it
+            reason = result.reason or result.outcome.status
+            self.judge.record_reference(
+                flight.experiment.id, result.val_bpb, flight.seed, flight.worker.kind, reason
+            )
+            return
         experiment = journal.experiment_by_id(flight.experiment.id)
         assert experiment is not None
         if result.outcome is Outcome.INTERRUPTED and self.control.stop_now:

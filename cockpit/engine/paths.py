@@ -58,11 +58,19 @@ class WorkspacePaths:
         return self.runs(tag) / name
 
     def training(
-        self, tag: str, number: int, *, attempt: int = 1, seed: int | None = None, rebase: int = 0
+        self,
+        tag: str,
+        number: int,
+        *,
+        attempt: int = 1,
+        seed: int | None = None,
+        rebase: int = 0,
+        kind: str = "",
     ) -> Path:
         """The folder of one training of experiment ``number``: a rerun after an interruption
         (attempt), a training with another seed than the run's (seed) and a training of its
-        change re-applied onto a newer best (rebase) each get a folder of their own."""
+        change re-applied onto a newer best (rebase), and a training on another kind of device
+        (kind) each get a folder of their own."""
         name = f"{number:04d}"
         if attempt > 1:
             name += f"-{attempt}"
@@ -70,4 +78,6 @@ class WorkspacePaths:
             name += f"-on{rebase}"
         if seed is not None:
             name += f"-seed{seed}"
+        if kind:
+            name += "-" + "".join(c if c.isalnum() else "_" for c in kind.lower()).strip("_")
         return self.runs(tag) / name

@@ -506,9 +506,14 @@ def paired_trace(metrics: Sequence[Mapping[str, Any]]) -> Trace:
     return trace(paired_training(metrics))
 
 
-def trial_results(experiment: Experiment) -> tuple[tuple[int, float], ...]:
-    """(seed, val_bpb) of every training of an experiment's script: the noise-floor runs of
-    the baseline, a confirmation run."""
+def trial_kind(trial: Mapping[str, Any]) -> str:
+    """The kind of device a training ran on ("" where a run has devices of one kind only)."""
+    return str(trial.get("kind") or "")
+
+
+def trial_results(experiment: Experiment, kind: str | None = None) -> tuple[tuple[int, float], ...]:
+    """(seed, val_bpb) of every training of an experiment's script (on devices of ``kind``
+    only, when given): the noise-floor runs of the baseline, a confirmation run."""
     trials = (experiment.details or {}).get("trials") or []
     return tuple(
         (int(trial["seed"]), float(trial["val_bpb"]))
@@ -516,6 +521,7 @@ def trial_results(experiment: Experiment) -> tuple[tuple[int, float], ...]:
         if isinstance(trial, Mapping)
         and isinstance(trial.get("seed"), int)
         and isinstance(trial.get("val_bpb"), (int, float))
+        and (kind is None or trial_kind(trial) == kind)
     )
 
 
@@ -1060,6 +1066,7 @@ __all__ = [
     "read_status",
     "read_workers",
     "split_trials",
+    "trial_kind",
     "with_deltas",
     "with_proposers",
 ]

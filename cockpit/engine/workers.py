@@ -26,6 +26,9 @@ class Worker:
     cpus: tuple[int, ...] = ()  # the cores it is pinned to; (): not pinned
     where: str = ""  # the cluster engine that places its trainings ("": this machine)
     threads: int = 0  # torch threads of its trainings; 0: as many as its cores
+    # The kind of its device ("NVIDIA H100 80GB HBM3") where the workers' devices are of
+    # several kinds; "" where they are all alike. Results compare within a kind only.
+    kind: str = ""
 
     @property
     def label(self) -> str:
@@ -55,10 +58,12 @@ def plan_workers(
     gpus: Sequence[str],
     cores: Sequence[int],
     reserved: Sequence[str] = (),
+    names: Mapping[str, str] | None = None,
 ) -> list[Worker]:
     """The workers for ``[engine] workers`` (a count or "auto") and ``[trainer] device``, on a
     machine with these GPUs (as CUDA_VISIBLE_DEVICES names them) and these cores; GPUs in
-    ``reserved`` (the model server's) train nothing."""
+    ``reserved`` (the model server's) train nothing. ``names`` (GPU -> model name) sets the
+    workers' kinds where their GPUs are of several models."""
     if reserved and gpus:
         free = [gpu for gpu in gpus if gpu not in set(reserved)]
         if not free:
@@ -90,7 +95,13 @@ def plan_workers(
             )
         if count == 1 and len(gpus) == 1:
             return [Worker(0, device if kind == "cuda" else "auto")]
-        return [Worker(number, f"cuda:{gpus[number]}") for number in range(count)]
+        chosen = list(gpus[:count])
+        models = [(names or {}).get(gpu, "") for gpu in chosen]
+        several = len(set(models)) > 1
+        return [
+            Worker(number, f"cuda:{gpu}", kind=model if several else "")
+            for number, (gpu, model) in enumerate(zip(chosen, models, strict=True))
+        ]
     count = 1 if requested == "auto" else int(requested)
     if count == 1:
         return [Worker(0, device)]  # the whole machine, as a single training has it

@@ -21,10 +21,11 @@ from cockpit.engine.agent_status import (
     recent_proposers,
 )
 from cockpit.engine.agents import build_agent
+from cockpit.engine.enginelock import engine_lock_held, engine_lock_pid
 from cockpit.engine.executors import executor_for
 from cockpit.engine.journal import Journal, JournalError, Run
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
-from cockpit.engine.readmodel import engine_lock_held, engine_lock_pid, integrity_flags
+from cockpit.engine.readmodel import integrity_flags
 from cockpit.engine.steering import Kind, Steer
 from cockpit.engine.workspace import Workspace, WorkspaceError
 from trainer.confine import Confinement

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cockpit.engine.journal import Journal
+from cockpit.engine.journal import Experiment, Journal
 from cockpit.engine.workspace import Workspace
 from tests.conftest import REPO, SCRIPTS, write_text_corpus
 from tests.ollama_server import Reply
@@ -115,6 +115,16 @@ def state(workspace: Path, key: str) -> object:
             return journal.get_state(key)
     except Exception:
         return None
+
+
+def trained_side_by_side(records: list[Experiment]) -> bool:
+    """Whether two of these experiments trained at the same time (journal timestamps)."""
+    spans = [(e.started_at, e.ended_at) for e in records if e.started_at and e.ended_at]
+    return any(
+        max(a[0], b[0]) < min(a[1], b[1])
+        for position, a in enumerate(spans)
+        for b in spans[position + 1 :]
+    )
 
 
 def experiments(workspace: Path) -> list:

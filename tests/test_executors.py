@@ -14,11 +14,18 @@ from agent.builtin import BuiltinProposer
 from cockpit.config import load_settings
 from cockpit.engine.errors import EngineError
 from cockpit.engine.jobs import RunFiles, build_job
-from cockpit.engine.journal import Experiment, Journal
+from cockpit.engine.journal import Journal
 from cockpit.engine.loop import Engine, EngineOptions
 from cockpit.engine.monitor import ScriptedGpuSource
 from tests.conftest import SCRIPTS
-from tests.helpers import cockpit, experiments, git, git_env, make_workspace
+from tests.helpers import (
+    cockpit,
+    experiments,
+    git,
+    git_env,
+    make_workspace,
+    trained_side_by_side,
+)
 from trainer.outcomes import Outcome
 
 
@@ -28,15 +35,6 @@ def cluster_workspace(root: Path, executor: str) -> None:
     config.write_text(config.read_text() + executor)
     subprocess.run(
         ["git", "-C", str(root), "commit", "-qam", "executor"], check=True, env=git_env()
-    )
-
-
-def trained_side_by_side(records: list[Experiment]) -> bool:
-    spans = [(e.started_at, e.ended_at) for e in records if e.started_at and e.ended_at]
-    return any(
-        max(a[0], b[0]) < min(a[1], b[1])
-        for position, a in enumerate(spans)
-        for b in spans[position + 1 :]
     )
 
 

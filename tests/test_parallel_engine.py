@@ -17,18 +17,32 @@ from cockpit.engine.loop import Engine, EngineOptions
 from cockpit.engine.monitor import ScriptedGpuSource
 from cockpit.engine.workers import Worker
 from tests.conftest import SCRIPTS
-from tests.helpers import cockpit, experiments, git, git_env, make_workspace, spawn, state, wait_for
+from tests.helpers import (
+    cockpit,
+    experiments,
+    git,
+    git_env,
+    make_workspace,
+    spawn,
+    state,
+    trained_side_by_side,
+    wait_for,
+)
 
 
-def overlapping(records: list[Experiment]) -> list[tuple[int, int]]:
-    """Pairs of experiments whose trainings ran at the same time (journal timestamps)."""
-    spans = [(e.number, e.started_at, e.ended_at) for e in records if e.started_at and e.ended_at]
-    return [
-        (a, b)
-        for position, (a, start_a, end_a) in enumerate(spans)
-        for (b, start_b, end_b) in spans[position + 1 :]
-        if max(start_a, start_b) < min(end_a, end_b)
-    ]
+def slow_script(tmp_path: Path) -> Path:
+    """The tiny script with a learning rate too low, and two constants that each raise it."""
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        (SCRIPTS / "tiny_research.py")
+        .read_text()
+        .replace(
+            "LEARNING_RATE = 0.1  # AdamW learning rate", "LEARNING_RATE = 0.001\nLR_BOOST = 1.0"
+        )
+        .replace("lr=LEARNING_RATE,", "lr=LEARNING_RATE * LR_BOOST,")
+    )
+    assert "LEARNING_RATE * LR_BOOST" in slow.read_text()
+    return slow
 
 
 def branch_holds_only_keeps(root: Path, tag: str, records: list[Experiment]) -> None:
@@ -53,7 +67,7 @@ def test_two_workers_train_side_by_side_each_idea_once(tmp_path: Path) -> None:
     records = experiments(root)
     assert [e.number for e in records] == [0, 1, 2, 3, 4]
     assert all(e.is_final for e in records)
-    assert overlapping(records), "no two trainings ran at the same time"
+    assert trained_side_by_side(records), "no two trainings ran at the same time"
     trained = [e.script_hash for e in records]
     assert len(set(trained)) == len(trained)  # no idea trained twice
     rows = (root / "results.tsv").read_text().splitlines()
@@ -94,16 +108,7 @@ def test_a_gain_on_a_best_that_moved_is_reapplied_and_confirmed_on_the_new_best(
 ) -> None:
     # A script that learns too slowly, and two ideas that each speed it up; proposed on the
     # same best and trained side by side, the one that finishes second finds the best moved.
-    slow = tmp_path / "slow.py"
-    slow.write_text(
-        (SCRIPTS / "tiny_research.py")
-        .read_text()
-        .replace(
-            "LEARNING_RATE = 0.1  # AdamW learning rate", "LEARNING_RATE = 0.001\nLR_BOOST = 1.0"
-        )
-        .replace("lr=LEARNING_RATE,", "lr=LEARNING_RATE * LR_BOOST,")
-    )
-    assert "LEARNING_RATE * LR_BOOST" in slow.read_text()
+    slow = slow_script(tmp_path)
     root = tmp_path / "ws"
     workspace = make_workspace(root, slow)
     notices = tmp_path / "notices.txt"
@@ -211,15 +216,7 @@ def test_devices_of_two_kinds_each_have_a_baseline_and_never_compare_across(
 ) -> None:
     # Two workers whose devices are of different kinds (as NVML would name an H100 and an
     # H200), training on this machine's CPU.
-    slow = tmp_path / "slow.py"
-    slow.write_text(
-        (SCRIPTS / "tiny_research.py")
-        .read_text()
-        .replace(
-            "LEARNING_RATE = 0.1  # AdamW learning rate", "LEARNING_RATE = 0.001\nLR_BOOST = 1.0"
-        )
-        .replace("lr=LEARNING_RATE,", "lr=LEARNING_RATE * LR_BOOST,")
-    )
+    slow = slow_script(tmp_path)
     root = tmp_path / "ws"
     workspace = make_workspace(root, slow)
     kinds = ("NVIDIA H100 80GB HBM3", "NVIDIA H200")

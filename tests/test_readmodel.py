@@ -9,22 +9,24 @@ from pathlib import Path
 import pytest
 
 from cockpit.bench.ui_bench import BASELINE_BPB, BUDGET_SECONDS, MODEL, fill_journal
+from cockpit.engine.enginelock import engine_lock_held
 from cockpit.engine.journal import Journal
 from cockpit.engine.monitor import GpuSnapshot, MonitorSample
 from cockpit.engine.readmodel import (
     JournalPoller,
     LedgerRow,
-    current_trial_start,
     display_path,
-    engine_lock_held,
     journal_file,
+    read_status,
+    with_deltas,
+)
+from cockpit.engine.trials import (
+    current_trial_start,
     latest_curve,
     paired_curve,
     paired_trace,
     paired_training,
-    read_status,
     split_trials,
-    with_deltas,
 )
 
 

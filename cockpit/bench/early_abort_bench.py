@@ -30,7 +30,7 @@ from cockpit.engine.early_abort import (
 )
 from cockpit.engine.journal import Experiment, Journal
 from cockpit.engine.paths import WorkspacePaths
-from cockpit.engine.readmodel import paired_trace, trial_results
+from cockpit.engine.trials import paired_trace, trial_results
 
 SAVED_TARGET = 0.30
 KEEPS_LOST_TARGET = 0.05

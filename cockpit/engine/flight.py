@@ -16,8 +16,8 @@ from cockpit.config import EngineSettings, Settings
 from cockpit.engine.early_abort import Watch, calibrate
 from cockpit.engine.jobs import RunFiles
 from cockpit.engine.journal import Experiment, Journal, Run
-from cockpit.engine.readmodel import paired_trace
 from cockpit.engine.runner import JobHandle, RunResult, TrainingJob, log_tail
+from cockpit.engine.trials import paired_trace
 from cockpit.engine.workers import Worker
 from trainer.summary import parse_summary
 

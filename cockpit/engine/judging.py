@@ -22,7 +22,7 @@ from cockpit.engine.failpoints import failpoint
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.noise import NoiseFloor, noise_floor
 from cockpit.engine.notify import EngineNotices
-from cockpit.engine.readmodel import trial_kind, trial_results
+from cockpit.engine.trials import trial_kind, trial_results
 from cockpit.engine.workspace import Workspace, lines_of_code
 
 

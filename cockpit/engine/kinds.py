@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from cockpit.engine.journal import Experiment
-from cockpit.engine.readmodel import trial_kind
+from cockpit.engine.trials import trial_kind
 
 
 def _trials(experiment: Experiment) -> list[Mapping[str, Any]]:

@@ -20,14 +20,12 @@ drafting proposals is `proposing.Drafting`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import importlib.util
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,6 +35,7 @@ from cockpit.config import Settings
 from cockpit.engine import programs, worktrees
 from cockpit.engine.agents import AgentRecorder, AgentSetup
 from cockpit.engine.drafts import DraftDesk
+from cockpit.engine.enginelock import engine_lock
 from cockpit.engine.errors import EngineError
 from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_fixed_parts
 from cockpit.engine.flight import Flight, early_abort_watch, record_result
@@ -48,10 +47,10 @@ from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gp
 from cockpit.engine.notify import EngineNotices, Notifier
 from cockpit.engine.paths import WorkspacePaths
 from cockpit.engine.proposing import Drafting
-from cockpit.engine.readmodel import trial_kind
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, is_training_process, kill_tree
 from cockpit.engine.steering import Kind, Steer
+from cockpit.engine.trials import trial_kind
 from cockpit.engine.workers import (
     Worker,
     WorkerError,
@@ -87,31 +86,6 @@ COMPARABILITY_SETTINGS = (
     "command",
     "metric",
 )
-
-
-@contextlib.contextmanager
-def engine_lock(cockpit_dir: Path) -> Iterator[None]:
-    """One engine per workspace: an exclusive lock that dies with the process holding it."""
-    path = WorkspacePaths(cockpit_dir.parent).lock
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise EngineError(
-                f"an engine is already running for this workspace (pid {holder}); "
-                "see it with `cockpit status`, stop it with `cockpit stop`"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def journal_path(workspace: Workspace) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import math
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,7 +35,6 @@ from cockpit.engine.agent_status import (
     in_flight,
     recent_proposers,
 )
-from cockpit.engine.early_abort import Trace, trace
 from cockpit.engine.journal import (
     FINAL_STATUSES,
     TRAINED_STATUSES,
@@ -48,6 +46,14 @@ from cockpit.engine.journal import (
 )
 from cockpit.engine.monitor import MonitorSample
 from cockpit.engine.paths import WorkspacePaths
+from cockpit.engine.trials import (
+    LossPoint,
+    current_trial_start,
+    latest_curve,
+    loss_points,
+    paired_curve,
+    trial_results,
+)
 from trainer.confine import Confinement
 
 WORKER_LOSSES = 24  # losses of a worker's training shown in its sparkline
@@ -55,10 +61,6 @@ GPU_HISTORY = 120  # samples kept for the gauges' history: two minutes at one a 
 EVENT_HISTORY = 300  # events the screen keeps (decisions, agent lines, notes)
 # Phases in which the engine works on the experiment named by the `experiment` state key.
 ACTIVE_PHASES = ("proposing", "awaiting_approval", "training", "evaluating")
-# A loss point this many seconds past the training's elapsed time cannot belong to it.
-TRIAL_CLOCK_SLACK_SECONDS = 2.0
-
-LossPoint = tuple[float, float]  # (training progress from 0 to 1, loss)
 
 
 def journal_file(workspace: Path) -> Path:
@@ -430,98 +432,6 @@ def event_line(event: Event) -> EventLine:
         message=event.message,
         experiment_id=event.experiment_id,
         data=dict(event.data or {}),
-    )
-
-
-def loss_points(metrics: Iterable[Mapping[str, Any]]) -> list[tuple[float, float, float]]:
-    """(t, progress, loss) of the metric points that have all three (a NaN loss is None)."""
-    points = []
-    for metric in metrics:
-        t, progress, loss = metric.get("t"), metric.get("progress"), metric.get("loss")
-        if t is None or progress is None or loss is None:
-            continue
-        if not (math.isfinite(loss) and math.isfinite(progress)):
-            continue
-        points.append((float(t), float(progress), float(loss)))
-    return points
-
-
-def split_trials(times: Sequence[float]) -> list[int]:
-    """Where each training of one experiment starts in its points, in the order they came:
-    the clock of every training starts again from zero, so a point earlier than the one
-    before it opens a new one. The first index is always 0 (for a non-empty sequence)."""
-    starts = [0] if times else []
-    for index in range(1, len(times)):
-        if times[index] < times[index - 1]:
-            starts.append(index)
-    return starts
-
-
-def current_trial_start(times: Sequence[float], elapsed: float | None) -> int:
-    """The index where the latest training's points start. ``elapsed``: how long the
-    training in progress has run, when one is; a point later than that (plus some slack)
-    belongs to an earlier training, so when the last group has one, the training in
-    progress has not reported yet and its points start at the end."""
-    starts = split_trials(times)
-    if not starts:
-        return 0
-    start = starts[-1]
-    if elapsed is not None and times[-1] > elapsed + TRIAL_CLOCK_SLACK_SECONDS:
-        return len(times)
-    return start
-
-
-def latest_training(metrics: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The metric records of an experiment's latest training (its clock starts at zero)."""
-    records = [m for m in metrics if isinstance(m.get("t"), (int, float))]
-    return records[current_trial_start([float(m["t"]) for m in records], None) :]
-
-
-def latest_curve(metrics: Iterable[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
-    """The (progress, loss) curve of an experiment's latest training."""
-    return tuple((progress, loss) for _, progress, loss in loss_points(latest_training(metrics)))
-
-
-def paired_training(metrics: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The records of an experiment's latest training with the seed of its first training.
-
-    Every experiment's first training uses the run's seed, and the seed decides the batches:
-    two such curves saw the same data in the same order, so their gap is the scripts'
-    difference, not the luck of the batches (with the small batches of a CPU run, that luck
-    alone moves the loss by several percent). Points recorded without a seed (journals from
-    before seeds were kept with the points) give the latest training."""
-    seed = next((m["seed"] for m in metrics if m.get("seed") is not None), None)
-    if seed is None:
-        return latest_training(metrics)
-    return latest_training([m for m in metrics if m.get("seed") == seed])
-
-
-def paired_curve(metrics: Sequence[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
-    """The (progress, loss) curve of `paired_training`, by the clock (for display)."""
-    return latest_curve(paired_training(metrics))
-
-
-def paired_trace(metrics: Sequence[Mapping[str, Any]]) -> Trace:
-    """`paired_training` as early abort compares it (see `early_abort.trace`)."""
-    return trace(paired_training(metrics))
-
-
-def trial_kind(trial: Mapping[str, Any]) -> str:
-    """The kind of device a training ran on ("" where a run has devices of one kind only)."""
-    return str(trial.get("kind") or "")
-
-
-def trial_results(experiment: Experiment, kind: str | None = None) -> tuple[tuple[int, float], ...]:
-    """(seed, val_bpb) of every training of an experiment's script (on devices of ``kind``
-    only, when given): the noise-floor runs of the baseline, a confirmation run."""
-    trials = (experiment.details or {}).get("trials") or []
-    return tuple(
-        (int(trial["seed"]), float(trial["val_bpb"]))
-        for trial in (trials if isinstance(trials, list) else [])
-        if isinstance(trial, Mapping)
-        and isinstance(trial.get("seed"), int)
-        and isinstance(trial.get("val_bpb"), (int, float))
-        and (kind is None or trial_kind(trial) == kind)
     )
 
 
@@ -1006,41 +916,6 @@ def experiment_detail_without_curve(experiment: Experiment) -> ExperimentDetail:
     )
 
 
-def _engine_lock(workspace: Path) -> Path:
-    return WorkspacePaths(Path(workspace)).lock
-
-
-def engine_lock_pid(workspace: Path) -> int | None:
-    """The pid an engine wrote into the workspace's lock when it took it, read without
-    touching the lock: for a starter waiting on the engine it spawned (see `engine_lock_held`).
-    An engine that has died leaves its pid behind; ask `engine_lock_held` whether it holds."""
-    try:
-        text = _engine_lock(workspace).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def engine_lock_held(workspace: Path) -> bool:
-    """Whether an engine holds the workspace's lock right now (what ``cockpit status`` asks).
-
-    Probing takes the lock for an instant, so this is for one-off questions (after the
-    screen closes), not for polling: an engine starting in that instant would find it taken.
-    """
-    import fcntl
-
-    path = _engine_lock(workspace)
-    if not path.exists():
-        return False
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-
 __all__ = [
     "Delta",
     "EventLine",
@@ -1052,21 +927,12 @@ __all__ = [
     "Snapshot",
     "StatusInfo",
     "WorkerRow",
-    "current_trial_start",
     "display_path",
-    "engine_lock_held",
-    "engine_lock_pid",
     "experiment_detail",
     "journal_file",
-    "latest_curve",
     "ledger_row",
-    "paired_curve",
-    "paired_trace",
-    "paired_training",
     "read_status",
     "read_workers",
-    "split_trials",
-    "trial_kind",
     "with_deltas",
     "with_proposers",
 ]

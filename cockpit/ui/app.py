@@ -30,6 +30,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 from textual.worker import Worker
 
+from cockpit.engine.enginelock import engine_lock_held
 from cockpit.engine.journal import Journal, JournalError
 from cockpit.engine.readmodel import (
     Delta,
@@ -41,7 +42,6 @@ from cockpit.engine.readmodel import (
     LossCurves,
     StatusInfo,
     display_path,
-    engine_lock_held,
     journal_file,
 )
 from cockpit.engine.steering import Kind, Steer

@@ -1,0 +1,75 @@
+"""One engine per workspace: the lock it holds while it runs, and how others ask about it.
+
+The lock is an exclusive `flock` on ``.cockpit/engine.lock``, which dies with the process that
+holds it (kill -9 included); the file holds the engine's pid, for a starter waiting on the
+engine it spawned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from cockpit.engine.errors import EngineError
+from cockpit.engine.paths import WorkspacePaths
+
+
+@contextlib.contextmanager
+def engine_lock(cockpit_dir: Path) -> Iterator[None]:
+    """One engine per workspace: an exclusive lock that dies with the process holding it."""
+    path = WorkspacePaths(cockpit_dir.parent).lock
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise EngineError(
+                f"an engine is already running for this workspace (pid {holder}); "
+                "see it with `cockpit status`, stop it with `cockpit stop`"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _engine_lock(workspace: Path) -> Path:
+    return WorkspacePaths(Path(workspace)).lock
+
+
+def engine_lock_pid(workspace: Path) -> int | None:
+    """The pid an engine wrote into the workspace's lock when it took it, read without
+    touching the lock: for a starter waiting on the engine it spawned (see `engine_lock_held`).
+    An engine that has died leaves its pid behind; ask `engine_lock_held` whether it holds."""
+    try:
+        text = _engine_lock(workspace).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def engine_lock_held(workspace: Path) -> bool:
+    """Whether an engine holds the workspace's lock right now (what ``cockpit status`` asks).
+
+    Probing takes the lock for an instant, so this is for one-off questions (after the
+    screen closes), not for polling: an engine starting in that instant would find it taken.
+    """
+    path = _engine_lock(workspace)
+    if not path.exists():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

@@ -114,7 +114,6 @@ class Judge:
         own = {int(t["seed"]): float(t["val_bpb"]) for t in trials if trial_kind(t) == kind}
         if number == 0:
             own = {index: float(t["val_bpb"]) for index, t in enumerate(trials)}
-        noise = self._noise_floor(run, kind)
         best = parent = None
         if number > 0:
             best_experiment = self.best_experiment(run)
@@ -149,6 +148,9 @@ class Judge:
                     )
                     self.export()
                     return
+        # Measured once the experiment can be decided: one waiting for the best's result on
+        # its kind of device is looked at on every tick of the engine.
+        noise = self._noise_floor(run, kind)
         flags = {flag.get("kind") for flag in (experiment.details or {}).get("flags") or []}
         decision = judge(
             number,

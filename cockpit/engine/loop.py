@@ -739,13 +739,18 @@ class Engine:
     # --- deciding ------------------------------------------------------------------------
 
     def _decide_waiting(self) -> None:
-        """Decide the trained experiments that waited for the baseline's decision (or for a
-        restart)."""
+        """Decide the trained experiments that waited for the baseline's decision, for the
+        best's result on their kind of device (or for a restart)."""
         run = self._run_record()
-        in_flight = {flight.experiment.id for flight in self._flights.values()}
+        in_flight = {
+            flight.experiment.id for flight in self._flights.values() if not flight.reference
+        }
+        measuring = {flight.worker.kind for flight in self._flights.values() if flight.reference}
         for experiment in self._journal().unfinished_experiments(run.id):
             if experiment.status != "evaluating" or experiment.id in in_flight:
                 continue
+            if str((experiment.details or {}).get("training_kind") or "") in measuring:
+                continue  # the best is being measured on its kind right now
             if experiment.number == 0 or run.best_val_bpb is not None:
                 self.judge.decide(experiment)
                 run = self._run_record()

@@ -25,7 +25,7 @@ from cockpit.engine.enginelock import engine_lock_held, engine_lock_pid
 from cockpit.engine.executors import executor_for
 from cockpit.engine.journal import Journal, JournalError, Run
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
-from cockpit.engine.readmodel import integrity_flags
+from cockpit.engine.readmodel import integrity_flags, read_workers
 from cockpit.engine.steering import Kind, Steer
 from cockpit.engine.workspace import Workspace, WorkspaceError
 from trainer.confine import Confinement
@@ -136,21 +136,21 @@ def _open_journal(workspace: Workspace, *, readonly: bool) -> Journal | None:
 def _workers(state: dict[str, Any], journal: Journal, run: Run) -> list[dict[str, Any]]:
     """The engine's workers as `cockpit status` shows them: device, experiment, phase."""
     workers = []
-    for worker in state.get("workers") or []:
-        if not isinstance(worker, dict):
-            continue
-        entry = {key: worker.get(key) for key in ("worker", "device", "experiment", "phase")}
-        number, started = worker.get("experiment"), worker.get("started_at")
-        budget = worker.get("budget_seconds")
-        entry["time_left"] = (
-            round(max(0.0, budget - (time.time() - started)), 1)
-            if worker.get("phase") == "training" and isinstance(started, (int, float))
-            and isinstance(budget, (int, float))
-            else None
-        )  # fmt: skip
-        experiment = journal.experiment(run.id, number) if isinstance(number, int) else None
-        entry["description"] = experiment.description if experiment is not None else None
-        workers.append(entry)
+    now = time.time()
+    for row in read_workers(state):
+        left = row.time_left(now)
+        number = row.experiment
+        experiment = journal.experiment(run.id, number) if number is not None else None
+        workers.append(
+            {
+                "worker": row.worker,
+                "device": row.device,
+                "experiment": number,
+                "phase": row.phase,
+                "time_left": None if left is None else round(left, 1),
+                "description": experiment.description if experiment is not None else None,
+            }
+        )
     return workers
 
 

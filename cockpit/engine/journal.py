@@ -844,18 +844,25 @@ class Journal:
             )
         return len(rows)
 
-    def metrics(self, experiment_id: int, *, after_t: float | None = None) -> list[dict[str, Any]]:
-        """An experiment's loss points in the order they came (those past ``after_t`` only, if
-        given), each a dict of t, step, progress, loss and any extra keys.
+    def metrics(
+        self, experiment_id: int, *, after_t: float | None = None, last: int | None = None
+    ) -> list[dict[str, Any]]:
+        """An experiment's loss points in the order they came (those past ``after_t`` only, and
+        the ``last`` ones only, if given), each a dict of t, step, progress, loss and any extra
+        keys.
 
         SQLite stores a NaN as NULL, so a NaN loss comes back as None."""
-        sql = "SELECT t, step, progress, loss, data_json FROM metrics WHERE experiment_id = ?"
+        sql = "SELECT id, t, step, progress, loss, data_json FROM metrics WHERE experiment_id = ?"
         params: list[Any] = [experiment_id]
         if after_t is not None:
             sql += " AND t > ?"
             params.append(after_t)
+        if last is not None:  # the newest ones, read back in the order they came
+            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?)"
+            params.append(last)
+        sql += " ORDER BY id"
         points = []
-        for row in self._rows(sql + " ORDER BY id", params):
+        for row in self._rows(sql, params):
             point: dict[str, Any] = {k: row[k] for k in ("t", "step", "progress", "loss")}
             if row["data_json"] is not None:
                 point.update(json.loads(row["data_json"]))

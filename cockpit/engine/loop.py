@@ -840,7 +840,6 @@ class Engine:
     def _publish(self, force: bool = False) -> None:
         """Say what the workers do (state `workers`, and the phase, experiment and time left
         of the latest training, as a single worker has always said them)."""
-        flights = list(self._flights.values())
         workers = [
             self._flights[worker.index].state()
             if worker.index in self._flights
@@ -848,13 +847,14 @@ class Engine:
                   "phase": "idle", "started_at": None, "budget_seconds": None, "pid": None}
             for worker in self.workers
         ]  # fmt: skip
-        lead = max(flights, key=lambda f: f.handle.started_at, default=None)
+        lead = self._lead()
+        waiting = [] if lead is not None or self.control.paused else self._waiting()
         if lead is not None:
             phase, number = lead.phase, lead.number
         elif self.control.paused:
             phase, number = "paused", None
-        elif self._waiting() and all(e.status == "awaiting_approval" for e in self._waiting()):
-            phase, number = "awaiting_approval", self._waiting()[0].number
+        elif waiting and all(e.status == "awaiting_approval" for e in waiting):
+            phase, number = "awaiting_approval", waiting[0].number
         else:
             phase, number = None, None
         published = (phase, number, workers)
@@ -875,6 +875,11 @@ class Engine:
         else:
             self._monitor.set_root(None)
             self._heartbeat()
+
+    def _lead(self) -> Flight | None:
+        """The training started last: the one the status line and the monitor follow."""
+        # A copy first: the monitor's thread asks while the loop may change the flights.
+        return max(list(self._flights.values()), key=lambda f: f.handle.started_at, default=None)
 
     def _heartbeat(self, **values: Any) -> None:
         now = self.clock()
@@ -897,8 +902,7 @@ class Engine:
         if run is None or self.journal is None:
             return
         self._gpu_seen = self._gpu_seen or sample.gpu.available
-        flights = list(self._flights.values())
-        lead = max(flights, key=lambda f: f.handle.started_at, default=None)
+        lead = self._lead()
         self.journal.add_sample(
             run.id, sample.to_dict(), experiment_id=lead.experiment.id if lead else None
         )

@@ -24,7 +24,7 @@ from agent.proposal import CrashReport, LedgerEntry, NoProposal, Proposal, Propo
 from cockpit.config import Settings
 from cockpit.engine.agents import AgentSetup
 from cockpit.engine.integrity import Flag, describe_flags, inspect_script
-from cockpit.engine.journal import UNFINISHED_STATUSES, Experiment, Journal, Run
+from cockpit.engine.journal import UNFINISHED_STATUSES, Journal, Run
 
 PROPOSAL_ATTEMPTS = 5
 REFUSALS_SHOWN = 10  # the latest integrity refusals the proposer is told of
@@ -271,8 +271,3 @@ class Drafting:
             self.refuse(run, proposal, flags)
         self.say(turned_down)
         return None
-
-
-def unfinished(experiments: list[Experiment]) -> list[Experiment]:
-    """The experiments that still wait for a training or a decision, oldest first."""
-    return [e for e in experiments if e.status in UNFINISHED]

@@ -22,12 +22,12 @@ from typing import Any
 
 from cockpit.config import ExecutorSettings
 from cockpit.engine.errors import EngineError
+from cockpit.engine.programs import PROGRAM_NAME
 from cockpit.engine.runner import RunResult, TrainingJob, TrainingProcess, result_of
 from trainer.outcomes import Outcome
 
 INSTALL_HINT = 'pip install "research-cockpit[ray]"'
 DRAIN_SECONDS = 0.5  # how often the engine asks a node for the metrics written since
-PROGRAM_NAME = "model.program"
 
 
 class NodeTraining:

@@ -601,10 +601,10 @@ class JournalPoller:
             if known is None:
                 workers.append(row)
                 continue
-            points = journal.metrics(known.id)
+            points = journal.metrics(known.id, last=WORKER_LOSSES)
             losses = tuple(
                 float(point["loss"])
-                for point in points[-WORKER_LOSSES:]
+                for point in points
                 if isinstance(point.get("loss"), (int, float))
             )
             workers.append(dataclasses.replace(row, losses=losses))

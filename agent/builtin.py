@@ -9,68 +9,17 @@ changed. Bookkeeping constants (how often to report, when to plan) are left alon
 
 from __future__ import annotations
 
-import ast
 import math
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
 
+from agent.constants import Constant, find_constants, format_value, replace_literal
 from agent.proposal import DESCRIPTION_LIMIT, NoProposal, Proposal, ProposalContext, script_hash
+from agent.space import BOOKKEEPING, SpaceError, build_space, read_program_block
 
-# Constants that steer bookkeeping, not the model or its training.
-DEFAULT_EXCLUDED = frozenset({"REPORT_EVERY", "UNTIMED_STEPS", "PLAN_AT", "CUDA", "COMPILE"})
+DEFAULT_EXCLUDED = BOOKKEEPING
 FLOAT_FACTORS = (0.5, 0.7, 1.4, 2.0)
 PAIR_ATTEMPTS = 500
-
-
-@dataclass(frozen=True)
-class Constant:
-    """A numeric literal assigned to a CAPS name at module level, with its exact position."""
-
-    name: str
-    value: int | float
-    line: int  # 1-based
-    start: int  # column offsets of the literal on that line
-    end: int
-
-
-def _number(node: ast.expr) -> int | float | None:
-    # bool is an int subclass, and True is no hyperparameter to scale.
-    value = node.value if isinstance(node, ast.Constant) else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    return None
-
-
-def find_constants(source: str, device: str = "cpu") -> list[Constant]:
-    """The tunable constants of a script, in file order."""
-    found: list[Constant] = []
-    for node in ast.parse(source).body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
-            continue
-        target = node.targets[0]
-        if not (isinstance(target, ast.Name) and target.id.isupper()):
-            continue
-        literal: ast.expr = node.value
-        if (
-            isinstance(literal, ast.IfExp)
-            and isinstance(literal.test, ast.Name)
-            and literal.test.id == "CUDA"
-        ):
-            literal = literal.body if device == "cuda" else literal.orelse
-        value = _number(literal)
-        if value is None or literal.lineno != literal.end_lineno or literal.end_col_offset is None:
-            continue
-        found.append(
-            Constant(target.id, value, literal.lineno, literal.col_offset, literal.end_col_offset)
-        )
-    return found
-
-
-def _format(value: int | float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    text = f"{value:.6g}"
-    return text if any(c in text for c in ".e") else text + ".0"
 
 
 def candidates(constant: Constant) -> list[int | float]:
@@ -94,35 +43,40 @@ def candidates(constant: Constant) -> list[int | float]:
     )
 
 
-def replace_literal(source: str, constant: Constant, value: int | float) -> str:
-    lines = source.splitlines(keepends=True)
-    line = lines[constant.line - 1]
-    # ast columns count UTF-8 bytes; CAPS assignments are ASCII up to the literal.
-    encoded = line.encode("utf-8")
-    new_line = (
-        encoded[: constant.start] + _format(value).encode() + encoded[constant.end :]
-    ).decode("utf-8")
-    lines[constant.line - 1] = new_line
-    return "".join(lines)
-
-
 class BuiltinProposer:
     """Perturbs one constant at a time, at random but reproducibly, never twice the same."""
 
     name = "builtin"
 
-    def __init__(self, seed: int = 0, excluded: frozenset[str] = DEFAULT_EXCLUDED) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        excluded: frozenset[str] = DEFAULT_EXCLUDED,
+        overrides: Mapping[str, object] | None = None,
+    ) -> None:
         self._random = random.Random(seed)
         self._excluded = excluded
+        self._overrides = dict(overrides or {})
         self._tried: set[str] = set()
+
+    def _movable(self, context: ProposalContext) -> frozenset[str]:
+        """The constants it may move: those of the search space, so that a constant the
+        researcher pins (config.toml, program.md) stays put."""
+        try:
+            overrides = {**self._overrides, **read_program_block(context.program)}
+            space = build_space(
+                context.best_script, context.device, overrides=overrides, excluded=self._excluded
+            )
+        except SpaceError:  # the optimiser says what is wrong with the ranges
+            space = build_space(context.best_script, context.device, excluded=self._excluded)
+        return space.names
 
     def propose(self, context: ProposalContext) -> Proposal:
         if context.fix is not None:
             raise NoProposal("the built-in proposer cannot fix a crash, only perturb constants")
         source = context.best_script
-        constants = [
-            c for c in find_constants(source, context.device) if c.name not in self._excluded
-        ]
+        movable = self._movable(context)
+        constants = [c for c in find_constants(source, context.device) if c.name in movable]
         if not constants:
             raise NoProposal("train.py has no numeric CAPS constants to perturb")
         seen = set(context.tried_hashes) | self._tried | {script_hash(source)}
@@ -153,9 +107,9 @@ class BuiltinProposer:
         if digest in seen:
             return None
         self._tried.add(digest)
-        parts = [f"{c.name} {_format(c.value)} -> {_format(v)}" for c, v in changes]
+        parts = [f"{c.name} {format_value(c.value)} -> {format_value(v)}" for c, v in changes]
         reasons = [
-            f"{'raising' if v > c.value else 'lowering'} {c.name} from {_format(c.value)} to {_format(v)}"
+            f"{'raising' if v > c.value else 'lowering'} {c.name} from {format_value(c.value)} to {format_value(v)}"
             for c, v in changes
         ]
         hypothesis = " and ".join(reasons)

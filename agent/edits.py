@@ -30,6 +30,7 @@ RejectionKind = Literal[
     "noop",
     "already_tried",
     "no_edits",
+    "numbers_only",
 ]
 
 CLOSE_ENOUGH = 0.6  # similarity below which no part of the script is offered as the one meant

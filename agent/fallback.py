@@ -37,7 +37,7 @@ class HealthProbe(Protocol):
         ...
 
 
-_LABELS = {"builtin": "built-in", "llm": "LLM"}
+_LABELS = {"builtin": "built-in", "llm": "LLM", "optuna": "Optuna", "hybrid": "hybrid"}
 
 
 def _state_name(state: AgentState) -> str:

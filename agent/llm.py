@@ -33,6 +33,7 @@ from agent.prompt import (
 )
 from agent.proposal import AgentEvent, EventSink, NoProposal, Proposal, ProposalContext
 from agent.replies import Refusal, reason_words
+from agent.space import numbers_only
 
 REPLY_SHOWN_CHARS = 2000  # how much of a rejected reply an event carries
 REFUSED_REMEMBERED = 64  # refused replies kept to recognise a repeat
@@ -198,6 +199,9 @@ class LLMProposer:
                     filename=self.filename,
                     tried_hashes=context.tried_hashes,
                 )
+                numbers = numbers_only(script, context)
+                if numbers is not None:
+                    raise EditRejected("numbers_only", numbers)
             except (ReplyRejected, EditRejected) as exc:
                 kind, reason = exc.kind, exc.message
             else:

@@ -644,7 +644,7 @@ def _template_files() -> tuple[Path, Path]:
 
 def synthetic_context(experiments: int, script: str, program: str) -> ProposalContext:
     """A ledger of ``experiments`` plausible results on ``script``, with a few notes."""
-    from agent.builtin import find_constants  # the template's own knobs name the experiments
+    from agent.constants import find_constants  # the template's own knobs name the experiments
 
     names = [c.name for c in find_constants(script)] or ["LEARNING_RATE"]
     verbs = ("raise", "lower", "double", "halve", "try a cosine schedule with")

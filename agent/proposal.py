@@ -29,6 +29,37 @@ class LedgerEntry:
     status: str  # keep, discard, crash, ...
     val_bpb: float | None = None
     delta: float | None = None  # against the best at the time; negative is better
+    proposer: str | None = None  # who proposed it: llm, optuna, builtin, ...
+
+
+RUNNING = "running"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A script of this run that was trained, or is being trained (status ``running``): what
+    the optimiser rebuilds its study from."""
+
+    number: int
+    script: str
+    status: str  # keep, discard, crash, timeout, or running
+    val_bpb: float | None = None
+    proposer: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status != RUNNING
+
+
+def since_last_keep(ledger: Sequence[LedgerEntry]) -> int:
+    """How many experiments were decided since the latest keep (the baseline counts as one)."""
+    count = 0
+    for entry in reversed(ledger):
+        if entry.status == "keep":
+            break
+        if entry.status in ("discard", "crash", "timeout"):
+            count += 1
+    return count
 
 
 @dataclass(frozen=True)
@@ -78,6 +109,19 @@ class ProposalContext:
     # Descriptions of the experiments being trained or waiting to be (other workers'): an
     # idea among them is not to be proposed again.
     in_flight: Sequence[str] = ()
+    # The scripts trained in this run (the baseline first) and those in flight, with their
+    # results; empty where the engine does not track them.
+    trials: Sequence[TrialRecord] = ()
+    # After this many experiments without a keep the proposers widen (0: never).
+    plateau_after: int = 0
+    # Set by the hybrid for the LLM: the constants the optimiser tunes, and the structures
+    # (scripts up to their values) already trained: changing only those numbers is refused.
+    tuned: frozenset[str] = frozenset()
+    tuned_structures: frozenset[str] = frozenset()
+
+    @property
+    def on_plateau(self) -> bool:
+        return self.plateau_after > 0 and since_last_keep(self.ledger) >= self.plateau_after
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,10 @@ REASONS: dict[str, tuple[str, str]] = {
     "empty_search": ("its search text is empty", "their search text is empty"),
     "no_edits": ("it holds no edit", "they hold no edit"),
     "overlap": ("its edits overlap", "their edits overlap"),
+    "numbers_only": (
+        "it only changes numbers the optimiser tunes",
+        "they only change numbers the optimiser tunes",
+    ),
 }
 
 

@@ -146,10 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         loop.add_argument("--mode", choices=("autonomous", "supervised"), default=None)
         loop.add_argument(
             "--proposer",
-            choices=("builtin", "llm"),
+            choices=("hybrid", "llm", "optuna", "builtin"),
             default=None,
-            help="llm: the [agent] model through Ollama (the built-in stands in while it is "
-            "unreachable); builtin: perturbs the CAPS constants",
+            help="hybrid: the [agent] model changes the code while Optuna tunes the numbers; "
+            "llm: the model alone (Optuna stands in while it is unreachable); optuna: the "
+            "optimiser alone; builtin: nudges one CAPS constant at a time",
         )
         loop.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
         loop.add_argument(

@@ -131,14 +131,16 @@ class EngineSettings(BaseModel):
         json_schema_extra={"allowed": '"autonomous" or "supervised"'},
     )
     proposer: str = Field(
-        default="llm",
-        pattern=r"^(builtin|llm)$",
+        default="hybrid",
+        pattern=r"^(builtin|optuna|hybrid|llm)$",
         description=(
-            "Who proposes experiments: llm (the [agent] model through Ollama; the built-in "
-            "proposer stands in while Ollama cannot answer) or builtin (perturbs the numeric "
-            "CAPS constants of the script; needs no model)."
+            "Who proposes experiments: hybrid (the [agent] model changes the code while Optuna "
+            "tunes the numbers, each getting more experiments while it finds keeps), llm (the "
+            "model alone), optuna (the optimiser alone, over the [search] space; needs no "
+            "model) or builtin (nudges one CAPS constant at a time; needs nothing). While "
+            "Ollama cannot answer, the optimiser proposes."
         ),
-        json_schema_extra={"allowed": '"builtin" or "llm"'},
+        json_schema_extra={"allowed": '"hybrid", "llm", "optuna" or "builtin"'},
     )
     experiments: int = Field(
         default=0,
@@ -328,10 +330,69 @@ class AgentSettings(BaseModel):
         gt=0,
         allow_inf_nan=False,
         description=(
-            "Longest wait between tries to reach Ollama again while the built-in proposer "
+            "Longest wait between tries to reach Ollama again while the optimiser "
             "stands in; waits double from 2 s up to this."
         ),
         json_schema_extra={"allowed": "a number greater than 0"},
+    )
+
+
+class SearchSettings(BaseModel):
+    """The ``[search]`` section: the optimiser, its space, and how the hybrid shares out."""
+
+    model_config = _MODEL_CONFIG
+
+    sampler: str = Field(
+        default="tpe",
+        pattern=r"^(tpe|cmaes)$",
+        description=(
+            "The optimiser's sampler: tpe (Optuna's tree-structured Parzen estimator, "
+            "multivariate) or cmaes (CMA-ES, starting from the best script's values)."
+        ),
+        json_schema_extra={"allowed": '"tpe" or "cmaes"'},
+    )
+    startup_trials: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Trials of a script's structure (its baseline included) before TPE models "
+            "them; the first ones are drawn at random."
+        ),
+        json_schema_extra={"allowed": "an integer, 1 or more"},
+    )
+    plateau: int = Field(
+        default=8,
+        ge=0,
+        description=(
+            "After this many experiments without a keep the proposers widen: the model is "
+            "asked for a different direction, the optimiser draws every other point at random "
+            "(0 = never)."
+        ),
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = never)"},
+    )
+    floor: float = Field(
+        default=0.2,
+        ge=0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="The hybrid's least share of the experiments for the model and for the optimiser.",
+        json_schema_extra={"allowed": "a number from 0 to 0.5"},
+    )
+    window: int = Field(
+        default=12,
+        ge=1,
+        description="The latest experiments of each that the hybrid's shares are measured on.",
+        json_schema_extra={"allowed": "an integer, 1 or more"},
+    )
+    space: dict[str, str | dict[str, bool | int | float | str]] = Field(
+        default={},
+        description=(
+            "Ranges of the constants the optimiser tunes: NAME = { low = 1e-4, high = 1e-2, log "
+            '= true, type = "int" | "float" | "pow2" }, or NAME = "pinned" to leave it alone; '
+            "a fenced search block in program.md wins over this. Unnamed constants get "
+            "ranges inferred from their values."
+        ),
+        json_schema_extra={"allowed": 'a table of NAME = { low, high, log, type } or "pinned"'},
     )
 
 
@@ -497,6 +558,9 @@ class Settings(BaseModel):
     )
     agent: AgentSettings = Field(
         default_factory=AgentSettings, description="The local LLM that proposes edits."
+    )
+    search: SearchSettings = Field(
+        default_factory=SearchSettings, description="The optimiser and the hybrid's shares."
     )
     ui: UISettings = Field(default_factory=UISettings, description="The terminal cockpit.")
     paths: PathsSettings = Field(

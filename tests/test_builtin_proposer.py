@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from agent.builtin import BuiltinProposer, candidates, find_constants
+from agent.builtin import BuiltinProposer, candidates
+from agent.constants import find_constants
 from agent.proposal import NoProposal, ProposalContext, script_hash
 from trainer import template_path
 

@@ -16,6 +16,7 @@ from cockpit.config import (
     ExecutorSettings,
     NotifySettings,
     PathsSettings,
+    SearchSettings,
     Settings,
     TrainerSettings,
     UISettings,
@@ -34,6 +35,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "trainer": TrainerSettings,
     "engine": EngineSettings,
     "agent": AgentSettings,
+    "search": SearchSettings,
     "ui": UISettings,
     "paths": PathsSettings,
     "notify": NotifySettings,
@@ -316,7 +318,7 @@ def test_unknown_section_names_line(tmp_path: Path) -> None:
     message = load_error(workspace)
     assert message.startswith(f"{workspace / 'config.toml'}:4: unknown section [foo].")
     assert (
-        "Valid sections: [agent], [engine], [executor], [notify], [paths], [trainer], [ui]."
+        "Valid sections: [agent], [engine], [executor], [notify], [paths], [search], [trainer], [ui]."
         in message
     )
 

@@ -87,7 +87,8 @@ SHAPING = ("DEPTH", "WIDTH", "HEAD_DIM", "MLP_RATIO", "LOGIT_SOFTCAP", "ROPE_BAS
 
 
 def _builtin_edits() -> list[tuple[str, int | float]]:
-    from agent.builtin import candidates, find_constants
+    from agent.builtin import candidates
+    from agent.constants import find_constants
 
     source = template_path().read_text()
     found = {c.name: c for c in find_constants(source)}
@@ -101,7 +102,7 @@ def test_every_edit_the_builtin_proposer_makes_exports(
 ) -> None:
     """The template with each value the built-in proposer may give a constant that shapes
     the model: its forward exports, and the program gives the model's own logits."""
-    from agent.builtin import find_constants, replace_literal
+    from agent.constants import find_constants, replace_literal
     from trainer.program import export_forward, load_program
 
     source = template_path().read_text()

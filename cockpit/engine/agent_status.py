@@ -19,6 +19,8 @@ IN_FLIGHT_PHASES = ("proposing", "awaiting_approval", "training", "evaluating")
 RECENT_PROPOSERS = 5  # the experiments before the one in flight that status names
 PROPOSER_NAMES = {
     "llm": "LLM",
+    "hybrid": "hybrid",
+    "optuna": "Optuna",
     "builtin": "built-in",
     "baseline": "baseline",
     "recovered": "recovered",

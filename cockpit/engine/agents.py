@@ -9,7 +9,9 @@ and journal state, where `cockpit status` and the cockpit UI read them:
 - ``asking``: who is being asked for the proposal in progress (None between proposals);
 - ``agent_replies``: what the model's unusable replies since its last usable proposal came to
   (`agent.replies.ReplyLog.summary`), ``agent_paused``: the model's pause, if it is paused;
-- ``agent_stream``: the streamed reply so far.
+- ``agent_stream``: the streamed reply so far;
+- ``search_split``: the hybrid's current shares of the experiments (``{"llm": 0.3, "optuna":
+  0.7}``), when the hybrid proposes.
 
 Who proposed each experiment is not state: it is the experiment's ``proposer`` in the journal.
 Streamed tokens are many and small: they are written at most a few times a second.
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.builtin import BuiltinProposer
+from agent.optimiser import OptunaProposer
 from agent.proposal import AgentEvent, Proposer
 from cockpit.config import Settings
 from cockpit.engine.journal import Journal
@@ -75,6 +78,9 @@ class AgentRecorder:
             self.flush()
             journal.set_state(asking=event.details.get("proposer"))
             return
+        if event.kind == "split":  # the hybrid's shares: state, not an event
+            journal.set_state(search_split=event.details.get("split"))
+            return
         self.flush()
         data = {"type": event.kind, **dict(event.details)}
         if event.kind == "rejected":
@@ -112,8 +118,9 @@ class AgentRecorder:
 class AgentSetup:
     """The proposer a run uses, the recorder of what it reports, and its model server.
 
-    `build_agent` makes one from the settings: the built-in proposer alone, or the LLM with
-    the built-in proposer standing in while Ollama cannot answer.
+    `build_agent` makes one from the settings: the hybrid (the LLM and the optimiser, sharing
+    the experiments), the LLM alone, the optimiser alone or the built-in nudger. With a model,
+    the optimiser proposes while Ollama cannot answer; without Optuna, the nudger does.
     """
 
     def __init__(
@@ -178,10 +185,24 @@ class AgentSetup:
 def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
     """The proposer named by ``engine.proposer``, ready to record into a journal."""
     recorder = AgentRecorder()
-    builtin = BuiltinProposer(seed=settings.trainer.seed if seed is None else seed)
-    if settings.engine.proposer != "llm":
+    seed = settings.trainer.seed if seed is None else seed
+    search = settings.search
+    builtin = BuiltinProposer(seed=seed, overrides=search.space)
+    kind = settings.engine.proposer
+    if kind == "builtin":
         return AgentSetup(builtin, recorder)
+    optimiser = OptunaProposer(
+        sampler=search.sampler,
+        seed=seed,
+        overrides=search.space,
+        startup_trials=search.startup_trials,
+        last_resort=builtin,
+        on_event=recorder,
+    )
+    if kind == "optuna":
+        return AgentSetup(optimiser, recorder)
     from agent.fallback import FallbackProposer
+    from agent.hybrid import Bandit, HybridProposer
     from agent.llm import LLMProposer
     from agent.ollama_backend import Backoff, OllamaBackend, OllamaOptions
 
@@ -200,8 +221,17 @@ def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
         )
     )
     llm = LLMProposer(backend, attempts=agent.attempts, on_event=recorder)
+    preferred: Proposer = llm
+    if kind == "hybrid":
+        preferred = HybridProposer(
+            llm,
+            optimiser,
+            optimiser.space,
+            bandit=Bandit(floor=search.floor, window=search.window),
+            on_event=recorder,
+        )
     proposer = FallbackProposer(
-        llm, builtin, backend, backoff=Backoff(agent.retry_seconds), on_event=recorder
+        preferred, optimiser, backend, backoff=Backoff(agent.retry_seconds), on_event=recorder
     )
     return AgentSetup(
         proposer, recorder, backend, unload_before_training=agent.unload_before_training

@@ -54,7 +54,7 @@ class DraftDesk:
             best_commit=best,
             best_script=self.workspace.script_at(best),
             mode=mode,
-            crash_script=self._crash_script,
+            script_at=self._script_at,
         )
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -144,7 +144,7 @@ class DraftDesk:
         self.say(f"#{number} {proposal.description} ({proposal.proposer})")
         return experiment
 
-    def _crash_script(self, sha: str) -> str:
+    def _script_at(self, sha: str) -> str:
         # Read for a drafting thread: a repository object of its own, never shared.
         repo = pygit2.Repository(str(self.workspace.path))
         commit = repo.revparse_single(sha).peel(pygit2.Commit)

@@ -20,15 +20,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.proposal import CrashReport, LedgerEntry, NoProposal, Proposal, ProposalContext
+from agent.proposal import (
+    RUNNING,
+    CrashReport,
+    LedgerEntry,
+    NoProposal,
+    Proposal,
+    ProposalContext,
+    TrialRecord,
+)
 from cockpit.config import Settings
 from cockpit.engine.agents import AgentSetup
 from cockpit.engine.integrity import Flag, describe_flags, inspect_script
-from cockpit.engine.journal import UNFINISHED_STATUSES, Journal, Run
+from cockpit.engine.journal import UNFINISHED_STATUSES, Experiment, Journal, Run
 
 PROPOSAL_ATTEMPTS = 5
 REFUSALS_SHOWN = 10  # the latest integrity refusals the proposer is told of
 UNFINISHED = UNFINISHED_STATUSES
+# Experiments that are no trial of the optimiser: never trained, or stopped by the researcher.
+NOT_TRIALS = frozenset({"vetoed", "rejected", "interrupted"})
+# Proposers that only change numbers: their crashes are not handed to the model to fix.
+NUMBERS_ONLY = frozenset({"optuna", "builtin"})
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class Basis:
     best_commit: str
     best_script: str
     mode: str  # supervised: a flagged proposal waits for the researcher instead of refusal
-    crash_script: Callable[[str], str]  # a failed experiment's script, by commit
+    script_at: Callable[[str], str]  # a script of the run, by commit
 
 
 class Drafting:
@@ -71,6 +83,7 @@ class Drafting:
         self.program = program
         self.say = say
         self.marks = marks
+        self._scripts: dict[str, str] = {}  # scripts by commit, read once
 
     def draft(self, basis: Basis) -> Draft | None:
         """The next proposal, or None when the proposer has nothing left."""
@@ -102,7 +115,8 @@ class Drafting:
 
     # --- what the proposer is told -------------------------------------------------------
 
-    def context(self, run: Run, script: str, fix: CrashReport | None = None) -> ProposalContext:
+    def context(self, basis: Basis, fix: CrashReport | None = None) -> ProposalContext:
+        run, script = basis.run, basis.best_script
         journal = self.journal
         experiments = journal.experiments(run.id)
         ledger: list[LedgerEntry] = []
@@ -111,7 +125,9 @@ class Drafting:
             if not e.is_final:
                 continue
             delta = None if e.val_bpb is None or best is None else e.val_bpb - best
-            ledger.append(LedgerEntry(e.number, e.description or "", e.status, e.val_bpb, delta))
+            ledger.append(
+                LedgerEntry(e.number, e.description or "", e.status, e.val_bpb, delta, e.proposer)
+            )
             if e.decision == "keep" and e.val_bpb is not None:
                 best = e.val_bpb
         events = journal.events(run.id, kinds=["note", "veto"], limit=50, latest=True)
@@ -139,7 +155,25 @@ class Drafting:
                 for e in experiments
                 if e.number > 0 and e.status in UNFINISHED
             ],
+            trials=self._trials(experiments, basis.script_at),
+            plateau_after=self.settings.search.plateau,
         )
+
+    def _trials(
+        self, experiments: list[Experiment], script_at: Callable[[str], str]
+    ) -> list[TrialRecord]:
+        """The run's scripts trained or in flight, with their results: what the optimiser's
+        study is rebuilt from. Scripts are read from git once (commits never change)."""
+        trials: list[TrialRecord] = []
+        for e in experiments:
+            if not e.commit_sha or e.status in NOT_TRIALS:
+                continue
+            script = self._scripts.get(e.commit_sha)
+            if script is None:
+                script = self._scripts[e.commit_sha] = script_at(e.commit_sha)
+            status = e.status if e.is_final else RUNNING
+            trials.append(TrialRecord(e.number, script, status, e.val_bpb, e.proposer))
+        return trials
 
     def crash_to_fix(self, basis: Basis) -> tuple[CrashReport, int] | None:
         """The failed experiment the proposer should fix now, and the one it descends from.
@@ -155,6 +189,8 @@ class Drafting:
         last = max(decided, key=lambda e: (e.ended_at or e.created_at, e.number))
         if last.status not in ("crash", "timeout") or not last.commit_sha:
             return None
+        if last.proposer in NUMBERS_ONLY:
+            return None  # a point of the optimiser that failed is a result, not a bug
         if any((e.details or {}).get("fixes") == last.number for e in experiments):
             return None  # already fixed (or being fixed) by another proposal
         origin = int((last.details or {}).get("fix_of", last.number))
@@ -164,7 +200,7 @@ class Drafting:
         report = CrashReport(
             number=last.number,
             description=last.description,
-            script=basis.crash_script(last.commit_sha),
+            script=basis.script_at(last.commit_sha),
             outcome=str(last.outcome),
             log_tail=last.crash_tail or last.decision_reason or "",
         )
@@ -182,7 +218,7 @@ class Drafting:
         run = basis.run
         journal = self.journal
         try:
-            proposal = self.ask(self.context(run, basis.best_script, fix=report))
+            proposal = self.ask(self.context(basis, fix=report))
         except NoProposal as exc:
             journal.add_event(
                 "agent",
@@ -257,7 +293,7 @@ class Drafting:
             if propose_instead is not None and attempt >= PROPOSAL_ATTEMPTS:
                 instead = functools.partial(propose_instead, reason=turned_down)
             try:
-                proposal = self.ask(self.context(run, basis.best_script), instead)
+                proposal = self.ask(self.context(basis), instead)
             except NoProposal as exc:
                 journal.add_event("proposer", f"nothing left to propose: {exc}", run_id=run.id)
                 self.say(f"nothing left to propose: {exc}")

@@ -10,9 +10,10 @@ trained, or in flight, is never asked again, and after a restart the study is th
 before it, rebuilt from the journal.
 
 Samplers: TPE (default; multivariate, so constants that work together are tuned together)
-and CMA-ES (`cmaes`), which starts from the best script's values. CMA-ES keeps its state
-(mean, step size, covariance) in the process: after a restart it starts again from the best,
-with what was trained before still keeping it from asking a point twice. On a plateau (no
+and CMA-ES (`cmaes`), which starts at the middle of the space: the baseline's values, since
+inferred ranges are centred on them. CMA-ES keeps its state (mean, step size, covariance) in
+the process: after a restart it starts again, with what was trained before still keeping it
+from asking a point twice. On a plateau (no
 keep in `plateau_after` experiments) every other point is drawn at random from the whole
 space, to look further away.
 
@@ -78,6 +79,7 @@ def _distribution(param: Param) -> Any:
         int(param.encode(param.low)),
         int(param.encode(param.high)),
         log=param.log and param.kind == "int",
+        step=param.step if param.kind == "int" else 1,
     )
 
 
@@ -186,7 +188,8 @@ class _Study:
 def _random_value(param: Param, rng: random.Random) -> Value:
     low, high = param.encode(param.low), param.encode(param.high)
     if param.kind != "float":
-        return rng.randint(int(low), int(high))
+        step = param.step if param.kind == "int" else 1
+        return int(low) + rng.randint(0, (int(high) - int(low)) // step) * step
     if param.log:
         return float(math.exp(rng.uniform(math.log(low), math.log(high))))
     return rng.uniform(float(low), float(high))
@@ -304,12 +307,7 @@ class OptunaProposer:
         optuna = _optuna()
         distributions = {p.name: _distribution(p) for p in space.params}
         if self.sampler == "cmaes":
-            current = values_of(best, device, space.names)
-            sampler = optuna.samplers.CmaEsSampler(
-                x0={p.name: p.encode(current[p.name]) for p in space.params},
-                seed=self.seed,
-                warn_independent_sampling=False,
-            )
+            sampler = optuna.samplers.CmaEsSampler(seed=self.seed, warn_independent_sampling=False)
         else:
             sampler = optuna.samplers.TPESampler(
                 seed=self.seed,

@@ -6,10 +6,11 @@ the model's context window; `reply_schema` is the JSON schema handed to Ollama a
 when it does not fit, in words meant for the model; `add_feedback` makes the retry turn.
 
 The prompt holds, in this order: program.md, the script to edit (verbatim and complete,
-never trimmed), the ledger, the researcher's notes and vetoes, in fix mode the crash, and a
-closing instruction. When it does not fit ``num_ctx`` the least useful parts go first: the
-oldest experiments that were not kept, then the oldest kept ones beyond the latest few, then
-old vetoes and notes, then the tail of program.md.
+never trimmed), the ledger, the researcher's notes and vetoes, what is in flight, the
+constants an optimiser tunes beside the model (the hybrid), a plateau's dead ends, in fix
+mode the crash, and a closing instruction. When it does not fit ``num_ctx`` the least useful
+parts go first: the oldest experiments that were not kept, then the oldest kept ones beyond
+the latest few, then old vetoes and notes, then the tail of program.md.
 
 ``python -m agent.prompt --experiments 50`` prints the prompt size of a default workspace
 after that many experiments.
@@ -30,7 +31,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.proposal import DESCRIPTION_LIMIT, CrashReport, LedgerEntry, ProposalContext
+from agent.proposal import (
+    DESCRIPTION_LIMIT,
+    CrashReport,
+    LedgerEntry,
+    ProposalContext,
+    since_last_keep,
+)
 
 CHARS_PER_TOKEN = 3.5  # code and English prose average about this with common tokenizers
 MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators of one chat message
@@ -42,6 +49,7 @@ FEEDBACK_REASON_CHARS = 1500
 RECENT_OTHERS = 40  # experiments not kept that are shown at most, newest first
 IN_FLIGHT_SHOWN = 16  # experiments in flight that are shown at most, newest last
 LATEST_KEPT = 5  # kept experiments that stay in the prompt as long as anything else can go
+PLATEAU_DEAD_ENDS = 8  # the latest experiments not kept that a plateau's section lists
 CRASH_TAIL_CHARS = 6000
 CRASH_DIFF_LINES = 200
 DEFAULT_NUM_CTX = 16384
@@ -431,6 +439,24 @@ def _crash_section(fix: CrashReport, best_script: str, filename: str) -> str:
     return "\n".join(lines)
 
 
+def _plateau_section(ledger: Sequence[LedgerEntry]) -> str:
+    """What to do after many experiments without a keep, with the latest dead ends."""
+    count = since_last_keep(ledger)
+    dead_ends = [e for e in ledger if e.status != KEPT and e.number > 0][-PLATEAU_DEAD_ENDS:]
+    lines = [
+        f"The latest {count} experiments kept nothing: refining the same direction has stopped "
+        "paying. Propose something different in kind from these dead ends (another part of "
+        "the model or the training, a simplification, or a bolder change), not a variation "
+        "of them:",
+        "",
+    ]
+    lines += [
+        f"- #{e.number} {e.description} ({e.status}, delta {_number(e.delta, signed=True)})"
+        for e in dead_ends
+    ]
+    return "\n".join(lines)
+
+
 def _user_message(context: ProposalContext, parts: _Parts, filename: str) -> str:
     fix = context.fix
     script = fix.script if fix is not None else context.best_script
@@ -482,6 +508,17 @@ def _user_message(context: ProposalContext, parts: _Parts, filename: str) -> str
             "# Being trained right now or waiting to be (their results are not in yet; propose "
             "a different idea)\n\n" + "\n".join(lines)
         )
+    if context.tuned and fix is None:
+        names = ", ".join(sorted(context.tuned))
+        sections.append(
+            f"# Numbers the optimiser tunes\n\nAn optimiser tunes these constants of {filename} "
+            f"itself, trying their values side by side with you: {names}. Leave their values "
+            "to it: a proposal that only changes them is refused. Propose changes to the code "
+            "(the model, the optimizer, the schedule, the data pipeline); the optimiser then "
+            "tunes the numbers of what you build."
+        )
+    if context.on_plateau and fix is None:
+        sections.append(f"# A plateau\n\n{_plateau_section(context.ledger)}")
     if fix is not None:
         sections.append(
             f"# The failure to fix\n\n{_crash_section(fix, context.best_script, filename)}"

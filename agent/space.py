@@ -5,7 +5,8 @@ bookkeeping ones (how often to report, when to plan) and those the researcher pi
 and range are inferred from its value:
 
 - an integer that is a power of two (sizes, batch) stays one: from a quarter to four times it;
-- another integer: from half to twice it (0 to 8 for a zero, 1 to 4 for a one);
+- another integer: from half to twice it (0 to 8 for a zero, 1 to 4 for a one), in steps of
+  the largest power of two that divides it (768 moves by 128, so it still splits into heads);
 - a learning rate, a decay (the name says LR, RATE or DECAY) or a float of 0.05 or less: a
   tenth to ten times it, on a log scale, never above 1;
 - another float between 0 and 1, a fraction: from half of it to halfway to 1;
@@ -49,7 +50,7 @@ BOOKKEEPING = frozenset({"REPORT_EVERY", "UNTIMED_STEPS", "PLAN_AT", "CUDA", "CO
 PINNED = "pinned"
 RATE_WORDS = ("LR", "RATE", "DECAY")
 SIGNIFICANT_DIGITS = 3  # a float the optimiser writes is rounded to this many digits
-OVERRIDE_KEYS = frozenset({"low", "high", "log", "type"})
+OVERRIDE_KEYS = frozenset({"low", "high", "log", "type", "step"})
 _SEARCH_FENCE = re.compile(r"^```search[ \t]*\r?\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 Kind = Literal["float", "int", "pow2"]
@@ -69,15 +70,20 @@ class Param:
     low: Value
     high: Value
     log: bool = False
+    step: int = 1  # an integer's granularity: its values are multiples of it
 
     def contains(self, value: Value) -> bool:
         if self.kind == "pow2" and not _is_pow2(value):
+            return False
+        if self.kind == "int" and (value - self.low) % self.step:
             return False
         return self.low <= value <= self.high
 
     def including(self, value: Value) -> Param:
         """This range, widened to hold ``value``."""
         if self.kind == "pow2" and not _is_pow2(value):
+            return self
+        if self.kind == "int" and (value - self.low) % self.step:
             return self
         return replace(self, low=min(self.low, value), high=max(self.high, value))
 
@@ -90,13 +96,14 @@ class Param:
         if self.kind == "pow2":
             return 2 ** int(internal)
         if self.kind == "int":
-            return round(internal)
+            return self.low + round((internal - self.low) / self.step) * self.step
         return rounded(float(internal))
 
     def describe(self) -> str:
         scale = ", log" if self.log and self.kind == "float" else ""
         kind = "power of 2" if self.kind == "pow2" else self.kind
-        return f"{self.name}: {kind} {self.low:g}..{self.high:g}{scale}"
+        step = f" by {self.step}" if self.step > 1 else ""
+        return f"{self.name}: {kind} {self.low:g}..{self.high:g}{step}{scale}"
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,14 @@ def _is_pow2(value: Value) -> bool:
     return isinstance(value, int) and value >= 1 and value & (value - 1) == 0
 
 
+def _granularity(value: int) -> int:
+    """The largest power of two that divides ``value`` and is at most a quarter of it."""
+    step = 1
+    while value % (step * 2) == 0 and step * 2 <= value // 4:
+        step *= 2
+    return step
+
+
 def infer_param(name: str, value: Value) -> Param:
     """The dimension a constant of this name and value gets when nobody says otherwise."""
     if isinstance(value, int):
@@ -136,13 +151,13 @@ def infer_param(name: str, value: Value) -> Param:
             return Param(name, "int", 0, 8)
         if value == 1:
             return Param(name, "int", 1, 4)
-        if value < 0:
-            return Param(name, "int", value * 2, 0)
+        step = _granularity(value)
+        if step > 1:  # 768 stays a multiple of 128: sizes that must divide evenly still do
+            low = -(-(value // 2) // step) * step
+            return Param(name, "int", low, value * 2, step=step)
         return Param(name, "int", max(1, value // 2), value * 2, log=value >= 8)
     if value == 0.0:
         return Param(name, "float", 0.0, 0.5)
-    if value < 0.0:
-        return Param(name, "float", value * 2, value / 2)
     if value < 1.0 and (value <= 0.05 or any(word in name for word in RATE_WORDS)):
         return Param(name, "float", rounded(value / 10), min(rounded(value * 10), 1.0), log=True)
     if value < 1.0:
@@ -178,12 +193,14 @@ def _override(name: str, entry: object, inferred: Param | None, value: Value) ->
     if unknown:
         raise SpaceError(
             f"the search range of {name} has {', '.join(sorted(unknown))}: only low, high, "
-            "log and type (int, float or pow2) are understood"
+            "log, step and type (int, float or pow2) are understood"
         )
     base = inferred or infer_param(name, value)
     kind = entry.get("type", "int" if base.kind == "pow2" and "low" in entry else base.kind)
     if kind not in ("int", "float", "pow2"):
         raise SpaceError(f"the type of {name}'s search range is {kind!r}: use int, float or pow2")
+    if kind != "float" and not isinstance(value, int):
+        raise SpaceError(f"{name} = {value} is a float: its search range cannot be {kind}")
     low, high = entry.get("low", base.low), entry.get("high", base.high)
     for bound in (low, high):
         if (
@@ -205,9 +222,18 @@ def _override(name: str, entry: object, inferred: Param | None, value: Value) ->
         raise SpaceError(f"{name} is an integer: its low and high must be whole numbers")
     if log and low <= 0:
         raise SpaceError(f"{name} is searched on a log scale: its low must be above 0")
+    step = entry.get("step", base.step if kind == base.kind and "low" not in entry else 1)
+    if kind != "int" and "step" in entry:
+        raise SpaceError(f"step is for integers: {name}'s search range is {kind}")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise SpaceError(
+            f"the step of {name}'s search range is {step!r}: a whole number, 1 or more"
+        )
+    if step > 1 and log:
+        raise SpaceError(f"{name} cannot be searched both by steps and on a log scale: drop one")
     if kind != "float":
         low, high = int(low), int(high)
-    return Param(name, kind, low, high, log=log)
+    return Param(name, kind, low, high, log=log, step=step)
 
 
 def build_space(

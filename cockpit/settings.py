@@ -347,7 +347,7 @@ class SearchSettings(BaseModel):
         pattern=r"^(tpe|cmaes)$",
         description=(
             "The optimiser's sampler: tpe (Optuna's tree-structured Parzen estimator, "
-            "multivariate) or cmaes (CMA-ES, starting from the best script's values)."
+            "multivariate) or cmaes (CMA-ES, centred on the baseline's values)."
         ),
         json_schema_extra={"allowed": '"tpe" or "cmaes"'},
     )

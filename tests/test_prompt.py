@@ -182,6 +182,28 @@ def test_the_prompt_holds_the_program_the_whole_script_the_ledger_notes_and_veto
     assert build.left_out == {}
 
 
+def test_on_a_plateau_the_model_is_asked_for_another_direction_with_the_dead_ends() -> None:
+    ledger = [LedgerEntry(0, "baseline", "keep", 3.3, None)] + [
+        LedgerEntry(n, f"idea {n}", "discard", 3.31, 0.01) for n in range(1, 11)
+    ]
+    context = ProposalContext(best_script=SCRIPT, ledger=ledger, plateau_after=10)
+    user = build_messages(context, num_ctx=16384).messages[1]["content"]
+    assert "# A plateau" in user and "The latest 10 experiments kept nothing" in user
+    assert "- #3 idea 3 (discard, delta +0.010000)" in user
+    assert "- #2 idea 2" not in user  # the latest 8 dead ends only
+    calm = ProposalContext(best_script=SCRIPT, ledger=ledger, plateau_after=11)
+    assert "# A plateau" not in build_messages(calm, num_ctx=16384).messages[1]["content"]
+
+
+def test_the_hybrid_tells_the_model_which_numbers_the_optimiser_tunes() -> None:
+    context = ProposalContext(best_script=SCRIPT, tuned=frozenset({"WIDTH", "DEPTH"}))
+    user = build_messages(context, num_ctx=16384).messages[1]["content"]
+    assert "An optimiser tunes these constants of train.py itself" in user
+    assert "DEPTH, WIDTH. Leave their values to it" in user
+    alone = build_messages(ProposalContext(best_script=SCRIPT), num_ctx=16384).messages[1]
+    assert "optimiser" not in alone["content"]
+
+
 def test_fix_mode_shows_the_failed_script_and_its_log_tail() -> None:
     crashed = SCRIPT.replace("F.scaled_dot_product_attention(", "F.scaled_dot_product_atention(")
     tail = "Traceback (most recent call last):\nAttributeError: module has no attribute 'scaled_dot_product_atention'"

@@ -1,0 +1,172 @@
+"""The hybrid: the LLM for structure, the optimiser for numbers, shared by their recent keeps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.hybrid import Bandit, HybridProposer, apply_floor
+from agent.optimiser import OptunaProposer
+from agent.proposal import AgentEvent, LedgerEntry, Proposal, ProposalContext, TrialRecord
+from tests.conftest import REPO
+from tests.helpers import (
+    VALID,
+    agent_config,
+    agent_events,
+    cockpit,
+    edit,
+    experiments,
+    make_workspace,
+)
+from tests.ollama_server import OllamaDouble
+
+pytestmark = pytest.mark.usefixtures("no_git_identity")
+
+SCRIPT = (REPO / "trainer" / "train.py").read_text()
+
+
+def entries(proposer: str, statuses: str, gain: float = 0.01) -> list[LedgerEntry]:
+    """Ledger entries of one proposer: k = keep (gaining ``gain``), d = discard, c = crash."""
+    names = {"k": "keep", "d": "discard", "c": "crash"}
+    return [
+        LedgerEntry(n, "x", names[s], 1.0, -gain if s == "k" else 0.01, proposer)
+        for n, s in enumerate(statuses)
+    ]
+
+
+# --- the bandit --------------------------------------------------------------------------
+
+
+def test_with_nothing_known_the_arms_share_equally() -> None:
+    assert Bandit().split([]) == {"llm": 0.5, "optuna": 0.5}
+
+
+def test_the_arm_that_keeps_more_gets_more() -> None:
+    ledger = entries("llm", "dddddd") + entries("optuna", "kdkdkd")
+    split = Bandit(floor=0.1).split(ledger)
+    assert split["optuna"] > 0.8 and split["llm"] >= 0.1
+    assert sum(split.values()) == pytest.approx(1.0)
+
+
+def test_gains_count_not_only_keeps() -> None:
+    # One keep each in six, but the LLM's gained ten times as much.
+    ledger = entries("llm", "kddddd", gain=0.05) + entries("optuna", "kddddd", gain=0.005)
+    split = Bandit(floor=0.0).split(ledger)
+    assert split["llm"] > 0.75
+
+
+def test_the_floor_holds_for_an_arm_that_never_keeps() -> None:
+    ledger = entries("llm", "d" * 12) + entries("optuna", "k" * 12)
+    split = Bandit(floor=0.2).split(ledger)
+    assert split == pytest.approx({"llm": 0.2, "optuna": 0.8})
+    assert Bandit(floor=0.0).split(ledger)["llm"] < 0.05
+
+
+def test_only_the_latest_window_counts() -> None:
+    # The LLM kept a lot long ago, nothing in its latest 4.
+    ledger = entries("llm", "kkkkkk" + "dddd") + entries("optuna", "dkdd")
+    split = Bandit(floor=0.0, window=4).split(ledger)
+    assert split["optuna"] > split["llm"]
+    assert Bandit(floor=0.0, window=10).split(ledger)["llm"] > 0.5
+
+
+def test_the_builtin_nudger_counts_as_the_optimiser_and_the_baseline_as_neither() -> None:
+    ledger = [LedgerEntry(0, "baseline", "keep", 1.0, None, "baseline")] + entries("builtin", "kk")
+    scores = Bandit().scores(ledger)
+    assert scores["optuna"] > scores["llm"] == pytest.approx(0.001 / 2)
+
+
+def test_floors_of_three_arms() -> None:
+    shares = apply_floor({"a": 10.0, "b": 0.0, "c": 0.0}, 0.25)
+    assert shares == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.25})
+    with pytest.raises(ValueError, match="more than everything"):
+        Bandit(("a", "b", "c"), floor=0.4)
+
+
+# --- the hybrid --------------------------------------------------------------------------
+
+
+class Named:
+    """A proposer that answers with its name (the arms' turns are what is tested here)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.contexts: list[ProposalContext] = []
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        self.contexts.append(context)
+        return Proposal(self.name, "", context.best_script, self.name)
+
+
+def test_proposals_follow_the_split_in_turn() -> None:
+    llm, optimiser = Named("llm"), Named("optuna")
+    events: list[AgentEvent] = []
+    hybrid = HybridProposer(llm, optimiser, OptunaProposer().space, on_event=events.append)
+    ledger = entries("llm", "d" * 12) + entries("optuna", "k" * 12)  # 20% / 80%
+    context = ProposalContext(best_script=SCRIPT, ledger=ledger)
+    made = [hybrid.propose(context).proposer for _ in range(10)]
+    assert made.count("llm") == 2 and made.count("optuna") == 8
+    assert [n for n, arm in enumerate(made) if arm == "llm"] == [2, 7]  # spread out
+    splits = [e for e in events if e.kind == "split"]
+    assert len(splits) == 1  # said when it changes only
+    assert splits[0].details["split"] == {"llm": 0.2, "optuna": 0.8}
+    asked = [e.details["proposer"] for e in events if e.kind == "asking"]
+    assert asked == made
+
+
+def test_the_llm_is_told_what_the_optimiser_tunes_and_fixes_crashes() -> None:
+    from agent.proposal import CrashReport
+
+    llm, optimiser = Named("llm"), Named("optuna")
+    hybrid = HybridProposer(llm, optimiser, OptunaProposer().space)
+    trial = TrialRecord(0, SCRIPT, "keep", 2.0)
+    context = ProposalContext(best_script=SCRIPT, trials=(trial,))
+    hybrid.propose(context)  # the optimiser's turn first
+    hybrid.propose(context)
+    told = llm.contexts[-1]
+    assert {"LEARNING_RATE", "WIDTH"} <= told.tuned and "REPORT_EVERY" not in told.tuned
+    assert len(told.tuned_structures) == 1
+    fix = CrashReport(3, "x", SCRIPT, "crash", "Traceback")
+    assert hybrid.propose(ProposalContext(best_script=SCRIPT, fix=fix)).proposer == "llm"
+
+
+# --- the hybrid in the real loop, against the Ollama test server ---------------------------
+
+
+def test_the_hybrid_shares_the_run_and_refuses_the_models_numbers_only_changes(
+    tmp_path: Path, served: OllamaDouble
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    agent_config(root, "[search]", "floor = 0.5")  # strict turns: optimiser, model, ...
+    numbers_only = edit("lower the rate", "LEARNING_RATE = 0.1", "LEARNING_RATE = 0.07")
+    structural = edit("first moment at 0.8", "betas=(0.9, BETA2)", "betas=(0.8, BETA2)")
+    served.script(numbers_only, VALID[3], structural)
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "4",
+        "--budget", "1.5", "--proposer", "hybrid",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+    records = experiments(root)
+    assert [e.proposer for e in records[1:]] == ["optuna", "llm", "optuna", "llm"]
+    assert records[2].description == "small random init"
+    # The model's change of a tuned number alone went back to it, with the reason.
+    rejected = [e for e in agent_events(root) if (e.data or {}).get("kind") == "numbers_only"]
+    assert len(rejected) == 1, [e.message for e in agent_events(root)]
+    assert "LEARNING_RATE = 0.07" in rejected[0].message
+    chats = served.requests_to("/api/chat")
+    assert len(chats) == 3
+    retry = chats[1].body["messages"][-1]["content"]
+    assert "constants the optimiser tunes" in retry
+    # The prompt says which constants the optimiser tunes.
+    prompt = chats[0].body["messages"][-1]["content"]
+    assert "Numbers the optimiser tunes" in prompt
+    assert "BATCH_SIZE, BETA2, LEARNING_RATE. Leave their values" in prompt
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["agent"]["proposer"] == "hybrid"
+    with_split = [e for e in records if e.proposer in ("llm", "optuna")]
+    assert len(with_split) == 4

@@ -13,6 +13,7 @@ from typing import Any
 
 from cockpit.config import Settings, load_settings
 from cockpit.engine.agent_status import (
+    PROPOSER_NAMES,
     ModelPaused,
     ProposedBy,
     UnusableReplies,
@@ -25,7 +26,12 @@ from cockpit.engine.enginelock import engine_lock_held, engine_lock_pid
 from cockpit.engine.executors import executor_for
 from cockpit.engine.journal import Journal, JournalError, Run
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
-from cockpit.engine.readmodel import integrity_flags, read_workers
+from cockpit.engine.readmodel import (
+    describe_split,
+    integrity_flags,
+    read_search_split,
+    read_workers,
+)
 from cockpit.engine.steering import Kind, Steer
 from cockpit.engine.workspace import Workspace, WorkspaceError
 from trainer.confine import Confinement
@@ -214,6 +220,8 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 "asking": state.get("asking") if running else None,
                 "replies": state.get("agent_replies"),
                 "paused": state.get("agent_paused"),
+                # The hybrid's shares of the next experiments, while it proposes.
+                "split": read_search_split(state),
             }
         if run is not None:
             experiments = {e.number: e for e in journal.experiments(run.id)}
@@ -322,22 +330,31 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
 
 
 def _describe_agent(agent: dict[str, Any]) -> str:
-    """One line: who proposes next, with which model, and why not the model when it is
-    away or paused."""
+    """One line: who proposes next (the hybrid with its split, the LLM, or Optuna or the
+    built-in proposer, alone or standing in for the model), and why not the model when it
+    is away or paused."""
     model = agent.get("model")
+    proposer = str(agent.get("proposer"))
     paused = ModelPaused.from_state(agent.get("paused"))
-    if agent.get("proposer") == "llm":
-        line = f"LLM proposer ({model})"
-    elif model:
-        line = f"built-in proposer standing in for {model}"
+    llm = f"LLM ({model})" if model else "LLM"
+    if proposer == "hybrid":
+        split = agent.get("split")
+        line = "hybrid proposer: " + (
+            describe_split(split, model) if split else f"{llm} and Optuna"
+        )
+    elif proposer == "llm":
+        line = f"LLM proposer ({model})" if model else "LLM proposer"
     else:
-        line = "built-in proposer"
+        name = PROPOSER_NAMES.get(proposer, proposer)
+        line = f"{name} proposer standing in for {model}" if model else f"{name} proposer"
+    # The hybrid's line has a colon already: a semicolon sets off what follows it.
+    apart = "; " if proposer == "hybrid" else ": "
     message = agent.get("message")
     if message and agent.get("state") not in (None, "ready"):
-        line += f": {message}"
+        line += f"{apart}{message}"
     elif paused is not None:
         left = paused.proposals_left
-        line += f": it is not asked for {left} more proposal{'s' if left != 1 else ''}"
+        line += f"{apart}it is not asked for {left} more proposal{'s' if left != 1 else ''}"
     return line
 
 

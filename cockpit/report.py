@@ -4,8 +4,10 @@
 draws autoresearch's progress chart from it (experiment number against val_bpb: discarded
 experiments as small grey dots, kept ones as larger green dots labelled with their change,
 the running best as a step line, crashes as red crosses along the top edge); and
-``render_markdown`` writes the figures a researcher reads in the morning. ``write_report``
-does all three for a workspace.
+``render_markdown`` writes the figures a researcher reads in the morning, among them the gain
+by proposer (``ProposerGain``: how much each proposer's keeps lowered the best);
+``RunSummary.as_json`` gives the same figures as data. ``write_report`` does all three for a
+workspace.
 
 The counts agree with ``results.tsv``: its rows are the experiments decided keep, discard or
 crash. Row one is the baseline (experiment 0), the reference everything is measured against,
@@ -20,6 +22,7 @@ no global backend switched under the feet of whatever else runs in the process.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections import Counter
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from cockpit.atomic import write_atomic
 from cockpit.engine import programs
+from cockpit.engine.agent_status import PROPOSER_NAMES
 from cockpit.engine.journal import LEDGER_DECISIONS, Experiment, Journal, JournalError, Run
 from cockpit.engine.paths import WorkspacePaths
 
@@ -102,6 +106,27 @@ class KeptChange:
 
 
 @dataclass(frozen=True)
+class ProposerGain:
+    """What one proposer's experiments came to (the baseline's is not a proposer's).
+
+    ``experiments`` counts its results.tsv rows (decided keep, discard or crash; a vetoed
+    proposal never trained and is not counted), ``keep_rate`` is ``kept / experiments``.
+    ``gained_bpb`` is the sum over its keeps of how much each lowered the best at the time, in
+    the run's order (a keep that lowered nothing adds 0): the gains of all proposers add up to
+    the run's total gain. ``best_gain_bpb`` is its largest single gain and ``best_gain_number``
+    the keep that made it (None when none of its keeps lowered the best)."""
+
+    proposer: str  # as the journal records it: llm, optuna, builtin, recovered
+    name: str  # as the ledger names it: LLM, Optuna, built-in, recovered
+    experiments: int
+    kept: int
+    keep_rate: float
+    gained_bpb: float
+    best_gain_bpb: float | None
+    best_gain_number: int | None
+
+
+@dataclass(frozen=True)
 class Crash:
     """An experiment that did not produce a metric: crashed, timed out or was interrupted."""
 
@@ -151,6 +176,12 @@ class RunSummary:
     # Proposer (with its model, if any) -> how many experiments after the baseline it proposed.
     proposers: dict[str, int]
     points: tuple[ProgressPoint, ...]
+    # One per proposer of the experiments after the baseline, the largest gain first.
+    proposer_gains: tuple[ProposerGain, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary as JSON-ready data (tuples become lists of objects)."""
+        return dataclasses.asdict(self)
 
 
 def summarize(journal: Journal, run_id: int) -> RunSummary:
@@ -270,7 +301,46 @@ def summarize_experiments(
             )
             for e in ledger
         ),
+        proposer_gains=proposer_gains(later, kept_changes),
     )
+
+
+def proposer_gains(
+    experiments: Iterable[Experiment], kept_changes: Iterable[KeptChange]
+) -> tuple[ProposerGain, ...]:
+    """The gain by proposer of a run's decided experiments after the baseline, given the kept
+    changes with their deltas against the best before each: the largest gain first."""
+    gains = {
+        change.number: max(0.0, -change.delta_bpb)
+        for change in kept_changes
+        if change.delta_bpb is not None
+    }
+    by_proposer: dict[str, list[Experiment]] = {}
+    for experiment in experiments:
+        proposer = experiment.proposer or "unknown"
+        decided = experiment.decision in LEDGER_DECISIONS
+        if decided and experiment.number > 0 and proposer != "baseline":
+            by_proposer.setdefault(proposer, []).append(experiment)
+    rows = []
+    for proposer, made in by_proposer.items():
+        keeps = [e.number for e in made if e.decision == "keep"]
+        best = max(keeps, key=lambda number: (gains.get(number, 0.0), -number), default=None)
+        best_gain = None if best is None else gains.get(best, 0.0)
+        improved = best_gain is not None and best_gain > 0
+        rows.append(
+            ProposerGain(
+                proposer=proposer,
+                name=PROPOSER_NAMES.get(proposer, proposer),
+                experiments=len(made),
+                kept=len(keeps),
+                keep_rate=len(keeps) / len(made),
+                gained_bpb=sum(gains.get(number, 0.0) for number in keeps),
+                best_gain_bpb=best_gain if improved else None,
+                best_gain_number=best if improved else None,
+            )
+        )
+    rows.sort(key=lambda row: (-row.gained_bpb, -row.experiments, row.name))
+    return tuple(rows)
 
 
 def _proposer_label(experiment: Experiment) -> str:
@@ -621,9 +691,9 @@ def render_markdown(
     plot_name: str = PROGRESS_PNG,
     generalised: programs.Generalisation | None = None,
 ) -> str:
-    """The Markdown report of a run: headline figures, the kept changes with what each gained,
-    the crashes, the test split's figures and a link to the chart (``plot_name``, next to
-    the report)."""
+    """The Markdown report of a run: headline figures, the gain by proposer, the kept changes
+    with what each gained, the crashes, the test split's figures and a link to the chart
+    (``plot_name``, next to the report)."""
     name = summary.tag or "run"
     lines = [f"# Research report: {name}", ""]
     if summary.branch:
@@ -652,6 +722,7 @@ def render_markdown(
         "kept changes in green, the running best as a line (an experiment stopped early has "
         "no val_bpb and is not drawn).",
         "",
+        *_render_proposer_gains(summary.proposer_gains),
         f"## Kept changes ({len(summary.kept_changes)})",
         "",
     ]
@@ -681,6 +752,32 @@ def render_markdown(
     if generalised is not None:
         lines += _render_generalisation(generalised)
     return "\n".join(lines) + "\n"
+
+
+def _render_proposer_gains(gains: Sequence[ProposerGain]) -> list[str]:
+    """The gain by proposer: one table row per proposer (nothing before the first experiment)."""
+    if not gains:
+        return []
+    lines = [
+        "## Gain by proposer",
+        "",
+        "What each proposer's keeps gained: how much each lowered the best val_bpb at the time "
+        "it was kept, summed, and the largest of them.",
+        "",
+        "| proposer | experiments | kept | keep rate | val_bpb gained | best keep |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for gain in gains:
+        best = (
+            "\u2014"
+            if gain.best_gain_bpb is None
+            else f"{gain.best_gain_bpb:.6f} (#{gain.best_gain_number})"
+        )
+        lines.append(
+            f"| {_cell(gain.name)} | {gain.experiments} | {gain.kept} | "
+            f"{100 * gain.keep_rate:.1f} % | {gain.gained_bpb:.6f} | {best} |"
+        )
+    return [*lines, ""]
 
 
 def _headline_rows(summary: RunSummary) -> list[tuple[str, str]]:

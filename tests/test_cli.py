@@ -11,9 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cockpit.bench.ui_bench import MODEL, fill_journal
+from cockpit.engine.journal import Journal
+from cockpit.engine.readmodel import journal_file
+from cockpit.engine.workspace import Workspace
 from tests.conftest import REPO, SCRIPTS, write_text_corpus
 from trainer.outcomes import Outcome
 from trainer.summary import parse_summary
@@ -176,6 +181,70 @@ def test_bare_cockpit_without_a_terminal_runs_the_research_loop_on_the_defaults(
     rows = results.read_text().splitlines()
     assert len(rows) == 3, rows  # header, baseline, one experiment
     assert rows[1].endswith("\tkeep\tbaseline")
+
+
+def workspace_with_state(root: Path, **state: object) -> Path:
+    """A workspace whose journal holds a stopped run of four experiments (its agent's state
+    as ``fill_journal`` writes it: the LLM with qwen2.5-coder:7b), then ``state``."""
+    Workspace.init(root)
+    with Journal.open(journal_file(root)) as journal:
+        fill_journal(journal, experiments=4, phase="stopped", samples=0)
+        journal.set_state(**state)
+    return root
+
+
+def status_of(root: Path) -> tuple[str, dict[str, Any]]:
+    """What `cockpit status` prints of the workspace, as text and as JSON."""
+    text = cockpit("status", "--workspace", str(root))
+    as_json = cockpit("status", "--workspace", str(root), "--json")
+    assert text.returncode == 0 and as_json.returncode == 0, text.stderr + as_json.stderr
+    return text.stdout, json.loads(as_json.stdout)
+
+
+HYBRID_SPLIT = {"llm": 0.35, "optuna": 0.65}
+
+
+@pytest.mark.usefixtures("no_git_identity")
+def test_status_shows_the_hybrids_split_with_its_model(tmp_path: Path) -> None:
+    root = workspace_with_state(tmp_path / "ws", proposer="hybrid", search_split=HYBRID_SPLIT)
+    text, report = status_of(root)
+    assert report["agent"]["proposer"] == "hybrid" and report["agent"]["split"] == HYBRID_SPLIT
+    assert f"  agent: hybrid proposer: LLM ({MODEL}) 35% · Optuna 65%\n" in text, text
+
+    # Before the hybrid has said its split: who it shares the experiments between.
+    with Journal.open(journal_file(root)) as journal:
+        journal.set_state(search_split=None)
+    text, report = status_of(root)
+    assert report["agent"]["split"] is None
+    assert f"  agent: hybrid proposer: LLM ({MODEL}) and Optuna\n" in text, text
+
+
+@pytest.mark.usefixtures("no_git_identity")
+def test_status_names_optuna_or_the_built_in_proposer_alone_or_standing_in(
+    tmp_path: Path,
+) -> None:
+    """Optuna stands in for the hybrid's model while Ollama is away: no split then, the
+    hybrid is not proposing. Without a model, Optuna and the built-in proposer work alone."""
+    root = workspace_with_state(
+        tmp_path / "ws",
+        proposer="optuna",
+        search_split=HYBRID_SPLIT,
+        agent_state="server_down",
+        agent_message="Ollama is not running at http://127.0.0.1:11434",
+    )
+    text, report = status_of(root)
+    assert report["agent"]["proposer"] == "optuna" and report["agent"]["split"] is None
+    assert (
+        f"  agent: Optuna proposer standing in for {MODEL}: Ollama is not running at "
+        "http://127.0.0.1:11434\n" in text
+    ), text
+    assert "35%" not in text
+    for proposer, named in (("optuna", "Optuna proposer"), ("builtin", "built-in proposer")):
+        with Journal.open(journal_file(root)) as journal:
+            journal.set_state(proposer=proposer, model=None, agent_state=None)
+        text, report = status_of(root)
+        assert report["agent"]["proposer"] == proposer and report["agent"]["model"] is None
+        assert f"  agent: {named}\n" in text, text
 
 
 def test_bench_trainer_prints_its_figures_as_json(tmp_path: Path) -> None:

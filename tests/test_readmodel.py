@@ -143,6 +143,25 @@ def test_status_reads_the_engine_state_and_the_run(tmp_path: Path) -> None:
     assert stopped.time_left is None and stopped.awaiting_approval is None
 
 
+def test_status_reads_the_hybrids_split_while_the_hybrid_proposes(tmp_path: Path) -> None:
+    """The split is the journal's ``search_split`` as the hybrid wrote it; one that is not a
+    mapping of names to numbers is left out, and so is the split of a hybrid not proposing
+    now (a stand-in proposes, or the run is not the hybrid's)."""
+    with open_journal(tmp_path) as journal:
+        run = fill_journal(journal, experiments=3, phase="training", engine_pid=4242)
+        journal.set_state(proposer="hybrid", search_split={"llm": 0.35, "optuna": 0.65})
+        state = journal.all_state()
+    status = read_status("~/ws", state, run, alive=always_alive)
+    assert status.proposer == "hybrid" and status.search_split == {"llm": 0.35, "optuna": 0.65}
+    whole = read_status("~/ws", {**state, "search_split": {"llm": 1, "optuna": 0}}, run)
+    assert whole.search_split == {"llm": 1.0, "optuna": 0.0}  # whole numbers are shares too
+    for bad in (None, {}, [0.35, 0.65], "llm 35%", {"llm": "35%"}, {"llm": True}, {1: 0.5}):
+        assert read_status("~/ws", {**state, "search_split": bad}, run).search_split is None, bad
+    for proposer in ("optuna", "llm", "builtin"):
+        other = read_status("~/ws", {**state, "proposer": proposer}, run, alive=always_alive)
+        assert other.proposer == proposer and other.search_split is None
+
+
 def test_display_path_shortens_the_home_folder(tmp_path: Path) -> None:
     assert display_path(tmp_path / "ws", home=tmp_path) == "~/ws"
     assert display_path(Path("/elsewhere/ws"), home=tmp_path) == "/elsewhere/ws"

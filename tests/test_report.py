@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import random
 import re
 import subprocess
@@ -466,3 +467,102 @@ def test_cockpit_report_command_writes_both_files(report: Report, tmp_path: Path
         capture_output=True, text=True, cwd=REPO, check=False,
     )  # fmt: skip
     assert unknown.returncode == 2 and "mar5" in unknown.stderr
+
+
+def test_the_gain_by_proposer_sums_what_each_proposers_keeps_lowered_the_best(
+    tmp_path: Path,
+) -> None:
+    """Each keep gains the best before it minus its val_bpb, in the run's order, and nothing
+    when it lowered nothing; a crash counts as decided, a veto does not, and the model does
+    not split a proposer."""
+    path = tmp_path / ".cockpit" / "journal.db"
+    with Journal.open(path) as journal:
+        run = journal.create_run("x", "cockpit/x", "0" * 40, "autonomous", "hybrid", {}, "fp")
+
+        def decided(number: int, proposer: str, decision: str, value: float | None) -> None:
+            model = "qwen2.5-coder:7b" if proposer == "llm" else None
+            experiment = journal.add_experiment(
+                run.id, number, commit_sha=f"{number:040x}", proposer=proposer, model=model,
+                description=f"change {number}", status="evaluating", val_bpb=value,
+            )  # fmt: skip
+            journal.record_decision(experiment.id, decision, "test")
+
+        decided(0, "baseline", "keep", 3.0)
+        decided(1, "llm", "keep", 2.9)  # gains 0.1
+        decided(2, "optuna", "discard", 2.95)
+        decided(3, "optuna", "keep", 2.85)  # gains 0.05
+        decided(4, "llm", "crash", None)
+        decided(5, "builtin", "keep", 2.86)  # kept by hand, worse than the best: gains 0
+        decided(6, "llm", "keep", 2.7)  # gains 0.15
+        decided(7, "optuna", "keep", 2.68)  # gains 0.02
+        decided(8, "llm", "veto", None)
+        decided(9, "recovered", "discard", 2.9)
+        summary = summarize(journal, run.id)
+
+    rows = [
+        (g.proposer, g.name, g.experiments, g.kept, g.best_gain_number)
+        for g in summary.proposer_gains
+    ]
+    assert rows == [
+        ("llm", "LLM", 3, 2, 6),
+        ("optuna", "Optuna", 3, 2, 3),
+        ("builtin", "built-in", 1, 1, None),
+        ("recovered", "recovered", 1, 0, None),
+    ]
+    llm, optuna, builtin, recovered = summary.proposer_gains
+    assert llm.keep_rate == pytest.approx(2 / 3) and recovered.keep_rate == 0.0
+    assert llm.gained_bpb == pytest.approx(0.25, abs=1e-12)
+    assert llm.best_gain_bpb == pytest.approx(0.15, abs=1e-12)
+    assert optuna.gained_bpb == pytest.approx(0.07, abs=1e-12)
+    assert optuna.best_gain_bpb == pytest.approx(0.05, abs=1e-12)
+    assert builtin.gained_bpb == 0.0 and builtin.best_gain_bpb is None
+    assert recovered.gained_bpb == 0.0 and recovered.best_gain_bpb is None
+    assert summary.total_gain_bpb == pytest.approx(0.32, abs=1e-12)  # 3.0 - 2.68: the same sum
+    assert sum(g.experiments for g in summary.proposer_gains) == summary.experiments == 8
+
+    text = render_markdown(summary)
+    table = text[text.index("## Gain by proposer") : text.index("## Kept changes")]
+    assert table.splitlines()[-7:] == [
+        "| proposer | experiments | kept | keep rate | val_bpb gained | best keep |",
+        "|---|--:|--:|--:|--:|--:|",
+        "| LLM | 3 | 2 | 66.7 % | 0.250000 | 0.150000 (#6) |",
+        "| Optuna | 3 | 2 | 66.7 % | 0.070000 | 0.050000 (#3) |",
+        "| built-in | 1 | 1 | 100.0 % | 0.000000 | \u2014 |",
+        "| recovered | 1 | 0 | 0.0 % | 0.000000 | \u2014 |",
+        "",
+    ]
+
+    as_json = json.loads(json.dumps(summary.as_json()))
+    assert as_json["proposer_gains"][0] == {
+        "proposer": "llm",
+        "name": "LLM",
+        "experiments": 3,
+        "kept": 2,
+        "keep_rate": pytest.approx(2 / 3),
+        "gained_bpb": pytest.approx(0.25, abs=1e-12),
+        "best_gain_bpb": pytest.approx(0.15, abs=1e-12),
+        "best_gain_number": 6,
+    }
+    assert [row["name"] for row in as_json["proposer_gains"]] == [
+        "LLM", "Optuna", "built-in", "recovered",
+    ]  # fmt: skip
+    assert as_json["proposer_gains"][3]["best_gain_bpb"] is None
+
+
+def test_the_gains_of_a_long_run_add_up_to_its_total_gain(report: Report) -> None:
+    summary = report.summary
+    assert summary.total_gain_bpb is not None
+    assert sum(g.gained_bpb for g in summary.proposer_gains) == pytest.approx(
+        summary.total_gain_bpb, abs=1e-9
+    )
+    counted: dict[str, int] = {}
+    for label, count in report.recorded.proposers.items():
+        proposer = label.split(" ")[0]  # "ollama (qwen2.5-coder:7b)": the model is not a proposer
+        counted[proposer] = counted.get(proposer, 0) + count
+    assert {g.proposer: g.experiments for g in summary.proposer_gains} == counted
+    assert sum(g.kept for g in summary.proposer_gains) == summary.kept
+    gained = [g.gained_bpb for g in summary.proposer_gains]
+    assert gained == sorted(gained, reverse=True)
+    text = report.markdown.read_text()
+    for gain in summary.proposer_gains:
+        assert f"| {gain.name} | {gain.experiments} | {gain.kept} | " in text

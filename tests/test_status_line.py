@@ -1,5 +1,6 @@
 """The cockpit's status line: who proposed the experiment in flight and those before it, apart
-from the model server's state, and what the model's unusable replies came to."""
+from the model server's state, the hybrid's split, and what the model's unusable replies came
+to."""
 
 from __future__ import annotations
 
@@ -104,3 +105,48 @@ async def test_a_training_that_was_not_confined_is_said_first_and_stays(tmp_path
     confined = {"network": "a network namespace", "files": "Landlock", "enforced": True}
     root = echoing_model(tmp_path / "confined", confinement=confined)
     assert "not confined" not in await status_line(root, WIDE)
+
+
+def proposing_with(tmp_path: Path, **state: Any) -> Path:
+    """A run training #25, which the LLM proposed; ``state``: who proposes next, and how."""
+    root = build_workspace(
+        tmp_path / "home" / "ws", experiments=24, engine_pid=os.getpid(), phase="training"
+    )
+    with Journal.open(journal_file(root)) as journal:
+        journal.set_state(**state)
+    return root
+
+
+async def test_the_hybrids_split_follows_the_model_servers_state_and_fits_80_columns(
+    tmp_path: Path,
+) -> None:
+    split = {"llm": 0.35, "optuna": 0.65}
+    root = proposing_with(tmp_path, proposer="hybrid", search_split=split)
+    second = (await status_line(root, WIDE)).splitlines()[1]
+    assert "  ● Ollama ready  hybrid: LLM 35% · Optuna 65%  margin 0.0015" in second, second
+    second = (await status_line(root, NARROW)).splitlines()[1]
+    assert (
+        second == "~/ws  #25 llm · qwen2.5-coder:7b  ● Ollama ready  hybrid: LLM 35% · Optuna 65%"
+    )
+    assert len(second) <= NARROW[0]
+    # Optuna stands in while Ollama is away: the hybrid's split is not in effect, not shown.
+    with Journal.open(journal_file(root)) as journal:
+        journal.set_state(proposer="optuna", agent_state="server_down")
+    second = (await status_line(root, WIDE)).splitlines()[1]
+    assert "● Ollama unreachable" in second and "hybrid" not in second, second
+
+
+async def test_optuna_or_the_built_in_proposer_alone_is_named_as_itself(tmp_path: Path) -> None:
+    """Without a model, the line names the proposer that works alone, whatever a run before
+    left of the model server's state."""
+    root = proposing_with(tmp_path, proposer="optuna", model=None)
+    second = (await status_line(root, WIDE)).splitlines()[1]
+    assert "  Optuna proposer (no LLM)" in second and "Ollama" not in second, second
+    with Journal.open(journal_file(root)) as journal:
+        journal.set_state(proposer="builtin", agent_state=None)
+    second = (await status_line(root, WIDE)).splitlines()[1]
+    assert "  built-in proposer (no LLM)" in second and "Ollama" not in second, second
+    with Journal.open(journal_file(root)) as journal:
+        journal.set_state(proposer="hybrid", model="qwen2.5-coder:7b")
+    second = (await status_line(root, WIDE)).splitlines()[1]
+    assert "  Ollama: no word yet" in second and "hybrid:" not in second, second

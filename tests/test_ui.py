@@ -196,6 +196,27 @@ async def test_the_agent_panel_and_the_decision_log(tmp_path: Path) -> None:
         assert any("crash" in line and "exited with code 1" in line for line in log)
 
 
+async def test_the_agent_panel_shows_the_hybrids_split_and_follows_it(tmp_path: Path) -> None:
+    root = workspace(tmp_path, phase="training")
+    with Journal.open(journal_file(root)) as journal:
+        journal.set_state(proposer="hybrid", search_split={"llm": 0.35, "optuna": 0.65})
+    app = app_for(root)
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        head = rendered(app.query_one(AgentPanel)).splitlines()[0]
+        # Before the server's message, which the panel's width cuts short.
+        assert head.startswith(
+            "● Ollama ready  qwen2.5-coder:7b  hybrid: LLM 35% · Optuna 65%  qwen2.5"
+        ), head
+        # The hybrid gives the LLM more once its keeps gain more: the next poll shows it.
+        with Journal.open(journal_file(root)) as journal:
+            journal.set_state(search_split={"llm": 0.6, "optuna": 0.4})
+        await poll(pilot)
+        head = rendered(app.query_one(AgentPanel)).splitlines()[0]
+        assert "  hybrid: LLM 60% · Optuna 40%  " in head, head
+        assert "hybrid: LLM 60% · Optuna 40%" in rendered(app.query_one(StatusLine))
+
+
 async def test_a_narrow_terminal_folds_the_panels_into_tabs(tmp_path: Path) -> None:
     root = workspace(tmp_path, phase="awaiting_approval")
     app = app_for(root)

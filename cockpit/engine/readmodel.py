@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 
 from cockpit.engine.agent_status import (
+    PROPOSER_NAMES,
     ModelPaused,
     ProposedBy,
     UnusableReplies,
@@ -160,6 +161,9 @@ class StatusInfo:
     asking: str | None = None  # who is being asked for the proposal in progress
     unusable_replies: UnusableReplies | None = None
     model_paused: ModelPaused | None = None
+    # The hybrid's shares of the next experiments ({"llm": 0.35, "optuna": 0.65}) while the
+    # hybrid proposes; None otherwise, or before it has said them.
+    search_split: dict[str, float] | None = None
     # Who proposed the experiment in flight, and the latest ones before it (newest first):
     # the journal's experiments, as the ledger has them.
     in_flight: ProposedBy | None = None
@@ -365,6 +369,7 @@ def read_status(
         asking=_text_or_none(state.get("asking")) if running else None,
         unusable_replies=UnusableReplies.from_state(state.get("agent_replies")),
         model_paused=ModelPaused.from_state(state.get("agent_paused")),
+        search_split=read_search_split(state),
         best_val_bpb=None if run is None else run.best_val_bpb,
         baseline_val_bpb=None if run is None else run.baseline_val_bpb,
         keep_margin_bpb=_float_or_none(state.get("keep_margin_bpb")),
@@ -373,6 +378,35 @@ def read_status(
         confinement=Confinement.from_dict(state.get("confinement")),
         workers=read_workers(state) if running else (),
     )
+
+
+def read_search_split(state: Mapping[str, Any]) -> dict[str, float] | None:
+    """The hybrid's shares of the next experiments (state ``search_split``), while the hybrid
+    proposes (state ``proposer``): None when another proposer does (the split of a hybrid
+    standing aside, or of an earlier run, is not in effect), or when the value is not a
+    non-empty mapping of names to numbers."""
+    if state.get("proposer") != "hybrid":
+        return None
+    value = state.get("search_split")
+    if not isinstance(value, Mapping) or not value:
+        return None
+    numbers = all(
+        isinstance(name, str) and isinstance(share, (int, float)) and not isinstance(share, bool)
+        for name, share in value.items()
+    )
+    return {str(name): float(share) for name, share in value.items()} if numbers else None
+
+
+def describe_split(split: Mapping[str, float], model: str | None = None) -> str:
+    """The hybrid's split in a few words: ``LLM 35% · Optuna 65%`` (``model``: named after
+    the LLM, ``LLM (qwen2.5-coder:7b) 35% · Optuna 65%``)."""
+    parts = []
+    for proposer, share in split.items():
+        name = PROPOSER_NAMES.get(proposer, proposer)
+        if proposer == "llm" and model:
+            name += f" ({model})"
+        parts.append(f"{name} {share:.0%}")
+    return " · ".join(parts)
 
 
 def with_proposers(

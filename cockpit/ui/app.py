@@ -471,6 +471,7 @@ class CockpitApp(App[str]):
             model=status.model,
             agent_state=status.agent_state,
             agent_message=status.agent_message,
+            search_split=status.search_split,
         )
         panel.show((agent, self.agent_stream, events[-AGENT_EVENTS_SHOWN:]))
 

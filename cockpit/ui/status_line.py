@@ -1,6 +1,7 @@
 """The status line: two lines on top of the cockpit, what the engine does now, and where and
 with what: the phase, the best metric, who proposed the experiment in flight and those before
-it, the model server's state and what the model's unusable replies came to."""
+it, the model server's state, the hybrid's split and what the model's unusable replies came
+to."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cockpit.engine.readmodel import StatusInfo
 from cockpit.ui import format as fmt
 from cockpit.ui.palette import Palette
 from cockpit.ui.plot import bar
-from cockpit.ui.widgets import _fit, _line, _View, agent_state_text, palette_of
+from cockpit.ui.widgets import _fit, _line, _View, agent_state_text, palette_of, split_text
 
 PHASE_WORDS = {
     "starting": "STARTING",
@@ -149,6 +150,9 @@ class StatusLine(_View):
             parts.append((_line(("  branch ", muted), status.branch), 3))
         parts += proposer_parts(status, palette)
         parts.append((_line("  ", agent_state_text(status, palette)), 0))
+        split = split_text(status, palette)
+        if split is not None:
+            parts.append((_line("  ", split), 2))
         trouble = reply_trouble(status, palette)
         if trouble is not None:
             parts.append((trouble, 1))

@@ -17,6 +17,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowKey
 
+from cockpit.engine.agent_status import PROPOSER_NAMES
 from cockpit.engine.monitor import GPU_OK, GpuReading, MonitorSample
 from cockpit.engine.readmodel import (
     EventLine,
@@ -25,6 +26,7 @@ from cockpit.engine.readmodel import (
     LedgerRow,
     LossCurves,
     StatusInfo,
+    describe_split,
 )
 from cockpit.ui import format as fmt
 from cockpit.ui.palette import Palette, status_word
@@ -109,14 +111,24 @@ AGENT_STATES = {
 
 
 def agent_state_text(status: StatusInfo, palette: Palette) -> Text:
-    """The LLM's state in a few words."""
+    """The model server's state in a few words; without a model, the proposer that works
+    alone (Optuna or the built-in one)."""
+    muted = Style(color=palette.muted)
+    if status.model is None and status.proposer not in (None, "llm", "hybrid"):
+        name = PROPOSER_NAMES.get(status.proposer, status.proposer)
+        return Text(f"{name} proposer (no LLM)", style=muted, end="")
     if status.agent_state is None:
-        if status.proposer and status.proposer != "llm":
-            return Text("built-in proposer (no LLM)", style=Style(color=palette.muted), end="")
-        return Text("Ollama: no word yet", style=Style(color=palette.muted), end="")
+        return Text("Ollama: no word yet", style=muted, end="")
     words, level = AGENT_STATES.get(status.agent_state, (status.agent_state, "warning"))
     colour = {"success": palette.success, "warning": palette.warning, "error": palette.error}[level]
     return Text("● " + words, style=Style(color=colour), end="")
+
+
+def split_text(status: StatusInfo, palette: Palette) -> Text | None:
+    """The hybrid's split, ``hybrid: LLM 35% · Optuna 65%`` (None: not the hybrid's turn)."""
+    if status.search_split is None:
+        return None
+    return _line(("hybrid: ", Style(color=palette.muted)), describe_split(status.search_split))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -812,6 +824,10 @@ class AgentPanel(_View):
             head.no_wrap = True
             if status.model:
                 head.append(f"  {status.model}", Style(bold=True))
+            split = split_text(status, palette)
+            if split is not None:
+                head.append("  ")
+                head.append_text(split)
             if status.agent_message:
                 head.append(f"  {status.agent_message}", muted)
             lines.append(head)

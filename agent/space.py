@@ -4,7 +4,8 @@ Every numeric CAPS constant of the script is a dimension (`agent.constants`), ex
 bookkeeping ones (how often to report, when to plan) and those the researcher pins. Its type
 and range are inferred from its value:
 
-- an integer that is a power of two (sizes, batch) stays one: from a quarter to four times it;
+- a size (the name says SIZE, WIDTH, DIM, BATCH, ...) that is a power of two stays one: from a
+  quarter to four times it;
 - another integer: from half to twice it (0 to 8 for a zero, 1 to 4 for a one), in steps of
   the largest power of two that divides it (768 moves by 128, so it still splits into heads);
 - a learning rate, a decay (the name says LR, RATE or DECAY) or a float of 0.05 or less: a
@@ -49,6 +50,7 @@ from agent.proposal import ProposalContext
 BOOKKEEPING = frozenset({"REPORT_EVERY", "UNTIMED_STEPS", "PLAN_AT", "CUDA", "COMPILE"})
 PINNED = "pinned"
 RATE_WORDS = ("LR", "RATE", "DECAY")
+SIZE_WORDS = ("SIZE", "WIDTH", "DIM", "BATCH", "HIDDEN", "EMBD", "EMBED", "LEN", "CTX")
 SIGNIFICANT_DIGITS = 3  # a float the optimiser writes is rounded to this many digits
 OVERRIDE_KEYS = frozenset({"low", "high", "log", "type", "step"})
 _SEARCH_FENCE = re.compile(r"^```search[ \t]*\r?\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -145,7 +147,7 @@ def _granularity(value: int) -> int:
 def infer_param(name: str, value: Value) -> Param:
     """The dimension a constant of this name and value gets when nobody says otherwise."""
     if isinstance(value, int):
-        if _is_pow2(value) and value >= 2:
+        if _is_pow2(value) and value >= 2 and any(word in name for word in SIZE_WORDS):
             return Param(name, "pow2", max(1, value // 4), value * 4, log=True)
         if value == 0:
             return Param(name, "int", 0, 8)

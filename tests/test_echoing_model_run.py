@@ -52,7 +52,7 @@ def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_say
         text, report = status_of(root)
         assert report["in_flight"] == {
             "experiment": 1,
-            "proposer": "builtin",
+            "proposer": "optuna",
             "model": None,
             "status": "awaiting_approval",
         }
@@ -66,7 +66,7 @@ def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_say
             f"the last 2 replies were unusable: {ECHOES}; 1 was the same as a reply already refused"
         )
         assert ADVICE in replies["advice"]
-        assert "  proposers: #1 built-in (in flight), #0 baseline\n" in text, text
+        assert "  proposers: #1 Optuna (in flight), #0 baseline\n" in text, text
         assert f"  agent: LLM proposer ({SMALL_MODEL})\n" in text, text
         assert f"  model's replies: {replies['message']}\n" in text, text
         assert ADVICE in text, text
@@ -78,10 +78,10 @@ def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_say
     records = experiments(root)
     assert [(e.number, e.proposer) for e in records] == [
         (0, "baseline"),
-        (1, "builtin"),
-        (2, "builtin"),
-        (3, "builtin"),
-        (4, "builtin"),
+        (1, "optuna"),
+        (2, "optuna"),
+        (3, "optuna"),
+        (4, "optuna"),
     ], [(e.number, e.proposer, e.description) for e in records]
     # #1: the echo, then the same echo again, and no third request; #2 and #3: one request
     # each (the echo was refused before); then the model is paused: #4 asks nothing.
@@ -95,20 +95,20 @@ def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_say
     text, report = status_of(root)
     assert report["in_flight"] is None  # the run is over
     assert [(p["experiment"], p["proposer"]) for p in report["recent_proposers"]] == [
-        (4, "builtin"),
-        (3, "builtin"),
-        (2, "builtin"),
-        (1, "builtin"),
+        (4, "optuna"),
+        (3, "optuna"),
+        (2, "optuna"),
+        (1, "optuna"),
         (0, "baseline"),
     ]
     agent = report["agent"]
-    assert agent["proposer"] == "builtin" and agent["paused"]["proposals_left"] == 4
+    assert agent["proposer"] == "optuna" and agent["paused"]["proposals_left"] == 4
     assert agent["replies"]["count"] == 4 and agent["replies"]["by_reason"] == {"echo": 4}
     assert (
-        "  proposers: #4 built-in, #3 built-in, #2 built-in, #1 built-in, #0 baseline\n" in text
+        "  proposers: #4 Optuna, #3 Optuna, #2 Optuna, #1 Optuna, #0 baseline\n" in text
     ), text
     assert (
-        f"  agent: built-in proposer standing in for {SMALL_MODEL}: it is not asked for 4 more "
+        f"  agent: Optuna proposer standing in for {SMALL_MODEL}: it is not asked for 4 more "
         "proposals\n" in text
     ), text
     assert (

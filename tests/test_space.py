@@ -58,7 +58,7 @@ def _space(
     ("name", "expected"),
     [
         ("WIDTH", Param("WIDTH", "pow2", 32, 512, log=True)),  # a power of two stays one
-        ("DEPTH", Param("DEPTH", "pow2", 1, 16, log=True)),  # the CPU branch of a ternary
+        ("DEPTH", Param("DEPTH", "int", 2, 8)),  # the CPU branch; a count, not a size
         ("WARMUP_STEPS", Param("WARMUP_STEPS", "int", 1, 6)),
         ("MLP_RATIO", Param("MLP_RATIO", "int", 1, 4)),
         ("HIDDEN", Param("HIDDEN", "int", 48, 192, step=16)),  # keeps its granularity
@@ -79,7 +79,7 @@ def test_inferred_ranges(name: str, expected: Param) -> None:
 
 def test_the_cuda_branch_is_read_on_a_gpu() -> None:
     params, _ = _space(device="cuda")
-    assert params["DEPTH"] == Param("DEPTH", "pow2", 2, 32, log=True)
+    assert params["DEPTH"] == Param("DEPTH", "int", 4, 16, step=2)
     assert params["HIDDEN"] == Param("HIDDEN", "int", 384, 1536, step=128)
     assert params["HIDDEN"].decode(1000) == 1024 and not params["HIDDEN"].contains(1000)
 

@@ -73,7 +73,7 @@ def test_only_the_latest_window_counts() -> None:
 
 
 def test_the_builtin_nudger_counts_as_the_optimiser_and_the_baseline_as_neither() -> None:
-    ledger = [LedgerEntry(0, "baseline", "keep", 1.0, None, "baseline")] + entries("builtin", "kk")
+    ledger = [LedgerEntry(0, "baseline", "keep", 1.0, None, "baseline"), *entries("builtin", "kk")]
     scores = Bandit().scores(ledger)
     assert scores["optuna"] > scores["llm"] == pytest.approx(0.001 / 2)
 

@@ -1,21 +1,22 @@
 """The optimiser proposer: Optuna tunes the numbers of the best script.
 
-The space is the best script's numeric CAPS constants (`agent.space`). The study is rebuilt
-from what the engine hands over (`ProposalContext.trials`): every script of the run that has
-the best's structure (the same code up to the values of the space's constants) is a trial,
-with its val_bpb; one that crashed or was stopped early counts as bad as the worst result of
-the structure, so that the sampler learns to stay away. Scripts in flight are trials still
-running, so that points asked side by side differ (TPE's constant liar). A point already
-trained, or in flight, is never asked again, and after a restart the study is the same as
-before it, rebuilt from the journal.
+The space is the best script's numeric CAPS constants, each over a window around its current
+value (`agent.space`): when a keep moves the best, the window moves with it. The study is
+rebuilt from what the engine hands over (`ProposalContext.trials`): every script of the run
+that has the best's structure (the same code up to the values of the space's constants) and
+lies in the window is a trial, with its val_bpb; one that crashed or was stopped early counts
+as bad as the worst result of the structure, so that the sampler learns to stay away.
+Scripts in flight are trials still running, so that points asked side by side differ (TPE's
+constant liar). A point already trained, or in flight, is never asked again, in the window or
+not, and after a restart the study is the same as before it, rebuilt from the journal.
 
 Samplers: TPE (default; multivariate, so constants that work together are tuned together)
-and CMA-ES (`cmaes`), which starts at the middle of the space: the baseline's values, since
-inferred ranges are centred on them. CMA-ES keeps its state (mean, step size, covariance) in
-the process: after a restart it starts again, with what was trained before still keeping it
-from asking a point twice. On a plateau (no
-keep in `plateau_after` experiments) every other point is drawn at random from the whole
-space, to look further away.
+and CMA-ES (`cmaes`), which starts at the middle of the window (the best, since inferred
+windows are centred on it) and starts again there when the window moves. CMA-ES keeps its
+state (mean, step size, covariance) in the process: after a restart it starts again, with
+what was trained before still keeping it from asking a point twice. On a plateau (no keep in
+`plateau_after` experiments) every other point is drawn at random from the whole window, to
+look further away.
 
 Optuna is imported when the first proposal is asked for: a run of another proposer never
 loads it.
@@ -229,8 +230,7 @@ class OptunaProposer:
     def space(self, context: ProposalContext) -> SearchSpace:
         """The space of the best script, with the config's and program.md's ranges."""
         overrides = {**self.overrides, **read_program_block(context.program)}
-        anchor = next((t.script for t in context.trials if t.number == 0), None)
-        return build_space(context.best_script, context.device, anchor=anchor, overrides=overrides)
+        return build_space(context.best_script, context.device, overrides=overrides)
 
     # --- proposing ---------------------------------------------------------------------
 

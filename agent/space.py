@@ -2,20 +2,22 @@
 
 Every numeric CAPS constant of the script is a dimension (`agent.constants`), except the
 bookkeeping ones (how often to report, when to plan) and those the researcher pins. Its type
-and range are inferred from its value:
+and range are inferred from its value in the current best script, so that the space is a
+window around the best that moves with it (a trust region: a night of keeps can take a
+constant far from where it started, one step at a time):
 
-- a size (the name says SIZE, WIDTH, DIM, BATCH, ...) that is a power of two stays one: from a
-  quarter to four times it;
+- a size (the name says SIZE, WIDTH, DIM, BATCH, ...) that is a power of two stays one: from
+  half to twice it;
 - another integer: from half to twice it (0 to 8 for a zero, 1 to 4 for a one), in steps of
   the largest power of two that divides it (768 moves by 128, so it still splits into heads);
 - a learning rate, a decay (the name says LR, RATE or DECAY) or a float of 0.05 or less: a
-  tenth to ten times it, on a log scale, never above 1;
+  quarter to four times it, on a log scale, never above 1;
 - another float between 0 and 1, a fraction: from half of it to halfway to 1;
-- a float of 1 or more: a quarter to four times it, on a log scale; a zero: 0 to 0.5.
+- a float of 1 or more: half to twice it, on a log scale; a zero: 0 to 0.5.
 
-Ranges are inferred from the run's baseline (the anchor), so the space stays put while the
-best moves, and always include the current value. The researcher overrides any of this, in
-`config.toml` (``[search.space]``) or in a fenced ``search`` block of program.md, which wins::
+The researcher overrides any of this, in `config.toml` (``[search.space]``) or in a fenced
+``search`` block of program.md, which wins; a range given there stays put, and is widened only
+to hold the current value::
 
     ```search
     LEARNING_RATE = { low = 1e-4, high = 3e-2, log = true }
@@ -148,7 +150,7 @@ def infer_param(name: str, value: Value) -> Param:
     """The dimension a constant of this name and value gets when nobody says otherwise."""
     if isinstance(value, int):
         if _is_pow2(value) and value >= 2 and any(word in name for word in SIZE_WORDS):
-            return Param(name, "pow2", max(1, value // 4), value * 4, log=True)
+            return Param(name, "pow2", value // 2, value * 2, log=True)
         if value == 0:
             return Param(name, "int", 0, 8)
         if value == 1:
@@ -161,10 +163,10 @@ def infer_param(name: str, value: Value) -> Param:
     if value == 0.0:
         return Param(name, "float", 0.0, 0.5)
     if value < 1.0 and (value <= 0.05 or any(word in name for word in RATE_WORDS)):
-        return Param(name, "float", rounded(value / 10), min(rounded(value * 10), 1.0), log=True)
+        return Param(name, "float", rounded(value / 4), min(rounded(value * 4), 1.0), log=True)
     if value < 1.0:
         return Param(name, "float", rounded(value / 2), rounded(value + (1.0 - value) / 2))
-    return Param(name, "float", rounded(value / 4), rounded(value * 4), log=True)
+    return Param(name, "float", rounded(value / 2), rounded(value * 2), log=True)
 
 
 def read_program_block(program: str) -> dict[str, object]:
@@ -242,15 +244,12 @@ def build_space(
     script: str,
     device: str = "cpu",
     *,
-    anchor: str | None = None,
     overrides: Mapping[str, object] | None = None,
     excluded: Iterable[str] = BOOKKEEPING,
 ) -> SearchSpace:
-    """The space of ``script``'s constants; ranges are inferred from the ``anchor`` script's
-    values (the run's baseline) where it has the constant, and include the current value."""
+    """The space of ``script``'s constants: ranges inferred from their values, or given."""
     overrides = dict(overrides or {})
     excluded = frozenset(excluded)
-    anchored = {c.name: c.value for c in find_constants(anchor, device)} if anchor else {}
     params: list[Param] = []
     pinned: list[str] = []
     constants = find_constants(script, device)
@@ -258,12 +257,9 @@ def build_space(
         name, value = constant.name, constant.value
         if name in excluded and name not in overrides:
             continue
-        origin = anchored.get(name, value)
-        if type(origin) is not type(value):
-            origin = value
-        param: Param | None = infer_param(name, origin)
+        param: Param | None = infer_param(name, value)
         if name in overrides:
-            param = _override(name, overrides[name], None, origin)
+            param = _override(name, overrides[name], None, value)
         if param is None:
             pinned.append(name)
             continue

@@ -47,29 +47,27 @@ def train(ctx):
 '''
 
 
-def _space(
-    overrides: dict[str, object] | None = None, device: str = "cpu", anchor: str | None = None
-):
-    space = build_space(SCRIPT, device, overrides=overrides, anchor=anchor)
+def _space(overrides: dict[str, object] | None = None, device: str = "cpu"):
+    space = build_space(SCRIPT, device, overrides=overrides)
     return {p.name: p for p in space.params}, space
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("WIDTH", Param("WIDTH", "pow2", 32, 512, log=True)),  # a power of two stays one
+        ("WIDTH", Param("WIDTH", "pow2", 64, 256, log=True)),  # a power of two stays one
         ("DEPTH", Param("DEPTH", "int", 2, 8)),  # the CPU branch; a count, not a size
         ("WARMUP_STEPS", Param("WARMUP_STEPS", "int", 1, 6)),
         ("MLP_RATIO", Param("MLP_RATIO", "int", 1, 4)),
         ("HIDDEN", Param("HIDDEN", "int", 48, 192, step=16)),  # keeps its granularity
         ("LAYERS_TO_SKIP", Param("LAYERS_TO_SKIP", "int", 0, 8)),
-        ("LEARNING_RATE", Param("LEARNING_RATE", "float", 0.0003, 0.03, log=True)),
-        ("WEIGHT_DECAY", Param("WEIGHT_DECAY", "float", 0.01, 1.0, log=True)),  # a decay: log
-        ("EPSILON", Param("EPSILON", "float", 1e-06, 0.0001, log=True)),  # small: log
+        ("LEARNING_RATE", Param("LEARNING_RATE", "float", 0.00075, 0.012, log=True)),
+        ("WEIGHT_DECAY", Param("WEIGHT_DECAY", "float", 0.025, 0.4, log=True)),  # a decay: log
+        ("EPSILON", Param("EPSILON", "float", 2.5e-06, 4e-05, log=True)),  # small: log
         ("DROPOUT_SHARE", Param("DROPOUT_SHARE", "float", 0.2, 0.7)),  # a fraction: linear
         ("FINAL_LR_FRACTION", Param("FINAL_LR_FRACTION", "float", 0.0, 0.5)),  # a zero
-        ("SOFTCAP", Param("SOFTCAP", "float", 3.75, 60.0, log=True)),
-        ("ROPE_BASE", Param("ROPE_BASE", "float", 2500.0, 40000.0, log=True)),
+        ("SOFTCAP", Param("SOFTCAP", "float", 7.5, 30.0, log=True)),
+        ("ROPE_BASE", Param("ROPE_BASE", "float", 5000.0, 20000.0, log=True)),
     ],
 )
 def test_inferred_ranges(name: str, expected: Param) -> None:
@@ -123,7 +121,7 @@ def test_a_type_and_scale_can_be_given() -> None:
         {"WIDTH": {"type": "pow2", "low": 64, "high": 1024}, "SOFTCAP": {"log": False}}
     )
     assert params["WIDTH"] == Param("WIDTH", "pow2", 64, 1024, log=True)
-    assert params["SOFTCAP"] == Param("SOFTCAP", "float", 3.75, 60.0, log=False)
+    assert params["SOFTCAP"] == Param("SOFTCAP", "float", 7.5, 30.0, log=False)
 
 
 def test_a_step_can_be_given() -> None:
@@ -141,11 +139,11 @@ def test_a_range_always_holds_the_current_value() -> None:
     assert params["LEARNING_RATE"].low == 0.003
 
 
-def test_ranges_come_from_the_anchor_and_follow_the_best() -> None:
-    best = write_values(SCRIPT, "cpu", {"LEARNING_RATE": 0.05, "WIDTH": 256})
-    space = build_space(best, "cpu", anchor=SCRIPT)
-    assert space.param("LEARNING_RATE") == Param("LEARNING_RATE", "float", 0.0003, 0.05, log=True)
-    assert space.param("WIDTH") == Param("WIDTH", "pow2", 32, 512, log=True)
+def test_the_window_moves_with_the_best_and_a_given_range_stays_put() -> None:
+    best = write_values(SCRIPT, "cpu", {"LEARNING_RATE": 0.012, "WIDTH": 256})
+    space = build_space(best, "cpu", overrides={"WIDTH": {"low": 64, "high": 512}})
+    assert space.param("LEARNING_RATE") == Param("LEARNING_RATE", "float", 0.003, 0.048, log=True)
+    assert space.param("WIDTH") == Param("WIDTH", "int", 64, 512)
 
 
 def test_an_override_of_no_constant_is_reported() -> None:

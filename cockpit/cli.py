@@ -8,6 +8,7 @@ cockpit run / start / stop    the research loop with the cockpit on it (--headle
                               without a terminal: in the foreground) / detached / stopped
 cockpit status                what the engine is doing
 cockpit bench trainer|loop|ui figures: the trainer's speed, the loop's overhead, the UI's
+cockpit bench search          research yield per hour of compute, proposer against proposer
 """
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ def _workers(text: str) -> int | str:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f'must be "auto" or a number, 1 or more, got {text}')
     return int(text)
+
+
+def _at_least_one(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, got {text}")
+    return int(text)
+
+
+def _proposer_list(text: str) -> tuple[str, ...]:
+    from cockpit.bench.search_bench import parse_proposers
+
+    try:
+        return parse_proposers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_workspace(parser: argparse.ArgumentParser) -> None:
@@ -239,6 +255,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the proposer takes to answer (default: at once)",
     )
     loop_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    search_bench = benches.add_parser(
+        "search",
+        help="research yield per hour of compute: the val_bpb each proposer gains, over seeds",
+    )
+    search_bench.add_argument(
+        "--proposer",
+        type=_proposer_list,
+        default="builtin,optuna",
+        help="the proposers to compare, comma-separated: builtin, optuna, hybrid, llm "
+        "(default: builtin,optuna)",
+    )
+    search_bench.add_argument(
+        "--experiments", type=_at_least_one, default=24, help="experiments after the baseline"
+    )
+    search_bench.add_argument(
+        "--budget", type=_positive_float, default=20.0, help="training seconds per experiment"
+    )
+    search_bench.add_argument(
+        "--seeds", type=_at_least_one, default=2, help="runs per proposer, seeds 0 to K-1"
+    )
+    search_bench.add_argument(
+        "--workers", type=_at_least_one, default=1, help="trainings side by side in each run"
+    )
+    search_bench.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where search.png and each run's workspace go (default: a scratch folder, removed)",
+    )
+    search_bench.add_argument(
+        "--device", default=None, help="auto, cpu, cuda or cuda:N (config: trainer.device)"
+    )
+    search_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     abort_bench = benches.add_parser(
         "early-abort",
         help="replay a recorded run: compute early abort saves on discards, keeps it loses",
@@ -352,6 +401,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(figures, indent=2))
         return 0
+    if args.bench == "search":
+        from cockpit.bench.search_bench import SearchOptions, run_search_bench
+
+        options = SearchOptions(
+            proposers=args.proposer,
+            experiments=args.experiments,
+            budget_seconds=args.budget,
+            seeds=args.seeds,
+            workers=args.workers,
+            device=args.device,
+            out=args.out,
+        )
+        return run_search_bench(options, as_json=args.json)
     if args.bench == "loop":
         from cockpit.bench.loop_bench import run_loop_bench
 

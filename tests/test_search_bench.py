@@ -1,0 +1,236 @@
+"""`cockpit bench search`: real runs of the engine on fresh default workspaces, their figures
+checked against the journals they leave, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import statistics
+from pathlib import Path
+
+import pytest
+
+from cockpit.bench.search_bench import (
+    SearchRun,
+    proposer_figures,
+    running_best,
+    running_gain,
+)
+from cockpit.cli import main
+from cockpit.engine.journal import LEDGER_DECISIONS, Journal
+from tests.conftest import REPO, write_text_corpus
+from tests.helpers import cockpit, git
+
+# Commits without a git identity (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_git_identity")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def short_trainings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings, through the environment, that keep each training a few seconds: a small text
+    corpus, short windows, few evaluation tokens, one training per experiment (the bench
+    itself sets the budget, the seed, the proposer and the experiments)."""
+    corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
+    for name, value in {
+        "COCKPIT_TRAINER__CORPUS": f"text:{corpus}",
+        "COCKPIT_TRAINER__SEQ_LEN": "64",
+        "COCKPIT_TRAINER__EVAL_TOKENS": "4096",
+        "COCKPIT_ENGINE__NOISE_RUNS": "1",
+        "COCKPIT_ENGINE__CONFIRM_MULTIPLE": "0",
+        "COCKPIT_ENGINE__EARLY_ABORT": "false",
+        "COCKPIT_ENGINE__SAMPLE_SECONDS": "0.2",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_bench_search_figures_agree_with_the_journals_it_leaves(
+    tmp_path: Path, short_trainings: None
+) -> None:
+    out = tmp_path / "bench"
+    result = cockpit(
+        "bench", "search", "--proposer", "builtin,optuna", "--experiments", "2", "--budget", "1",
+        "--seeds", "1", "--device", "cpu", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)  # stdout is the JSON alone; the progress went to stderr
+    progress = result.stderr
+    assert "[1/2] builtin, seed 0" in progress and "[2/2] optuna, seed 0" in progress, progress
+    assert "#0 baseline: val_bpb" in progress and "#2 " in progress, progress
+
+    assert (report["experiments"], report["budget_seconds"], report["seeds"]) == (2, 1.0, 1)
+    assert report["settings"]["device"] == "cpu" and report["settings"]["noise_runs"] == 1
+    assert [row["proposer"] for row in report["proposers"]] == ["builtin", "optuna"]
+    assert [(run["proposer"], run["seed"]) for run in report["runs"]] == [
+        ("builtin", 0),
+        ("optuna", 0),
+    ]
+    for run, row in zip(report["runs"], report["proposers"], strict=True):
+        workspace = Path(run["workspace"])
+        assert workspace == out / f"{run['proposer']}-seed0"
+        # A default workspace: the shipped script and program.md, as `cockpit init` makes it.
+        assert (
+            git(workspace, "show", "main:train.py") == (REPO / "trainer" / "train.py").read_text()
+        )
+        assert (workspace / "program.md").read_text() == (
+            REPO / "cockpit" / "template" / "program.md"
+        ).read_text()
+
+        with Journal.open(workspace / ".cockpit" / "journal.db", readonly=True) as journal:
+            recorded = journal.latest_run()
+            assert recorded is not None
+            experiments = sorted(journal.experiments(recorded.id), key=lambda e: e.number)
+        assert recorded.tag == run["tag"] and recorded.status == "finished"
+        assert recorded.config["trainer"]["seed"] == 0
+        assert recorded.config["trainer"]["budget_seconds"] == 1.0
+        assert recorded.config["engine"]["proposer"] == run["proposer"]
+        decided = [e for e in experiments if e.number > 0 and e.decision in LEDGER_DECISIONS]
+        assert {e.proposer for e in decided} == {run["proposer"]}
+        keeps = [e for e in decided if e.decision == "keep"]
+        baseline = experiments[0].val_bpb
+        assert baseline is not None and run["baseline_val_bpb"] == baseline
+        best = min([baseline, *(e.val_bpb for e in keeps if e.val_bpb is not None)])
+        assert run["best_val_bpb"] == best
+        assert run["gain_bpb"] == pytest.approx(baseline - best)
+        assert run["experiments"] == len(decided) == 2
+        assert run["keeps"] == len(keeps)
+        assert run["keep_rate"] == pytest.approx(len(keeps) / 2)
+        assert run["proposed_by"] == {run["proposer"]: 2}
+        assert run["model_note"] is None and run["model_experiments"] == 0
+
+        curve = run["running_best"]
+        assert len(curve) == 3 and curve[0] == baseline and curve[-1] == best
+        assert all(later <= earlier for earlier, later in itertools.pairwise(curve))
+        assert run["running_gain"] == pytest.approx([baseline - value for value in curve])
+
+        started = min(e.started_at for e in experiments if e.started_at is not None)
+        ended = max(e.ended_at for e in experiments if e.ended_at is not None)
+        assert run["wall_seconds"] >= ended - started
+        assert run["compute_hours"] == pytest.approx(run["wall_seconds"] / 3600)
+
+        assert row["runs"] == 1 and row["gain_mean"] == pytest.approx(run["gain_bpb"])
+        assert row["gain_min"] == row["gain_max"] == pytest.approx(run["gain_bpb"])
+        assert row["gain_stdev"] is None  # one seed has no spread
+        assert row["keep_rate_mean"] == pytest.approx(run["keep_rate"])
+        assert row["experiments_per_run"] == 2
+        assert row["gain_per_hour"] == pytest.approx(run["gain_bpb"] / run["compute_hours"])
+
+    plot = out / "search.png"
+    assert report["plot"] == str(plot)
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_bench_search_runs_the_hybrid_without_ollama_and_says_so(
+    tmp_path: Path, short_trainings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("COCKPIT_AGENT__HOST", host)
+    result = cockpit(
+        "bench", "search", "--proposer", "hybrid", "--experiments", "1", "--budget", "1",
+        "--seeds", "1", "--device", "cpu",
+    )  # fmt: skip
+    output = result.stdout
+    assert result.returncode == 0, output + result.stderr
+    assert output.startswith("search benchmark: hybrid; 1 seed each; 1 experiment of 1 s")
+    assert f"Ollama is not running at {host}" in output
+    assert "the optimiser proposes in the model's place until it answers" in output
+    lines = output.splitlines()
+    table = lines[lines.index(next(text for text in lines if text.startswith("proposer "))) :]
+    assert table[0].split()[:3] == ["proposer", "gain", "mean"]
+    assert table[1].split()[0] == "hybrid"
+    line = next(text for text in table if text.startswith("  hybrid seed 0: baseline"))
+    assert "of 1 kept" in line
+    note = next(text for text in table if text.startswith("note: hybrid: "))
+    assert f"Ollama is not running at {host}" in note and "(seed 0)" in note
+    assert "the model proposed 0 of 1 experiments: these are the optimiser's figures" in note
+    assert "no plot kept: --out DIR keeps DIR/search.png" in output
+    # Without --out the runs' workspaces went into a scratch folder, removed at the end.
+    assert not Path(line.rsplit("; ", 1)[1].split(", ", 1)[1]).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--proposer", "builtin,nudger"],
+            "unknown proposer 'nudger'; choose from builtin, optuna, hybrid, llm",
+        ),
+        (["--proposer", "optuna,optuna"], "optuna named twice; name each proposer once"),
+        (["--proposer", "builtin,"], "name one or more of builtin, optuna, hybrid, llm"),
+        (["--experiments", "0"], "must be a whole number, 1 or more, got 0"),
+        (["--seeds", "-1"], "must be a whole number, 1 or more, got -1"),
+        (["--budget", "0"], "must be a number of seconds greater than 0"),
+    ],
+    ids=["unknown", "twice", "empty", "no-experiments", "negative-seeds", "no-budget"],
+)
+def test_bench_search_refuses_a_bad_option_and_says_what_to_give(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["bench", "search", *args])
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_search_refuses_an_out_folder_that_holds_runs_already(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "out" / "optuna-seed0").mkdir(parents=True)
+    code = main(["bench", "search", "--out", str(tmp_path / "out"), "--seeds", "1"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'out' / 'optuna-seed0'} exists; give --out a new or empty folder" in error
+    assert not (tmp_path / "out" / "builtin-seed0").exists()  # nothing ran
+
+
+def search_run(
+    proposer: str, seed: int, gain: float | None, keeps: int, seconds: float
+) -> SearchRun:
+    baseline = None if gain is None else 2.0
+    best = None if gain is None else 2.0 - gain
+    return SearchRun(
+        proposer=proposer, seed=seed, workspace="", tag="t", baseline_val_bpb=baseline,
+        best_val_bpb=best, gain_bpb=gain, experiments=4, keeps=keeps, crashes=0,
+        keep_rate=keeps / 4, wall_seconds=seconds, workers=2, running_best=(baseline, best),
+    )  # fmt: skip
+
+
+def test_a_proposers_figures_are_the_mean_and_spread_of_its_seeds() -> None:
+    runs = [search_run("optuna", 0, 0.1, 1, 1800.0), search_run("optuna", 1, 0.3, 3, 1800.0)]
+    row = proposer_figures("optuna", runs)
+    assert row.runs == 2 and row.gain_mean == pytest.approx(0.2)
+    assert (row.gain_min, row.gain_max) == (0.1, 0.3)
+    assert row.gain_stdev == pytest.approx(statistics.stdev([0.1, 0.3]))
+    assert row.keep_rate_mean == pytest.approx(0.5)
+    # Two workers for half an hour each: an hour of compute per run.
+    assert row.compute_hours == pytest.approx(2.0) and row.compute_hours_per_run == 1.0
+    assert row.gain_per_hour == pytest.approx(0.2)
+    # A run whose baseline crashed has no gain: its compute counts, its gain is not made up.
+    failed = proposer_figures("optuna", [*runs, search_run("optuna", 2, None, 0, 1800.0)])
+    assert failed.gain_mean == pytest.approx(0.2) and failed.compute_hours == pytest.approx(3.0)
+    assert failed.gain_per_hour == pytest.approx(0.2)
+
+
+def test_the_running_best_falls_with_each_keep_only() -> None:
+    points = [
+        (0, "keep", 3.0),
+        (1, "discard", 3.1),  # a discard never moves the best
+        (2, "keep", 2.8),
+        (3, "crash", None),
+        # 4: vetoed, no decision recorded
+        (5, "keep", 2.9),  # kept as a simpler tie: the best stays
+        (6, "keep", 2.7),
+    ]
+    assert running_best(points) == (3.0, 3.0, 2.8, 2.8, 2.8, 2.8, 2.7)
+    assert running_best([(0, "crash", None), (1, "keep", 2.0)]) == (None, 2.0)
+    run = search_run("builtin", 0, 0.3, 1, 60.0)
+    assert running_gain(run) == pytest.approx([0.0, 0.3])

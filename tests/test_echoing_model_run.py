@@ -104,9 +104,7 @@ def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_say
     agent = report["agent"]
     assert agent["proposer"] == "optuna" and agent["paused"]["proposals_left"] == 4
     assert agent["replies"]["count"] == 4 and agent["replies"]["by_reason"] == {"echo": 4}
-    assert (
-        "  proposers: #4 Optuna, #3 Optuna, #2 Optuna, #1 Optuna, #0 baseline\n" in text
-    ), text
+    assert "  proposers: #4 Optuna, #3 Optuna, #2 Optuna, #1 Optuna, #0 baseline\n" in text, text
     assert (
         f"  agent: Optuna proposer standing in for {SMALL_MODEL}: it is not asked for 4 more "
         "proposals\n" in text

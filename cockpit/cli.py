@@ -21,6 +21,7 @@ from typing import Any
 
 from cockpit.config import ConfigError, Settings, load_settings
 from cockpit.engine.steering import Kind, Steer
+from cockpit.settings import PROPOSERS
 
 # The `cockpit <command>` lines that steer a running engine, and what each sends.
 STEER_COMMANDS = {
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         loop.add_argument("--mode", choices=("autonomous", "supervised"), default=None)
         loop.add_argument(
             "--proposer",
-            choices=("hybrid", "llm", "optuna", "builtin"),
+            choices=PROPOSERS,
             default=None,
             help="hybrid: the [agent] model changes the code while Optuna tunes the numbers; "
             "llm: the model alone (Optuna stands in while it is unreachable); optuna: the "

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 # Name under which the per-user cache directory is created.
 _APP_NAME = "research-cockpit"
 
+# Who may propose experiments (engine.proposer): the hybrid first, the default.
+PROPOSERS = ("hybrid", "llm", "optuna", "builtin")
+
 # strict: a quoted "20" in a file must be an error, not silently become 20 (pydantic's
 # strict mode still accepts an int for a float field, so `budget_seconds = 20` works).
 # frozen: settings are read once and shared; nobody should mutate them behind our back.
@@ -132,7 +135,7 @@ class EngineSettings(BaseModel):
     )
     proposer: str = Field(
         default="hybrid",
-        pattern=r"^(builtin|optuna|hybrid|llm)$",
+        pattern=rf"^({'|'.join(PROPOSERS)})$",
         description=(
             "Who proposes experiments: hybrid (the [agent] model changes the code while Optuna "
             "tunes the numbers, each getting more experiments while it finds keeps), llm (the "

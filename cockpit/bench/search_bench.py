@@ -43,11 +43,11 @@ from cockpit.config import Settings, load_settings
 from cockpit.engine.journal import Journal
 from cockpit.engine.workspace import Workspace
 from cockpit.report import summarize_experiments
+from cockpit.settings import PROPOSERS
 
 if TYPE_CHECKING:  # the engine loads only when a run starts, not to parse the options
     from cockpit.engine.agents import AgentSetup
 
-PROPOSERS = ("builtin", "optuna", "hybrid", "llm")
 # The proposers whose code changes come from the model through Ollama.
 MODEL_PROPOSERS = ("hybrid", "llm")
 PLOT_NAME = "search.png"
@@ -55,7 +55,7 @@ SCRATCH = "cockpit-bench-search-"  # the prefix of the scratch folder used witho
 MATPLOTLIB_MISSING = f'matplotlib is needed for {PLOT_NAME}: pip install "research-cockpit[report]"'
 FIGURE_INCHES = (11.0, 6.5)
 FIGURE_DPI = 100
-# One colour per proposer, in the order PROPOSERS names them (matplotlib's tab10).
+# One colour per proposer (matplotlib's tab10).
 PROPOSER_COLORS = {
     "builtin": "#7f7f7f",
     "optuna": "#1f77b4",

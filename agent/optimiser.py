@@ -109,6 +109,9 @@ class _Study:
     space: SearchSpace
     study: Any
     distributions: dict[str, Any]
+    sampler: Any  # the study's own sampler, before any constants are held fixed
+    per_point: int = 0  # constants a point may change (0: all)
+    rng: random.Random = field(default_factory=random.Random)  # which ones
     asked: dict[Point, int] = field(default_factory=dict)  # running trials, by point
     told: set[Point] = field(default_factory=set)  # finished trials in the study
     seen: set[Point] = field(default_factory=set)  # every point trained, in flight or asked
@@ -168,14 +171,30 @@ class _Study:
         self.study.enqueue_trial(params, skip_if_exists=False)
         self.asked[point] = self.study.ask(self.distributions).number
 
-    def ask(self, explore: random.Random | None) -> dict[str, Value] | None:
-        """The next point's values (None: the sampler asked for a point already seen)."""
+    def ask(
+        self, explore: random.Random | None, current: Mapping[str, Value]
+    ) -> dict[str, Value] | None:
+        """The next point's values (None: the sampler asked for a point already seen).
+
+        With ``per_point`` set, the point changes that many constants, chosen at random, and
+        keeps the others at the best's values: the sampler models them all, but moves few at
+        a time, as a researcher would (a point that moves everything at once is mostly worse
+        and says little about why)."""
+        names = [p.name for p in self.space.params]
+        self.study.sampler = self.sampler
         if explore is not None:
             self.study.enqueue_trial(
                 {p.name: _random_value(p, explore) for p in self.space.params},
                 skip_if_exists=False,
             )
+        elif 0 < self.per_point < len(names):
+            free = set(self.rng.sample(names, self.per_point))
+            fixed = {
+                p.name: p.encode(current[p.name]) for p in self.space.params if p.name not in free
+            }
+            self.study.sampler = _optuna().samplers.PartialFixedSampler(fixed, self.sampler)
         trial = self.study.ask(self.distributions)
+        self.study.sampler = self.sampler
         values = {p.name: p.decode(trial.params[p.name]) for p in self.space.params}
         point = self.point(values)
         if point in self.seen:
@@ -207,7 +226,8 @@ class OptunaProposer:
         sampler: str = "tpe",
         seed: int = 0,
         overrides: Mapping[str, object] | None = None,
-        startup_trials: int = 2,
+        startup_trials: int = 1,
+        per_point: int = 3,
         last_resort: Proposer | None = None,
         on_event: EventSink | None = None,
     ) -> None:
@@ -217,6 +237,7 @@ class OptunaProposer:
         self.seed = seed
         self.overrides = dict(overrides or {})
         self.startup_trials = startup_trials
+        self.per_point = per_point  # constants one point changes (TPE; 0: all)
         self.last_resort = last_resort  # proposes when Optuna cannot (not installed, bad ranges)
         self.on_event = on_event
         self._said: set[str] = set()  # warnings given, each once
@@ -279,7 +300,7 @@ class OptunaProposer:
             explore = self._explorer(context)
             tried = set(context.tried_hashes)
             for _ in range(ASK_ATTEMPTS):
-                values = study.ask(explore)
+                values = study.ask(explore, current)
                 if values is None:
                     continue
                 script = write_values(best, device, values)
@@ -320,6 +341,9 @@ class OptunaProposer:
             space=space,
             study=optuna.create_study(direction="minimize", sampler=sampler),
             distributions=distributions,
+            sampler=sampler,
+            per_point=self.per_point if self.sampler == "tpe" else 0,
+            rng=random.Random(f"{self.seed}:{key}"),
         )
         return self._study
 

@@ -355,13 +355,23 @@ class SearchSettings(BaseModel):
         json_schema_extra={"allowed": '"tpe" or "cmaes"'},
     )
     startup_trials: int = Field(
-        default=2,
+        default=1,
         ge=1,
         description=(
-            "Trials of a script's structure (its baseline included) before TPE models "
-            "them; the first ones are drawn at random."
+            "Trials of a script's structure (its best included) before TPE models them; "
+            "until then points are drawn at random."
         ),
         json_schema_extra={"allowed": "an integer, 1 or more"},
+    )
+    constants_per_point: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "How many constants one TPE point changes, chosen at random, the others kept at "
+            "the best's values (0 = all): few at a time, so that a point is seldom worse in "
+            "everything at once."
+        ),
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = all)"},
     )
     plateau: int = Field(
         default=8,

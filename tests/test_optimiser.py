@@ -89,6 +89,22 @@ def test_a_proposal_changes_only_numbers_of_the_space_and_says_which() -> None:
     assert proposal.description.startswith(first)
 
 
+def test_a_point_changes_few_constants_at_a_time_but_all_get_tuned() -> None:
+    proposer = OptunaProposer(seed=6, per_point=2)
+    trials = [TrialRecord(0, SCRIPT, "keep", loss(values_of(SCRIPT, "cpu", NAMES)))]
+    moved: set[str] = set()
+    for _ in range(12):
+        proposal = proposer.propose(context(trials))
+        changes = proposal.details["changes"]
+        assert isinstance(changes, dict) and 1 <= len(changes) <= 2
+        moved.update(changes)
+        values = values_of(proposal.script, "cpu", NAMES)
+        trials.append(TrialRecord(len(trials), proposal.script, "discard", loss(values)))
+    assert moved == set(NAMES)
+    everything = OptunaProposer(seed=6, per_point=0).propose(context(trials[:1]))
+    assert len(everything.details["changes"]) > 2  # type: ignore[arg-type]
+
+
 def test_a_study_rebuilt_after_a_restart_asks_no_point_twice() -> None:
     trials = [TrialRecord(0, SCRIPT, "keep", loss(values_of(SCRIPT, "cpu", NAMES)))]
     research(OptunaProposer(seed=1), trials, 8)

@@ -169,9 +169,10 @@ class GPT(nn.Module):
         super().__init__()
         self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, WIDTH)
-        self.blocks = nn.ModuleList(Block(WIDTH, HEAD_DIM, MLP_RATIO) for _ in range(DEPTH))
+        head_dim = min(HEAD_DIM, WIDTH)  # a model narrower than a head has one head
+        self.blocks = nn.ModuleList(Block(WIDTH, head_dim, MLP_RATIO) for _ in range(DEPTH))
         self.head = nn.Linear(WIDTH, vocab_size, bias=False)
-        cos, sin = rotary_tables(max_seq_len, HEAD_DIM, ROPE_BASE, self.embed.weight.device)
+        cos, sin = rotary_tables(max_seq_len, head_dim, ROPE_BASE, self.embed.weight.device)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
         self.reset_parameters()

@@ -196,6 +196,7 @@ def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
         seed=seed,
         overrides=search.space,
         startup_trials=search.startup_trials,
+        per_point=search.constants_per_point,
         last_resort=builtin,
         on_event=recorder,
     )

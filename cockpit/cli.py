@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--proposer",
         type=_proposer_list,
         default="builtin,optuna",
-        help="the proposers to compare, comma-separated: builtin, optuna, hybrid, llm "
+        help=f"the proposers to compare, comma-separated: {', '.join(PROPOSERS)} "
         "(default: builtin,optuna)",
     )
     search_bench.add_argument(

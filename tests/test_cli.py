@@ -155,7 +155,7 @@ def test_bare_cockpit_without_a_terminal_runs_the_research_loop_on_the_defaults(
 ) -> None:
     """`cockpit` alone on a fresh install: the default workspace is created, and without a
     terminal to show the cockpit in, the research loop runs headless in the foreground. No
-    Ollama here: the built-in proposer stands in, and the output says how to start Ollama."""
+    Ollama here: the optimiser stands in, and the output says how to start Ollama."""
     corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
     with socket.socket() as probe:  # a port where nothing listens
         probe.bind(("127.0.0.1", 0))
@@ -176,7 +176,7 @@ def test_bare_cockpit_without_a_terminal_runs_the_research_loop_on_the_defaults(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "created the default workspace" in output and "no terminal here" in output
-    assert "`ollama serve`" in output and "built-in proposer stands in" in output, output
+    assert "`ollama serve`" in output and "the Optuna proposer stands in" in output, output
     (results,) = (tmp_path / "data").rglob("results.tsv")
     rows = results.read_text().splitlines()
     assert len(rows) == 3, rows  # header, baseline, one experiment

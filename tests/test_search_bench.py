@@ -162,10 +162,10 @@ def test_bench_search_runs_the_hybrid_without_ollama_and_says_so(
     [
         (
             ["--proposer", "builtin,nudger"],
-            "unknown proposer 'nudger'; choose from builtin, optuna, hybrid, llm",
+            "unknown proposer 'nudger'; choose from hybrid, llm, optuna, builtin",
         ),
         (["--proposer", "optuna,optuna"], "optuna named twice; name each proposer once"),
-        (["--proposer", "builtin,"], "name one or more of builtin, optuna, hybrid, llm"),
+        (["--proposer", "builtin,"], "name one or more of hybrid, llm, optuna, builtin"),
         (["--experiments", "0"], "must be a whole number, 1 or more, got 0"),
         (["--seeds", "-1"], "must be a whole number, 1 or more, got -1"),
         (["--budget", "0"], "must be a number of seconds greater than 0"),

@@ -9,6 +9,7 @@ read and write scripts through here.
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 
 
@@ -31,8 +32,10 @@ def _number(node: ast.expr) -> int | float | None:
     return None
 
 
-def find_constants(source: str, device: str = "cpu") -> list[Constant]:
-    """The tunable constants of a script, in file order."""
+@functools.lru_cache(maxsize=2048)
+def find_constants(source: str, device: str = "cpu") -> tuple[Constant, ...]:
+    """The tunable constants of a script, in file order. Cached: the optimiser reads every
+    script of the run again for each proposal, and scripts never change."""
     found: list[Constant] = []
     for node in ast.parse(source).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
@@ -53,7 +56,7 @@ def find_constants(source: str, device: str = "cpu") -> list[Constant]:
         found.append(
             Constant(target.id, value, literal.lineno, literal.col_offset, literal.end_col_offset)
         )
-    return found
+    return tuple(found)
 
 
 def format_value(value: int | float) -> str:

@@ -380,10 +380,6 @@ class OptunaProposer:
             },
         )
 
-    def points_seen(self) -> int:
-        """How many points the current study knows (trained, in flight or asked)."""
-        return len(self._study.seen) if self._study is not None else 0
-
 
 @functools.cache
 def optuna_available() -> str | None:

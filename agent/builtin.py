@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from agent.constants import Constant, find_constants, format_value, replace_literal
 from agent.proposal import DESCRIPTION_LIMIT, NoProposal, Proposal, ProposalContext, script_hash
-from agent.space import BOOKKEEPING, SpaceError, build_space, read_program_block
+from agent.space import BOOKKEEPING, SpaceError, build_space, is_fraction, read_program_block
 
 DEFAULT_EXCLUDED = BOOKKEEPING
 FLOAT_FACTORS = (0.5, 0.7, 1.4, 2.0)
@@ -35,8 +35,10 @@ def candidates(constant: Constant) -> list[int | float]:
     if value == 0.0:
         return [0.1, 0.01]
     options = [value * factor for factor in FLOAT_FACTORS]
-    if 0.0 < value < 1.0:  # fractions stay fractions
+    if is_fraction(constant.name, value):  # fractions stay fractions
         options = [v for v in options if v < 1.0] + [1.0 - (1.0 - value) / 2]
+    elif value < 1.0:  # a rate or a decay: scaled, up to 1 (as in the optimiser's window)
+        options = [v for v in options if v <= 1.0]
     return sorted(
         {float(f"{v:.6g}") for v in options if math.isfinite(v)},
         key=lambda v: abs(math.log(v / value)),

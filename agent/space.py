@@ -146,6 +146,14 @@ def _granularity(value: int) -> int:
     return step
 
 
+def is_fraction(name: str, value: Value) -> bool:
+    """Whether a float constant is a share of something (a warmdown fraction, a dropout),
+    which stays between 0 and 1, rather than a rate or decay, which scales freely."""
+    if not isinstance(value, float) or not 0.0 < value < 1.0:
+        return False
+    return value > 0.05 and not any(word in name for word in RATE_WORDS)
+
+
 def infer_param(name: str, value: Value) -> Param:
     """The dimension a constant of this name and value gets when nobody says otherwise."""
     if isinstance(value, int):
@@ -162,10 +170,10 @@ def infer_param(name: str, value: Value) -> Param:
         return Param(name, "int", max(1, value // 2), value * 2, log=value >= 8)
     if value == 0.0:
         return Param(name, "float", 0.0, 0.5)
-    if value < 1.0 and (value <= 0.05 or any(word in name for word in RATE_WORDS)):
-        return Param(name, "float", rounded(value / 4), min(rounded(value * 4), 1.0), log=True)
-    if value < 1.0:
+    if is_fraction(name, value):
         return Param(name, "float", rounded(value / 2), rounded(value + (1.0 - value) / 2))
+    if value < 1.0:  # a rate or a decay
+        return Param(name, "float", rounded(value / 4), min(rounded(value * 4), 1.0), log=True)
     return Param(name, "float", rounded(value / 2), rounded(value * 2), log=True)
 
 

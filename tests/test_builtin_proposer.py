@@ -131,7 +131,10 @@ def test_a_script_without_constants_has_nothing_to_propose() -> None:
     ("source", "check"),
     [
         ("WIDTH = 128\n", lambda values: set(values) == {256, 64}),
-        ("WARMDOWN = 0.4\n", lambda values: all(0 < v < 1 for v in values)),
+        ("WARMDOWN = 0.4\n", lambda values: all(0 < v < 1 for v in values) and 0.7 in values),
+        # A learning rate is scaled, never sent halfway to 1 as a fraction would be.
+        ("LEARNING_RATE = 0.003\n", lambda values: values == [0.0042, 0.0021, 0.0015, 0.006]),
+        ("EMA_DECAY = 0.9\n", lambda values: max(values) <= 1.0 and 0.95 not in values),
         ("FINAL = 0.0\n", lambda values: values == [0.1, 0.01]),
         ("STEPS = 3\n", lambda values: all(isinstance(v, int) and v > 0 for v in values)),
         (

@@ -221,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="where to write them (default: WORKSPACE/report)"
     )
     report.add_argument("--tag", default=None, help="the run (default: the latest)")
+    report.add_argument(
+        "--json",
+        action="store_true",
+        help="print the run's figures as JSON instead of writing the files",
+    )
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     benches = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -438,8 +443,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
     from cockpit import commands
-    from cockpit.report import ReportError, write_report
+    from cockpit.report import ReportError, read_report, write_report
 
     if args.workspace is not None:
         workspace = args.workspace.expanduser().resolve()
@@ -447,6 +454,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         workspace = commands.open_workspace(None).path
     try:
         cache_dir = load_settings(workspace).paths.cache_dir
+        if args.json:
+            data = read_report(workspace, args.tag, cache_dir).as_json()
+            print(json.dumps(data, indent=2))
+            return 0
         png, markdown = write_report(workspace, args.out, args.tag, cache_dir)
     except (ReportError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

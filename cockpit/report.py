@@ -6,8 +6,8 @@ experiments as small grey dots, kept ones as larger green dots labelled with the
 the running best as a step line, crashes as red crosses along the top edge); and
 ``render_markdown`` writes the figures a researcher reads in the morning, among them the gain
 by proposer (``ProposerGain``: how much each proposer's keeps lowered the best);
-``RunSummary.as_json`` gives the same figures as data. ``write_report`` does all three for a
-workspace.
+``RunSummary.as_json`` gives the same figures as data (``cockpit report --json``, through
+``read_report``). ``write_report`` does all three for a workspace.
 
 The counts agree with ``results.tsv``: its rows are the experiments decided keep, discard or
 crash. Row one is the baseline (experiment 0), the reference everything is measured against,
@@ -886,16 +886,38 @@ def select_run(journal: Journal, tag: str | None) -> Run:
     return run
 
 
-def write_report(
-    workspace_dir: Path, out_dir: Path | None = None, tag: str | None = None, cache_dir: str = ""
-) -> tuple[Path, Path]:
-    """Write ``progress.png`` and ``report.md`` of a run of the workspace into ``out_dir``
-    (default ``<workspace>/report/``); their paths, in that order.
+@dataclass(frozen=True)
+class RunReport:
+    """What a report says of one run of a workspace: its summary and its test-split scores."""
 
-    The run is the one tagged ``tag``, or the latest. The journal is opened read-only, so a
-    report can be made while the engine runs. Raises ReportError (the message says what to
-    do) for a missing workspace, a workspace with no experiments, an unknown tag, a journal
-    that cannot be read, or a missing matplotlib."""
+    workspace: Path
+    tag: str
+    summary: RunSummary
+    generalised: programs.Generalisation
+
+    def as_json(self) -> dict[str, Any]:
+        """``cockpit report --json``: the summary, with the test split's scores and gains."""
+        gains = self.generalised.gains()
+        return {
+            "workspace": str(self.workspace),
+            "tag": self.tag,
+            **self.summary.as_json(),
+            "test_split": {
+                "validation_gain": None if gains is None else gains[0],
+                "test_gain": None if gains is None else gains[1],
+                "scores": [dataclasses.asdict(score) for score in self.generalised.scores],
+                "programs": self.generalised.programs,
+                "program_bytes": self.generalised.program_bytes,
+            },
+        }
+
+
+def read_report(workspace_dir: Path, tag: str | None = None, cache_dir: str = "") -> RunReport:
+    """The report of a run of the workspace: the one tagged ``tag``, or the latest.
+
+    The journal is opened read-only, so a report can be made while the engine runs. Raises
+    ReportError (the message says what to do) for a missing workspace, a workspace with no
+    experiments, an unknown tag or a journal that cannot be read."""
     workspace = Path(workspace_dir).expanduser().resolve()
     if not workspace.is_dir():
         raise ReportError(
@@ -914,11 +936,22 @@ def write_report(
     generalised = programs.generalisation(
         WorkspacePaths(workspace).runs(run.tag), experiments, cache_dir
     )
-    target = workspace / REPORT_DIRNAME if out_dir is None else Path(out_dir).expanduser()
+    return RunReport(workspace, run.tag, summary, generalised)
+
+
+def write_report(
+    workspace_dir: Path, out_dir: Path | None = None, tag: str | None = None, cache_dir: str = ""
+) -> tuple[Path, Path]:
+    """Write ``progress.png`` and ``report.md`` of a run of the workspace into ``out_dir``
+    (default ``<workspace>/report/``); their paths, in that order.
+
+    Raises ReportError as ``read_report`` does, and for a missing matplotlib."""
+    report = read_report(workspace_dir, tag, cache_dir)
+    target = report.workspace / REPORT_DIRNAME if out_dir is None else Path(out_dir).expanduser()
     png_path = target / PROGRESS_PNG
     markdown_path = target / REPORT_MD
-    plot_progress(summary, png_path)
-    markdown = render_markdown(summary, PROGRESS_PNG, generalised)
+    plot_progress(report.summary, png_path)
+    markdown = render_markdown(report.summary, PROGRESS_PNG, report.generalised)
     write_atomic(markdown_path, markdown.encode("utf-8"))
     return png_path, markdown_path
 

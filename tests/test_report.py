@@ -469,6 +469,34 @@ def test_cockpit_report_command_writes_both_files(report: Report, tmp_path: Path
     assert unknown.returncode == 2 and "mar5" in unknown.stderr
 
 
+def test_cockpit_report_json_prints_the_figures_of_report_md(
+    report: Report, tmp_path: Path
+) -> None:
+    """--json writes no file and prints what results.tsv and the gain by proposer say."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cockpit", "report", "--workspace", str(report.workspace),
+         "--out", str(tmp_path / "none"), "--json"],
+        capture_output=True, text=True, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "none").exists()
+    data = json.loads(result.stdout)
+    rows = report.rows
+    assert data["tag"] == "mar5" and data["workspace"] == str(report.workspace.resolve())
+    assert data["experiments"] == len(rows) - 1 == 99
+    assert data["kept"] == [row["status"] for row in rows[1:]].count("keep")
+    assert data["baseline_val_bpb"] == pytest.approx(float(rows[0]["val_bpb"]), abs=5e-7)
+    kept = [float(row["val_bpb"]) for row in rows if row["status"] == "keep"]
+    assert data["best_val_bpb"] == pytest.approx(min(kept), abs=5e-7)
+    gains = {gain["proposer"]: gain for gain in data["proposer_gains"]}
+    assert sum(g["experiments"] for g in gains.values()) == 99
+    assert sum(g["gained_bpb"] for g in gains.values()) == pytest.approx(
+        data["total_gain_bpb"], abs=1e-6
+    )
+    assert [s["number"] for s in data["test_split"]["scores"]][:1] == [0]
+    assert len(data["points"]) == 100
+
+
 def test_the_gain_by_proposer_sums_what_each_proposers_keeps_lowered_the_best(
     tmp_path: Path,
 ) -> None:

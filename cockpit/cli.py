@@ -57,6 +57,12 @@ def _at_least_one(text: str) -> int:
     return int(text)
 
 
+def _at_least_zero(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, got {text}")
+    return int(text)
+
+
 def _proposer_list(text: str) -> tuple[str, ...]:
     from cockpit.bench.search_bench import parse_proposers
 
@@ -293,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     search_bench.add_argument(
         "--device", default=None, help="auto, cpu, cuda or cuda:N (config: trainer.device)"
     )
+    search_bench.add_argument(
+        "--verify",
+        type=_at_least_zero,
+        default=0,
+        help="train each run's best script again K times with fresh seeds and report the "
+        "verified gain, without the luck that made it the best (default: 0)",
+    )
     search_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     abort_bench = benches.add_parser(
         "early-abort",
@@ -418,6 +431,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             workers=args.workers,
             device=args.device,
             out=args.out,
+            verify=args.verify,
         )
         return run_search_bench(options, as_json=args.json)
     if args.bench == "loop":

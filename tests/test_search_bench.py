@@ -3,6 +3,7 @@ checked against the journals they leave, and the errors a user can cause."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import socket
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from cockpit.bench.search_bench import (
+    SearchOptions,
     SearchRun,
     proposer_figures,
+    render_table,
     running_best,
     running_gain,
 )
@@ -59,7 +62,7 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
     out = tmp_path / "bench"
     result = cockpit(
         "bench", "search", "--proposer", "builtin,optuna", "--experiments", "2", "--budget", "1",
-        "--seeds", "1", "--device", "cpu", "--out", str(out), "--json",
+        "--seeds", "1", "--device", "cpu", "--out", str(out), "--verify", "1", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)  # stdout is the JSON alone; the progress went to stderr
@@ -68,6 +71,7 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
     assert "#0 baseline: val_bpb" in progress and "#2 " in progress, progress
 
     assert (report["experiments"], report["budget_seconds"], report["seeds"]) == (2, 1.0, 1)
+    assert (report["verify"], report["verify_seeds"]) == (1, [1000])
     assert report["settings"]["device"] == "cpu" and report["settings"]["noise_runs"] == 1
     assert [row["proposer"] for row in report["proposers"]] == ["builtin", "optuna"]
     assert [(run["proposer"], run["seed"]) for run in report["runs"]] == [
@@ -123,6 +127,21 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
         assert row["keep_rate_mean"] == pytest.approx(run["keep_rate"])
         assert row["experiments_per_run"] == 2
         assert row["gain_per_hour"] == pytest.approx(run["gain_bpb"] / run["compute_hours"])
+
+        # --verify 1: the best script trained again with seed 1000, as `cockpit train` does.
+        verify = workspace / ".cockpit" / "verify"
+        best_commit = recorded.best_commit or recorded.base_commit
+        assert (verify / "train.py").read_text() == git(
+            workspace, "show", f"{best_commit}:train.py"
+        )
+        trained = json.loads((verify / "1000" / "summary.json").read_text())
+        assert trained["seed"] == 1000 and trained["status"] == "ok"
+        assert (
+            run["verified"] == [trained["val_bpb"]] and run["verified_best"] == trained["val_bpb"]
+        )
+        assert run["verified_gain"] == pytest.approx(baseline - trained["val_bpb"])
+        assert row["verified_gain_mean"] == pytest.approx(run["verified_gain"])
+        assert f"verifying the best: seed 1000, val_bpb {trained['val_bpb']:.6f}" in progress
 
     plot = out / "search.png"
     assert report["plot"] == str(plot)
@@ -234,3 +253,24 @@ def test_the_running_best_falls_with_each_keep_only() -> None:
     assert running_best([(0, "crash", None), (1, "keep", 2.0)]) == (None, 2.0)
     run = search_run("builtin", 0, 0.3, 1, 60.0)
     assert running_gain(run) == pytest.approx([0.0, 0.3])
+
+
+def test_the_verified_gain_is_the_baseline_minus_the_mean_of_the_best_trained_again() -> None:
+    """A best of 1.7 (gain 0.3) that trains again at 1.85 and 1.95 is worth a gain of 0.1: the
+    luck that made it the best is gone. A verification that gave no val_bpb is left out, and
+    one with none at all gives no verified gain rather than a made-up one."""
+    lucky = dataclasses.replace(search_run("optuna", 0, 0.3, 1, 60.0), verified=(1.85, None, 1.95))
+    assert lucky.verified_best == pytest.approx(1.9)
+    assert lucky.verified_gain == pytest.approx(0.1)
+    none = dataclasses.replace(search_run("optuna", 1, 0.2, 1, 60.0), verified=(None,))
+    assert none.verified_best is None and none.verified_gain is None
+    row = proposer_figures("optuna", [lucky, none])
+    assert row.gain_mean == pytest.approx(0.25) and row.verified_gain_mean == pytest.approx(0.1)
+
+    options = SearchOptions(proposers=("optuna",), seeds=2, verify=3)
+    table = "\n".join(render_table(options, [lucky, none]))
+    assert table.splitlines()[0].split()[-1] == "verified"
+    assert "verified 1.900000 (1.850000, -, 1.950000), gain 0.100000" in table
+    assert "trained again 3 times with seeds 1000..1002" in table
+    plain = render_table(SearchOptions(proposers=("optuna",)), [search_run("optuna", 0, 0.3, 1, 6)])
+    assert "verified" not in "\n".join(plain)

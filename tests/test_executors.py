@@ -3,6 +3,7 @@ local Ray cluster, each running real trainings end to end through the engine."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -59,7 +60,11 @@ def test_slurm_jobs_through_submitits_local_executor_run_the_research(tmp_path: 
     git(root, "fsck", "--strict")
 
 
-def test_a_cancelled_slurm_job_ends_as_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_a_cancelled_slurm_job_ends_as_interrupted(tmp_path: Path, sigint: str) -> None:
+    """Stopped in training, the job ends interrupted with nothing evaluated; also when the
+    engine started with SIGINT ignored (in the background of a shell without job control),
+    which submitit's local controller inherits, and so never sees the SIGINT of a cancel."""
     from cockpit.engine.slurm import SubmititExecutor
 
     root = tmp_path / "ws"
@@ -75,7 +80,12 @@ def test_a_cancelled_slurm_job_ends_as_interrupted(tmp_path: Path) -> None:
     executor = SubmititExecutor(settings.executor, tmp_path / "jobs", gpus=False)
     files = RunFiles.under(tmp_path / "run")
     job = build_job(settings, SCRIPTS / "tiny_research.py", files, root)
-    handle = executor.start(job)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if sigint == "ignored" else None
+    try:
+        handle = executor.start(job)  # the controller starts with this disposition of SIGINT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     records: list[dict[str, object]] = []
     deadline = time.monotonic() + 90
     while not any(r.get("event") == "metric" for r in records) and time.monotonic() < deadline:

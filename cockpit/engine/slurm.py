@@ -10,7 +10,9 @@ machine (``[executor] slurm_local = true``), to try it out or to test it.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -53,9 +55,12 @@ class SubmititJob:
 
     pid = None  # it runs on a node, not here
 
-    def __init__(self, job: TrainingJob, submitted: submitit.Job[RunResult]) -> None:
+    def __init__(
+        self, job: TrainingJob, submitted: submitit.Job[RunResult], *, local: bool = False
+    ) -> None:
         self.job = job
         self.submitted = submitted
+        self.local = local  # submitit's local executor: the job id is its controller's pid
         self.started_at = time.monotonic()
         self.stop_requested = False
         self.follower = MetricsFollower(job.metrics_path) if job.metrics_path else None
@@ -86,6 +91,13 @@ class SubmititJob:
     def stop(self) -> None:
         self.stop_requested = True
         self.submitted.cancel(check=False)
+        if self.local:
+            # A local cancel is a SIGINT to the job's controller, which never sees it when it
+            # started with SIGINT ignored (as everything started in the background by a shell
+            # without job control does): the training would run its whole budget. The
+            # controller passes a SIGTERM on to the job, whose handler stops the tree.
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                os.kill(int(self.submitted.job_id), signal.SIGTERM)
 
 
 class SubmititExecutor:
@@ -119,4 +131,5 @@ class SubmititExecutor:
             cpus_per_task=max(1, settings.cpus_per_job),
             slurm_partition=settings.partition or None,
         )
-        return SubmititJob(job, self._executor.submit(run_on_node, job))
+        submitted = self._executor.submit(run_on_node, job)
+        return SubmititJob(job, submitted, local=self.settings.slurm_local)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +51,21 @@ def _workers(text: str) -> int | str:
     return int(text)
 
 
-def _at_least_one(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, got {text}")
-    return int(text)
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number, {minimum} or more, got {text}"
+            )
+        return int(text)
+
+    return parse
 
 
-def _at_least_zero(text: str) -> int:
-    if not text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, got {text}")
-    return int(text)
+_at_least_one = _whole_number(1)
+_at_least_zero = _whole_number(0)
 
 
 def _proposer_list(text: str) -> tuple[str, ...]:

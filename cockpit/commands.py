@@ -27,6 +27,7 @@ from cockpit.engine.executors import executor_for
 from cockpit.engine.journal import Journal, JournalError, Run
 from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
 from cockpit.engine.readmodel import (
+    PendingStop,
     describe_split,
     integrity_flags,
     read_search_split,
@@ -173,6 +174,7 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
         "tag": None,
         "mode": None,
         "time_left": None,
+        "stopping": None,  # the stop the running engine has accepted, while it is pending
         "last_decisions": [],
     }
     journal = _open_journal(workspace, readonly=True)
@@ -241,6 +243,8 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 time_left=state.get("time_left") if state.get("phase") == "training" else None,
                 pid=state.get("pid"),
             )
+            stopping = PendingStop.from_state(state)
+            report["stopping"] = None if stopping is None else stopping.as_json()
             waiting = state.get("experiment")
             if run is not None and report["phase"] == "awaiting_approval" and waiting is not None:
                 experiment = journal.experiment(run.id, int(waiting))
@@ -272,6 +276,9 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
     print(f"{report['workspace']}  run {report['tag']} ({report['mode']})  {engine}")
     experiment = f"  experiment #{report['experiment']}" if report["experiment"] is not None else ""
     print(f"  phase: {phase}{experiment}")
+    stopping = report["stopping"]
+    if stopping is not None:
+        print(f"  {stopping['message']} (asked {_clock(stopping['asked_at'])})")
     best, baseline = report["best_val_bpb"], report["baseline_val_bpb"]
     if best is not None and baseline is not None:
         metric = report.get("metric", "val_bpb") + (
@@ -323,10 +330,13 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
             if replies.advice:
                 print(f"    {replies.advice}")
     for decision in report["last_decisions"]:
-        print(
-            f"  {time.strftime('%H:%M:%S', time.localtime(decision['at']))}  {decision['message']}"
-        )
+        print(f"  {_clock(decision['at'])}  {decision['message']}")
     return 0
+
+
+def _clock(at: float) -> str:
+    """A Unix time as `cockpit status` prints it: the local time of day."""
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _describe_agent(agent: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ to."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from cockpit.bench.ui_bench import build_workspace
 from cockpit.engine.journal import Journal
-from cockpit.engine.readmodel import journal_file
+from cockpit.engine.readmodel import PendingStop, journal_file
 from cockpit.ui.app import create_app
 from cockpit.ui.status_line import StatusLine
 from tests.helpers import ECHOED_REPLIES
@@ -91,6 +92,16 @@ async def test_with_nothing_in_flight_the_latest_proposers_are_named(tmp_path: P
     root = echoing_model(tmp_path, phase="stopped", proposer="builtin", time_left=None)
     second = (await status_line(root, WIDE)).splitlines()[1]
     assert "  builtin · qwen2.5-coder:7b  latest: builtin, builtin, builtin, " in second, second
+
+
+async def test_a_stop_the_engine_accepted_is_said_until_it_is_carried_out(tmp_path: Path) -> None:
+    root = echoing_model(tmp_path)
+    assert "stopping" not in (await status_line(root, WIDE)).splitlines()[0]
+    for now, said in ((False, "stopping after the trainings in flight"), (True, "stopping now")):
+        with Journal.open(journal_file(root)) as journal:
+            journal.set_state(**PendingStop(now=now, asked_at=time.time()).to_state())
+        first = (await status_line(root, WIDE)).splitlines()[0]
+        assert first.startswith(" TRAINING  #25 ") and f"  {said}" in first, first
 
 
 async def test_a_training_that_was_not_confined_is_said_first_and_stays(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gp
 from cockpit.engine.notify import EngineNotices, Notifier
 from cockpit.engine.paths import WorkspacePaths
 from cockpit.engine.proposing import Drafting
+from cockpit.engine.readmodel import PendingStop
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, is_training_process, kill_tree
 from cockpit.engine.steering import Kind, Steer
@@ -184,7 +185,7 @@ class Engine:
                     close()  # a cluster engine started for this run stops with it
                 journal.set_state(
                     phase="stopped", pid=None, train_pid=None, train_pids=[], time_left=None,
-                    workers=[],
+                    workers=[], **PendingStop.cleared(),
                 )  # fmt: skip
                 self.notices.close()
                 journal.close()
@@ -202,7 +203,10 @@ class Engine:
         self.mode = run.mode
         self.notices.tag = run.tag
         self.workers = self._plan_workers()
-        journal.set_state(pid=os.getpid(), run=run.tag, phase="starting", heartbeat=self.clock())
+        journal.set_state(
+            pid=os.getpid(), run=run.tag, phase="starting", heartbeat=self.clock(),
+            **PendingStop.cleared(),  # an engine killed while stopping left its stop behind
+        )  # fmt: skip
         journal.add_event("engine", f"engine started (pid {os.getpid()})", run_id=run.id)
         self.agent.recorder.attach(journal, run.id)
         self.agent.recorder.echo = self.say
@@ -759,7 +763,6 @@ class Engine:
 
     def _handle_commands(self) -> None:
         journal = self._journal()
-        self._heartbeat()
         for command in journal.pending_commands():
             try:
                 result = self._apply(Steer.parse(command.kind, command.payload))
@@ -797,7 +800,9 @@ class Engine:
         if kind is Kind.STOP_ENGINE:
             control.stop_engine = True
             control.stop_now = steer.now
-            return "stopping now" if steer.now else "stopping after the trainings in flight"
+            stop = PendingStop(now=steer.now, asked_at=self.clock())
+            journal.set_state(**stop.to_state())  # `cockpit status` and the cockpit show it
+            return stop.message
         if kind is Kind.SET_MODE:
             self.mode = steer.mode
             journal.update_run(run.id, mode=steer.mode)
@@ -868,25 +873,31 @@ class Engine:
             }
             if phase is not None:
                 values.update(phase=phase, experiment=number)
+            if lead is not None:
+                # A new training's countdown starts with it, not at the next heartbeat.
+                values.update(time_left=round(lead.time_left(), 1))
             journal.set_state(**values)
-        if lead is not None:
-            self._monitor.set_root(lead.handle.pid)
-            self._heartbeat(time_left=round(lead.time_left(), 1))
-        else:
-            self._monitor.set_root(None)
-            self._heartbeat()
+        self._monitor.set_root(lead.handle.pid if lead is not None else None)
+        self._heartbeat(lead)
 
     def _lead(self) -> Flight | None:
         """The training started last: the one the status line and the monitor follow."""
         # A copy first: the monitor's thread asks while the loop may change the flights.
         return max(list(self._flights.values()), key=lambda f: f.handle.started_at, default=None)
 
-    def _heartbeat(self, **values: Any) -> None:
+    def _heartbeat(self, lead: Flight | None) -> None:
+        """Once a second at most: the engine is alive, and the time left of the training it
+        follows. The countdown rides on the heartbeat so that it moves as often as the
+        heartbeat does, and the journal takes one write a second for both."""
         now = self.clock()
-        if values.keys() - {"time_left"} or now - self._last_heartbeat >= HEARTBEAT_SECONDS:
-            self._last_heartbeat = now
-            self._journal().set_state(heartbeat=now, pid=os.getpid(), **values)
-            self._watch_agent()
+        if now - self._last_heartbeat < HEARTBEAT_SECONDS:
+            return
+        self._last_heartbeat = now
+        values: dict[str, Any] = {"heartbeat": now, "pid": os.getpid()}
+        if lead is not None:
+            values.update(time_left=round(lead.time_left(), 1))
+        self._journal().set_state(**values)
+        self._watch_agent()
 
     def _watch_agent(self) -> None:
         health = getattr(self.proposer, "health", None)

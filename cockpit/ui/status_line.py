@@ -98,6 +98,8 @@ class StatusLine(_View):
                 parts.append((_line("  ", ("a", key), " approve  ", ("v", key), " veto"), 2))
             if pause_requested and status.phase != "paused":
                 parts.append((_line(("  pausing after this step", palette.warning)), 1))
+            if status.stopping is not None:
+                parts.append((_line((f"  {status.stopping.message}", palette.warning)), 1))
         parts.append(
             (
                 _line(

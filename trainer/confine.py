@@ -47,6 +47,53 @@ class ConfinementError(Exception):
 
 
 @dataclass(frozen=True)
+class Layer:
+    """A level of confinement, from the full one down. The device probe (trainer.probe) tries
+    them in `LAYERS` order and trainings run under the first in which the device works."""
+
+    name: str
+    label: str  # what is given up, for a person
+    user_namespace: bool = True  # the user and network namespaces
+    landlock: bool = True  # Landlock's limits on files (and its scopes)
+    narrow_proc: bool = True  # /proc written only where the device's driver must write
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "label": self.label}
+
+
+FULL = Layer("full", "full confinement")
+LAYERS = (
+    FULL,
+    Layer(
+        "proc-wide",
+        "without the /proc narrowing (it may write any /proc file its user may)",
+        narrow_proc=False,
+    ),
+    Layer(
+        "no-userns",
+        "without the user namespace (Landlock alone: no network namespace)",
+        user_namespace=False,
+    ),
+    Layer(
+        "no-landlock",
+        "without Landlock (the network namespace alone: its files are not confined)",
+        landlock=False,
+    ),
+)
+OFF = Layer("off", "no confinement (confinement is off)", False, False, False)
+
+
+def layer_named(name: str) -> Layer:
+    """The layer called ``name`` (one of `LAYERS`, or ``off``)."""
+    for layer in (*LAYERS, OFF):
+        if layer.name == name:
+            return layer
+    raise ValueError(
+        f"unknown confinement layer {name!r}; one of {', '.join(known.name for known in LAYERS)}"
+    )
+
+
+@dataclass(frozen=True)
 class Confinement:
     """What confines the training process. ``network`` names what enforces that it reaches no
     network beyond its own loopback and ``files`` what limits the files it may read and
@@ -55,6 +102,7 @@ class Confinement:
     network: str | None
     reason: str = ""
     files: str | None = None
+    layer: str = "full"  # the `Layer` asked for (a degraded one says why in ``reason``)
 
     @property
     def enforced(self) -> bool:
@@ -75,6 +123,9 @@ class Confinement:
             parts.append(f"network: none beyond loopback, enforced by {self.network}")
         if self.files is not None:
             parts.append(f"files: {self.files}")
+        if self.layer not in (FULL.name, OFF.name):
+            parts.insert(0, f"confinement degraded to {self.layer}: {self.reason}")
+            return "; ".join(parts)
         if self.enforced:
             return "; ".join(parts)
         return "; ".join([f"training is not confined: {self.missing}: {self.reason}", *parts])
@@ -85,6 +136,7 @@ class Confinement:
             "files": self.files,
             "enforced": self.enforced,
             "reason": self.reason,
+            "layer": self.layer,
         }
 
     @classmethod
@@ -93,10 +145,12 @@ class Confinement:
         if not isinstance(data, dict):
             return None
         network, files = data.get("network"), data.get("files")
+        layer = data.get("layer")
         return cls(
             network if isinstance(network, str) else None,
             str(data.get("reason") or ""),
             files if isinstance(files, str) else None,
+            layer if isinstance(layer, str) else FULL.name,
         )
 
 
@@ -189,35 +243,53 @@ def _loopback(confinement: Confinement) -> Confinement:
 
 
 def confine(
-    mode: str, read: Sequence[str], read_write: Sequence[str], devices: Sequence[str]
+    mode: str,
+    read: Sequence[str],
+    read_write: Sequence[str],
+    devices: Sequence[str],
+    layer: Layer = FULL,
+    nvidia: bool = False,
+    why: str = "",
 ) -> Confinement:
-    """Confine this process for good with what the kernel offers: a network namespace (see
-    `confine_network`), and Landlock limiting reads to ``read`` and ``read_write``, writes to
-    ``read_write`` and device files to ``devices``. Where user namespaces are refused but
-    Landlock can filter TCP, Landlock blocks TCP at least (the network still counts as not
-    confined: UDP gets through). ``require`` raises
-    `ConfinementError` unless both hold. Call it while the process has one thread."""
+    """Confine this process for good with what the kernel offers, at ``layer``: a network
+    namespace (see `confine_network`), and Landlock limiting reads to ``read`` and
+    ``read_write``, writes to ``read_write`` and device files to ``devices``. Where user
+    namespaces are refused but Landlock can filter TCP, Landlock blocks TCP at least (the
+    network still counts as not confined: UDP gets through). ``nvidia`` grants what NVIDIA's
+    driver writes in /proc: the names of this process's own threads (only where an NVIDIA
+    device exists; see `trainer.landlock`). A degraded ``layer`` gives up a part, and ``why``
+    says why (the device probe's finding). ``require`` raises `ConfinementError` unless both
+    hold. Call it while the process has one thread."""
     if mode not in MODES:
         raise ValueError(f"confinement must be one of {', '.join(MODES)}, not {mode!r}")
-    if mode == "off":
-        return Confinement(None, "confinement is off (--confinement off)")
-    network = confine_network("auto")
-    reasons = [network.reason] if network.network is None else []
-    policy = landlock.Policy(
-        read=tuple(Path(p) for p in read),
-        read_write=tuple(Path(p) for p in read_write),
-        devices=tuple(Path(p) for p in devices),
-        deny_tcp=network.network is None and landlock.abi_version() >= TCP_ABI,
-    )
+    if mode == "off" or layer == OFF:
+        return Confinement(None, "confinement is off (--confinement off)", layer=OFF.name)
+    if layer.user_namespace:
+        network = confine_network("auto")
+    else:
+        network = Confinement(None, f"the user namespace is left out ({layer.label})")
+    reasons = [why] if why else []
+    reasons += [network.reason] if network.network is None else []
     files: str | None = None
-    try:
-        files = landlock.restrict(policy).removeprefix("files: ")
-        if policy.deny_tcp:
-            reasons.append("Landlock blocks its TCP connections, but not UDP")
-    except landlock.LandlockUnavailable as exc:
-        reasons.append(str(exc))
-    confinement = Confinement(network.network, "; ".join(reasons), files)
-    if mode == "require" and not confinement.enforced:
+    if layer.landlock:
+        policy = landlock.Policy(
+            read=tuple(Path(p) for p in read),
+            read_write=tuple(Path(p) for p in read_write),
+            devices=tuple(Path(p) for p in devices),
+            writable_files=() if layer.narrow_proc else (Path("/proc"),),
+            own_thread_names=nvidia and layer.narrow_proc,
+            deny_tcp=network.network is None and landlock.abi_version() >= TCP_ABI,
+        )
+        try:
+            files = landlock.restrict(policy).removeprefix("files: ")
+            if policy.deny_tcp:
+                reasons.append("Landlock blocks its TCP connections, but not UDP")
+        except landlock.LandlockUnavailable as exc:
+            reasons.append(str(exc))
+    else:
+        reasons.append(f"Landlock is left out ({layer.label})")
+    confinement = Confinement(network.network, "; ".join(reasons), files, layer.name)
+    if mode == "require" and not (confinement.enforced and layer == FULL):
         raise ConfinementError(
             f"training must be confined (require_confinement) but {confinement.reason}; allow "
             "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or "

@@ -65,6 +65,12 @@ FILE_RIGHTS |= ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV
 READ_RIGHTS = ACCESS_FS_EXECUTE | ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR
 DEVICE_RIGHTS = ACCESS_FS_READ_FILE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_DIR
 DEVICE_RIGHTS |= ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV
+# Writing files that exist (opening for writing may truncate), creating nothing.
+EXISTING_FILE_RIGHTS = ACCESS_FS_READ_FILE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_DIR
+EXISTING_FILE_RIGHTS |= ACCESS_FS_TRUNCATE
+
+# Open for the life of the process: see `_own_tasks`.
+_PINNED: list[int] = []
 
 NOT_CONFINED = "reads and writes of the training process are not confined"
 
@@ -89,6 +95,12 @@ class Policy:
     """Full access beneath each of these: write, truncate, create, remove, rename."""
     devices: tuple[Path, ...] = ()
     """Read, write and ioctl (no create or remove) on these device files or directories."""
+    writable_files: tuple[Path, ...] = ()
+    """Read and write the files that already exist beneath each of these, create nothing (for
+    a pseudo-filesystem such as /proc)."""
+    own_thread_names: bool = False
+    """Name this process's own threads, now and those started later, through
+    ``/proc/<pid>/task/<tid>/comm`` (NVIDIA's driver does this in ``cuInit``)."""
     deny_tcp: bool = False
     """No TCP connect or bind at all (needs ABI 4, Linux 6.7)."""
 
@@ -201,8 +213,9 @@ def _thread_count() -> int:
         return 1  # no /proc to ask: trust the caller
 
 
-def _add_path_rule(ruleset_fd: int, path: Path, rights: int) -> bool:
-    """Allow ``rights`` beneath ``path``; False when it does not exist (nothing to allow)."""
+def _add_path_rule(ruleset_fd: int, path: Path, rights: int, keep_open: bool = False) -> bool:
+    """Allow ``rights`` beneath ``path``; False when it does not exist (nothing to allow).
+    ``keep_open`` keeps the path open for the life of the process (see `_own_tasks`)."""
     try:
         path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
@@ -228,7 +241,34 @@ def _add_path_rule(ruleset_fd: int, path: Path, rights: int) -> bool:
             ) from exc
         return True
     finally:
-        os.close(path_fd)
+        if keep_open:
+            _PINNED.append(path_fd)
+        else:
+            os.close(path_fd)
+
+
+def _own_tasks() -> Path:
+    """This process's own thread folder in /proc, ``/proc/<pid>/task``.
+
+    A rule beneath it lets the process write the ``comm`` (name) of each of its threads,
+    those started later included: each appears as ``task/<tid>`` beneath the same folder.
+    NVIDIA's driver (570 and later) names the threads it starts in ``cuInit`` that way, and
+    fails with error 304 when the write is refused. Why this is narrow enough:
+
+    - the folder is this process's own (resolved now, not ``/proc/self``, which would follow
+      whoever reads it); no other process's files lie beneath it, and the kernel refuses a
+      ``comm`` write to a thread of another process anyway;
+    - what else is writable there concerns these threads alone (raising their own OOM
+      score, their own memory through ``mem``), which the process could do to itself
+      without /proc; lowering an OOM score or a login uid needs privileges it lacks;
+    - processes it starts get their own pid folders, which the rule does not reach, and
+      Landlock's scoping already keeps it from tracing or signalling anything outside.
+
+    Landlock ties a rule to the folder's inode; procfs makes a new inode when a dropped
+    folder is looked up again, which would silently lose the rule. So the folder is kept
+    open for the life of the process (``_PINNED``), which keeps its entry, and the rule,
+    in place."""
+    return Path(f"/proc/{os.getpid()}/task")
 
 
 def restrict(policy: Policy) -> str:
@@ -285,6 +325,13 @@ def restrict(policy: Policy) -> str:
         devices = sum(
             _add_path_rule(ruleset_fd, p, DEVICE_RIGHTS & handled_fs) for p in policy.devices
         )
+        existing = sum(
+            _add_path_rule(ruleset_fd, p, EXISTING_FILE_RIGHTS & handled_fs)
+            for p in policy.writable_files
+        )
+        names = policy.own_thread_names and _add_path_rule(
+            ruleset_fd, _own_tasks(), EXISTING_FILE_RIGHTS & handled_fs, keep_open=True
+        )
         try:
             # Without no_new_privs an unprivileged process may not restrict itself (a setuid
             # program it ran could be fooled by the missing rights). Set last: it is for good
@@ -301,9 +348,13 @@ def restrict(policy: Policy) -> str:
             ) from exc
     finally:
         os.close(ruleset_fd)
-    line = f"files: reads limited to {readable + writable + devices} paths, writes to {writable}"
+    line = f"files: reads limited to {readable + writable + devices + existing} paths, writes to {writable}"
     if devices:
         line += f", devices to {devices}"
+    if existing:
+        line += ", existing files writable beneath " + ", ".join(map(str, policy.writable_files))
+    if names:
+        line += ", its own threads' names"
     line += f" (Landlock ABI {abi})"
     if policy.deny_tcp:
         line += ", no TCP (Landlock)"

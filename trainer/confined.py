@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.confine import Confinement, ConfinementError, confine
+from trainer.confine import Confinement, ConfinementError, confine, layer_named
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ class TrainingSpec:
     read: list[str] = field(default_factory=list)
     read_write: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
+    layer: str = "full"  # the confinement layer (trainer.confine.LAYERS) the probe chose
+    layer_reason: str = ""  # why it is not the full one
+    nvidia: bool = False  # an NVIDIA device exists: grant what its driver needs in /proc
+    probe: bool = False  # run the device probe (trainer.probe) instead of a training
+    probe_compile: bool = True  # the probe compiles a function (on CUDA it always does)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
@@ -63,10 +68,20 @@ def main(argv: list[str]) -> int:
     spec = TrainingSpec.read_from(Path(argv[0]))
     try:
         confinement: Confinement | Exception = confine(
-            spec.confinement, spec.read, spec.read_write, spec.devices
+            spec.confinement,
+            spec.read,
+            spec.read_write,
+            spec.devices,
+            layer=layer_named(spec.layer),
+            nvidia=spec.nvidia,
+            why=spec.layer_reason,
         )
     except (ConfinementError, ValueError) as refused:
         confinement = refused
+    if spec.probe:
+        from trainer.probe import run_steps
+
+        return run_steps(spec, confinement)
     from trainer.training import run_training
 
     return run_training(spec, confinement)

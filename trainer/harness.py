@@ -41,7 +41,6 @@ from typing import Any
 import psutil
 import torch
 
-import trainer
 from trainer import hardware, template_path
 from trainer.confine import MODES, Confinement
 from trainer.confined import TrainingSpec
@@ -50,9 +49,17 @@ from trainer.data import CorpusError, EncodedCorpus, default_cache_dir, prepare_
 from trainer.evaluate import eval_windows, evaluate_program
 from trainer.outcomes import HarnessStop, Outcome
 from trainer.pacing import Pacing
+from trainer.probe import DeviceCheck, check_device
 from trainer.program import ProgramError, load_program
 from trainer.summary import format_summary, write_json_atomic
 from trainer.training import HARD_STOP_MARGIN_SECONDS, classify, deadline, export_limit_seconds
+from trainer.walls import (
+    device_paths,
+    nvidia_present,
+    read_paths,
+    training_environment,
+    unique_paths,
+)
 
 HARNESS_VERSION = "2"  # 2: the score comes from the exported forward, in another process
 DEFAULT_SEQ_LEN = {"cpu": 256, "cuda": 2048}
@@ -60,11 +67,6 @@ DEFAULT_EVAL_TOKENS = {"cpu": 131072, "cuda": 4194304}
 EVAL_TIMEOUT_MIN_SECONDS = 60.0
 STARTUP_ALLOWANCE_SECONDS = 60.0  # for the training process to import torch and the script
 PROGRAM_NAME = "model.program"
-# What the training process may read besides Python, PyTorch, its script and its split.
-SYSTEM_READ = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc", "/opt",
-               "/proc", "/sys")  # fmt: skip
-DEVICE_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-DEVICE_PATTERNS = ("/dev/nvidia*", "/dev/dri")
 # Events the training may put in the metrics stream; the harness writes the end itself.
 RELAYED_EVENTS = frozenset({"start", "phase", "metric"})
 MAX_RECORD_CHARACTERS = 1 << 16
@@ -98,10 +100,32 @@ class HarnessOptions:
     confinement: str = "auto"  # auto, require or off (see trainer.confine)
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when a GPU is usable, else the CPU. Asking for CUDA without one is an error."""
+def visible_gpus() -> list[str]:
+    """The NVIDIA GPUs the driver shows (their PCI addresses), whether torch can use them or
+    not; none where CUDA_VISIBLE_DEVICES hides them on purpose."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return []
+    return sorted(os.path.basename(p) for p in glob.glob("/proc/driver/nvidia/gpus/*"))
+
+
+def resolve_device(name: str, gpus: list[str] | None = None) -> torch.device:
+    """`auto` is CUDA when a GPU is usable, else the CPU; but a GPU the driver shows that torch
+    cannot use is an error, never a quiet move to the CPU. Asking for CUDA without one is an
+    error. ``gpus``: the GPUs the driver shows (default: `visible_gpus`)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        shown = visible_gpus() if gpus is None else gpus
+        if shown:
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise HarnessStop(
+                Outcome.SETUP,
+                f"the driver shows {len(shown)} NVIDIA GPU(s) ({', '.join(shown)}) but torch "
+                f"{torch.__version__} ({build}) cannot use them; install a torch build for this "
+                "driver's CUDA (`cockpit doctor` compares them), or set [trainer] device = "
+                '"cpu" to train on the CPU on purpose',
+            )
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError as exc:
@@ -119,60 +143,6 @@ def resolve_device(name: str) -> torch.device:
             Outcome.SETUP, f"device {name!r} is not supported; use auto, cpu or cuda[:N]"
         )
     return device
-
-
-# --- what the training process may touch ----------------------------------------------------
-
-
-def _unique(paths: list[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for path in paths:
-        if path and os.path.isabs(path) and os.path.exists(path):
-            seen.setdefault(os.path.realpath(path), None)
-    return list(seen)
-
-
-def read_paths(script: Path, train_path: Path) -> list[str]:
-    """What the training process may read: the system, Python and its packages (not the
-    current folder, which is the workspace), the trainer, its script and the training split."""
-    here = os.path.realpath(os.getcwd())
-    python = [p for p in sys.path if p and os.path.realpath(p) != here]
-    return _unique(
-        [
-            *SYSTEM_READ,
-            sys.prefix,
-            sys.base_prefix,
-            sys.exec_prefix,
-            sys.base_exec_prefix,
-            *python,
-            str(Path(trainer.__file__).parent),
-            str(script),
-            str(train_path),
-        ]
-    )
-
-
-def device_paths() -> list[str]:
-    """The device files the training may use: the basic ones and the GPU's (CUDA, NVML)."""
-    return _unique([*DEVICE_FILES, *(p for pattern in DEVICE_PATTERNS for p in glob.glob(pattern))])
-
-
-def training_environment(work_dir: Path, compile_cache: Path) -> dict[str, str]:
-    """The training process's environment: a private temporary folder, and the compiler
-    caches (Inductor, Triton, CUDA) in one folder that survives from run to run."""
-    tmp = work_dir / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    return {
-        **os.environ,
-        "TMPDIR": str(tmp),
-        "TORCHINDUCTOR_CACHE_DIR": str(compile_cache / "inductor"),
-        "TRITON_CACHE_DIR": str(compile_cache / "triton"),
-        "TRITON_HOME": str(compile_cache),
-        "CUDA_CACHE_PATH": str(compile_cache / "nv"),
-        "XDG_CACHE_HOME": str(compile_cache / "xdg"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 # --- the training process -----------------------------------------------------------------
@@ -260,6 +230,7 @@ class Run:
         self.training: dict[str, Any] = {}  # what the training process reported
         self.sink = MetricsSink.open(options.metrics_path, options.metrics_fd)
         self.child: subprocess.Popen[bytes] | None = None
+        self.device_check: DeviceCheck | None = None
         self._finished = threading.Lock()
 
     def figures(self) -> dict[str, Any]:
@@ -312,6 +283,16 @@ def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
     if options.confinement not in MODES:
         raise HarnessStop(Outcome.SETUP, f"--confinement must be one of {', '.join(MODES)}")
     device = resolve_device(options.device)
+    check = check_device(device, options.confinement, options.cache_dir or default_cache_dir())
+    run.summary["device_check"] = {
+        "usable": check.usable,
+        "layer": check.layer,
+        "message": check.message,
+        "cached": check.cached,
+    }
+    if not check.usable or check.layer is None:
+        raise HarnessStop(Outcome.SETUP, f"the device probe refused the device: {check.message}")
+    run.device_check = check
     if options.cpus:
         # Pinned before any thread pool starts: torch's threads and the training process
         # inherit the set, so trainings side by side never share a core.
@@ -383,6 +364,8 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
     compile_cache = cache_dir / "compile"
     compile_cache.mkdir(parents=True, exist_ok=True)
     facts = _pacing_facts(run)
+    check = run.device_check
+    devices = device_paths()
     read_end, write_end = os.pipe()
     spec = TrainingSpec(
         script=str(options.script),
@@ -402,8 +385,11 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
         metrics_fd=write_end,
         confinement=options.confinement,
         read=read_paths(options.script, corpus.train_path),
-        read_write=_unique([str(work_dir), str(compile_cache)]),
-        devices=device_paths(),
+        read_write=unique_paths([str(work_dir), str(compile_cache)]),
+        devices=devices,
+        layer=check.layer if check is not None and check.layer else "full",
+        layer_reason=check.message if check is not None and check.degraded else "",
+        nvidia=nvidia_present(devices),
     )
     spec_path = work_dir / "spec.json"
     spec.write(spec_path)

@@ -23,11 +23,14 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from cockpit.config import Settings
 from cockpit.engine.monitor import GpuSnapshot, GpuSource, default_gpu_source
 from cockpit.engine.paths import WorkspacePaths
+
+if TYPE_CHECKING:  # the probe imports torch: loaded when the probe runs
+    from trainer.probe import DeviceCheck
 
 PASS = "pass"
 WARN = "warn"
@@ -179,25 +182,21 @@ def read_driver() -> DriverInfo | None:
         pynvml.nvmlInit()
     except Exception:
         return None
+
+    def value(function: Callable[[], Any]) -> Any:
+        try:
+            return function()
+        except Exception:  # one value NVML cannot give is unknown, as in the monitor
+            return None
+
     try:
-        version: str | None = None
-        cuda: tuple[int, int] | None = None
-        try:
-            raw = pynvml.nvmlSystemGetDriverVersion()
-            version = raw.decode() if isinstance(raw, bytes) else str(raw)
-        except Exception:
-            pass
-        try:
-            number = int(pynvml.nvmlSystemGetCudaDriverVersion())  # 12040 is CUDA 12.4
-            cuda = (number // 1000, (number % 1000) // 10)
-        except Exception:
-            pass
-        return DriverInfo(version, cuda)
+        raw = value(pynvml.nvmlSystemGetDriverVersion)
+        number = value(pynvml.nvmlSystemGetCudaDriverVersion)  # 12040 is CUDA 12.4
     finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
+        value(pynvml.nvmlShutdown)
+    version = raw.decode() if isinstance(raw, bytes) else None if raw is None else str(raw)
+    cuda = None if number is None else (int(number) // 1000, (int(number) % 1000) // 10)
+    return DriverInfo(version, cuda)
 
 
 TORCH_INDEX = "https://download.pytorch.org/whl"
@@ -360,25 +359,7 @@ def check_gpus(snapshot: GpuSnapshot, driver: DriverInfo | None) -> Check:
 # confinement: the device probe, Landlock, user namespaces
 
 
-class DeviceCheckResult(Protocol):
-    """What `trainer.probe.check_device` returns (its `DeviceCheck`), as the doctor reads it."""
-
-    @property
-    def usable(self) -> bool: ...
-    @property
-    def layer(self) -> str | None: ...
-    @property
-    def degraded(self) -> bool: ...
-    @property
-    def device(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-    @property
-    def cached(self) -> bool: ...
-    def to_dict(self) -> dict[str, Any]: ...
-
-
-def check_probe(result: DeviceCheckResult | None, error: str = "") -> Check:
+def check_probe(result: DeviceCheck | None, error: str = "") -> Check:
     """The confined device probe: the device trainings use, and under which confinement."""
     if result is None:
         return Check(
@@ -417,23 +398,16 @@ def check_probe(result: DeviceCheckResult | None, error: str = "") -> Check:
 
 def run_probe(
     settings: Settings, device: str, refresh: bool, torch_build: TorchBuild | None
-) -> tuple[DeviceCheckResult | None, str]:
+) -> tuple[DeviceCheck | None, str]:
     """The confined device probe for ``device``, as trainings would be confined; (None, why)
     when it could not run."""
     if device.startswith("cuda") and (torch_build is None or not torch_build.cuda_available):
         return None, f"{device} asked for, but torch cannot use a GPU here"
+    from trainer.probe import check_device
+
+    mode = "require" if settings.trainer.require_confinement else "auto"
     try:
-        from trainer.probe import check_device
-    except ImportError as exc:
-        return None, f"trainer.probe is missing from this installation ({exc})"
-    configured = settings.paths.cache_dir
-    try:
-        result = check_device(
-            device,
-            "require" if settings.trainer.require_confinement else "auto",
-            Path(configured).expanduser() if configured else None,
-            refresh,
-        )
+        result = check_device(device, mode, cache_dir_of(settings), refresh)
     except Exception as exc:  # the probe should not raise; a doctor never does
         return None, f"{type(exc).__name__}: {exc}"
     return result, ""
@@ -612,22 +586,12 @@ def check_disk(
         "--workspace, the caches with [paths] cache_dir"
     )
     if tightest.free_bytes < fail_bytes:
-        return Check(
-            "disk",
-            FAIL,
-            f"{summary}: under {_gb(fail_bytes)}, trainings will fail to write",
-            fix,
-            details,
-        )
-    if tightest.free_bytes < warn_bytes:
-        return Check(
-            "disk",
-            WARN,
-            f"{summary}: under {_gb(warn_bytes)}, a night's runs may fill it",
-            fix,
-            details,
-        )
-    return Check("disk", PASS, summary, details=details)
+        status, summary = FAIL, f"{summary}: under {_gb(fail_bytes)}, trainings will fail to write"
+    elif tightest.free_bytes < warn_bytes:
+        status, summary = WARN, f"{summary}: under {_gb(warn_bytes)}, a night's runs may fill it"
+    else:
+        return Check("disk", PASS, summary, details=details)
+    return Check("disk", status, summary, fix, details)
 
 
 def cache_dir_of(settings: Settings) -> Path:

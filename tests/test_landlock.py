@@ -52,6 +52,8 @@ def confine(deny_tcp=ARGS["deny_tcp"]):
         read=tuple(Path(p) for p in ARGS["read"]),
         read_write=tuple(Path(p) for p in ARGS["read_write"]),
         devices=tuple(Path(p) for p in ARGS["devices"]),
+        writable_files=tuple(Path(p) for p in ARGS.get("writable_files", ())),
+        own_thread_names=ARGS.get("own_thread_names", False),
         deny_tcp=deny_tcp,
     )
     try:
@@ -381,3 +383,103 @@ attempt("connect", connect)
             name=name,
         )
     assert results["connect"] == ("PermissionError" if confined else "ok")
+
+
+# Names a thread started after confinement, through each path NVIDIA's driver (or a library)
+# may use; then tries what must stay refused: another process's name and memory, the
+# harness's files, /proc beyond its own threads. ``ARGS["pin"] == False`` drops the rule's
+# pin first, as a control for the test that evicts procfs entries.
+THREAD_NAMES = """
+import trainer.landlock as landlock_module
+if not ARGS.get("pin", True):
+    _add = landlock_module._add_path_rule
+    landlock_module._add_path_rule = lambda fd, path, rights, keep_open=False: _add(fd, path, rights)
+if ARGS["confined"] and "enforced" not in RESULTS:
+    confine()
+pid = os.getpid()
+
+
+def in_a_new_thread(name, path_of):
+    def body():
+        attempt(name, lambda: open(path_of(threading.get_native_id()), "w").write(name[:15]))
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+
+
+in_a_new_thread("by pid", lambda tid: f"/proc/{pid}/task/{tid}/comm")
+in_a_new_thread("by self", lambda tid: f"/proc/self/task/{tid}/comm")
+in_a_new_thread("by thread-self", lambda tid: "/proc/thread-self/comm")
+if ARGS.get("evict"):
+    input()  # the test evicts procfs's cached entries now
+    in_a_new_thread("after eviction", lambda tid: f"/proc/{pid}/task/{tid}/comm")
+parent = os.getppid()
+attempt("parent's name", lambda: open(f"/proc/{parent}/comm", "w").write("x"))
+attempt("parent's memory", lambda: open(f"/proc/{parent}/mem", "r+b").read(1))
+attempt("parent's oom score", lambda: open(f"/proc/{parent}/oom_score_adj", "w").write("900"))
+attempt("own oom score", lambda: open(f"/proc/{pid}/oom_score_adj", "w").write("900"))
+attempt("a harness file", lambda: Path(ARGS["outside"], "summary.json").write_text("{}"))
+"""
+
+
+@pytest.mark.parametrize("rule", [True, False], ids=["rule-on", "rule-off"])
+@needs_abi(1)
+def test_the_nvidia_rule_lets_a_process_name_only_its_own_threads(
+    tree: dict[str, str], rule: bool
+) -> None:
+    results = run_program(
+        THREAD_NAMES,
+        tree,
+        confined=True,
+        read=[*RUNTIME, "/proc"],
+        own_thread_names=rule,
+    )
+    named = "ok" if rule else "PermissionError"
+    assert results["by pid"] == results["by self"] == results["by thread-self"] == named
+    for refused in (
+        "parent's name", "parent's memory", "parent's oom score", "own oom score", "a harness file"
+    ):  # fmt: skip
+        assert results[refused] == "PermissionError", refused
+    if rule:
+        assert "its own threads' names" in results["enforced"]
+
+
+def test_unconfined_the_same_writes_go_through(tree: dict[str, str]) -> None:
+    """The control: the writes the rule must refuse are allowed to this process otherwise."""
+    results = run_program(THREAD_NAMES, tree, confined=False)
+    assert results["by pid"] == results["parent's oom score"] == results["a harness file"] == "ok"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="evicting procfs entries needs root")
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "unpinned-control"])
+@needs_abi(1)
+def test_the_rule_survives_procfs_dropping_its_entries(tree: dict[str, str], pin: bool) -> None:
+    """Landlock ties the rule to the folder's inode, which procfs makes anew when an evicted
+    entry is looked up again: the folder is kept open so that the rule holds all night."""
+    args = {
+        "confined": True,
+        "read": [*RUNTIME, "/proc", tree["readonly"]],
+        "read_write": [tree["writable"]],
+        "devices": [],
+        "deny_tcp": False,
+        "own_thread_names": True,
+        "evict": True,
+        "pin": pin,
+        **tree,
+    }
+    program = PRELUDE.replace("if ARGS[\"confined\"]:\n    confine()\n", "")
+    program += THREAD_NAMES + "\nprint(json.dumps(RESULTS))\n"
+    with subprocess.Popen(
+        [sys.executable, "-c", program, json.dumps(args)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        time.sleep(2.0)  # it confines itself and names its first threads
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("2")
+        out, _ = child.communicate("\n", timeout=60)
+    results = json.loads(out.splitlines()[-1])
+    assert results["by pid"] == "ok"
+    assert results["after eviction"] == ("ok" if pin else "PermissionError")

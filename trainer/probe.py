@@ -263,6 +263,7 @@ def cache_key(device: torch.device, mode: str) -> str:
             os.uname().release,
             f"landlock {landlock.abi_version()}",
             "root" if os.geteuid() == 0 else "user",
+            os.environ.get(THREAD_NAMES_ENV, ""),
         ]
     )
 

@@ -1,0 +1,281 @@
+"""The device probe runs in exactly the training's confinement before any training trusts the
+device. Its decision chain is tried with probe results a test supplies, one per layer, as a
+GPU box could give them; and for real on this machine, where naming a thread through /proc
+(what NVIDIA's driver does in cuInit) is refused by the confinement unless the NVIDIA rule is
+on, which it is only where an NVIDIA device exists."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import SCRIPTS, run_harness, tagged
+from trainer.confine import FULL, LAYERS, OFF, Layer
+from trainer.harness import resolve_device
+from trainer.outcomes import HarnessStop, Outcome
+from trainer.probe import THREAD_NAMES_ENV, Attempt, Step, check_device, decide
+from trainer.walls import allowed_environment, nvidia_present
+
+AS_ROOT = os.geteuid() == 0
+PASSES = (Step("device", True), Step("matmul", True), Step("export", True))
+CUDA_304 = "RuntimeError: CUDA error: OS call failed or operation not supported (304)"
+
+
+def prober(failing: dict[str, Step]) -> tuple[Callable[[Layer], Attempt], list[str]]:
+    """A probe that fails the given step at the named layers and passes elsewhere; and the
+    layers it was asked for, in order."""
+    asked: list[str] = []
+
+    def probe(layer: Layer) -> Attempt:
+        asked.append(layer.name)
+        step = failing.get(layer.name)
+        return Attempt(layer.name, (step,) if step is not None else PASSES)
+
+    return probe, asked
+
+
+def test_a_device_that_works_in_full_confinement_is_used_there() -> None:
+    probe, asked = prober({})
+    usable, layer, message, _ = decide("auto", probe, "cuda", as_root=True)
+    assert (usable, layer, asked) == (True, "full", ["full"])
+    assert message == "cuda works in full confinement"
+
+
+@pytest.mark.parametrize("as_root", [False, True], ids=["user", "root"])
+def test_where_confinement_breaks_the_device_the_strongest_layer_that_works_is_chosen(
+    as_root: bool,
+) -> None:
+    # cuInit fails wherever Landlock narrows /proc (driver 570's thread names), not beyond.
+    broken = Step("device", False, detail=CUDA_304)
+    narrowed = {layer.name: broken for layer in LAYERS if layer.landlock and layer.narrow_proc}
+    probe, asked = prober(narrowed)
+    usable, layer, message, attempts = decide("auto", probe, "cuda", as_root=as_root)
+    if as_root:
+        # Root may write /proc/sys: the /proc-wide layer is never offered to it.
+        assert (usable, layer) == (True, "no-landlock")
+        assert asked == ["full", "off", "no-userns", "no-landlock"]
+    else:
+        assert (usable, layer) == (True, "proc-wide")
+        assert asked == ["full", "off", "proc-wide"]
+    chosen = next(known for known in LAYERS if known.name == layer)
+    assert message == (
+        f"cuda: device failed ({CUDA_304}) inside the confinement but works outside it; "
+        f"training runs {chosen.label}"
+    )
+    assert [a.passed for a in attempts][-1] is True
+
+
+def test_each_layer_is_tried_in_order_until_one_passes() -> None:
+    broken = Step("compile", False, detail="EACCES (Permission denied): /opt/triton")
+    for count in range(1, len(LAYERS)):
+        failing = {layer.name: broken for layer in LAYERS[:count]}
+        probe, asked = prober(failing)
+        usable, layer, _, _ = decide("auto", probe, "cuda", as_root=False)
+        assert usable and layer == LAYERS[count].name
+        assert asked == ["full", "off", *(known.name for known in LAYERS[1 : count + 1])]
+
+
+def test_require_confinement_refuses_with_what_to_allow() -> None:
+    probe, asked = prober({"full": Step("threads", False, detail="EACCES: /proc/7/task/9/comm")})
+    usable, layer, message, _ = decide("require", probe, "cuda", as_root=False)
+    assert (usable, layer, asked) == (False, None, ["full", "off"])
+    assert message.startswith(
+        "cuda: threads failed (EACCES: /proc/7/task/9/comm) inside the confinement but works "
+        "outside it; require_confinement refuses to train: allow the writes NVIDIA's driver "
+        "makes to its threads' names under /proc"
+    )
+    assert "require_confinement = false" in message
+
+
+def test_no_layer_working_is_a_refusal_not_an_unconfined_run() -> None:
+    broken = Step("device", False, detail=CUDA_304)
+    probe, asked = prober({layer.name: broken for layer in LAYERS})
+    usable, layer, message, _ = decide("auto", probe, "cuda", as_root=True)
+    assert (usable, layer) == (False, None)
+    assert asked == ["full", "off", "no-userns", "no-landlock"]
+    assert "no weaker confinement lets it work (proc-wide is never used as root)" in message
+    assert message.endswith("or train with --confinement off")
+
+
+@pytest.mark.parametrize("mode", ["auto", "require"])
+def test_a_gpu_that_fails_even_unconfined_is_refused_never_traded_for_the_cpu(mode: str) -> None:
+    broken = Step("device", False, detail="RuntimeError: CUDA driver version is insufficient")
+    probe, asked = prober({"full": broken, "off": broken})
+    usable, layer, message, _ = decide(mode, probe, "cuda", as_root=False)
+    assert (usable, layer, asked) == (False, None, ["full", "off"])
+    assert message == (
+        "cuda does not work even without confinement: device failed (RuntimeError: CUDA "
+        "driver version is insufficient); check the driver and the torch build (`cockpit "
+        'doctor`), or set [trainer] device = "cpu" to train on the CPU'
+    )
+
+
+def test_a_probe_that_died_counts_as_failed_and_a_skipped_step_does_not() -> None:
+    assert not Attempt("full", error="the probe ran past 300 s").passed
+    assert not Attempt("full").passed  # it reported nothing
+    skipped = Attempt("full", (Step("nvml", None), *PASSES))
+    assert skipped.passed
+    optional = Attempt("full", (Step("compile", False, essential=False), *PASSES))
+    assert optional.passed  # a compile on the CPU is a warning, not a refusal
+
+
+def test_confinement_off_only_checks_that_the_device_works() -> None:
+    probe, asked = prober({})
+    assert decide("off", probe, "cpu", as_root=False)[:2] == (True, "off")
+    assert asked == ["off"]
+
+
+def test_the_nvidia_rule_is_on_only_where_an_nvidia_device_exists() -> None:
+    assert not nvidia_present(["/dev/null", "/dev/urandom", "/dev/dri"])
+    assert nvidia_present(["/dev/null", "/dev/nvidia0", "/dev/nvidiactl"])
+    assert nvidia_present(["/dev/nvidia-caps"])
+
+
+# --- for real, on this machine ---------------------------------------------------------------
+
+
+def test_the_real_probe_passes_in_full_confinement_and_is_cached(tmp_path: Path) -> None:
+    first = check_device("cpu", "auto", tmp_path, compile_on_cpu=True)
+    assert (first.usable, first.layer, first.cached) == (True, "full", False)
+    steps = {step["name"]: step for step in first.steps}
+    assert steps["device"]["ok"] and steps["matmul"]["ok"]
+    assert steps["compile"]["ok"], steps["compile"]["detail"]  # Inductor, confined
+    assert steps["export"]["ok"] and "loaded back" in steps["export"]["detail"]
+    assert steps["nvml"]["ok"] is None and steps["threads"]["ok"] is None  # no NVIDIA here
+    confinement = first.attempts[0].confinement
+    assert confinement["layer"] == "full" and confinement["enforced"]
+    again = check_device("cpu", "auto", tmp_path)
+    assert again.cached and again.layer == "full" and again.message == first.message
+    assert json.loads((tmp_path / "device-probe.json").read_text())
+
+
+def test_for_real_a_confinement_that_refuses_thread_names_degrades_or_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no NVIDIA device the rule is off, so naming a thread as the driver does is refused
+    in full confinement: the real chain then finds the strongest layer that allows it."""
+    monkeypatch.setenv(THREAD_NAMES_ENV, "1")
+    degraded = check_device("cpu", "auto", tmp_path)
+    expected = "no-landlock" if AS_ROOT else "proc-wide"
+    assert (degraded.usable, degraded.layer, degraded.degraded) == (True, expected, True)
+    full = degraded.attempts[0]
+    assert full.layer == "full" and full.failed is not None and full.failed.name == "threads"
+    assert full.failed.detail.startswith("EACCES (Permission denied): /proc/")
+    assert degraded.attempts[1].layer == "off" and degraded.attempts[1].passed
+    refused = check_device("cpu", "require", tmp_path)
+    assert not refused.usable and refused.layer is None
+    assert "require_confinement refuses to train" in refused.message
+
+
+def test_a_refused_device_stops_the_harness_with_the_reason(tmp_path: Path) -> None:
+    run = run_harness(
+        SCRIPTS / "tiny_research.py",
+        tmp_path,
+        "--confinement",
+        "require",
+        env={THREAD_NAMES_ENV: "1"},
+    )
+    assert run.exit_code == int(Outcome.SETUP)
+    assert run.summary["status"] == Outcome.SETUP.status
+    assert run.summary["reason"].startswith(
+        "the device probe refused the device: cpu: threads failed (EACCES"
+    )
+    assert "training_seconds" not in run.summary or run.summary["training_seconds"] is None
+
+
+def test_a_degraded_confinement_is_said_by_the_training(tmp_path: Path) -> None:
+    run = run_harness(SCRIPTS / "tiny_research.py", tmp_path, env={THREAD_NAMES_ENV: "1"})
+    assert run.exit_code == 0, run.output
+    expected = "no-landlock" if AS_ROOT else "proc-wide"
+    confinement = run.summary["confinement"]
+    assert confinement["layer"] == expected
+    assert "threads failed (EACCES" in confinement["reason"]
+    assert run.summary["device_check"]["layer"] == expected
+    start = next(m for m in run.metrics if m.get("event") == "start")
+    assert start["confinement"]["layer"] == expected
+    assert f"confinement degraded to {expected}" in run.output
+
+
+def test_a_gpu_the_driver_shows_but_torch_cannot_use_stops_auto() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("torch can use this machine's GPU")
+    with pytest.raises(HarnessStop) as stopped:
+        resolve_device("auto", gpus=["0000:01:00.0"])
+    assert stopped.value.outcome is Outcome.SETUP
+    assert "the driver shows 1 NVIDIA GPU(s) (0000:01:00.0) but torch" in str(stopped.value)
+    assert 'device = "cpu"' in str(stopped.value)
+    assert resolve_device("auto", gpus=[]).type == "cpu"
+
+
+# --- the training's environment ------------------------------------------------------------
+
+
+def test_the_environment_is_an_allow_list() -> None:
+    seen = allowed_environment(
+        {
+            "PATH": "/usr/bin",
+            "LC_ALL": "C.UTF-8",
+            "CUDA_VISIBLE_DEVICES": "0",
+            "OMP_NUM_THREADS": "2",
+            "TORCHINDUCTOR_MAX_AUTOTUNE": "1",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "GITHUB_TOKEN": "x",
+            "OPENAI_API_KEY": "x",
+            "COCKPIT_NOTIFY__URLS": "ntfys://token@host",
+            "SSH_AUTH_SOCK": "/tmp/agent",
+            "TORCH_HUB_TOKEN": "x",
+        }
+    )
+    assert seen == {
+        "PATH": "/usr/bin",
+        "LC_ALL": "C.UTF-8",
+        "CUDA_VISIBLE_DEVICES": "0",
+        "OMP_NUM_THREADS": "2",
+        "TORCHINDUCTOR_MAX_AUTOTUNE": "1",
+    }
+
+
+ENVIRONMENT_SCRIPT = (SCRIPTS / "tiny_research.py").read_text() + """
+
+import os
+
+_train = train
+
+
+def train(ctx):
+    for name in ("RESEARCH_PASSWORD", "SSH_AUTH_SOCK", "COCKPIT_NOTIFY__URLS", "PATH",
+                 "OMP_NUM_THREADS"):
+        print(f"ENV {name}={os.environ.get(name, '<unset>')}")
+    return _train(ctx)
+"""
+
+
+def test_a_training_sees_no_variable_outside_the_list(tmp_path: Path) -> None:
+    run = run_harness(
+        ENVIRONMENT_SCRIPT,
+        tmp_path,
+        env={
+            "RESEARCH_PASSWORD": "hunter2",
+            "SSH_AUTH_SOCK": "/tmp/ssh-agent.sock",
+            "COCKPIT_NOTIFY__URLS": "ntfys://secret@ntfy.example",
+            "OMP_NUM_THREADS": "1",
+        },
+    )
+    assert run.exit_code == 0, run.output
+    seen = tagged(run.output, "ENV")
+    assert seen["RESEARCH_PASSWORD"] == "<unset>"
+    assert seen["SSH_AUTH_SOCK"] == "<unset>"
+    assert seen["COCKPIT_NOTIFY__URLS"] == "<unset>"
+    assert seen["PATH"] == os.environ["PATH"]
+    assert seen["OMP_NUM_THREADS"] == "1"
+
+
+def test_layers_are_named_once_and_full_comes_first() -> None:
+    assert LAYERS[0] is FULL
+    names = [layer.name for layer in (*LAYERS, OFF)]
+    assert len(names) == len(set(names))

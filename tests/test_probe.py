@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -240,7 +241,9 @@ def test_the_environment_is_an_allow_list() -> None:
     }
 
 
-ENVIRONMENT_SCRIPT = (SCRIPTS / "tiny_research.py").read_text() + """
+ENVIRONMENT_SCRIPT = (
+    (SCRIPTS / "tiny_research.py").read_text()
+    + """
 
 import os
 
@@ -253,6 +256,7 @@ def train(ctx):
         print(f"ENV {name}={os.environ.get(name, '<unset>')}")
     return _train(ctx)
 """
+)
 
 
 def test_a_training_sees_no_variable_outside_the_list(tmp_path: Path) -> None:
@@ -279,3 +283,67 @@ def test_layers_are_named_once_and_full_comes_first() -> None:
     assert LAYERS[0] is FULL
     names = [layer.name for layer in (*LAYERS, OFF)]
     assert len(names) == len(set(names))
+
+
+# --- through the engine ----------------------------------------------------------------------
+
+
+def _engine_workspace(root: Path, *trainer_lines: str) -> Path:
+    from tests.helpers import git_env, make_workspace
+
+    make_workspace(root)
+    if trainer_lines:
+        config = root / "config.toml"
+        lines = "".join(f"{line}\n" for line in trainer_lines)
+        config.write_text(config.read_text().replace("[trainer]\n", "[trainer]\n" + lines))
+        subprocess.run(
+            ["git", "-C", str(root), "commit", "-qam", "probe"], check=True, env=git_env()
+        )
+    return root
+
+
+def _events(root: Path, kind: str) -> list[str]:
+    from cockpit.engine.journal import Journal
+    from cockpit.engine.readmodel import journal_file
+
+    with Journal.open(journal_file(root), readonly=True) as journal:
+        return [event.message for event in journal.events(kinds=[kind])]
+
+
+@pytest.mark.usefixtures("no_git_identity")
+def test_the_engine_stops_with_the_reason_when_the_device_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import cockpit
+
+    monkeypatch.setenv(THREAD_NAMES_ENV, "1")
+    root = _engine_workspace(tmp_path / "ws", "require_confinement = true")
+    done = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "error: the device probe refused cpu: cpu: threads failed (EACCES" in done.stderr
+    assert "require_confinement refuses to train" in done.stderr
+    (refusal,) = _events(root, "integrity")
+    assert refusal.startswith("the device probe refused cpu")
+    # Nothing was decided on a refused device: the baseline waits to train again.
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["best_val_bpb"] is None and status["experiments"] == 1
+
+
+@pytest.mark.usefixtures("no_git_identity")
+def test_a_degraded_confinement_is_in_the_status_and_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import cockpit
+
+    monkeypatch.setenv(THREAD_NAMES_ENV, "1")
+    root = _engine_workspace(tmp_path / "ws")
+    done = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = "no-landlock" if AS_ROOT else "proc-wide"
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["confinement"]["layer"] == expected
+    assert status["confinement"]["message"].startswith(f"confinement degraded to {expected}: ")
+    text = cockpit("status", "--workspace", str(root)).stdout
+    assert f"confinement degraded to {expected}" in text
+    (said,) = _events(root, "confinement")
+    assert said.startswith(f"confinement degraded to {expected}: cpu: threads failed (EACCES")

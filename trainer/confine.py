@@ -110,6 +110,11 @@ class Confinement:
         return self.network is not None and self.files is not None
 
     @property
+    def degraded(self) -> bool:
+        """Whether the device probe chose a layer below full confinement (see `LAYERS`)."""
+        return self.layer not in (FULL.name, OFF.name)
+
+    @property
     def missing(self) -> str:
         """What is not confined: "network", "files", "network and files", or ""."""
         return " and ".join(
@@ -123,7 +128,7 @@ class Confinement:
             parts.append(f"network: none beyond loopback, enforced by {self.network}")
         if self.files is not None:
             parts.append(f"files: {self.files}")
-        if self.layer not in (FULL.name, OFF.name):
+        if self.degraded:
             parts.insert(0, f"confinement degraded to {self.layer}: {self.reason}")
             return "; ".join(parts)
         if self.enforced:

@@ -19,6 +19,7 @@ from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.runner import JobHandle, RunResult, TrainingJob, log_tail
 from cockpit.engine.trials import paired_trace
 from cockpit.engine.workers import Worker
+from trainer.confine import Confinement
 from trainer.summary import parse_summary
 
 METRICS_FLUSH_SECONDS = 0.5
@@ -97,7 +98,18 @@ class Flight:
                 self.phase = "evaluating"
                 self.on_phase(self)
         elif event == "start" and isinstance(record.get("confinement"), dict):
-            self.journal.set_state(confinement=record["confinement"])
+            confinement = record["confinement"]
+            if self.journal.get_state("confinement") != confinement:
+                # Said in the run's events whenever it changes: a degraded layer, a kernel
+                # that refused a part, or confinement back in full.
+                said = Confinement.from_dict(confinement)
+                self.journal.add_event(
+                    "confinement",
+                    said.describe() if said is not None else "confinement unknown",
+                    run_id=self.experiment.run_id,
+                    experiment_id=self.experiment.id,
+                )
+            self.journal.set_state(confinement=confinement)
 
     def state(self) -> dict[str, Any]:
         """The flight as `cockpit status` and the cockpit's workers panel read it."""

@@ -723,6 +723,13 @@ class Engine:
             record_result(journal, self.settings, experiment, result, flight.files, self.clock())
             self.judge.discard_early(experiment, verdict)
             return
+        check = result.summary.get("device_check")
+        if isinstance(check, dict) and check.get("usable") is False:
+            # The device probe refused the device: every training there would be refused too.
+            self._requeue(experiment, "because the device probe refused its device")
+            self._stop_for_integrity(
+                run, f"the device probe refused {flight.worker.label}: {check.get('message')}"
+            )
         corpus = str(result.summary.get("corpus_fingerprint") or "")
         if run.corpus_fingerprint and corpus and corpus != run.corpus_fingerprint:
             # Measured on other data: not comparable. Nothing is decided; it trains again

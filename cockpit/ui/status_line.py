@@ -133,16 +133,20 @@ class StatusLine(_View):
                 (_line(("⚠ ", Style(color=palette.error, bold=True)), (error, palette.error)), 0)
             )
             parts.append((_line("  "), 0))
-        if status.confinement is not None and not status.confinement.enforced:
+        confinement = status.confinement
+        if confinement is not None and (confinement.degraded or not confinement.enforced):
             # Persistent, and first: whatever else the line leaves out, not this.
+            if confinement.degraded:
+                headline = f"⚠ confinement degraded to {confinement.layer}"
+                detail = f": {confinement.reason}  "
+            else:
+                headline = "⚠ training is not confined"
+                detail = f": {confinement.missing}: {confinement.reason}  "
             parts.append(
                 (
                     _line(
-                        ("⚠ training is not confined", Style(color=palette.error, bold=True)),
-                        (
-                            f": {status.confinement.missing}: {status.confinement.reason}  ",
-                            palette.error,
-                        ),
+                        (headline, Style(color=palette.error, bold=True)),
+                        (detail, palette.error),
                     ),
                     0,
                 )

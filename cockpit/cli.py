@@ -9,6 +9,9 @@ cockpit run / start / stop    the research loop with the cockpit on it (--headle
 cockpit status                what the engine is doing
 cockpit bench trainer|loop|ui figures: the trainer's speed, the loop's overhead, the UI's
 cockpit bench search          research yield per hour of compute, proposer against proposer
+cockpit doctor [--json]       is this box ready for a night of research? one line per check
+cockpit doctor --gpu-check    the doctor, a training, the bench and a short loop on the GPU,
+                              within ten minutes, ending with figures to paste into a report
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from cockpit.config import ConfigError, Settings, load_settings
 from cockpit.engine.steering import Kind, Steer
+from cockpit.gpu_check import GpuCheckOptions
 from cockpit.settings import PROPOSERS
 
 # The `cockpit <command>` lines that steer a running engine, and what each sends.
@@ -66,6 +70,16 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
 
 _at_least_one = _whole_number(1)
 _at_least_zero = _whole_number(0)
+
+
+def _gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of GB, 0 or more, got {text}")
+    return value
 
 
 def _proposer_list(text: str) -> tuple[str, ...]:
@@ -238,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the run's figures as JSON instead of writing the files",
     )
 
+    _add_doctor(commands)
+
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     benches = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     trainer_bench = benches.add_parser(
@@ -338,6 +354,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
+
+
+def _add_doctor(commands: Any) -> None:
+    """`cockpit doctor`: the checks, and with --gpu-check the ten-minute GPU check."""
+    defaults = GpuCheckOptions()
+    doctor = commands.add_parser(
+        "doctor",
+        help="is this box ready for a night of research? one line per check, with its fix",
+    )
+    _add_engine_workspace(doctor)
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument(
+        "--device",
+        default=None,
+        help="auto, cpu, cuda or cuda:N: the device probed (config: trainer.device) and, with "
+        f"--gpu-check, trained on (default there: {defaults.device})",
+    )
+    doctor.add_argument(
+        "--refresh",
+        action="store_true",
+        help="run the confined device probe again instead of reading its cached result",
+    )
+    doctor.add_argument(
+        "--min-free-gb",
+        type=_gigabytes,
+        default=defaults.fail_free_gb,
+        help=f"fail below this much free disk (default: {defaults.fail_free_gb:g} GB)",
+    )
+    doctor.add_argument(
+        "--gpu-check",
+        action="store_true",
+        help="then train the default script, bench it against a plain GPT and run a short "
+        "research loop, within ten minutes, and print figures to paste into a report",
+    )
+    for flag, default, what in (
+        ("--train-budget", defaults.train_budget, "training seconds of the default script"),
+        ("--bench-budget", defaults.bench_budget, "training seconds of each bench run"),
+        ("--loop-budget", defaults.loop_budget, "training seconds of each loop experiment"),
+    ):
+        doctor.add_argument(
+            flag, type=_positive_float, default=default, help=f"{what} (default: {default:g})"
+        )
+    doctor.add_argument(
+        "--loop-experiments",
+        type=_at_least_one,
+        default=defaults.loop_experiments,
+        help=f"experiments after the loop's baseline (default: {defaults.loop_experiments})",
+    )
+    doctor.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="keep the GPU check's runs in this new folder (default: a scratch folder, removed)",
+    )
 
 
 def _add_engine_workspace(parser: argparse.ArgumentParser) -> None:
@@ -461,6 +531,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from cockpit.doctor import print_doctor, run_doctor
+    from cockpit.engine.workspace import Workspace
+
+    if args.json and args.gpu_check:
+        print(
+            "error: --json prints the doctor's checks alone; --gpu-check prints its own block",
+            file=sys.stderr,
+        )
+        return 2
+    settings, workspace = _settings(args)
+    workspace = workspace or Workspace.default_path()
+    if args.gpu_check:
+        from cockpit.gpu_check import run_gpu_check
+
+        options = GpuCheckOptions(
+            device=args.device or GpuCheckOptions.device,
+            train_budget=args.train_budget,
+            bench_budget=args.bench_budget,
+            loop_budget=args.loop_budget,
+            loop_experiments=args.loop_experiments,
+            out=args.out,
+            refresh=args.refresh,
+            fail_free_gb=args.min_free_gb,
+        )
+        return run_gpu_check(options, settings, workspace)
+    checks = run_doctor(settings, workspace, refresh=args.refresh, fail_free_gb=args.min_free_gb)
+    return print_doctor(checks, workspace, as_json=args.json)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     import json
 
@@ -579,7 +679,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {None: _cmd_cockpit, "train": _cmd_train, "bench": _cmd_bench, "report": _cmd_report}
+    handlers = {
+        None: _cmd_cockpit,
+        "train": _cmd_train,
+        "bench": _cmd_bench,
+        "report": _cmd_report,
+        "doctor": _cmd_doctor,
+    }
     try:
         return handlers.get(args.command, _cmd_engine)(args)
     except (ConfigError, WorkspaceError) as exc:

@@ -522,6 +522,25 @@ def _prepare_out(out: Path | None) -> str:
     return ""
 
 
+def _run_parts(
+    options: GpuCheckOptions, root: Path, result: GpuCheckResult, out: TextIO, progress: TextIO
+) -> None:
+    """The training, the bench and the loop, in order, each said as it starts and ends; their
+    files go under ``root``, their logs to ``progress``."""
+    print(f"training the default script for {options.train_budget:g} s ...", file=out, flush=True)
+    result.training = run_training_part(options, root / "train", progress)
+    print(f"training: {_training_line(result.training)}", file=out, flush=True)
+    print(f"benchmark, {options.bench_budget:g} s each ...", file=out, flush=True)
+    result.bench = run_bench_part(options)
+    print(f"bench: {_bench_line(result.bench)}", file=out, flush=True)
+    print(
+        f"research loop, {options.loop_experiments} experiments of {options.loop_budget:g} s ...",
+        file=out,
+        flush=True,
+    )
+    result.loop = run_loop_part(options, root / "loop", progress)
+
+
 def run_gpu_check(
     options: GpuCheckOptions,
     settings: Settings,
@@ -555,7 +574,7 @@ def run_gpu_check(
     if options.device != "cpu" and _no_gpu(result.checks):
         print(
             "no NVIDIA GPU here: the GPU check needs one. `cockpit doctor --gpu-check --device "
-            "cpu` with small budgets (e.g. --train-budget 5 --bench-budget 3 --loop-budget 5 "
+            "cpu` with small budgets (e.g. --train-budget 3 --bench-budget 2 --loop-budget 3 "
             "--loop-experiments 2) runs the same pipeline on the CPU",
             file=out,
         )
@@ -572,23 +591,7 @@ def run_gpu_check(
         if blocking:
             result.stopped = f"the {', '.join(check.key for check in blocking)} check failed"
         else:
-            print(
-                f"training the default script for {options.train_budget:g} s ...",
-                file=out,
-                flush=True,
-            )
-            result.training = run_training_part(options, root / "train", progress)
-            print(f"training: {_training_line(result.training)}", file=out, flush=True)
-            print(f"benchmark, {options.bench_budget:g} s each ...", file=out, flush=True)
-            result.bench = run_bench_part(options)
-            print(f"bench: {_bench_line(result.bench)}", file=out, flush=True)
-            print(
-                f"research loop, {options.loop_experiments} experiments of "
-                f"{options.loop_budget:g} s ...",
-                file=out,
-                flush=True,
-            )
-            result.loop = run_loop_part(options, root / "loop", progress)
+            _run_parts(options, root, result, out, progress)
         total = time.monotonic() - started
         print("", file=out)
         for line in render_block(result, total, planned):

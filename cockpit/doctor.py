@@ -617,8 +617,8 @@ class CorpusState:
 
 
 def read_corpus_state(name: str, cache_dir: Path) -> CorpusState:
-    """Look the corpus up in the cache without encoding it: its file names, sizes and times
-    give the cache entry, as `trainer.data.prepare_corpus` names it."""
+    """Look the corpus up in the cache without encoding it (`trainer.data.CorpusSpec.cache_entry`
+    names its folder from the files' names, sizes and times)."""
     from trainer.data import CorpusError, CorpusSpec
 
     try:
@@ -629,7 +629,7 @@ def read_corpus_state(name: str, cache_dir: Path) -> CorpusState:
     if not files:
         return CorpusState(name, False, error=f"no files found under {spec.root}")
     size = sum(path.stat().st_size for path in files)
-    directory = cache_dir / "corpora" / f"{spec.kind}-{spec.manifest_key(files)}"
+    directory = spec.cache_entry(files, cache_dir)
     meta_path = directory / "meta.json"
     meta = None
     if meta_path.is_file():

@@ -131,6 +131,11 @@ class CorpusSpec:
             )
         return h.hexdigest()[:24]
 
+    def cache_entry(self, files: list[Path], cache_dir: Path | None = None) -> Path:
+        """The folder that holds (or will hold) these files encoded."""
+        root = (cache_dir or default_cache_dir()) / "corpora"
+        return root / f"{self.kind}-{self.manifest_key(files)}"
+
 
 def _read_text_file(path: Path) -> bytes | None:
     """A file's bytes, or None when it is binary: a NUL byte anywhere (text never has one,
@@ -251,8 +256,8 @@ def prepare_corpus(name: str, cache_dir: Path | None = None) -> EncodedCorpus:
     files = spec.files()
     if not files:
         raise CorpusError(f"corpus {name!r}: no files found under {spec.root}")
-    cache_root = (cache_dir or default_cache_dir()) / "corpora"
-    entry = cache_root / f"{spec.kind}-{spec.manifest_key(files)}"
+    entry = spec.cache_entry(files, cache_dir)
+    cache_root = entry.parent
     meta_path = entry / "meta.json"
     if not meta_path.is_file():
         cache_root.mkdir(parents=True, exist_ok=True)

@@ -467,7 +467,7 @@ def test_the_rule_survives_procfs_dropping_its_entries(tree: dict[str, str], pin
         "pin": pin,
         **tree,
     }
-    program = PRELUDE.replace("if ARGS[\"confined\"]:\n    confine()\n", "")
+    program = PRELUDE.replace('if ARGS["confined"]:\n    confine()\n', "")
     program += THREAD_NAMES + "\nprint(json.dumps(RESULTS))\n"
     with subprocess.Popen(
         [sys.executable, "-c", program, json.dumps(args)],

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from cockpit.config import Settings
 from cockpit.engine.monitor import GpuSnapshot, GpuSource, default_gpu_source
 from cockpit.engine.paths import WorkspacePaths
+from cockpit.settings import MODEL_PROPOSERS
 
 if TYPE_CHECKING:  # the probe imports torch: loaded when the probe runs
     from trainer.probe import DeviceCheck
@@ -755,9 +756,6 @@ def read_ollama_state(settings: Settings) -> OllamaState:
         unload_before_training=agent.unload_before_training,
         on_cpu=agent.on_cpu,
     )
-
-
-MODEL_PROPOSERS = ("hybrid", "llm")
 
 
 def check_ollama(state: OllamaState, snapshot: GpuSnapshot, proposer: str) -> Check:

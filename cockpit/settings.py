@@ -17,6 +17,7 @@ _APP_NAME = "research-cockpit"
 
 # Who may propose experiments (engine.proposer): the hybrid first, the default.
 PROPOSERS = ("hybrid", "llm", "optuna", "builtin")
+MODEL_PROPOSERS = ("hybrid", "llm")  # those that ask the local model
 
 # strict: a quoted "20" in a file must be an error, not silently become 20 (pydantic's
 # strict mode still accepts an int for a float field, so `budget_seconds = 20` works).

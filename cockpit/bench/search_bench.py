@@ -50,13 +50,12 @@ from cockpit.config import Settings, load_settings
 from cockpit.engine.journal import Journal
 from cockpit.engine.workspace import Workspace
 from cockpit.report import summarize_experiments
-from cockpit.settings import PROPOSERS
+from cockpit.settings import MODEL_PROPOSERS, PROPOSERS
 
 if TYPE_CHECKING:  # the engine loads only when a run starts, not to parse the options
     from cockpit.engine.agents import AgentSetup
 
 # The proposers whose code changes come from the model through Ollama.
-MODEL_PROPOSERS = ("hybrid", "llm")
 PLOT_NAME = "search.png"
 SCRATCH = "cockpit-bench-search-"  # the prefix of the scratch folder used without --out
 MATPLOTLIB_MISSING = f'matplotlib is needed for {PLOT_NAME}: pip install "research-cockpit[report]"'

@@ -347,3 +347,50 @@ def test_a_degraded_confinement_is_in_the_status_and_the_events(
     assert f"confinement degraded to {expected}" in text
     (said,) = _events(root, "confinement")
     assert said.startswith(f"confinement degraded to {expected}: cpu: threads failed (EACCES")
+
+
+TAMPERING_SCRIPT = (
+    (SCRIPTS / "tiny_research.py").read_text()
+    + """
+
+import json
+from pathlib import Path
+
+CACHE = Path(__CACHE__)
+_train = train
+
+
+def _try(name, action):
+    try:
+        action()
+        print(f"TAMPER {name}=ok")
+    except OSError as exc:
+        print(f"TAMPER {name}={type(exc).__name__}")
+
+
+def train(ctx):
+    forged = json.dumps({"any": {"usable": True, "layer": "full", "checked_at": 9e99}})
+    _try("verdicts", lambda: (CACHE / "device-probe.json").write_text(forged))
+    _try("through the compile cache",
+         lambda: (CACHE / "compile" / ".." / "device-probe.json").write_text(forged))
+    _try("a new verdict file", lambda: (CACHE / "device-probe.json.tmp").write_text(forged))
+    return _train(ctx)
+"""
+)
+
+
+def test_a_training_cannot_forge_the_probes_verdicts(tmp_path: Path) -> None:
+    """The verdicts decide how the next trainings are confined: they lie in the cache folder,
+    which a training cannot write (only its compile cache beneath it)."""
+    cache = tmp_path / "cache"
+    script = TAMPERING_SCRIPT.replace("__CACHE__", repr(str(cache)))
+    run = run_harness(script, tmp_path, "--cache-dir", str(cache))
+    assert run.exit_code == 0, run.output
+    tried = tagged(run.output, "TAMPER")
+    assert tried == dict.fromkeys(
+        ["verdicts", "through the compile cache", "a new verdict file"], "PermissionError"
+    )
+    verdicts = json.loads((cache / "device-probe.json").read_text())
+    assert "any" not in verdicts and len(verdicts) == 1
+    (verdict,) = verdicts.values()
+    assert verdict["layer"] == "full" and verdict["checked_at"] < 9e99

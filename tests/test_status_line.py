@@ -118,6 +118,26 @@ async def test_a_training_that_was_not_confined_is_said_first_and_stays(tmp_path
     assert "not confined" not in await status_line(root, WIDE)
 
 
+async def test_a_degraded_confinement_is_said_first_though_both_parts_hold(
+    tmp_path: Path,
+) -> None:
+    """The device probe chose a weaker layer: network and files are confined, yet the line
+    says which layer and why, first, at any width."""
+    degraded = {
+        "network": "a network namespace",
+        "files": "Landlock",
+        "enforced": True,
+        "layer": "proc-wide",
+        "reason": "cuda: device failed (CUDA error 304) inside the confinement",
+    }
+    root = echoing_model(tmp_path, confinement=degraded)
+    for size in (WIDE, NARROW):
+        second = (await status_line(root, size)).splitlines()[1]
+        assert second.startswith(
+            "⚠ confinement degraded to proc-wide: cuda: device failed (CUDA error 304)"
+        ), second
+
+
 def proposing_with(tmp_path: Path, **state: Any) -> Path:
     """A run training #25, which the LLM proposed; ``state``: who proposes next, and how."""
     root = build_workspace(

@@ -47,6 +47,17 @@ def test_a_device_that_works_in_full_confinement_is_used_there() -> None:
     assert message == "cuda works in full confinement"
 
 
+def test_a_kernel_that_leaves_a_part_out_is_not_called_full_confinement() -> None:
+    partial = {"network": "a network namespace", "files": None, "reason": "no Landlock"}
+
+    def probe(layer: Layer) -> Attempt:
+        return Attempt(layer.name, PASSES, confinement=partial)
+
+    usable, layer, message, _ = decide("auto", probe, "cpu", as_root=False)
+    assert (usable, layer) == (True, "full")
+    assert message == "cpu works in all the confinement this kernel allows (not files: no Landlock)"
+
+
 @pytest.mark.parametrize("as_root", [False, True], ids=["user", "root"])
 def test_where_confinement_breaks_the_device_the_strongest_layer_that_works_is_chosen(
     as_root: bool,

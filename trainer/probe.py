@@ -194,6 +194,11 @@ def decide(
         return False, None, _broken(device, bare), (bare,)
     full = probe(FULL)
     if full.passed:
+        said = Confinement.from_dict(full.confinement) if full.confinement else None
+        if said is not None and not said.enforced:
+            # The kernel, not the device, left a part out: the layer is full all the same.
+            where = f"all the confinement this kernel allows (not {said.missing}: {said.reason})"
+            return True, FULL.name, f"{device} works in {where}", (full,)
         return True, FULL.name, f"{device} works in full confinement", (full,)
     bare = probe(OFF)
     attempts = [full, bare]

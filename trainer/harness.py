@@ -283,16 +283,6 @@ def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
     if options.confinement not in MODES:
         raise HarnessStop(Outcome.SETUP, f"--confinement must be one of {', '.join(MODES)}")
     device = resolve_device(options.device)
-    check = check_device(device, options.confinement, options.cache_dir or default_cache_dir())
-    run.summary["device_check"] = {
-        "usable": check.usable,
-        "layer": check.layer,
-        "message": check.message,
-        "cached": check.cached,
-    }
-    if not check.usable or check.layer is None:
-        raise HarnessStop(Outcome.SETUP, f"the device probe refused the device: {check.message}")
-    run.device_check = check
     if options.cpus:
         # Pinned before any thread pool starts: torch's threads and the training process
         # inherit the set, so trainings side by side never share a core.
@@ -309,6 +299,17 @@ def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
         raise HarnessStop(
             Outcome.SETUP, f"the budget must be positive, got {options.budget_seconds}"
         )
+    # After the pinning: a probe that runs now runs on the cores the training will.
+    check = check_device(device, options.confinement, options.cache_dir or default_cache_dir())
+    run.summary["device_check"] = {
+        "usable": check.usable,
+        "layer": check.layer,
+        "message": check.message,
+        "cached": check.cached,
+    }
+    if not check.usable or check.layer is None:
+        raise HarnessStop(Outcome.SETUP, f"the device probe refused the device: {check.message}")
+    run.device_check = check
     try:
         corpus = prepare_corpus(options.corpus, options.cache_dir)
     except (CorpusError, OSError) as exc:

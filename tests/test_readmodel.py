@@ -12,8 +12,8 @@ from cockpit.bench.ui_bench import BASELINE_BPB, BUDGET_SECONDS, MODEL, fill_jou
 from cockpit.engine.enginelock import engine_lock_held
 from cockpit.engine.journal import Journal
 from cockpit.engine.monitor import GpuSnapshot, MonitorSample
+from cockpit.engine.poller import JournalPoller
 from cockpit.engine.readmodel import (
-    JournalPoller,
     LedgerRow,
     display_path,
     journal_file,

@@ -32,12 +32,12 @@ from textual.worker import Worker
 
 from cockpit.engine.enginelock import engine_lock_held
 from cockpit.engine.journal import Journal, JournalError
+from cockpit.engine.poller import JournalPoller
 from cockpit.engine.readmodel import (
     Delta,
     EventLine,
     ExperimentDetail,
     GpuHistory,
-    JournalPoller,
     LedgerRow,
     LossCurves,
     StatusInfo,

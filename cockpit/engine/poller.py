@@ -1,0 +1,484 @@
+"""Follows one workspace's journal for the cockpit's screen, incrementally.
+
+A `JournalPoller` (one per screen, used from a worker thread) keeps a `Snapshot` of everything
+the screen shows and, on each `poll()`, reads only what may have changed since the previous one
+and returns it as a `Delta`:
+
+- state and run: two small reads each time;
+- experiments: new numbers, the unfinished ones and those a new decision event names, and
+  only when the state, the run, the events or the numbering moved (the engine's heartbeat
+  moves every second while it runs, so nothing waits longer than that);
+- events after the last id, GPU samples after the last time, and loss points of the live
+  experiment after the last one seen.
+
+A ledger of a thousand experiments therefore costs one full read when the screen opens and a
+few indexed reads afterwards. What it reads, and how a row or a status is made of it, is
+`cockpit.engine.readmodel`'s. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cockpit.engine.journal import (
+    Command,
+    Experiment,
+    Journal,
+    Run,
+)
+from cockpit.engine.monitor import MonitorSample
+from cockpit.engine.readmodel import (
+    EVENT_HISTORY,
+    GPU_HISTORY,
+    WORKER_LOSSES,
+    Delta,
+    EventLine,
+    ExperimentDetail,
+    GpuHistory,
+    LedgerRow,
+    LossCurves,
+    Snapshot,
+    StatusInfo,
+    display_path,
+    event_line,
+    experiment_detail,
+    experiment_detail_without_curve,
+    journal_file,
+    ledger_row,
+    monitor_samples,
+    pid_alive,
+    read_status,
+    with_deltas,
+    with_proposers,
+)
+from cockpit.engine.trials import (
+    LossPoint,
+    current_trial_start,
+    loss_points,
+    paired_curve,
+)
+
+
+@dataclass
+class _LiveCurve:
+    """The loss points of the live experiment's latest training, followed incrementally."""
+
+    key: tuple[int, str | None, int] | None = None  # experiment id, log path, attempt
+    experiment_id: int | None = None
+    points: list[tuple[float, float, float]] = field(default_factory=list)
+    # The clocks of the experiment's earlier trainings, sorted: a read past the last point's
+    # clock returns those of them that are later, first, and they are dropped.
+    earlier_times: list[float] = field(default_factory=list)
+
+
+class JournalPoller:
+    """Follows one workspace's journal for the screen; see the module docstring.
+
+    Thread-safe: one poll at a time (a poll that finds another in progress returns an empty
+    Delta at once). The journal is opened read-only when it first exists and reopened after
+    an error."""
+
+    def __init__(
+        self,
+        workspace: Path,
+        *,
+        workspace_label: str | None = None,
+        alive: Callable[[int], bool] = pid_alive,
+        gpu_history: int = GPU_HISTORY,
+        event_history: int = EVENT_HISTORY,
+    ) -> None:
+        self.workspace = Path(workspace)
+        self.path = journal_file(self.workspace)
+        self.label = workspace_label or display_path(self.workspace)
+        self._alive = alive
+        self._gpu_history = gpu_history
+        self._event_history = event_history
+        self._lock = threading.Lock()
+        self._journal: Journal | None = None
+        self.snapshot = Snapshot(status=StatusInfo(workspace=self.label))
+        self._fresh = True  # nothing sent yet: the first poll sends everything
+        self._watch_lock = threading.Lock()
+        self._watched: set[int] = set()
+        self._reset_follow()
+
+    def _reset_follow(self) -> None:
+        self._last_event_id = 0
+        self._next_number = 0
+        self._fingerprint: tuple[Any, ...] | None = None
+        self._last_sample_at: float | None = None
+        self._gpu: deque[MonitorSample] = deque(maxlen=self._gpu_history)
+        self._live = _LiveCurve()
+        self._best_key: tuple[int, str | None] | None = None
+        self._best_curve: tuple[LossPoint, ...] = ()
+        self._trial_keys: dict[int, tuple[str | None, int]] = {}
+
+    # -- opening and closing -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the journal connection (a later poll opens it again)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _open(self) -> Journal | None:
+        # A journal the engine is creating this instant fails to open with a JournalError
+        # that says so; the caller shows it and the next poll opens it.
+        if self._journal is None:
+            if not self.path.exists():
+                return None
+            self._journal = Journal.open(self.path, readonly=True)
+        return self._journal
+
+    def watch_command(self, command_id: int) -> None:
+        """Report the engine's answer to this command in the Delta of a later poll."""
+        with self._watch_lock:
+            self._watched.add(command_id)
+
+    def _answered(self, journal: Journal) -> tuple[Command, ...]:
+        with self._watch_lock:
+            watched = sorted(self._watched)
+        answered = []
+        for command_id in watched:
+            command = journal.command(command_id)
+            if command is None or command.status != "pending":
+                with self._watch_lock:
+                    self._watched.discard(command_id)
+                if command is not None:
+                    answered.append(command)
+        return tuple(answered)
+
+    # -- polling ---------------------------------------------------------------------------
+
+    def poll(self) -> Delta:
+        """Read what changed since the last poll (everything, the first time)."""
+        if not self._lock.acquire(blocking=False):
+            return Delta()
+        try:
+            journal = self._open()
+            if journal is None:
+                return self._no_journal()
+            try:
+                return self._poll(journal)
+            except Exception:
+                # The next poll starts from a fresh connection (and a full read).
+                self._close()
+                self._fresh = True
+                raise
+        finally:
+            self._lock.release()
+
+    def _with_losses(
+        self, journal: Journal, status: StatusInfo, ledger: Mapping[int, LedgerRow]
+    ) -> StatusInfo:
+        """The status with each busy worker's latest losses, for its sparkline."""
+        if len(status.workers) < 2:
+            return status
+        workers = []
+        for row in status.workers:
+            known = ledger.get(row.experiment) if row.experiment is not None else None
+            if known is None:
+                workers.append(row)
+                continue
+            points = journal.metrics(known.id, last=WORKER_LOSSES)
+            losses = tuple(
+                float(point["loss"])
+                for point in points
+                if isinstance(point.get("loss"), (int, float))
+            )
+            workers.append(dataclasses.replace(row, losses=losses))
+        return dataclasses.replace(status, workers=tuple(workers))
+
+    def _no_journal(self) -> Delta:
+        status = StatusInfo(workspace=self.label, journal_exists=False)
+        fresh, self._fresh = self._fresh, False
+        if status == self.snapshot.status and not fresh:
+            return Delta()
+        self.snapshot = Snapshot(status=status)
+        return Delta(reset=fresh, status=status)
+
+    def _poll(self, journal: Journal) -> Delta:
+        state = journal.all_state()
+        run = journal.latest_run()
+        status = read_status(self.label, state, run, alive=self._alive)
+        snapshot = self.snapshot
+        reset = self._fresh or (run is not None and run.id != snapshot.run_id)
+        if reset:
+            snapshot = Snapshot(status=snapshot.status, run_id=None if run is None else run.id)
+            snapshot.events = deque(maxlen=self._event_history)
+            self.snapshot = snapshot
+            self._reset_follow()
+            self._fresh = False
+        previous_status = None if reset else snapshot.status
+        snapshot.status = status
+        stream = str(state.get("agent_stream") or "")
+        stream_changed = reset or stream != snapshot.agent_stream
+        snapshot.agent_stream = stream
+        answered = self._answered(journal)
+        if run is None:
+            status_changed = status != previous_status
+            return Delta(
+                reset=reset,
+                status=status if status_changed else None,
+                agent_stream=stream if stream_changed else None,
+                answered=answered,
+            )
+
+        events = self._read_events(journal, run, reset)
+        next_number = journal.next_number(run.id)
+        fingerprint = (
+            tuple(sorted((k, repr(v)) for k, v in state.items() if k != "agent_stream")),
+            run,
+            self._last_event_id,
+            next_number,
+        )
+        ledger: tuple[LedgerRow, ...] = ()
+        current_changed = False
+        if reset or fingerprint != self._fingerprint:
+            self._fingerprint = fingerprint
+            fetched = self._read_experiments(journal, run, reset, next_number, events)
+            ledger = self._merge_ledger(fetched.values())
+            current_changed = self._update_current(journal, state, fetched)
+        status = with_proposers(status, state, snapshot.ledger)
+        status = snapshot.status = self._with_losses(journal, status, snapshot.ledger)
+        status_changed = status != previous_status
+        loss = self._read_loss(journal, run, status)
+        gpu = self._read_samples(journal, run, reset)
+        return Delta(
+            reset=reset,
+            status=status if status_changed else None,
+            ledger=ledger,
+            events=tuple(events),
+            current=snapshot.current,
+            current_changed=current_changed or reset,
+            loss=loss,
+            gpu=gpu,
+            agent_stream=stream if stream_changed else None,
+            answered=answered,
+        )
+
+    def _read_events(self, journal: Journal, run: Run, reset: bool) -> list[EventLine]:
+        if reset:
+            found = journal.events(run.id, limit=self._event_history, latest=True)
+        else:
+            found = journal.events(run.id, since_id=self._last_event_id)
+        lines = [event_line(event) for event in found]
+        if lines:
+            self._last_event_id = max(self._last_event_id, lines[-1].id)
+            self.snapshot.events.extend(lines)
+        return lines
+
+    def _read_experiments(
+        self,
+        journal: Journal,
+        run: Run,
+        reset: bool,
+        next_number: int,
+        events: Sequence[EventLine],
+    ) -> dict[int, Experiment]:
+        """The experiments that may have changed, by number."""
+        if reset:
+            found = {e.number: e for e in journal.experiments(run.id)}
+        else:
+            numbers = set(range(self._next_number, next_number))
+            numbers |= {row.number for row in self.snapshot.ledger.values() if not row.is_final}
+            for event in events:
+                number = event.data.get("number")
+                if event.kind == "decision" and isinstance(number, int):
+                    numbers.add(number)
+            current = self.snapshot.status.experiment
+            if current is not None and current < next_number:
+                numbers.add(current)
+            found = {}
+            for number in sorted(numbers):
+                experiment = journal.experiment(run.id, number)
+                if experiment is not None:
+                    found[number] = experiment
+        self._next_number = next_number
+        for experiment in found.values():
+            self._trial_keys[experiment.number] = (experiment.log_path, experiment.attempt)
+        return found
+
+    def _merge_ledger(self, experiments: Iterable[Experiment]) -> tuple[LedgerRow, ...]:
+        """Fold fetched experiments into the ledger; the rows that changed (their Δ too)."""
+        ledger = self.snapshot.ledger
+        previous = dict(ledger)
+        touched = False
+        for experiment in experiments:
+            fresh = ledger_row(experiment)
+            old = ledger.get(experiment.number)
+            if old is None or dataclasses.replace(old, delta_vs_best=None) != fresh:
+                ledger[experiment.number] = fresh
+                touched = True
+        if not touched:
+            return ()
+        changed = []
+        # One new decision can change the Δ of every later row, so all are recomputed.
+        for row in with_deltas(ledger.values()):
+            if previous.get(row.number) != row:
+                changed.append(row)
+            ledger[row.number] = row
+        return tuple(changed)
+
+    def _current_number(self, state: Mapping[str, Any]) -> int | None:
+        """The experiment the detail panels follow: the one the engine works on, or else the
+        latest one."""
+        ledger = self.snapshot.ledger
+        experiment = state.get("experiment")
+        if isinstance(experiment, int) and experiment in ledger:
+            return experiment
+        return max(ledger) if ledger else None
+
+    def _update_current(
+        self, journal: Journal, state: Mapping[str, Any], fetched: Mapping[int, Experiment]
+    ) -> bool:
+        number = self._current_number(state)
+        snapshot = self.snapshot
+        if number is None:
+            changed = snapshot.current is not None
+            snapshot.current = None
+            return changed
+        experiment = fetched.get(number)
+        if experiment is None:
+            if snapshot.current is not None and snapshot.current.number == number:
+                return False
+            experiment = journal.experiment(snapshot.run_id or 0, number)
+            if experiment is None:
+                return False
+        detail = experiment_detail_without_curve(experiment)
+        if detail == snapshot.current:
+            return False
+        snapshot.current = detail
+        return True
+
+    # -- loss curves -------------------------------------------------------------------------
+
+    def _live_number(self) -> int | None:
+        trained = [row.number for row in self.snapshot.ledger.values() if row.trained]
+        return max(trained) if trained else None
+
+    def _best_number(self, run: Run) -> int | None:
+        if run.best_commit is None:
+            return None
+        kept = [
+            row.number
+            for row in self.snapshot.ledger.values()
+            if row.commit and run.best_commit.startswith(row.commit) and row.decision == "keep"
+        ]
+        return max(kept) if kept else None
+
+    def _read_loss(self, journal: Journal, run: Run, status: StatusInfo) -> LossCurves | None:
+        ledger = self.snapshot.ledger
+        live_number = self._live_number()
+        live_row = None if live_number is None else ledger[live_number]
+        changed = self._follow_live(journal, live_row, status)
+        best_number = self._best_number(run)
+        if best_number is not None and best_number != live_number:
+            log_path, _attempt = self._trial_keys.get(best_number, (None, 0))
+            key = (ledger[best_number].id, log_path)
+            if key != self._best_key:
+                self._best_key = key
+                self._best_curve = paired_curve(journal.metrics(ledger[best_number].id))
+                changed = True
+        elif self._best_key is not None:
+            self._best_key, self._best_curve = None, ()
+            changed = True
+        previous = self.snapshot.loss
+        if (
+            not changed
+            and previous.live_number == live_number
+            and previous.live_status == (None if live_row is None else live_row.status)
+        ):
+            return None
+        curves = LossCurves(
+            live_number=live_number,
+            live_status=None if live_row is None else live_row.status,
+            live=tuple((p, loss) for _, p, loss in self._live.points),
+            best_number=best_number if best_number != live_number else None,
+            best=self._best_curve,
+        )
+        if not changed and curves == self.snapshot.loss:
+            return None
+        self.snapshot.loss = curves
+        return curves
+
+    def _follow_live(self, journal: Journal, row: LedgerRow | None, status: StatusInfo) -> bool:
+        """Read the live experiment's new loss points; whether the curve changed."""
+        live = self._live
+        if row is None:
+            if live.key is None:
+                return False
+            self._live = _LiveCurve()
+            return True
+        log_path, attempt = self._trial_keys.get(row.number, (None, 0))
+        key = (row.id, log_path, attempt)
+        elapsed = None
+        if (
+            status.phase == "training"
+            and status.experiment == row.number
+            and status.time_left is not None
+            and status.budget_seconds is not None
+        ):
+            elapsed = max(0.0, status.budget_seconds - status.time_left)
+        if key != live.key:
+            points = loss_points(journal.metrics(row.id))
+            start = current_trial_start([p[0] for p in points], elapsed)
+            self._live = _LiveCurve(
+                key=key,
+                experiment_id=row.id,
+                points=points[start:],
+                earlier_times=sorted(p[0] for p in points[:start]),
+            )
+            return True
+        if row.is_final and row.status != "training":
+            # A decided experiment gets no more points (until a re-run changes its key).
+            return False
+        after = live.points[-1][0] if live.points else None
+        found = loss_points(journal.metrics(row.id, after_t=after))
+        if live.earlier_times:
+            skip = (
+                len(live.earlier_times)
+                if after is None
+                else len(live.earlier_times) - bisect.bisect_right(live.earlier_times, after)
+            )
+            found = found[skip:]
+        if not found:
+            return False
+        live.points.extend(found)
+        return True
+
+    # -- GPU samples -------------------------------------------------------------------------
+
+    def _read_samples(self, journal: Journal, run: Run, reset: bool) -> GpuHistory | None:
+        found = journal.samples(
+            run.id, since=None if reset else self._last_sample_at, limit=self._gpu_history
+        )
+        if not found:
+            return GpuHistory() if reset else None
+        self._last_sample_at = found[-1].at
+        self._gpu.extend(monitor_samples(sample.data for sample in found))
+        history = GpuHistory(tuple(self._gpu))
+        self.snapshot.gpu = history
+        return history
+
+    # -- one experiment on demand ----------------------------------------------------------------
+
+    def detail(self, number: int) -> ExperimentDetail | None:
+        """Experiment ``number`` of the run on screen, with its loss curve (None: no such)."""
+        with self._lock:
+            journal = self._open()
+            run_id = self.snapshot.run_id
+            if journal is None or run_id is None:
+                return None
+            experiment = journal.experiment(run_id, number)
+            return None if experiment is None else experiment_detail(journal, experiment)

@@ -53,13 +53,7 @@ from trainer.probe import DeviceCheck, check_device
 from trainer.program import ProgramError, load_program
 from trainer.summary import format_summary, write_json_atomic
 from trainer.training import HARD_STOP_MARGIN_SECONDS, classify, deadline, export_limit_seconds
-from trainer.walls import (
-    device_paths,
-    nvidia_present,
-    read_paths,
-    training_environment,
-    unique_paths,
-)
+from trainer.walls import training_environment, walls_for
 
 HARNESS_VERSION = "2"  # 2: the score comes from the exported forward, in another process
 DEFAULT_SEQ_LEN = {"cpu": 256, "cuda": 2048}
@@ -366,7 +360,6 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
     compile_cache.mkdir(parents=True, exist_ok=True)
     facts = _pacing_facts(run)
     check = run.device_check
-    devices = device_paths()
     read_end, write_end = os.pipe()
     spec = TrainingSpec(
         script=str(options.script),
@@ -385,12 +378,9 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
         pacing_facts=facts,
         metrics_fd=write_end,
         confinement=options.confinement,
-        read=read_paths(options.script, corpus.train_path),
-        read_write=unique_paths([str(work_dir), str(compile_cache)]),
-        devices=devices,
+        **walls_for(options.script, corpus.train_path, work_dir, compile_cache),
         layer=check.layer if check is not None and check.layer else "full",
         layer_reason=check.message if check is not None and check.degraded else "",
-        nvidia=nvidia_present(devices),
     )
     spec_path = work_dir / "spec.json"
     spec.write(spec_path)

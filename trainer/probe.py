@@ -49,7 +49,7 @@ from trainer import landlock
 from trainer.confine import FULL, LAYERS, OFF, Confinement, Layer
 from trainer.confined import TrainingSpec
 from trainer.summary import write_json_atomic
-from trainer.walls import device_paths, nvidia_present, read_paths, training_environment
+from trainer.walls import training_environment, walls_for
 
 PROBE_VERSION = "1"
 CACHE_NAME = "device-probe.json"
@@ -329,7 +329,6 @@ def run_probe(
     compile_cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cockpit-probe-") as scratch:
         work_dir = Path(scratch)
-        devices = device_paths()
         spec = TrainingSpec(
             script="",
             budget_seconds=0.0,
@@ -346,11 +345,8 @@ def run_probe(
             pacing_path="",
             pacing_facts=[],
             confinement=mode,
-            read=read_paths(None, None),
-            read_write=[str(work_dir), str(compile_cache)],
-            devices=devices,
+            **walls_for(None, None, work_dir, compile_cache),
             layer=layer.name,
-            nvidia=nvidia_present(devices),
             probe=True,
             probe_compile=compile_on_cpu,
         )

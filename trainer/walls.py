@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import trainer
 
@@ -85,6 +86,20 @@ def nvidia_present(devices: list[str]) -> bool:
     """Whether an NVIDIA device is among ``devices``: only then does the confinement grant
     what NVIDIA's driver needs in /proc."""
     return any(os.path.basename(path).startswith("nvidia") for path in devices)
+
+
+def walls_for(
+    script: Path | None, train_path: Path | None, work_dir: Path, compile_cache: Path
+) -> dict[str, Any]:
+    """The fields of a `trainer.confined.TrainingSpec` that say what the process may touch:
+    the training's, and the device probe's, which must be the same to vouch for it."""
+    devices = device_paths()
+    return {
+        "read": read_paths(script, train_path),
+        "read_write": unique_paths([str(work_dir), str(compile_cache)]),
+        "devices": devices,
+        "nvidia": nvidia_present(devices),
+    }
 
 
 def allowed_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:

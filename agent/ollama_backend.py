@@ -144,6 +144,13 @@ class _StreamFailed:
 
 
 _STREAM_END = object()
+# How often a wait for the next piece of a reply looks whether it was cancelled.
+CANCEL_POLL_SECONDS = 0.2
+
+
+class ReplyCancelled(Exception):
+    """The reply was being waited for when `OllamaBackend.cancel` was called: the engine is
+    stopping, and nothing stands in for the model."""
 
 
 class OllamaBackend:
@@ -156,6 +163,7 @@ class OllamaBackend:
         self._probe_timeout = min(options.timeout_seconds, PROBE_TIMEOUT_SECONDS)
         self._client = ollama.Client(host=self._host, timeout=options.timeout_seconds)
         self._probe_client = ollama.Client(host=self._host, timeout=self._probe_timeout)
+        self._cancelled = threading.Event()
 
     # --- what others read ------------------------------------------------------------------
 
@@ -174,8 +182,14 @@ class OllamaBackend:
         """The model's context window in tokens."""
         return self.options.num_ctx
 
+    def cancel(self) -> None:
+        """End the replies being waited for now, and any asked for later, with
+        `ReplyCancelled`: a stopping engine does not wait for the model to finish writing."""
+        self._cancelled.set()
+
     def close(self) -> None:
-        """Close the connections to the server."""
+        """Cancel what is being waited for and close the connections to the server."""
+        self.cancel()
         self._client.close()
         self._probe_client.close()
 
@@ -357,12 +371,14 @@ class OllamaBackend:
         try:
             while True:
                 remaining = deadline - time.monotonic()
+                if self._cancelled.is_set():
+                    raise ReplyCancelled(f"the reply of {self.options.model} was not waited for")
                 try:
                     if remaining <= 0:
-                        raise queue.Empty
-                    item = parts.get(timeout=remaining)
+                        raise AgentUnavailable(self._timed_out(timeout))
+                    item = parts.get(timeout=min(remaining, CANCEL_POLL_SECONDS))
                 except queue.Empty:
-                    raise AgentUnavailable(self._timed_out(timeout)) from None
+                    continue
                 if item is _STREAM_END:
                     raise AgentUnavailable(
                         self._bad_reply("the stream ended before its last message")

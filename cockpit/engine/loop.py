@@ -449,8 +449,16 @@ class Engine:
                 self.drafts.collect(self._run_record(), self.mode)
                 self._fill_workers()
                 self._order_drafts(target)
-            idle = not self._flights and not self.drafts.pending
-            if idle and (control.stop_engine or self._finished(target)):
+            elif control.stop_engine:
+                # A ready draft is still committed, to wait for the next engine; one the model
+                # is still writing is not waited for (`close` cancels its request).
+                self.drafts.collect(self._run_record(), self.mode)
+            drafting = bool(self.drafts.pending) and not control.stop_engine
+            if (
+                not self._flights
+                and not drafting
+                and (control.stop_engine or self._finished(target))
+            ):
                 return
             self._publish()
             time.sleep(TICK_SECONDS)

@@ -331,10 +331,10 @@ def test_the_engine_stops_with_the_reason_when_the_device_is_refused(
     root = _engine_workspace(tmp_path / "ws", "require_confinement = true")
     done = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "2")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "error: the device probe refused cpu: cpu: threads failed (EACCES" in done.stderr
+    assert "error: the device check refused cpu: threads failed (EACCES" in done.stderr
     assert "require_confinement refuses to train" in done.stderr
     (refusal,) = _events(root, "integrity")
-    assert refusal.startswith("the device probe refused cpu")
+    assert refusal.startswith("the device check refused cpu: threads failed")
     # Nothing was decided on a refused device: the baseline waits to train again.
     status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
     assert status["best_val_bpb"] is None and status["experiments"] == 1
@@ -405,3 +405,13 @@ def test_a_training_cannot_forge_the_probes_verdicts(tmp_path: Path) -> None:
     assert "any" not in verdicts and len(verdicts) == 1
     (verdict,) = verdicts.values()
     assert verdict["layer"] == "full" and verdict["checked_at"] < 9e99
+
+
+def test_a_device_torch_cannot_use_is_a_refusal_the_engine_stops_on(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("torch can use this machine's GPU")
+    run = run_harness(SCRIPTS / "tiny_research.py", tmp_path, "--device", "cuda")
+    assert run.exit_code == int(Outcome.SETUP)
+    check = run.summary["device_check"]
+    assert check["usable"] is False and check["layer"] is None
+    assert check["message"].startswith("device cuda was asked for but no CUDA GPU is usable")

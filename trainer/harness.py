@@ -276,7 +276,13 @@ def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
     options = run.options
     if options.confinement not in MODES:
         raise HarnessStop(Outcome.SETUP, f"--confinement must be one of {', '.join(MODES)}")
-    device = resolve_device(options.device)
+    try:
+        device = resolve_device(options.device)
+    except HarnessStop as refused:
+        # Said as the probe's refusal would be: a device no training here can use stops the
+        # engine with the reason instead of crashing experiment after experiment.
+        run.summary["device_check"] = _refusal(refused.reason)
+        raise
     if options.cpus:
         # Pinned before any thread pool starts: torch's threads and the training process
         # inherit the set, so trainings side by side never share a core.
@@ -326,6 +332,10 @@ def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
         eval_tokens=eval_windows(corpus.val_tokens, seq_len, eval_tokens) * seq_len,
     )
     return device, corpus
+
+
+def _refusal(message: str) -> dict[str, Any]:
+    return {"usable": False, "layer": None, "message": message, "cached": False}
 
 
 def _work_dir(options: HarnessOptions) -> Path:

@@ -733,11 +733,12 @@ class Engine:
             return
         check = result.summary.get("device_check")
         if isinstance(check, dict) and check.get("usable") is False:
-            # The device probe refused the device: every training there would be refused too.
-            self._requeue(experiment, "because the device probe refused its device")
-            self._stop_for_integrity(
-                run, f"the device probe refused {flight.worker.label}: {check.get('message')}"
-            )
+            # The device was refused (the probe, or torch cannot use it): every training there
+            # would be refused too.
+            self._requeue(experiment, "because its device was refused")
+            label = flight.worker.label
+            why = str(check.get("message")).removeprefix(f"{label}: ")
+            self._stop_for_integrity(run, f"the device check refused {label}: {why}")
         corpus = str(result.summary.get("corpus_fingerprint") or "")
         if run.corpus_fingerprint and corpus and corpus != run.corpus_fingerprint:
             # Measured on other data: not comparable. Nothing is decided; it trains again

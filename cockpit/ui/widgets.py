@@ -365,15 +365,17 @@ def detail_header(
     parts.append(Text(detail.description or "(no description)", style=Style(bold=True)))
     for flag in detail.flags:
         parts.append(Text(f"⚠ flagged {flag}", style=Style(color=palette.crash, bold=True)))
+    # Each part is a line of its own (a Text's default end): the hypothesis and the decision
+    # are sentences, and one run into the next reads as one ("…val_bpb.discard: …").
     if detail.hypothesis:
-        hypothesis = Text("why: ", style=Style(color=palette.muted), end="")
+        hypothesis = Text("why: ", style=Style(color=palette.muted))
         hypothesis.append(detail.hypothesis, Style(italic=True))
         parts.append(hypothesis)
     if len(detail.trials) > 1:
         runs = ", ".join(f"{fmt.metric(value, 6)} (seed {seed})" for seed, value in detail.trials)
         parts.append(Text(f"runs: {runs}", style=Style(color=palette.muted)))
     if detail.decision_reason:
-        reason = Text(f"{detail.decision or 'decision'}: ", style=Style(color=colour), end="")
+        reason = Text(f"{detail.decision or 'decision'}: ", style=Style(color=colour))
         reason.append(detail.decision_reason)
         parts.append(reason)
     if detail.crash_tail and detail.status in ("crash", "timeout"):

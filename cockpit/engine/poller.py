@@ -46,6 +46,7 @@ from cockpit.engine.readmodel import (
     LossCurves,
     Snapshot,
     StatusInfo,
+    WorkerRow,
     display_path,
     event_line,
     experiment_detail,
@@ -55,6 +56,7 @@ from cockpit.engine.readmodel import (
     monitor_samples,
     pid_alive,
     read_status,
+    shown_status,
     with_deltas,
     with_proposers,
 )
@@ -247,8 +249,8 @@ class JournalPoller:
         if reset or fingerprint != self._fingerprint:
             self._fingerprint = fingerprint
             fetched = self._read_experiments(journal, run, reset, next_number, events)
-            ledger = self._merge_ledger(fetched.values())
-            current_changed = self._update_current(journal, state, fetched)
+            ledger = self._merge_ledger(fetched.values(), status.workers)
+            current_changed = self._update_current(journal, state, fetched, status.workers)
         status = with_proposers(status, state, snapshot.ledger)
         status = snapshot.status = self._with_losses(journal, status, snapshot.ledger)
         status_changed = status != previous_status
@@ -309,13 +311,15 @@ class JournalPoller:
             self._trial_keys[experiment.number] = (experiment.log_path, experiment.attempt)
         return found
 
-    def _merge_ledger(self, experiments: Iterable[Experiment]) -> tuple[LedgerRow, ...]:
+    def _merge_ledger(
+        self, experiments: Iterable[Experiment], workers: Sequence[WorkerRow]
+    ) -> tuple[LedgerRow, ...]:
         """Fold fetched experiments into the ledger; the rows that changed (their Δ too)."""
         ledger = self.snapshot.ledger
         previous = dict(ledger)
         touched = False
         for experiment in experiments:
-            fresh = ledger_row(experiment)
+            fresh = ledger_row(experiment, workers)
             old = ledger.get(experiment.number)
             if old is None or dataclasses.replace(old, delta_vs_best=None) != fresh:
                 ledger[experiment.number] = fresh
@@ -340,7 +344,11 @@ class JournalPoller:
         return max(ledger) if ledger else None
 
     def _update_current(
-        self, journal: Journal, state: Mapping[str, Any], fetched: Mapping[int, Experiment]
+        self,
+        journal: Journal,
+        state: Mapping[str, Any],
+        fetched: Mapping[int, Experiment],
+        workers: Sequence[WorkerRow],
     ) -> bool:
         number = self._current_number(state)
         snapshot = self.snapshot
@@ -355,7 +363,10 @@ class JournalPoller:
             experiment = journal.experiment(snapshot.run_id or 0, number)
             if experiment is None:
                 return False
-        detail = experiment_detail_without_curve(experiment)
+        detail = dataclasses.replace(
+            experiment_detail_without_curve(experiment),
+            status=shown_status(experiment, workers),
+        )
         if detail == snapshot.current:
             return False
         snapshot.current = detail

@@ -441,8 +441,21 @@ def with_proposers(
     return dataclasses.replace(status, in_flight=current, recent_proposers=recent)
 
 
-def ledger_row(experiment: Experiment) -> LedgerRow:
-    """An experiment as a ledger row (its Δ is filled in by `with_deltas`)."""
+def shown_status(experiment: Experiment, workers: Iterable[WorkerRow] = ()) -> str:
+    """An experiment's status as the screen shows it. The journal says ``training`` until the
+    training's process has exited, yet the harness evaluates before that, and the engine's
+    worker (state ``workers``, which the header's phase follows) says so: while a worker
+    trains the experiment, the worker's phase is the one owner of it, so that the header and
+    the ledger cannot disagree."""
+    if experiment.status != "training":
+        return experiment.status
+    phase = next((w.phase for w in workers if w.experiment == experiment.number), None)
+    return "evaluating" if phase == "evaluating" else experiment.status
+
+
+def ledger_row(experiment: Experiment, workers: Iterable[WorkerRow] = ()) -> LedgerRow:
+    """An experiment as a ledger row (its Δ is filled in by `with_deltas`); ``workers``: the
+    engine's, whose phase an experiment in training shows (`shown_status`)."""
     evidence = (experiment.details or {}).get("evidence") or {}
     best_before = evidence.get("best_before") if isinstance(evidence, Mapping) else None
     return LedgerRow(
@@ -451,7 +464,7 @@ def ledger_row(experiment: Experiment) -> LedgerRow:
         commit=experiment.short_commit,
         val_bpb=experiment.val_bpb,
         memory_mb=experiment.peak_memory_mb,
-        status=experiment.status,
+        status=shown_status(experiment, workers),
         decision=experiment.decision,
         proposer=experiment.proposer,
         model=experiment.model,
@@ -566,6 +579,7 @@ __all__ = [
     "ledger_row",
     "read_status",
     "read_workers",
+    "shown_status",
     "with_deltas",
     "with_proposers",
 ]

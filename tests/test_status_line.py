@@ -78,6 +78,21 @@ async def test_a_paused_model_is_said_and_a_narrow_line_keeps_the_proposer_and_t
     )
 
 
+async def test_the_line_names_as_many_proposers_before_as_cockpit_status_does(
+    tmp_path: Path,
+) -> None:
+    """The README promises the five before the one in flight, as `cockpit status` has them."""
+    root = echoing_model(tmp_path)
+    with Journal.open(journal_file(root), readonly=True) as journal:
+        run = journal.latest_run()
+        assert run is not None
+        before = [journal.experiment(run.id, number) for number in range(24, 24 - 5, -1)]
+    names = [experiment.proposer for experiment in before if experiment is not None]
+    second = (await status_line(root, (220, 50))).splitlines()[1]
+    assert f"  #25 builtin  before: {', '.join(names)}  ●" in second, second
+    assert len(names) == 5
+
+
 async def test_while_proposing_the_one_being_asked_is_named(tmp_path: Path) -> None:
     root = echoing_model(tmp_path, phase="proposing", experiment=26, asking="llm", time_left=None)
     second = (await status_line(root, WIDE)).splitlines()[1]

@@ -167,9 +167,6 @@ class StatusLine(_View):
         return _squeeze(parts, width)
 
 
-RECENT_SHOWN = 4  # the proposers of the experiments before the one in flight, on the line
-
-
 def proposer_parts(status: StatusInfo, palette: Palette) -> list[tuple[Text, int]]:
     """Who proposed the experiment in flight (or, with none, who proposes next), and who
     proposed those before it (the latest ones): (text, rank) parts of the status line."""
@@ -186,7 +183,9 @@ def proposer_parts(status: StatusInfo, palette: Palette) -> list[tuple[Text, int
         parts.append((_line(("  ", muted), (status.proposer, bold)), 2))
         if status.model:
             parts.append((_line(f" · {status.model}"), 2))
-    recent = [p.proposer or "?" for p in status.recent_proposers[:RECENT_SHOWN]]
+    # As many as `cockpit status` names (agent_status.RECENT_PROPOSERS, the README's five):
+    # the read model chose them; a line too narrow leaves the list out whole.
+    recent = [p.proposer or "?" for p in status.recent_proposers]
     if recent:
         label = "before" if current is not None else "latest"
         parts.append((_line((f"  {label}: " + ", ".join(recent), muted)), 4))

@@ -66,6 +66,23 @@ def test_the_proposers_line_names_the_one_in_flight_and_those_before_it() -> Non
         == "#4 being proposed (asking the LLM proposer), #3 built-in, #2 LLM"
     )
     assert describe_proposers(None, recent) == "#3 built-in, #2 LLM"
+    # Between two requests, or once the draft is done, no one is being asked.
+    assert (
+        describe_proposers(ProposedBy(4, None, None, "proposing"), recent)
+        == "#4 being proposed, #3 built-in, #2 LLM"
+    )
+
+
+def test_the_next_proposer_is_not_said_to_be_asked_when_no_one_is(tmp_path: Path) -> None:
+    """Proposing #8 with the ``asking`` key cleared (the draft is done, or between requests):
+    who proposes next (``proposer``) is not the one being asked."""
+    with Journal.open(journal_file(tmp_path)) as journal:
+        fill_journal(journal, experiments=6, phase="stopped", engine_pid=4242)
+        journal.set_state(phase="proposing", experiment=8, asking=None, proposer="optuna")
+    status = JournalPoller(tmp_path, alive=always_alive).poll().status
+    assert status is not None
+    assert status.in_flight == ProposedBy(8, None, None, "proposing")
+    assert status.proposer == "optuna"
 
 
 def test_while_the_model_is_asked_after_a_restart_the_journal_says_so_not_the_stand_in(

@@ -103,6 +103,23 @@ async def test_while_proposing_the_one_being_asked_is_named(tmp_path: Path) -> N
     assert "  #26 asking builtin  before: builtin, builtin, builtin, " in second, second
 
 
+async def test_asking_is_said_only_while_someone_is_asked(tmp_path: Path) -> None:
+    """The draft is done (``asking`` cleared) but not committed yet, as through the hang of
+    issue 23: the optimiser standing in proposes next, yet no one is being asked for #26."""
+    root = echoing_model(
+        tmp_path, phase="proposing", experiment=26, asking=None, proposer="optuna", time_left=None
+    )
+    line = await status_line(root, WIDE)
+    first, second = line.splitlines()
+    assert first.startswith(" PROPOSING  #26 "), first
+    assert "asking" not in second, second
+    assert "~/ws  branch cockpit/nov26  optuna · qwen2.5-coder:7b  before: builtin, " in second
+    with Journal.open(journal_file(root)) as journal:
+        journal.set_state(asking="optuna")
+    second = (await status_line(root, WIDE)).splitlines()[1]
+    assert "  #26 asking optuna  before: builtin, builtin, builtin, " in second, second
+
+
 async def test_with_nothing_in_flight_the_latest_proposers_are_named(tmp_path: Path) -> None:
     root = echoing_model(tmp_path, phase="stopped", proposer="builtin", time_left=None)
     second = (await status_line(root, WIDE)).splitlines()[1]

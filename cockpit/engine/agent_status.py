@@ -141,14 +141,17 @@ def in_flight(
     """The experiment the engine works on, and who proposed it (None when it works on none).
 
     Once committed, its proposer is the journal's; while it is being proposed, the one being
-    asked (state ``asking``), else the one that proposes next (state ``proposer``)."""
+    asked (state ``asking``), and no one between two requests or once the draft is done: who
+    proposes next (state ``proposer``) is not asked for as long as the phase says proposing,
+    and naming it as the one asked kept "asking optuna" on screen through a hang whose
+    drafting had ended."""
     number = state.get("experiment")
     if not running or state.get("phase") not in IN_FLIGHT_PHASES or not isinstance(number, int):
         return None
     experiment = experiments.get(number)
     if experiment is not None:
         return ProposedBy(number, experiment.proposer, experiment.model, experiment.status)
-    asking = state.get("asking") or state.get("proposer")
+    asking = state.get("asking") or None
     model = state.get("model") if asking == "llm" else None
     return ProposedBy(
         number,
@@ -177,8 +180,8 @@ def describe_proposers(current: ProposedBy | None, recent: Iterable[ProposedBy])
     if current is not None:
         if current.status == "proposing":
             asking = PROPOSER_NAMES.get(current.proposer or "", current.proposer)
-            asked = f"asking the {asking} proposer" if asking else "starting"
-            parts.append(f"#{current.experiment} being proposed ({asked})")
+            asked = f" (asking the {asking} proposer)" if asking else ""
+            parts.append(f"#{current.experiment} being proposed{asked}")
         else:
             parts.append(f"{current.short} (in flight)")
     parts += [proposed.short for proposed in recent]

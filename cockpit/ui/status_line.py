@@ -168,8 +168,9 @@ class StatusLine(_View):
 
 
 def proposer_parts(status: StatusInfo, palette: Palette) -> list[tuple[Text, int]]:
-    """Who proposed the experiment in flight (or, with none, who proposes next), and who
-    proposed those before it (the latest ones): (text, rank) parts of the status line."""
+    """Who proposed the experiment in flight, or is being asked for it (else who proposes
+    next), and who proposed those before it (the latest ones): (text, rank) parts of the
+    status line."""
     muted, bold = Style(color=palette.muted), Style(bold=True)
     current = status.in_flight
     parts: list[tuple[Text, int]] = []

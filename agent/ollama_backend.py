@@ -14,6 +14,7 @@ import json
 import math
 import os
 import queue
+import re
 import threading
 import time
 import urllib.parse
@@ -30,6 +31,9 @@ DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
 PROBE_TIMEOUT_SECONDS = 10.0  # a health check asks for small answers; it never waits long
 DETAIL_CHARS = 200  # how much of a server's error text a one-line message carries
+# Below this many parameters, "choose a smaller model" is no advice worth giving.
+SMALL_MODEL_PARAMETERS = 2e9
+_PARAMETER_COUNT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)([mMbB])(?![a-zA-Z])")
 
 
 class AgentState(str, Enum):
@@ -136,6 +140,26 @@ def _one_line(text: str) -> str:
     return line if len(line) <= DETAIL_CHARS else line[: DETAIL_CHARS - 1] + "…"
 
 
+def model_parameters(name: str, listed: str | None = None) -> float | None:
+    """How many parameters a model has: from what the server listed (its ``parameter_size``,
+    such as "7.6B" or "268.10M"), else from the tag of its name ("gemma3:270m",
+    "qwen2.5-coder:1.5b-instruct"); None when neither says."""
+    tag = name.rsplit("/", 1)[-1].partition(":")[2]
+    for text in (listed or "", tag):
+        found = _PARAMETER_COUNT.search(text)
+        if found:
+            scale = 1e6 if found.group(2).lower() == "m" else 1e9
+            return float(found.group(1)) * scale
+    return None
+
+
+def parameters_text(parameters: float) -> str:
+    """A parameter count as model names write it: 270M, 1.5B."""
+    if parameters < 1e9:
+        return f"{parameters / 1e6:.0f}M"
+    return f"{parameters / 1e9:.3g}B"
+
+
 class _StreamFailed:
     """What the thread that reads a reply hands over when reading it failed."""
 
@@ -164,6 +188,7 @@ class OllamaBackend:
         self._client = ollama.Client(host=self._host, timeout=options.timeout_seconds)
         self._probe_client = ollama.Client(host=self._host, timeout=self._probe_timeout)
         self._cancelled = threading.Event()
+        self._listed_size: str | None = None  # the model's parameter size, as the server lists it
 
     # --- what others read ------------------------------------------------------------------
 
@@ -181,6 +206,11 @@ class OllamaBackend:
     def num_ctx(self) -> int:
         """The model's context window in tokens."""
         return self.options.num_ctx
+
+    @property
+    def parameters(self) -> float | None:
+        """How many parameters the model has, when the server or its name says."""
+        return model_parameters(self.options.model, self._listed_size)
 
     def cancel(self) -> None:
         """End the replies being waited for now, and any asked for later, with
@@ -221,13 +251,41 @@ class OllamaBackend:
             models=models,
         )
 
-    def _timed_out(self, seconds: float) -> Health:
-        return self._health(
-            AgentState.TIMEOUT,
-            f"Ollama did not answer within {seconds:g} s at {self._host}: the model may be "
-            "loading or too slow for this machine; raise [agent] timeout_seconds or choose a "
-            "smaller model",
-        )
+    def _timed_out(self, seconds: float, tokens: int = 0) -> Health:
+        """The reply did not come within ``seconds``; ``tokens``: the pieces of it that had
+        arrived (Ollama streams one token a piece)."""
+        parameters = self.parameters
+        small = parameters is not None and parameters < SMALL_MODEL_PARAMETERS
+        size = f" ({parameters_text(parameters)} parameters)" if parameters is not None else ""
+        if tokens:
+            message = (
+                f"{self.options.model} at {self._host} did not finish its reply within "
+                f"{seconds:g} s (it had sent {tokens:,} tokens): "
+            )
+            if small:
+                message += (
+                    f"a model this small{size} is not slow, so it may be writing on without "
+                    "end; raise [agent] timeout_seconds, or choose a model that keeps to the "
+                    "answer's format"
+                )
+            else:
+                message += (
+                    f"the model{size} may be too slow for this machine; raise [agent] "
+                    "timeout_seconds or choose a smaller model"
+                )
+        else:
+            message = f"Ollama did not answer within {seconds:g} s at {self._host}: "
+            if small:
+                message += (
+                    f"the model{size} may be loading or the server busy (`ollama ps`); "
+                    "raise [agent] timeout_seconds"
+                )
+            else:
+                message += (
+                    f"the model{size} may be loading or too slow for this machine; raise "
+                    "[agent] timeout_seconds or choose a smaller model"
+                )
+        return self._health(AgentState.TIMEOUT, message)
 
     def _bad_reply(self, detail: str) -> Health:
         return self._health(
@@ -245,7 +303,7 @@ class OllamaBackend:
         )
 
     def _classify(
-        self, error: BaseException, *, seconds: float, about_model: bool
+        self, error: BaseException, *, seconds: float, about_model: bool, tokens: int = 0
     ) -> Health | None:
         """The health that ``error`` shows, or None when it is no server trouble.
 
@@ -254,7 +312,7 @@ class OllamaBackend:
         """
         if isinstance(error, httpx.TimeoutException):
             if about_model:
-                return self._timed_out(seconds)
+                return self._timed_out(seconds, tokens)
             return self._health(
                 AgentState.TIMEOUT,
                 f"Ollama at {self._host} did not answer a health check within {seconds:g} s: "
@@ -317,6 +375,9 @@ class OllamaBackend:
         wanted = full_model_name(self.options.model)
         if wanted not in {full_model_name(name) for name in models}:
             return self._model_missing(version, models)
+        for entry in listed.models:
+            if entry.model and full_model_name(entry.model) == wanted and entry.details:
+                self._listed_size = entry.details.parameter_size
         return self._health(
             AgentState.READY,
             f"Ollama {version} at {self._host} is ready with {self.options.model}",
@@ -375,7 +436,7 @@ class OllamaBackend:
                     raise ReplyCancelled(f"the reply of {self.options.model} was not waited for")
                 try:
                     if remaining <= 0:
-                        raise AgentUnavailable(self._timed_out(timeout))
+                        raise AgentUnavailable(self._timed_out(timeout, len(pieces)))
                     item = parts.get(timeout=min(remaining, CANCEL_POLL_SECONDS))
                 except queue.Empty:
                     continue
@@ -384,7 +445,9 @@ class OllamaBackend:
                         self._bad_reply("the stream ended before its last message")
                     )
                 if isinstance(item, _StreamFailed):
-                    health = self._classify(item.error, seconds=timeout, about_model=True)
+                    health = self._classify(
+                        item.error, seconds=timeout, about_model=True, tokens=len(pieces)
+                    )
                     if health is None and isinstance(item.error, (AttributeError, TypeError)):
                         # the client reads each line as an object; JSON of another kind fails so
                         health = self._bad_reply(f"a message that is not an object: {item.error}")

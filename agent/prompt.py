@@ -265,9 +265,28 @@ ECHO_MESSAGE = (
 )
 
 
+# The placeholders of `REPLY_SHAPE`, in words ("lines copied from the script", ...).
+_SHAPE_PLACEHOLDERS = tuple(
+    " ".join(text.lower().split()) for text in re.findall(r"<([^<>]+)>", REPLY_SHAPE)
+)
+_ANGLED = re.compile(r"<([^<>\n]{1,80})>")
+_AROUND_A_PLACEHOLDER = " \t\r\n,;:.'\"`"
+NEAR_ECHO_SIMILARITY = 0.8
+
+
 def is_placeholder(value: str) -> bool:
-    """Whether a field's text is a placeholder (``<what changes>``, ``...``), not an answer."""
-    return _PLACEHOLDER_VALUE.fullmatch(value) is not None
+    """Whether a field's text is a placeholder (``<what changes>``, ``...``), not an answer:
+    alone, or with stray punctuation around it (``"<lines copied from the script>,"``), or a
+    placeholder of the answer's shape with small changes anywhere in it."""
+    for text in (value, value.strip(_AROUND_A_PLACEHOLDER)):
+        if _PLACEHOLDER_VALUE.fullmatch(text) is not None:
+            return True
+    for inside in _ANGLED.findall(value):
+        words = " ".join(inside.lower().split())
+        for shape in _SHAPE_PLACEHOLDERS:
+            if difflib.SequenceMatcher(None, words, shape).ratio() >= NEAR_ECHO_SIMILARITY:
+                return True
+    return False
 
 
 def repeats_the_shape(reply: ProposalReply) -> bool:
@@ -294,12 +313,16 @@ def parse_reply(text: str) -> ProposalReply:
         raise ReplyRejected(ECHO, ECHO_MESSAGE)
     payload = _json_payload(stripped)
     try:
-        data = json.loads(payload)
+        # Not strict: raw newlines and tabs inside strings (a model writing code into one,
+        # which llama.cpp's servers let through) are read as the characters they are.
+        data = json.loads(payload, strict=False)
     except json.JSONDecodeError as exc:
         before = payload[max(0, exc.pos - 30) : exc.pos]
+        # Some of json's messages end in "at" ("Unterminated string starting at").
+        what = exc.msg.removesuffix(" at")
         raise ReplyRejected(
             "malformed",
-            f"the reply is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} "
+            f"the reply is not valid JSON: {what} at line {exc.lineno}, column {exc.colno} "
             f"(character {exc.pos}, just after {before!r}); "
             "answer with one JSON object and nothing around it, with newlines in strings "
             'written as \\n and double quotes as \\"',

@@ -125,6 +125,14 @@ def full_model_name(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
+def parameter_size(name: str) -> str:
+    """The parameter size the server lists for a model: as its tag says ("gemma3:270m" is
+    "270M"), else 7.6B (qwen2.5-coder:7b's)."""
+    tag = name.rsplit("/", 1)[-1].partition(":")[2]
+    found = re.match(r"(\d+(?:\.\d+)?)([mb])\b", tag, re.IGNORECASE)
+    return f"{found.group(1)}{found.group(2).upper()}" if found else "7.6B"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -668,7 +676,7 @@ class OllamaDouble:
                 "format": "gguf",
                 "family": family,
                 "families": [family],
-                "parameter_size": "7.6B",
+                "parameter_size": parameter_size(name),
                 "quantization_level": "Q4_K_M",
             },
         }

@@ -22,6 +22,7 @@ from agent.ollama_backend import (
     OllamaBackend,
     OllamaOptions,
     full_model_name,
+    model_parameters,
     resolve_host,
 )
 from tests.ollama_server import ErrorReply, Garbage, Hang, OllamaDouble, Reply, Truncated
@@ -344,6 +345,43 @@ def test_a_reply_that_trickles_in_past_the_deadline_times_out(
     assert health.state == AgentState.TIMEOUT
     assert time.monotonic() - started < 1.6
     assert 0 < len(tokens) < 20
+
+
+def test_a_reply_cut_by_the_deadline_says_it_did_not_finish_and_how_much_had_come(
+    ollama_server: OllamaDouble,
+) -> None:
+    ollama_server.script(Reply("x" * 40, chunk_size=2, chunk_delay=0.1))
+    health = unavailable(backend_for(ollama_server, model=MODEL, timeout_seconds=0.6))
+    assert health.state == AgentState.TIMEOUT
+    assert f"{MODEL} at {ollama_server.host} did not finish its reply within 0.6 s" in (
+        health.message
+    )
+    assert "(it had sent " in health.message and " tokens)" in health.message
+    assert "did not answer" not in health.message
+    assert "(7B parameters)" in health.message and "choose a smaller model" in health.message
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_small_model_that_times_out_is_not_told_to_choose_a_smaller_one(
+    ollama_server: OllamaDouble, streaming: bool
+) -> None:
+    ollama_server.models.append("gemma3:270m")
+    backend = backend_for(ollama_server, model="gemma3:270m", timeout_seconds=0.5)
+    assert backend.check().state == AgentState.READY  # the server lists its size: 270M
+    assert backend.parameters == 270e6
+    ollama_server.script(Reply("x" * 40, chunk_size=2, chunk_delay=0.1) if streaming else Hang(3.0))
+    health = unavailable(backend)
+    assert health.state == AgentState.TIMEOUT and "timeout_seconds" in health.message
+    assert "smaller model" not in health.message and "270M parameters" in health.message
+    assert ("did not finish its reply" in health.message) == streaming
+
+
+def test_model_sizes_are_read_from_the_servers_list_else_from_the_name() -> None:
+    assert model_parameters("gemma3:270m") == 270e6
+    assert model_parameters("qwen2.5-coder:1.5b-instruct-q4_K_M") == 1.5e9
+    assert model_parameters("mine:latest", "268.10M") == pytest.approx(268.1e6)
+    assert model_parameters("llama3") is None
+    assert model_parameters("hf.co/someone/model-GGUF:Q4_K_M") is None
 
 
 def test_the_backend_works_again_after_a_failure(ollama_server: OllamaDouble) -> None:

@@ -9,10 +9,12 @@ proposals too often in a row (scripts already trained, or refused by the integri
 crash can only be fixed by the model: without one, `NoProposal` lets the engine record the
 crash as it is.
 
-A model whose replies only echo the answer's shape or repeat refused replies, proposal after
-proposal, is paused (`agent.replies.ModelPause`): the stand-in makes the next proposals, an
-event says why and what to do, and then the model is asked again. `replies` keeps what the
-model's unusable replies came to, for `cockpit status`.
+A model that gives nothing usable, proposal after proposal (echoes of the answer's shape,
+malformed replies, edits that do not apply, repeats, replies that do not come in time), is
+paused (`agent.replies.ModelPause`): the stand-in makes the next proposals, an event says why
+and what to do, and then the model is asked again. Only proposals the model was asked for
+count: in the hybrid, the optimiser's own turns neither clear the model's record nor end its
+count. `replies` keeps what the model's unusable replies came to, for `cockpit status`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from agent.llm import ProposalFailed
+from agent.llm import LLMProposer, ProposalFailed
 from agent.ollama_backend import AgentState, AgentUnavailable, Backoff, Health
 from agent.proposal import AgentEvent, EventSink, NoProposal, Proposal, ProposalContext, Proposer
-from agent.replies import ModelPause, ReplyLog
+from agent.replies import ModelPause, Refusal, ReplyLog
 
 DEFAULT_RETRY_SECONDS = 60.0
 
@@ -163,12 +165,14 @@ class FallbackProposer:
                 self._record(exc.health)
                 self.backoff.failed(self.clock())
                 self._stand_in(exc.health)
+                if exc.state == AgentState.TIMEOUT:
+                    # The server is there; the model did not write its reply in time.
+                    self.replies.refused([Refusal("timeout")])
+                    self._model_failed()
             except ProposalFailed as exc:
                 self.backoff.succeeded()  # the server answered; the replies were the trouble
                 self.replies.refused(exc.refusals)
-                paused = self.pause.failed(exc.stuck, self._stuck_reason())
-                if paused:
-                    self._start_pause()
+                paused = exc.model_failed and self._model_failed()
                 if context.fix is not None:
                     raise
                 if not paused:
@@ -179,9 +183,12 @@ class FallbackProposer:
                     )
                 return self._ask(self.standin, context)
             else:
-                self.backoff.succeeded()
-                self.replies.usable()
-                self.pause.usable()
+                if proposal.proposer == LLMProposer.name:
+                    # Only the model's own proposals speak of it: the hybrid's optimiser turns
+                    # neither clear its record nor end its count towards a pause.
+                    self.backoff.succeeded()
+                    self.replies.usable()
+                    self.pause.usable()
                 return proposal
         if context.fix is not None:
             reason = self.health.message if self.health is not None else "no health check yet"
@@ -200,18 +207,25 @@ class FallbackProposer:
 
     # --- the pause -------------------------------------------------------------------------
 
-    def _stuck_reason(self) -> str:
+    def _model_failed(self) -> bool:
+        """The model gave nothing usable for this proposal: count it towards a pause; whether
+        the model is paused from now on."""
         summary = self.replies.summary()
-        return str(summary["message"]) if summary is not None else "its replies were unusable"
+        reason = str(summary["message"]) if summary is not None else "its replies were unusable"
+        if not self.pause.failed(reason):
+            return False
+        self._start_pause()
+        return True
 
     def _start_pause(self) -> None:
-        """The model's latest proposals were only echoes or repeats: leave it alone a while."""
+        """The model gave nothing usable, proposal after proposal: leave it alone a while."""
         self.active = self.standin.name
         summary = self.replies.summary() or {}
         pause = self.pause
+        advice = f"; {summary['advice']}" if summary.get("advice") else ""
         self._emit(
             "paused",
-            f"{pause.reason}; {summary.get('advice') or 'its replies do not change'}. "
+            f"{pause.reason}{advice}. "
             f"The model is not asked for the next {pause.length} proposals: the "
             f"{_label(self.standin)} proposer stands in, then the model is asked again",
             {

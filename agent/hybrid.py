@@ -3,7 +3,8 @@
 Each proposal goes to one of the two. Their shares follow what each has been producing lately
 (`Bandit`): an arm's score is its expected gain per experiment over its latest ``window``
 decided experiments (the val_bpb gained by its keeps, plus a little for each keep, smoothed by
-a prior), and the shares are the scores' proportions, with a floor for each arm so that
+a prior), weighed by the share of the proposals asked of it that it made: a model that gives
+nothing usable, its turns made by a stand-in, loses its share. The shares are the scores' proportions, with a floor for each arm so that
 neither stops being tried. The proposals follow the shares closely and in turn (a smooth
 weighted round robin), not by luck.
 
@@ -15,8 +16,10 @@ it. A crash is the LLM's to fix. When the optimiser has nothing left to ask, the
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
+from agent.ollama_backend import AgentUnavailable
 from agent.proposal import (
     AgentEvent,
     EventSink,
@@ -60,26 +63,55 @@ class Bandit:
         self.floor = floor
         self.window = window
 
-    def scores(self, ledger: Sequence[LedgerEntry]) -> dict[str, float]:
-        """Each arm's expected gain per experiment over its latest ``window`` experiments."""
-        recent: dict[str, list[LedgerEntry]] = {arm: [] for arm in self.arms}
-        for entry in reversed(ledger):
+    def scores(
+        self, ledger: Sequence[LedgerEntry], missed: Mapping[str, Sequence[int]] | None = None
+    ) -> dict[str, float]:
+        """Each arm's expected gain per proposal asked of it, over its latest ``window``.
+
+        ``missed``: for an arm, the proposals it was asked for and failed to make (the model
+        gave nothing usable), each as the number of ledger entries there were then. A miss
+        gains nothing, and its stand-in's experiment is the stand-in's: the arm's expected
+        gain per experiment is weighed by the share of its proposals it made.
+        """
+        missed_at = {
+            arm: Counter(min(p, len(ledger)) for p in (missed or {}).get(arm, ()))
+            for arm in self.arms
+        }
+        made: dict[str, list[LedgerEntry]] = {arm: [] for arm in self.arms}
+        misses = dict.fromkeys(self.arms, 0)
+
+        def room(arm: str) -> bool:
+            return len(made[arm]) + misses[arm] < self.window
+
+        for position in range(len(ledger), -1, -1):
+            # The misses made when the ledger held ``position`` entries came after them.
+            for name in self.arms:
+                for _ in range(missed_at[name][position]):
+                    if room(name):
+                        misses[name] += 1
+            if position == 0:
+                break
+            entry = ledger[position - 1]
             arm = arm_of(entry.proposer)
-            if arm in recent and entry.status in DECIDED and len(recent[arm]) < self.window:
-                recent[arm].append(entry)
+            if arm in made and entry.status in DECIDED and room(arm):
+                made[arm].append(entry)
         scores = {}
-        for arm, entries in recent.items():
+        for arm, entries in made.items():
             gained = sum(
                 KEEP_CREDIT + max(0.0, -(entry.delta or 0.0))
                 for entry in entries
                 if entry.status == "keep"
             )
-            scores[arm] = (gained + KEEP_CREDIT) / (len(entries) + 2)
+            per_experiment = (gained + KEEP_CREDIT) / (len(entries) + 2)
+            made_share = (len(entries) + 1) / (len(entries) + misses[arm] + 1)
+            scores[arm] = per_experiment * made_share
         return scores
 
-    def split(self, ledger: Sequence[LedgerEntry]) -> dict[str, float]:
+    def split(
+        self, ledger: Sequence[LedgerEntry], missed: Mapping[str, Sequence[int]] | None = None
+    ) -> dict[str, float]:
         """The share of each arm, summing to 1, none below the floor."""
-        return apply_floor(self.scores(ledger), self.floor)
+        return apply_floor(self.scores(ledger, missed), self.floor)
 
 
 def apply_floor(scores: Mapping[str, float], floor: float) -> dict[str, float]:
@@ -121,6 +153,9 @@ class HybridProposer:
         self.on_event = on_event
         self.credits = dict.fromkeys(self.bandit.arms, 0.0)
         self.latest_split: dict[str, float] | None = None
+        # The proposals the model was asked for and failed to make, each as the length of
+        # the ledger then (only the latest window's worth can count).
+        self.llm_missed: list[int] = []
 
     def choose(self, split: Mapping[str, float]) -> str:
         """The arm of the next proposal: the one furthest behind its share."""
@@ -133,7 +168,7 @@ class HybridProposer:
     def propose(self, context: ProposalContext) -> Proposal:
         if context.fix is not None:
             return self.llm.propose(context)
-        split = self.bandit.split(context.ledger)
+        split = self.bandit.split(context.ledger, {"llm": self.llm_missed})
         self._announce(split)
         if self.choose(split) == "optuna":
             self._asking(self.optimiser)
@@ -142,7 +177,12 @@ class HybridProposer:
             except NoProposal:
                 pass  # nothing new to tune: the model proposes
         self._asking(self.llm)
-        return self.llm.propose(self.for_llm(context))
+        try:
+            return self.llm.propose(self.for_llm(context))
+        except (NoProposal, AgentUnavailable):
+            # The model's turn gave nothing (a stop's `ReplyCancelled` is no failure of it).
+            self.llm_missed = [*self.llm_missed, len(context.ledger)][-self.bandit.window :]
+            raise
 
     def _asking(self, proposer: Proposer) -> None:
         if self.on_event is not None:

@@ -61,10 +61,10 @@ class ProposalFailed(NoProposal):
         self.repeated = repeated
 
     @property
-    def stuck(self) -> bool:
-        """Whether the model does not take the feedback in: it sent again a reply already
-        refused, or every reply echoed the answer's shape."""
-        return self.repeated or (bool(self.refusals) and all(r.kind == ECHO for r in self.refusals))
+    def model_failed(self) -> bool:
+        """Whether the model was asked and gave nothing usable (every reply refused, a repeat
+        included); False when it was not asked (the prompt did not fit its context)."""
+        return bool(self.refusals)
 
 
 # Kinds of refusal that depend on the reply alone, not on the script it was meant for.

@@ -6,8 +6,9 @@ refused, how many repeated a reply refused before. It says so in words a researc
 advice when the replies show a model that cannot do the task (it echoes the answer's shape,
 or sends the same refused reply again).
 
-`ModelPause` decides when such a model is left alone: after `STUCK_PROPOSALS` proposals in a
-row whose replies were only echoes or repeats, the model is not asked for the next
+`ModelPause` decides when a model that cannot help is left alone: after `STUCK_PROPOSALS`
+proposals in a row in which it gave nothing usable (echoes, malformed replies, edits that do
+not apply, repeats, replies that did not come in time), the model is not asked for the next
 `PAUSE_PROPOSALS` proposals (twice as many after each pause that changed nothing, at most
 `MAX_PAUSE_PROPOSALS`), and the stand-in proposes instead. One usable proposal ends it all.
 """
@@ -15,7 +16,7 @@ row whose replies were only echoes or repeats, the model is not asked for the ne
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.prompt import ECHO
@@ -29,6 +30,10 @@ MAX_PAUSE_PROPOSALS = 40
 REASONS: dict[str, tuple[str, str]] = {
     ECHO: ("it repeats the prompt's example", "they repeat the prompt's example"),
     "malformed": ("it is not the JSON object asked for", "they are not the JSON object asked for"),
+    "timeout": (
+        "it did not come within [agent] timeout_seconds",
+        "they did not come within [agent] timeout_seconds",
+    ),
     "not_found": (
         "its search text is not in the script",
         "their search text is not in the script",
@@ -121,23 +126,31 @@ class ReplyLog:
             "reason_text": reason_words(reason, count),
             "by_reason": dict(by_reason),
             "repeated": repeated,
-            "message": unusable_message(count, reason, by_reason[reason], repeated),
+            "message": unusable_message(count, by_reason, repeated, latest=reason),
             "advice": model_advice(self.model) if self.stuck else None,
         }
 
 
-def unusable_message(count: int, reason: str, of_reason: int, repeated: int) -> str:
+def unusable_message(
+    count: int, by_reason: Mapping[str, int], repeated: int, *, latest: str = ""
+) -> str:
     """One line on the unusable replies, such as "the last 6 replies were unusable: they
-    repeat the prompt's example"."""
+    repeat the prompt's example". Reasons tied for the most common are all named, the
+    ``latest`` of them first."""
+    top = max(by_reason.values())
+    tied = sorted((kind for kind, n in by_reason.items() if n == top), key=lambda k: k != latest)
     if count == 1:
-        line = f"the last reply was unusable: {reason_words(reason, 1)}"
-    elif of_reason == count:
-        line = f"the last {count} replies were unusable: {reason_words(reason)}"
-    else:
+        line = f"the last reply was unusable: {reason_words(tied[0], 1)}"
+    elif top == count:
+        line = f"the last {count} replies were unusable: {reason_words(tied[0])}"
+    elif len(tied) == 1:
         line = (
-            f"the last {count} replies were unusable, most often ({of_reason}) because "
-            f"{reason_words(reason, of_reason)}"
+            f"the last {count} replies were unusable, most often ({top}) because "
+            f"{reason_words(tied[0], top)}"
         )
+    else:
+        because = " or because ".join(reason_words(kind, top) for kind in tied)
+        line = f"the last {count} replies were unusable, {top} each because {because}"
     if repeated:
         same = "was the same as" if repeated == 1 else "were the same as"
         line += f"; {repeated} {same} a reply already refused"
@@ -145,8 +158,9 @@ def unusable_message(count: int, reason: str, of_reason: int, repeated: int) -> 
 
 
 class ModelPause:
-    """Counts proposals in a row that only echoed or repeated, and pauses the model after
-    `STUCK_PROPOSALS` of them."""
+    """Counts proposals in a row in which the model gave nothing usable, and pauses it after
+    `STUCK_PROPOSALS` of them. Proposals the model was not asked for (another proposer's
+    turn) neither count nor reset the count."""
 
     def __init__(
         self,
@@ -171,12 +185,9 @@ class ModelPause:
         self.stuck_in_a_row = self.left = self.length = 0
         self.reason = ""
 
-    def failed(self, stuck: bool, reason: str) -> bool:
-        """A proposal of the model failed (``stuck``: only echoes or repeats); whether the model
-        is paused from now on."""
-        if not stuck:
-            self.stuck_in_a_row = 0
-            return False
+    def failed(self, reason: str) -> bool:
+        """The model gave nothing usable for a proposal (``reason``: why, in words); whether
+        it is paused from now on."""
         self.stuck_in_a_row += 1
         if self.stuck_in_a_row < self.stuck_proposals:
             return False

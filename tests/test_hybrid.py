@@ -7,9 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from agent.fallback import FallbackProposer
 from agent.hybrid import Bandit, HybridProposer, apply_floor
+from agent.llm import LLMProposer
+from agent.ollama_backend import OllamaBackend, OllamaOptions
 from agent.optimiser import OptunaProposer
-from agent.proposal import AgentEvent, LedgerEntry, Proposal, ProposalContext, TrialRecord
+from agent.proposal import (
+    AgentEvent,
+    LedgerEntry,
+    NoProposal,
+    Proposal,
+    ProposalContext,
+    TrialRecord,
+)
 from tests.conftest import REPO
 from tests.helpers import (
     VALID,
@@ -20,11 +30,12 @@ from tests.helpers import (
     experiments,
     make_workspace,
 )
-from tests.ollama_server import OllamaDouble
+from tests.ollama_server import EchoExample, OllamaDouble
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 SCRIPT = (REPO / "trainer" / "train.py").read_text()
+PROGRAM = (REPO / "cockpit" / "template" / "program.md").read_text()
 
 
 def entries(proposer: str, statuses: str, gain: float = 0.01) -> list[LedgerEntry]:
@@ -85,6 +96,16 @@ def test_floors_of_three_arms() -> None:
         Bandit(("a", "b", "c"), floor=0.4)
 
 
+def test_an_arm_that_fails_to_propose_is_scored_on_its_misses() -> None:
+    ledger = entries("optuna", "d" * 12)
+    assert Bandit().split(ledger)["llm"] > 0.5  # never tried: the benefit of the doubt
+    missed = {"llm": list(range(1, 9))}  # eight proposals asked of the model, none made
+    assert Bandit().split(ledger, missed)["llm"] < 0.5
+    # A model that makes its proposals keeps its share, whatever its misses long ago.
+    made = entries("llm", "d" * 12)
+    assert Bandit().split(made + ledger, {"llm": [0, 0]}) == Bandit().split(made + ledger)
+
+
 # --- the hybrid --------------------------------------------------------------------------
 
 
@@ -130,6 +151,63 @@ def test_the_llm_is_told_what_the_optimiser_tunes_and_fixes_crashes() -> None:
     assert len(told.tuned_structures) == 1
     fix = CrashReport(3, "x", SCRIPT, "crash", "Traceback")
     assert hybrid.propose(ProposalContext(best_script=SCRIPT, fix=fix)).proposer == "llm"
+
+
+def test_a_model_that_gives_nothing_loses_its_share_and_its_record_stays(
+    ollama_server: OllamaDouble,
+) -> None:
+    ollama_server.models.append("gemma3:270m")
+    ollama_server.default_reply = EchoExample(quoted=True)
+    backend = OllamaBackend(
+        OllamaOptions(host=ollama_server.host, model="gemma3:270m", timeout_seconds=5.0)
+    )
+    optimiser = Named("optuna")
+    hybrid = HybridProposer(
+        LLMProposer(backend, attempts=1), optimiser, OptunaProposer().space, bandit=Bandit()
+    )
+    events: list[AgentEvent] = []
+    chooser = FallbackProposer(hybrid, optimiser, backend, on_event=events.append)
+    ledger: list[LedgerEntry] = []
+    asked_before_pause = 0
+    for number in range(1, 9):
+        context = ProposalContext(best_script=SCRIPT, program=PROGRAM, ledger=tuple(ledger))
+        asked = len(ollama_server.requests_to("/api/chat"))
+        proposal = chooser.propose(context)
+        assert proposal.proposer == "optuna"  # the model never made one
+        ledger.append(LedgerEntry(number, "x", "discard", 1.0, 0.01, proposal.proposer))
+        if len(ollama_server.requests_to("/api/chat")) == asked and ledger[1:]:
+            # The optimiser's own turn: the model's record is neither cleared nor hidden.
+            assert chooser.status()["agent_replies"] is not None
+        if not any(event.kind == "paused" for event in events):
+            asked_before_pause = len(ollama_server.requests_to("/api/chat"))
+    backend.close()
+    assert asked_before_pause == 2  # the third failed proposal paused the model
+    assert [e for e in events if e.kind == "paused"]
+
+
+def test_the_share_of_a_model_that_gives_nothing_falls(ollama_server: OllamaDouble) -> None:
+    ollama_server.models.append("gemma3:270m")
+    ollama_server.default_reply = EchoExample(quoted=True)
+    backend = OllamaBackend(
+        OllamaOptions(host=ollama_server.host, model="gemma3:270m", timeout_seconds=5.0)
+    )
+    hybrid = HybridProposer(
+        LLMProposer(backend, attempts=1), Named("optuna"), OptunaProposer().space
+    )
+    ledger: list[LedgerEntry] = []
+    shares: list[float] = []
+    for number in range(1, 25):
+        context = ProposalContext(best_script=SCRIPT, program=PROGRAM, ledger=tuple(ledger))
+        try:
+            proposer = hybrid.propose(context).proposer
+        except NoProposal:
+            proposer = "optuna"  # the optimiser stands in, as the fallback has it
+        ledger.append(LedgerEntry(number, "x", "discard", 1.0, 0.01, proposer))
+        assert hybrid.latest_split is not None
+        shares.append(hybrid.latest_split["llm"])
+    backend.close()
+    # Once the arms' windows fill, the silent model's share falls, where it used to rise.
+    assert max(shares[13:]) < 0.5 and shares[-1] < 0.4
 
 
 # --- the hybrid in the real loop, against the Ollama test server ---------------------------

@@ -370,7 +370,7 @@ def test_a_reply_that_repeats_one_refused_in_the_same_proposal_ends_the_retries(
         ("not_found", False),
         ("not_found", True),
     ]
-    assert failed.stuck  # nothing but a repeat after the first refusal
+    assert failed.model_failed
     assert "already refused" in str(failed)
     assert len(chats(ollama_server)) == 2 and ollama_server.pending == 1  # not asked a third time
     second = of_kind(events, "rejected")[1]
@@ -398,13 +398,89 @@ def test_a_reply_refused_in_an_earlier_proposal_is_not_sent_back_again(
     assert "LEARNING_RATE = 0.005" in proposal.script and proposal.details["attempts"] == 2
 
 
-def test_varied_unusable_replies_are_not_stuck(
+def test_varied_unusable_replies_are_a_failure_of_the_model(
     ollama_server: OllamaDouble, backend: OllamaBackend, events: list[AgentEvent]
 ) -> None:
     ollama_server.script(Reply("not json"), Reply(answer({"search": "nope", "replace": "x"})))
     with pytest.raises(ProposalFailed) as caught:
         proposer(backend, events, attempts=2).propose(CONTEXT)
-    assert not caught.value.stuck and not caught.value.repeated
+    assert caught.value.model_failed and not caught.value.repeated
+
+
+def test_a_prompt_too_large_is_no_failure_of_the_model(
+    ollama_server: OllamaDouble, events: list[AgentEvent]
+) -> None:
+    tiny = OllamaBackend(OllamaOptions(host=ollama_server.host, model=MODEL, num_ctx=512))
+    with pytest.raises(ProposalFailed) as caught:
+        proposer(tiny, events).propose(CONTEXT)
+    tiny.close()
+    assert caught.value.kind == "prompt_too_large" and not caught.value.model_failed
+
+
+def test_a_model_that_fails_in_varied_ways_is_paused_after_three_proposals(
+    ollama_server: OllamaDouble, events: list[AgentEvent]
+) -> None:
+    backend = OllamaBackend(
+        OllamaOptions(host=ollama_server.host, model=MODEL, timeout_seconds=0.5)
+    )
+    clock = FakeClock()
+    chooser = fallback(backend, events, clock, attempts=1)
+    ollama_server.script(
+        Reply("not json"),
+        Reply(answer({"search": "LEARNING_RATE = 0.3", "replace": "LEARNING_RATE = 0.2"})),
+        Hang(3.0),
+    )
+    for _ in range(3):
+        assert chooser.propose(CONTEXT).proposer == "builtin"
+        clock.now += 10.0  # past the backoff after the timeout
+    [paused] = of_kind(events, "paused")
+    assert "the last 3 replies were unusable" in paused.message
+    assert "not asked for the next 5 proposals" in paused.message
+    assert chooser.status()["agent_paused"] is not None
+    asked = len(chats(ollama_server))
+    assert chooser.propose(CONTEXT).proposer == "builtin"
+    assert len(chats(ollama_server)) == asked == 3
+    backend.close()
+
+
+def test_a_reply_with_raw_newlines_in_its_strings_is_read(
+    ollama_server: OllamaDouble, backend: OllamaBackend, events: list[AgentEvent]
+) -> None:
+    # What a model writing code into a string sends, and llama.cpp's servers let through.
+    embed = "EMBED_LR = 0.01  # learning rate of the embedding and the output head"
+    raw = answer(
+        {
+            "search": f"{embed}\nWEIGHT_DECAY = 0.1",
+            "replace": f"{embed.replace('0.01', '0.02')}\nWEIGHT_DECAY = 0.1",
+        }
+    ).replace("\\n", "\n")
+    assert "\n" in raw and "\\n" not in raw
+    ollama_server.script(Reply(raw))
+    proposal = proposer(backend, events, attempts=1).propose(CONTEXT)
+    assert "EMBED_LR = 0.02  #" in proposal.script
+
+
+@pytest.mark.parametrize(
+    "search",
+    ["<lines copied from the script>,", "# <lines copied from train.py>", " <lines copied>. "],
+)
+def test_a_near_echo_of_the_answers_shape_is_an_echo(
+    ollama_server: OllamaDouble, backend: OllamaBackend, events: list[AgentEvent], search: str
+) -> None:
+    ollama_server.script(Reply(answer({"search": search, "replace": "LEARNING_RATE = 0.004"})))
+    with pytest.raises(ProposalFailed) as caught:
+        proposer(backend, events, attempts=1).propose(CONTEXT)
+    assert [r.kind for r in caught.value.refusals] == ["echo"]
+
+
+def test_a_json_error_is_said_without_a_doubled_word(
+    ollama_server: OllamaDouble, backend: OllamaBackend, events: list[AgentEvent]
+) -> None:
+    ollama_server.script(Reply('{"description": "raise the rate'))
+    with pytest.raises(ProposalFailed) as caught:
+        proposer(backend, events, attempts=1).propose(CONTEXT)
+    assert "Unterminated string starting at line 1" in str(caught.value)
+    assert " at at " not in str(caught.value)
 
 
 def test_a_model_that_echoes_the_example_is_named_paused_and_asked_again_later(

@@ -4,9 +4,9 @@ Each proposal goes to one of the two. Their shares follow what each has been pro
 (`Bandit`): an arm's score is its expected gain per experiment over its latest ``window``
 decided experiments (the val_bpb gained by its keeps, plus a little for each keep, smoothed by
 a prior), weighed by the share of the proposals asked of it that it made: a model that gives
-nothing usable, its turns made by a stand-in, loses its share. The shares are the scores' proportions, with a floor for each arm so that
-neither stops being tried. The proposals follow the shares closely and in turn (a smooth
-weighted round robin), not by luck.
+nothing usable, its turns made by a stand-in, loses its share. The shares are the scores'
+proportions, with a floor for each arm so that neither stops being tried. The proposals
+follow the shares closely and in turn (a smooth weighted round robin), not by luck.
 
 The LLM is told which constants the optimiser tunes: a proposal of the model that only
 changes their values in a script already trained is refused, with the reason sent back to

@@ -114,3 +114,41 @@ def test_a_model_that_only_echoes_the_example_is_named_and_paused_and_status_say
         "reply already refused\n" in text
     ), text
     assert ADVICE in text, text
+
+
+def test_a_model_that_fails_in_varied_ways_is_paused_in_the_real_loop(
+    tmp_path: Path, served: OllamaDouble
+) -> None:
+    """Malformed replies, then echoes, then a reply that does not come in time: three
+    proposals in a row in which the model gave nothing usable, each a different way, pause it
+    as an echoing model is paused; the optimiser stands in for each and then alone."""
+    from tests.helpers import run_llm
+    from tests.ollama_server import Hang, Reply
+
+    root = tmp_path / "ws"
+    make_workspace(root)
+    agent_config(root, "[agent]", f'model = "{SMALL_MODEL}"', "timeout_seconds = 3.0")
+    served.models.append(SMALL_MODEL)
+    cut_short = [
+        Reply(f'{{"description": "bigger model {n}", "edits": [{{"search": ') for n in range(3)
+    ]
+    served.script(
+        *cut_short,  # #1: three malformed replies, each its own (the same again is a repeat)
+        EchoExample(quoted=True), EchoExample(quoted=True),  # #2: an echo, then the same again
+        Hang(30.0),  # #3: nothing within the 3 s the model is given
+    )  # fmt: skip
+    output = run_llm(root, 4)
+    assert "Traceback" not in output
+
+    records = experiments(root)
+    assert [(e.number, e.proposer) for e in records] == [
+        (0, "baseline"), (1, "optuna"), (2, "optuna"), (3, "optuna"), (4, "optuna"),
+    ], [(e.number, e.proposer, e.description) for e in records]  # fmt: skip
+    # The model was asked 3 + 2 + 1 times; once paused, #4 asks it nothing.
+    assert len(served.requests_to("/api/chat")) == 6
+    [paused] = [e for e in agent_events(root) if (e.data or {}).get("type") == "paused"]
+    assert "not asked for the next 5 proposals" in paused.message
+    _, report = status_of(root)
+    agent = report["agent"]
+    assert agent["paused"]["proposals_left"] == 4
+    assert agent["replies"]["by_reason"] == {"malformed": 3, "echo": 2, "timeout": 1}

@@ -31,6 +31,7 @@ from cockpit.ui.status_line import StatusLine
 from cockpit.ui.widgets import AgentPanel, DecisionLog, GpuPanel, LedgerTable
 from tests.conftest import REPO
 from tests.helpers import make_workspace
+from tests.pilot import poll, settle
 
 WIDE = (160, 50)
 NARROW = (80, 24)
@@ -61,24 +62,6 @@ def workspace(tmp_path: Path, **options: Any) -> Path:
 def app_for(root: Path, **options: Any) -> CockpitApp:
     # The tests read the journal when they ask to, not on a timer.
     return create_app(root, poll_seconds=options.pop("poll_seconds", 600.0), **options)
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    """Let every worker finish and the screen catch up."""
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def poll(pilot: Pilot[Any]) -> None:
-    """Read the journal once more and apply what changed."""
-    app = pilot.app
-    assert isinstance(app, CockpitApp)
-    await settle(pilot)
-    worker = app.poll_now()
-    assert worker is not None
-    await worker.wait()
-    await settle(pilot)
 
 
 def pending(root: Path) -> list[Command]:

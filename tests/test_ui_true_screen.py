@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from rich.console import Console
-from textual.pilot import Pilot
 from textual.widgets import Static
 
 from cockpit.bench.ui_bench import build_workspace
@@ -18,6 +16,7 @@ from cockpit.engine.readmodel import journal_file
 from cockpit.ui.app import CockpitApp, create_app
 from cockpit.ui.status_line import StatusLine
 from cockpit.ui.widgets import LedgerTable
+from tests.pilot import poll, settle
 
 WIDE = (160, 50)
 
@@ -37,22 +36,6 @@ def training(tmp_path: Path) -> Path:
     return build_workspace(
         tmp_path / "home" / "ws", experiments=24, engine_pid=os.getpid(), phase="training"
     )
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def poll(pilot: Pilot[Any]) -> None:
-    app = pilot.app
-    assert isinstance(app, CockpitApp)
-    await settle(pilot)
-    worker = app.poll_now()
-    assert worker is not None
-    await worker.wait()
-    await settle(pilot)
 
 
 def panel_lines(app: CockpitApp) -> list[str]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from textual.pilot import Pilot
 
 from cockpit.bench.ui_bench import build_workspace
 from cockpit.engine.journal import Journal
@@ -16,6 +14,7 @@ from cockpit.engine.readmodel import journal_file
 from cockpit.ui.app import CockpitApp, create_app
 from cockpit.ui.widgets import DiffView
 from cockpit.ui.workers_panel import WorkersPanel
+from tests.pilot import settle
 
 WIDE = (160, 50)
 NARROW = (80, 24)
@@ -42,12 +41,6 @@ def two_workers(tmp_path: Path) -> tuple[Path, int, int]:
         workers[1]["phase"] = "evaluating"
         journal.set_state(workers=workers)
     return root, workers[0]["experiment"], workers[1]["experiment"]
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def cells(panel: WorkersPanel) -> list[list[str]]:

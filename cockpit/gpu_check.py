@@ -184,16 +184,15 @@ class TrainingFigures:
 
 def confinement_label(report: Any) -> str:
     """The summary's confinement in a few words: its layer ("full"), or what is missing."""
-    from trainer.confine import Confinement
+    from trainer.confine import FULL, Confinement
 
     confinement = Confinement.from_dict(report)
     if confinement is None:
         return "not reported"
-    layer = report.get("layer") if isinstance(report, dict) else None
-    if confinement.enforced and layer in (None, "full"):
+    if confinement.layer != FULL.name:
+        return f"{confinement.layer} (degraded: {confinement.reason})"
+    if confinement.enforced:
         return "full"
-    if isinstance(layer, str) and layer != "full":
-        return f"{layer} (degraded: {confinement.reason})"
     return f"degraded, not confined: {confinement.missing} ({confinement.reason})"
 
 

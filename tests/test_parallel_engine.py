@@ -252,7 +252,10 @@ def test_devices_of_two_kinds_each_have_a_baseline_and_never_compare_across(
         same = {float(t["val_bpb"]) for r in records for t in trials(r) if t.get("kind") == kind}
         other = {float(t["val_bpb"]) for r in records for t in trials(r) if t.get("kind") != kind}
         compared = float((e.details or {})["evidence"]["compared_with"])
-        assert compared in same and compared not in other, (e.number, compared, same, other)
+        # Compared with a training on its own kind. Not "and never a value seen on the other":
+        # on this one CPU a script that runs the same number of steps on both kinds measures
+        # the same bits there, so a value may be in both sets.
+        assert compared in same, (e.number, compared, same, other)
     # A keep measured on the other kind when an experiment there was compared with it.
     kept = [e for e in records[1:] if e.decision == "keep"]
     for keep in kept:

@@ -11,6 +11,8 @@ follow the shares closely and in turn (a smooth weighted round robin), not by lu
 The LLM is told which constants the optimiser tunes: a proposal of the model that only
 changes their values in a script already trained is refused, with the reason sent back to
 it. A crash is the LLM's to fix. When the optimiser has nothing left to ask, the LLM proposes.
+The model's missed turns are said as ``missed`` events, from which an engine that starts again
+on the run restores them (`HybridProposer.restore`).
 """
 
 from __future__ import annotations
@@ -181,8 +183,26 @@ class HybridProposer:
             return self.llm.propose(self.for_llm(context))
         except (NoProposal, AgentUnavailable):
             # The model's turn gave nothing (a stop's `ReplyCancelled` is no failure of it).
-            self.llm_missed = [*self.llm_missed, len(context.ledger)][-self.bandit.window :]
+            self._missed(len(context.ledger))
             raise
+
+    def _missed(self, position: int) -> None:
+        """The model made no proposal for its turn, with ``position`` entries in the ledger;
+        said as an event (``missed``), so that an engine that starts again knows it."""
+        self.llm_missed = [*self.llm_missed, position][-self.bandit.window :]
+        if self.on_event is not None:
+            self.on_event(
+                AgentEvent(
+                    "missed",
+                    "the model made no proposal for its turn of the hybrid",
+                    {"arm": "llm", "ledger": position},
+                )
+            )
+
+    def restore(self, missed: Sequence[int]) -> None:
+        """The model's missed turns of an earlier engine on this run (each as the length of the
+        ledger then, oldest first), as its ``missed`` events said them."""
+        self.llm_missed = [*missed, *self.llm_missed][-self.bandit.window :]
 
     def _asking(self, proposer: Proposer) -> None:
         if self.on_event is not None:

@@ -210,6 +210,53 @@ def test_the_share_of_a_model_that_gives_nothing_falls(ollama_server: OllamaDoub
     assert max(shares[13:]) < 0.5 and shares[-1] < 0.4
 
 
+def test_the_models_missed_turns_outlive_the_engine(
+    tmp_path: Path, ollama_server: OllamaDouble
+) -> None:
+    # The hybrid of a real agent, recording into a real journal: the model only echoes.
+    from cockpit.config import load_settings
+    from cockpit.engine.agents import build_agent
+    from cockpit.engine.journal import Journal
+
+    ollama_server.models.append("gemma3:270m")
+    ollama_server.default_reply = EchoExample(quoted=True)
+    settings = load_settings(
+        tmp_path,
+        overrides={
+            "engine.proposer": "hybrid",
+            "agent.host": ollama_server.host,
+            "agent.model": "gemma3:270m",
+            "agent.attempts": 1,
+        },
+        environ={},
+    )
+    ledger: list[LedgerEntry] = []
+    with Journal.open(tmp_path / "journal.db") as journal:
+        run = journal.create_run("t", "cockpit/t", "0" * 40, "autonomous", "hybrid", {}, "fp")
+        first = build_agent(settings)
+        first.attach(journal, run.id)
+        assert first.hybrid is not None
+        for number in range(1, 9):
+            context = ProposalContext(best_script=SCRIPT, program=PROGRAM, ledger=tuple(ledger))
+            try:
+                proposer = first.hybrid.propose(context).proposer
+            except NoProposal:
+                proposer = "optuna"  # the optimiser stands in, as the fallback has it
+            ledger.append(LedgerEntry(number, "x", "discard", 1.0, 0.01, proposer))
+        first.close()
+        missed = first.hybrid.llm_missed
+        assert len(missed) >= 3, missed
+        # A new engine on the run: the same record, so the same (fallen) share of the model.
+        second = build_agent(settings)
+        assert second.hybrid is not None and second.hybrid.llm_missed == []
+        second.attach(journal, run.id)
+        second.close()
+    assert second.hybrid.llm_missed == missed
+    split = second.hybrid.bandit.split(ledger, {"llm": second.hybrid.llm_missed})
+    assert split == first.hybrid.bandit.split(ledger, {"llm": missed})
+    assert split["llm"] < Bandit().split(ledger)["llm"]
+
+
 # --- the hybrid in the real loop, against the Ollama test server ---------------------------
 
 

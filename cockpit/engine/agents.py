@@ -1,7 +1,7 @@
 """The engine's side of the agent: which proposer runs, and what it reports, into the journal.
 
 A proposer reports `AgentEvent`s while it works. `AgentRecorder` turns them into journal
-events (kind ``agent``, with ``data.type`` = rejected, fallback, resumed, paused, health, ...)
+events (kind ``agent``, with ``data.type`` = rejected, fallback, resumed, paused, missed, health, ...)
 and journal state, where `cockpit status` and the cockpit UI read them:
 
 - ``proposer`` (who proposes next: ``llm``, or ``builtin`` while it stands in), ``model``;
@@ -30,6 +30,7 @@ from cockpit.config import Settings
 from cockpit.engine.journal import Journal
 
 if TYPE_CHECKING:  # the Ollama client loads only for a run that uses it
+    from agent.hybrid import HybridProposer
     from agent.ollama_backend import OllamaBackend
 
 STREAM_FLUSH_SECONDS = 0.25
@@ -43,6 +44,7 @@ ECHOED = {
 }
 # Kept in the state as long as nothing newer is said, and cleared between proposals.
 AGENT_STATUS_KEYS = ("asking", "agent_replies", "agent_paused")
+MISSES_READ = 500  # the latest agent events searched for the hybrid's missed turns
 
 
 class AgentRecorder:
@@ -130,11 +132,28 @@ class AgentSetup:
         backend: OllamaBackend | None = None,
         *,
         unload_before_training: bool = False,
+        hybrid: HybridProposer | None = None,
     ) -> None:
         self.proposer = proposer
         self.recorder = recorder
         self.backend = backend
         self.unload_before_training = unload_before_training
+        self.hybrid = hybrid
+
+    def attach(self, journal: Journal, run_id: int) -> None:
+        """Record into this journal, for this run, and take up what the journal says of the
+        proposing so far: the hybrid's record of the model's missed turns."""
+        self.recorder.attach(journal, run_id)
+        if self.hybrid is None:
+            return
+        events = journal.events(run_id, kinds=["agent"], limit=MISSES_READ, latest=True)
+        self.hybrid.restore(
+            [
+                int(data["ledger"])
+                for data in (event.data or {} for event in events)
+                if data.get("type") == "missed" and isinstance(data.get("ledger"), int)
+            ]
+        )
 
     @property
     def model(self) -> str | None:
@@ -222,9 +241,9 @@ def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
         )
     )
     llm = LLMProposer(backend, attempts=agent.attempts, on_event=recorder)
-    preferred: Proposer = llm
+    hybrid = None
     if kind == "hybrid":
-        preferred = HybridProposer(
+        hybrid = HybridProposer(
             llm,
             optimiser,
             optimiser.space,
@@ -232,8 +251,12 @@ def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
             on_event=recorder,
         )
     proposer = FallbackProposer(
-        preferred, optimiser, backend, backoff=Backoff(agent.retry_seconds), on_event=recorder
+        hybrid or llm, optimiser, backend, backoff=Backoff(agent.retry_seconds), on_event=recorder
     )
     return AgentSetup(
-        proposer, recorder, backend, unload_before_training=agent.unload_before_training
+        proposer,
+        recorder,
+        backend,
+        unload_before_training=agent.unload_before_training,
+        hybrid=hybrid,
     )

@@ -208,7 +208,7 @@ class Engine:
             **PendingStop.cleared(),  # an engine killed while stopping left its stop behind
         )  # fmt: skip
         journal.add_event("engine", f"engine started (pid {os.getpid()})", run_id=run.id)
-        self.agent.recorder.attach(journal, run.id)
+        self.agent.attach(journal, run.id)
         self.agent.recorder.echo = self.say
         self.agent.start()
         journal.set_state(**self.agent.state())

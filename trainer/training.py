@@ -242,10 +242,6 @@ def _train(training: Training, confinement: Confinement | Exception) -> None:
     random.seed(spec.seed)
     np.random.seed(spec.seed % 2**32)
     torch.manual_seed(spec.seed)
-    module = load_script(script)
-    train = getattr(module, "train", None)
-    if not callable(train):
-        raise HarnessStop(Outcome.CRASH, f"{script.name} defines no train(ctx) function")
     training.ctx = ctx
     training.sink.write(
         {"event": "phase", "phase": "training", "budget_seconds": spec.budget_seconds}
@@ -257,7 +253,14 @@ def _train(training: Training, confinement: Confinement | Exception) -> None:
         f"(+{spec.grace_seconds:g} s grace)",
         training.hard_stop,
     ):
+        # The budget's clock starts before the first line of the script runs: whatever it
+        # does while it is imported (module-level work, threads started there) is spent from
+        # the budget, not from the allowance for starting Python and torch, which is over.
         ctx.start_clock()
+        module = load_script(script)
+        train = getattr(module, "train", None)
+        if not callable(train):
+            raise HarnessStop(Outcome.CRASH, f"{script.name} defines no train(ctx) function")
         model = train(ctx)
         training.training_seconds = ctx.elapsed()
     if ctx.failure is not None:  # the script caught and swallowed a stop

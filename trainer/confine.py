@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer import landlock
+from trainer import landlock, pidns
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -103,6 +103,9 @@ class Confinement:
     reason: str = ""
     files: str | None = None
     layer: str = "full"  # the `Layer` asked for (a degraded one says why in ``reason``)
+    # What keeps its processes to themselves (trainer.pidns): none outlives it, and its /proc
+    # shows only them. None where nothing does (``reason`` says why).
+    processes: str | None = None
 
     @property
     def enforced(self) -> bool:
@@ -128,6 +131,10 @@ class Confinement:
             parts.append(f"network: none beyond loopback, enforced by {self.network}")
         if self.files is not None:
             parts.append(f"files: {self.files}")
+        if self.processes is not None:
+            parts.append(f"processes: {self.processes}")
+        elif parts:
+            parts.append("processes: in sight of the host's /proc (no PID namespace)")
         if self.degraded:
             parts.insert(0, f"confinement degraded to {self.layer}: {self.reason}")
             return "; ".join(parts)
@@ -142,6 +149,7 @@ class Confinement:
             "enforced": self.enforced,
             "reason": self.reason,
             "layer": self.layer,
+            "processes": self.processes,
         }
 
     @classmethod
@@ -150,12 +158,13 @@ class Confinement:
         if not isinstance(data, dict):
             return None
         network, files = data.get("network"), data.get("files")
-        layer = data.get("layer")
+        layer, processes = data.get("layer"), data.get("processes")
         return cls(
             network if isinstance(network, str) else None,
             str(data.get("reason") or ""),
             files if isinstance(files, str) else None,
             layer if isinstance(layer, str) else FULL.name,
+            processes if isinstance(processes, str) else None,
         )
 
 
@@ -275,6 +284,15 @@ def confine(
         network = Confinement(None, f"the user namespace is left out ({layer.label})")
     reasons = [why] if why else []
     reasons += [network.reason] if network.network is None else []
+    processes: str | None = None
+    if layer.user_namespace:
+        # From here on this is process 1 of a PID namespace of its own (its parent waits
+        # outside), or it says why not.
+        refusal = pidns.isolate()
+        if refusal is None:
+            processes = pidns.ENFORCED_BY
+        else:
+            reasons.append(refusal)
     files: str | None = None
     if layer.landlock:
         policy = landlock.Policy(
@@ -293,7 +311,7 @@ def confine(
             reasons.append(str(exc))
     else:
         reasons.append(f"Landlock is left out ({layer.label})")
-    confinement = Confinement(network.network, "; ".join(reasons), files, layer.name)
+    confinement = Confinement(network.network, "; ".join(reasons), files, layer.name, processes)
     if mode == "require" and not (confinement.enforced and layer == FULL):
         raise ConfinementError(
             f"training must be confined (require_confinement) but {confinement.reason}; allow "

@@ -14,6 +14,7 @@ fingerprints are never compared.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -34,6 +35,21 @@ SPLIT_RULE = "doc-sha256-mod-1000:val<100,test<150:v2"
 VAL_PER_MILLE = 100  # 10 % of documents are held out for validation
 TEST_PER_MILLE = 50  # and 5 % for the test split
 SPLITS = ("train", "val", "test")
+# The standard library's held-out documents come only from these packages, which no training
+# needs to import (the test suite, IDLE, Tk, 2to3, pydoc's topics, the pip bootstrapper): the
+# training process cannot read them (trainer.walls hides them), so it cannot read a held-out
+# document in any form, source or bytecode. Their other documents train, through the split.
+HELD_OUT_PACKAGES = ("test", "idlelib", "tkinter", "turtledemo", "lib2to3", "pydoc_data",
+                     "ensurepip")  # fmt: skip
+STDLIB_VAL_PER_MILLE = 150  # of the documents in those packages: about 10 % of all bytes
+STDLIB_TEST_PER_MILLE = 75
+STDLIB_SPLIT_RULE = (
+    f"stdlib-held-out-in:{','.join(HELD_OUT_PACKAGES)}:doc-sha256-mod-1000:"
+    f"val<{STDLIB_VAL_PER_MILLE},test<{STDLIB_VAL_PER_MILLE + STDLIB_TEST_PER_MILLE}:v3"
+)
+# Where other copies of a standard library may lie, readable by the training (the system's
+# Python beside the one that runs it): their held-out packages are hidden too.
+OTHER_STDLIBS = ("/usr/lib/python3*", "/usr/local/lib/python3*", "/opt/*/lib/python3*")
 # Documents are joined with a NUL byte: source and text files never contain one, so it
 # marks a document boundary without a special token outside the byte vocabulary.
 DOC_SEPARATOR = b"\x00"
@@ -52,13 +68,29 @@ class Document:
     row: int | None = None  # row index inside a parquet shard
 
 
-def split_of(doc_id: str) -> str:
-    """The split a document belongs to, by a stable hash of its identifier."""
+def _bucket(doc_id: str) -> int:
     digest = hashlib.sha256(doc_id.encode("utf-8")).digest()
-    bucket = int.from_bytes(digest[:8], "big") % 1000
+    return int.from_bytes(digest[:8], "big") % 1000
+
+
+def split_of(doc_id: str) -> str:
+    """The split a document of a `text:` or `parquet:` corpus belongs to, by a stable hash of
+    its identifier."""
+    bucket = _bucket(doc_id)
     if bucket < VAL_PER_MILLE:
         return "val"
     return "test" if bucket < VAL_PER_MILLE + TEST_PER_MILLE else "train"
+
+
+def stdlib_split_of(doc_id: str) -> str:
+    """The split a document of the standard library belongs to: held out only within
+    `HELD_OUT_PACKAGES`, by a stable hash of its identifier (its path in the library)."""
+    if doc_id.split("/", 1)[0] not in HELD_OUT_PACKAGES or "/" not in doc_id:
+        return "train"
+    bucket = _bucket(doc_id)
+    if bucket < STDLIB_VAL_PER_MILLE:
+        return "val"
+    return "test" if bucket < STDLIB_VAL_PER_MILLE + STDLIB_TEST_PER_MILLE else "train"
 
 
 def is_validation(doc_id: str) -> bool:
@@ -109,6 +141,26 @@ class CorpusSpec:
     def name(self) -> str:
         return "stdlib" if self.kind == "stdlib" else f"{self.kind}:{self.root}"
 
+    @property
+    def split_rule(self) -> str:
+        return STDLIB_SPLIT_RULE if self.kind == "stdlib" else SPLIT_RULE
+
+    def split(self, doc_id: str) -> str:
+        """The split of one of this corpus's documents."""
+        return stdlib_split_of(doc_id) if self.kind == "stdlib" else split_of(doc_id)
+
+    def hidden(self) -> list[str]:
+        """What the training process must not read, for it holds held-out documents: the
+        held-out packages of the standard library (in every copy of it the training could
+        read), or the whole folder of a `text:` or `parquet:` corpus (the training reads its
+        split from the encoded cache, never the documents)."""
+        if self.kind != "stdlib":
+            return [str(self.root)]
+        libraries = [str(self.root), *(p for g in OTHER_STDLIBS for p in sorted(glob.glob(g)))]
+        found = (os.path.join(library, package) for library in libraries
+                 for package in HELD_OUT_PACKAGES)  # fmt: skip
+        return sorted({os.path.realpath(path) for path in found if os.path.isdir(path)})
+
     def files(self) -> list[Path]:
         if self.kind == "stdlib":
             # site-packages differs from machine to machine; the standard library does not.
@@ -123,7 +175,7 @@ class CorpusSpec:
 
     def manifest_key(self, files: list[Path]) -> str:
         """A cheap key from file names, sizes and modification times: no file is read."""
-        h = hashlib.sha256(f"{SPLIT_RULE}|{self.kind}|{self.root}".encode())
+        h = hashlib.sha256(f"{self.split_rule}|{self.kind}|{self.root}".encode())
         for path in files:
             st = path.stat()
             h.update(
@@ -184,6 +236,7 @@ class EncodedCorpus:
     val_documents: int
     test_tokens: int = 0
     test_documents: int = 0
+    hidden: tuple[str, ...] = ()  # what the training must not read (CorpusSpec.hidden)
 
     def path(self, split: str) -> Path:
         if split not in SPLITS:
@@ -213,11 +266,11 @@ def _encode(spec: CorpusSpec, files: list[Path], destination: Path) -> dict[str,
     tokenizer = ByteTokenizer()
     counts = dict.fromkeys(SPLITS, 0)
     docs = dict.fromkeys(SPLITS, 0)
-    content_hash = hashlib.sha256(f"{SPLIT_RULE}|{tokenizer.name}".encode())
+    content_hash = hashlib.sha256(f"{spec.split_rule}|{tokenizer.name}".encode())
     with contextlib.ExitStack() as stack:
         outputs = {s: stack.enter_context(open(destination / f"{s}.bin", "wb")) for s in SPLITS}
         for doc_id, data in _iter_documents(spec, files):
-            split = split_of(doc_id)
+            split = spec.split(doc_id)
             encoded = tokenizer.encode(data) + DOC_SEPARATOR
             outputs[split].write(encoded)
             counts[split] += len(encoded)
@@ -229,6 +282,13 @@ def _encode(spec: CorpusSpec, files: list[Path], destination: Path) -> dict[str,
         raise CorpusError(
             f"corpus {spec.name!r} has {total} readable documents; "
             "it needs at least two (one for training, one held out for validation)"
+        )
+    if spec.kind == "stdlib" and docs["val"] == 0:
+        raise CorpusError(
+            f"the standard library at {spec.root} has no held-out documents: they come only "
+            f"from its packages {', '.join(HELD_OUT_PACKAGES)}, and none is here; install "
+            "Python's test suite (Debian and Ubuntu: libpython3.X-testsuite), or use a corpus "
+            "of your own ([trainer] corpus = 'text:DIR')"
         )
     if docs["val"] == 0 or docs["train"] == 0:
         raise CorpusError(
@@ -245,7 +305,7 @@ def _encode(spec: CorpusSpec, files: list[Path], destination: Path) -> dict[str,
         "val_documents": docs["val"],
         "test_tokens": counts["test"],
         "test_documents": docs["test"],
-        "split_rule": SPLIT_RULE,
+        "split_rule": spec.split_rule,
         "tokenizer": tokenizer.name,
     }
 
@@ -284,4 +344,5 @@ def prepare_corpus(name: str, cache_dir: Path | None = None) -> EncodedCorpus:
         val_documents=meta["val_documents"],
         test_tokens=meta.get("test_tokens", 0),
         test_documents=meta.get("test_documents", 0),
+        hidden=tuple(spec.hidden()),
     )

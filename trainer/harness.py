@@ -388,7 +388,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
         pacing_facts=facts,
         metrics_fd=write_end,
         confinement=options.confinement,
-        **walls_for(options.script, corpus.train_path, work_dir, compile_cache),
+        **walls_for(options.script, corpus.train_path, work_dir, compile_cache, corpus.hidden),
         layer=check.layer if check is not None and check.layer else "full",
         layer_reason=check.message if check is not None and check.degraded else "",
     )

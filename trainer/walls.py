@@ -55,12 +55,48 @@ def unique_paths(paths: list[str]) -> list[str]:
     return list(seen)
 
 
-def read_paths(script: Path | None, train_path: Path | None) -> list[str]:
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def carve(grants: list[str], hidden: list[str]) -> list[str]:
+    """``grants`` (trees the training may read) less everything beneath ``hidden``: a tree
+    that holds a hidden path is replaced by its entries, down to the hidden path's siblings.
+    Landlock only allows, so a hole in a tree is made of what surrounds it. Entries are taken
+    at their real paths, so a symbolic link into a hidden folder grants nothing."""
+    folders = [os.path.realpath(path) for path in hidden]
+    carved: list[str] = []
+    seen: set[str] = set()
+
+    def visit(path: str) -> None:
+        real = os.path.realpath(path)
+        if real in seen or any(_within(real, folder) for folder in folders):
+            return
+        seen.add(real)
+        if not any(_within(folder, real) for folder in folders) or not os.path.isdir(real):
+            carved.append(real)
+            return
+        try:
+            names = sorted(os.listdir(real))
+        except OSError:
+            return  # unreadable here: nothing of it is granted
+        for name in names:
+            visit(os.path.join(real, name))
+
+    for grant in grants:
+        visit(grant)
+    return unique_paths(carved)
+
+
+def read_paths(
+    script: Path | None, train_path: Path | None, hidden: list[str] | tuple[str, ...] = ()
+) -> list[str]:
     """What the training process may read: the system, Python and its packages (not the
-    current folder, which is the workspace), the trainer, its script and the training split."""
+    current folder, which is the workspace), the trainer, its script and the training split;
+    nothing beneath ``hidden`` (the corpus's held-out documents, `CorpusSpec.hidden`)."""
     here = os.path.realpath(os.getcwd())
     python = [p for p in sys.path if p and os.path.realpath(p) != here]
-    return unique_paths(
+    granted = unique_paths(
         [
             *SYSTEM_READ,
             *NVIDIA_PROC_READ,
@@ -74,6 +110,7 @@ def read_paths(script: Path | None, train_path: Path | None) -> list[str]:
             str(train_path or ""),
         ]
     )
+    return carve(granted, list(hidden)) if hidden else granted
 
 
 def device_paths() -> list[str]:
@@ -89,13 +126,17 @@ def nvidia_present(devices: list[str]) -> bool:
 
 
 def walls_for(
-    script: Path | None, train_path: Path | None, work_dir: Path, compile_cache: Path
+    script: Path | None,
+    train_path: Path | None,
+    work_dir: Path,
+    compile_cache: Path,
+    hidden: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The fields of a `trainer.confined.TrainingSpec` that say what the process may touch:
     the training's, and the device probe's, which must be the same to vouch for it."""
     devices = device_paths()
     return {
-        "read": read_paths(script, train_path),
+        "read": read_paths(script, train_path, hidden),
         "read_write": unique_paths([str(work_dir), str(compile_cache)]),
         "devices": devices,
         "nvidia": nvidia_present(devices),

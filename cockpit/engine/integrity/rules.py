@@ -199,8 +199,8 @@ SYS_PATH_WRITE_METHODS = frozenset({"insert", "append", "extend", "remove", "cle
 EVALUATOR_NAMES = frozenset(
     {"evaluate_bpb", "check_model", "eval_windows", "_per_token_losses", "autocast_for",
      "format_summary", "parse_summary", "write_json_atomic", "run_harness", "load_script",
-     "prepare_corpus", "default_cache_dir", "is_validation", "split_of", "evaluate_program",
-     "_token_nats", "export_forward", "load_program", "run_training"}
+     "prepare_corpus", "default_cache_dir", "is_validation", "split_of", "stdlib_split_of",
+     "evaluate_program", "_token_nats", "export_forward", "load_program", "run_training"}
 )  # fmt: skip
 # ctx's methods that only the harness may call.
 CTX_HARNESS_METHODS = frozenset({"start_clock"})

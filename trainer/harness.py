@@ -8,7 +8,9 @@ the network, writing only its own folder, reading only what Python, PyTorch and 
 split need. That process exports the model's forward (trainer.program) and exits. This
 process, which never imports the script, then loads the export and scores it on the held-out
 split (trainer.evaluate), computing the loss from the logits itself, and writes the summary of
-record where the training process could not write.
+record where the training process could not write. It reads what the training left in its folder
+(the program, the figures file) through trainer.readback, trusting none of it, and bounds how
+far the evaluation may grow this process.
 
 The harness owns the clock, the data, the evaluation and the summary. Every way a run can fail
 ends with its own exit code (see trainer.outcomes) and a one-line reason, and nothing hangs: a
@@ -33,15 +35,17 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 import psutil
 import torch
 
-from trainer import hardware, template_path
+from trainer import hardware, readback, template_path
 from trainer.confine import MODES, Confinement
 from trainer.confined import TrainingSpec
 from trainer.context import MetricsSink
@@ -50,7 +54,7 @@ from trainer.evaluate import eval_windows, evaluate_program
 from trainer.outcomes import HarnessStop, Outcome
 from trainer.pacing import Pacing
 from trainer.probe import DeviceCheck, check_device
-from trainer.program import ProgramError, load_program
+from trainer.program import ProgramError, load_program, open_program
 from trainer.summary import format_summary, write_json_atomic
 from trainer.training import HARD_STOP_MARGIN_SECONDS, classify, deadline, export_limit_seconds
 from trainer.walls import training_environment, walls_for
@@ -65,6 +69,15 @@ PROGRAM_NAME = "model.program"
 RELAYED_EVENTS = frozenset({"start", "phase", "metric"})
 MAX_RECORD_CHARACTERS = 1 << 16
 PR_SET_CHILD_SUBREAPER = 36
+FIGURES_NAME = "training.json"
+# The figures file holds a few hundred bytes of numbers; anything near this is not one.
+MAX_FIGURES_BYTES = 1 << 20
+# By default the evaluation may grow this process by this share of the machine's memory: a
+# program whose graph allocates without bound is stopped before it takes the engine's and
+# Ollama's memory too. Its resident size is sampled this often (the sample, not an rlimit:
+# an address-space limit breaks CUDA, whose reservations are far larger than its use).
+EVAL_MEMORY_SHARE = 0.5
+MEMORY_SAMPLE_SECONDS = 0.05
 
 
 @dataclass
@@ -92,6 +105,8 @@ class HarnessOptions:
     # Where the exported forward is kept; None: beside the summary (or not kept).
     program_path: Path | None = None
     confinement: str = "auto"  # auto, require or off (see trainer.confine)
+    # How much the evaluation may grow this process, in MB; 0: EVAL_MEMORY_SHARE of the machine.
+    eval_memory_mb: int = 0
 
 
 def visible_gpus() -> list[str]:
@@ -201,11 +216,58 @@ def end_descendants() -> int:
 
 
 def _read_figures(path: Path) -> dict[str, Any]:
+    """The figures the training process left ({} when it left none, or no JSON table); a file
+    the harness will not read (trainer.readback) ends the run as a crash."""
     try:
-        figures = json.loads(path.read_text())
-    except (OSError, ValueError):
+        figures = json.loads(readback.read_left(path, MAX_FIGURES_BYTES))
+    except FileNotFoundError:
+        return {}
+    except readback.Refused as exc:
+        raise HarnessStop(
+            Outcome.CRASH,
+            f"the training's figures file was refused: {exc}; the harness writes {path.name} "
+            "itself at the end of the training, so the script must leave it alone",
+        ) from None
+    except (OSError, ValueError, RecursionError):
         return {}
     return figures if isinstance(figures, dict) else {}
+
+
+def eval_memory_limit(megabytes: int) -> int:
+    """How many bytes the evaluation may grow this process by (0 MB: the default share)."""
+    if megabytes > 0:
+        return megabytes * 1_000_000
+    return int(EVAL_MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+@contextmanager
+def memory_bound(limit_bytes: int, on_hit: Callable[[str], None]) -> Iterator[None]:
+    """Watch this process's resident memory while the block runs; past ``limit_bytes`` more than
+    it held at the start, call ``on_hit`` with the reason (from another thread: the block may be
+    inside one huge allocation and would never see an exception)."""
+    process = psutil.Process()
+    start = process.memory_info().rss
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(MEMORY_SAMPLE_SECONDS):
+            grown = process.memory_info().rss - start
+            if grown > limit_bytes:
+                on_hit(
+                    f"evaluating it grew the harness by "
+                    f"{readback.size_text(grown)}, past the evaluation's limit of "
+                    f"{readback.size_text(limit_bytes)}: its program allocates more memory than "
+                    "the evaluation allows (the limit is --eval-memory-mb, by default "
+                    f"{EVAL_MEMORY_SHARE:.0%} of this machine's memory)"
+                )
+                return
+
+    thread = threading.Thread(target=watch, name="harness-memory-bound", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _number(value: Any) -> float | None:
@@ -270,6 +332,13 @@ class Run:
         if self._finished.locked():
             return
         os._exit(self.finish(Outcome.TIMEOUT, reason))
+
+    def memory_stop(self, reason: str) -> None:
+        """Called from the memory bound's thread: the evaluation grew past its limit. The main
+        thread may be inside the allocation that grows it, so the process ends from here."""
+        if self._finished.locked():
+            return
+        os._exit(self.finish(Outcome.BAD_MODEL, f"the exported model was refused: {reason}"))
 
 
 def _prepare(run: Run) -> tuple[torch.device, EncodedCorpus]:
@@ -345,6 +414,8 @@ def _work_dir(options: HarnessOptions) -> Path:
         work_dir = options.summary_json.parent / "training"
     else:
         work_dir = Path(tempfile.mkdtemp(prefix="cockpit-training-"))
+    # Absolute: the training process starts in this folder and is handed paths inside it.
+    work_dir = work_dir.absolute()
     shutil.rmtree(work_dir, ignore_errors=True)  # what an earlier run left there is not reused
     work_dir.mkdir(parents=True)
     return work_dir
@@ -357,8 +428,17 @@ def _pacing_facts(run: Run) -> list[str]:
                                        "corpus_fingerprint")] + [torch_version]  # fmt: skip
 
 
-def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
-    """Run the training process to its end; return where its export is."""
+@dataclass
+class Export:
+    """The program a training exported: where it is kept, and the file itself, opened and
+    checked (trainer.readback) before it left the training's folder."""
+
+    path: Path
+    file: BinaryIO
+
+
+def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
+    """Run the training process to its end; return its export."""
     options = run.options
     cache_dir = options.cache_dir or default_cache_dir()
     work_dir = _work_dir(options)
@@ -383,7 +463,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
         train_path=str(corpus.train_path),
         work_dir=str(work_dir),
         program_path=str(work_dir / PROGRAM_NAME),
-        result_path=str(work_dir / "training.json"),
+        result_path=str(work_dir / FIGURES_NAME),
         pacing_path=str(plans),
         pacing_facts=facts,
         metrics_fd=write_end,
@@ -426,7 +506,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
         run.summary["confinement"] = confinement.to_dict()
     if ended and code is not None:
         print(f"ended {ended} process(es) the training left running", file=sys.stderr, flush=True)
-    run.training = _read_figures(work_dir / "training.json")
+    run.training = _read_figures(work_dir / FIGURES_NAME)
     _settle_pacing(run, Pacing(pacing_path, Pacing.make_key(options.script, *facts)), plans)
     if code is None:
         raise HarnessStop(
@@ -440,16 +520,28 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Path:
             raise HarnessStop(Outcome.CRASH, f"the training process {_ended_by(code)}")
         raise HarnessStop(outcome, str(reason or f"the training ended as {outcome.status}"))
     program = work_dir / PROGRAM_NAME
-    if not program.is_file():
-        raise HarnessStop(Outcome.CRASH, "the training process exited without exporting the model")
+    # Opened where the training left it and read through this descriptor from now on: what is
+    # evaluated is the file checked here, whatever the name comes to mean later.
+    try:
+        file = open_program(program)
+    except FileNotFoundError:
+        raise HarnessStop(
+            Outcome.CRASH, "the training process exited without exporting the model"
+        ) from None
+    except ProgramError as exc:
+        raise HarnessStop(Outcome.BAD_MODEL, f"the exported model was refused: {exc}") from None
     # Out of the training's folder: nothing that training left can change it any more.
     kept = options.program_path or (
         options.summary_json.parent / PROGRAM_NAME if options.summary_json else program
     )
-    if kept != program:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(program, kept)
-    return kept
+    try:
+        if kept != program:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(program, kept)
+    except BaseException:
+        file.close()
+        raise
+    return Export(kept, file)
 
 
 def _ended_by(code: int) -> str:
@@ -480,13 +572,13 @@ def _settle_pacing(run: Run, pacing: Pacing, plans: Path) -> None:
             run.summary["plan_settled"] = change
 
 
-def _evaluate(run: Run, device: torch.device, corpus: EncodedCorpus, program_path: Path) -> None:
+def _evaluate(run: Run, device: torch.device, corpus: EncodedCorpus, export: Export) -> None:
     options = run.options
     run.sink.write({"event": "phase", "phase": "evaluating"})
     seq_len = int(run.summary["seq_len"])
     started = time.perf_counter()
     try:
-        program = load_program(program_path, device)
+        program = load_program(export.path, device, export.file)
     except ProgramError as exc:
         raise HarnessStop(Outcome.BAD_MODEL, f"the exported model was refused: {exc}") from exc
     result = evaluate_program(
@@ -505,9 +597,9 @@ def _evaluate(run: Run, device: torch.device, corpus: EncodedCorpus, program_pat
     tokens_per_second = tokens / seconds if tokens and seconds else 0.0
     achieved = flops_per_token * tokens_per_second
     peak = hardware.peak_flops(device, options.cache_dir or default_cache_dir(), achieved)
-    export = reported.get("export")
-    if not isinstance(export, dict):
-        export = {}
+    exported = reported.get("export")
+    if not isinstance(exported, dict):
+        exported = {}
     run.summary.update(
         val_bpb=result.val_bpb,
         val_loss=result.val_loss_nats,
@@ -515,9 +607,9 @@ def _evaluate(run: Run, device: torch.device, corpus: EncodedCorpus, program_pat
         num_params_M=program.num_params / 1e6,
         mfu_percent=100.0 * achieved / peak if achieved and peak else None,
         peak_flops=peak,
-        program=str(program_path),
-        program_mb=program_path.stat().st_size / 1e6,
-        export_seconds=_number(export.get("seconds")),
+        program=str(export.path),
+        program_mb=os.fstat(export.file.fileno()).st_size / 1e6,
+        export_seconds=_number(exported.get("seconds")),
         evaluation_seconds=evaluation_seconds,
         evaluation_checks_seconds=result.checks_seconds,
     )
@@ -534,10 +626,14 @@ def run_harness(options: HarnessOptions) -> int:
     try:
         try:
             device, corpus = _prepare(run)
-            program = _train(run, device, corpus)
+            export = _train(run, device, corpus)
             limit = max(EVAL_TIMEOUT_MIN_SECONDS, options.budget_seconds)
-            with deadline(limit, f"evaluation took longer than {limit:g} s", run.hard_stop):
-                _evaluate(run, device, corpus, program)
+            with (
+                export.file,
+                deadline(limit, f"evaluation took longer than {limit:g} s", run.hard_stop),
+                memory_bound(eval_memory_limit(options.eval_memory_mb), run.memory_stop),
+            ):
+                _evaluate(run, device, corpus, export)
         except BaseException as exc:  # every way out becomes an outcome and a summary
             if run.child is not None and run.child.poll() is None:
                 end_descendants()
@@ -632,6 +728,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where to keep the exported model (default: beside the summary JSON)",
     )
+    parser.add_argument(
+        "--eval-memory-mb",
+        type=int,
+        default=defaults.eval_memory_mb,
+        help="how much the evaluation may grow the harness, in MB "
+        f"(0: {EVAL_MEMORY_SHARE:.0%} of this machine's memory)",
+    )
     return parser
 
 
@@ -648,6 +751,12 @@ def _core_list(text: str) -> tuple[int, ...]:
 def main(argv: list[str] | None = None) -> int:
     """The harness's command line."""
     args = build_parser().parse_args(argv)
+    # Paths are made absolute here, once: the training process runs in another folder, and a
+    # path relative to this one would name another file there.
+    paths = {
+        name: getattr(args, name).absolute() if getattr(args, name) is not None else None
+        for name in ("cache_dir", "pacing", "metrics", "summary_json", "work_dir", "program")
+    }
     options = HarnessOptions(
         script=(args.script or template_path()).resolve(),
         budget_seconds=args.budget,
@@ -659,13 +768,14 @@ def main(argv: list[str] | None = None) -> int:
         eval_tokens=args.eval_tokens,
         threads=args.threads,
         cpus=args.cpus,
-        cache_dir=args.cache_dir,
-        pacing_path=args.pacing,
-        metrics_path=args.metrics,
+        cache_dir=paths["cache_dir"],
+        pacing_path=paths["pacing"],
+        metrics_path=paths["metrics"],
         metrics_fd=args.metrics_fd,
-        summary_json=args.summary_json,
+        summary_json=paths["summary_json"],
         confinement=args.confinement,
-        work_dir=args.work_dir,
-        program_path=args.program,
+        work_dir=paths["work_dir"],
+        program_path=paths["program"],
+        eval_memory_mb=args.eval_memory_mb,
     )
     return run_harness(options)

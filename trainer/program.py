@@ -26,12 +26,20 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
+from trainer import readback
+
 FORMAT = "cockpit-program/1"
 MAX_BATCH = 1 << 16
+# What the evaluator reads of a program file at most (the training that wrote it is not
+# trusted, so these are checked before anything is read or inflated). 8 GiB holds two billion
+# float32 parameters, far more than a budget of minutes trains; a graph is a few megabytes.
+MAX_PROGRAM_BYTES = 8 << 30
+MAX_GRAPH_BYTES = 64 << 20
+MEMBER_LIMITS = {"graph.json": MAX_GRAPH_BYTES, "weights.pt": MAX_PROGRAM_BYTES}
 # Integer operations on sizes that a dynamic batch brings into a graph.
 _SIZE_OPERATORS: dict[str, Callable[..., Any]] = {
     f"_operator.{name}": getattr(operator, name)
@@ -300,27 +308,51 @@ def _bind(value: Any, values: dict[str, Any], device: torch.device) -> Any:
     return value
 
 
-def load_program(path: Path, device: torch.device) -> Program:
-    """Read a program file without executing anything in it; ProgramError says what is wrong."""
+def open_program(path: Path) -> BinaryIO:
+    """Open a program file as the evaluator reads one (trainer.readback): a regular file, not
+    through a link, within MAX_PROGRAM_BYTES. FileNotFoundError when there is none."""
     try:
-        return _load(path, device)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a file of another shape
+        return readback.open_left(path, MAX_PROGRAM_BYTES)
+    except readback.Refused as exc:
+        raise ProgramError(str(exc)) from None
+
+
+def load_program(path: Path, device: torch.device, file: BinaryIO | None = None) -> Program:
+    """Read a program file without executing anything in it; ProgramError says what is wrong.
+
+    ``file``: the program already opened with `open_program` (the harness opens it before it
+    moves it out of the training's folder); else ``path`` is opened that way."""
+    try:
+        if file is not None:
+            return _load(path, file, device)
+        with open_program(path) as opened:
+            return _load(path, opened, device)
+    except FileNotFoundError as exc:
+        raise ProgramError(f"there is no exported model at {path}") from exc
+    except readback.Refused as exc:
+        raise ProgramError(str(exc)) from None
+    # A file of another shape; nesting deep enough for a RecursionError included.
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
         raise ProgramError(f"the exported model {path.name} is malformed: {exc}") from exc
 
 
-def _load(path: Path, device: torch.device) -> Program:
+def _load(path: Path, file: BinaryIO, device: torch.device) -> Program:
+    members = readback.read_members(file, path.name, MEMBER_LIMITS, MAX_PROGRAM_BYTES)
     try:
-        with zipfile.ZipFile(path) as archive:
-            graph = json.loads(archive.read("graph.json"))
-            raw_weights = archive.read("weights.pt")
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        graph = json.loads(members["graph.json"])
+    except ValueError as exc:
         raise ProgramError(f"cannot read the exported model {path.name}: {exc}") from exc
     if not isinstance(graph, dict) or graph.get("format") != FORMAT:
         raise ProgramError(f"{path.name} is not a {FORMAT} file")
+    raw_weights = members.pop("weights.pt")
+    # weights.pt is a zip archive of its own, and torch.load inflates compressed records in
+    # it: its members are checked as the program's were before torch reads any of them.
+    readback.check_archive(raw_weights, f"{path.name}'s weights.pt", MAX_PROGRAM_BYTES)
     try:
         weights = torch.load(io.BytesIO(raw_weights), map_location=device, weights_only=True)
     except Exception as exc:
         raise ProgramError(f"the exported weights cannot be read safely: {exc}") from exc
+    del raw_weights  # the tensors hold what is needed; the bytes need not stay beside them
     bound = graph.get("bound")
     if not isinstance(weights, dict) or not isinstance(bound, dict):
         raise ProgramError("the exported weights are not a table of tensors")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.bench.early_abort_bench import replay
+from cockpit.config import EngineSettings
 from cockpit.engine import early_abort
 from cockpit.engine.early_abort import (
     CONFIDENCE,
@@ -17,6 +19,7 @@ from cockpit.engine.early_abort import (
     MIN_KEEPS,
     SAME_PLAN_TOLERANCE,
     SLACK,
+    Measured,
     Trace,
     Watch,
     calibrate,
@@ -27,11 +30,14 @@ from cockpit.engine.early_abort import (
     judge,
     ledger_note,
     mean_loss,
+    report_ratio,
     schedule_curve,
     trace,
     widest_bound,
 )
+from cockpit.engine.flight import early_abort_watch
 from cockpit.engine.journal import Journal
+from cockpit.engine.trials import measured_loss, measured_trace
 from tests.helpers import VALID, cockpit, edit, experiments, git_env, make_workspace, run_llm
 from tests.ollama_server import OllamaDouble
 
@@ -374,7 +380,10 @@ def test_the_engine_stops_a_losing_training_early_and_the_replay_counts_it(
 def test_the_replay_of_a_recording_with_early_abort_off(
     tmp_path: Path, served: OllamaDouble
 ) -> None:
-    """Recorded in full, a clearly losing run is counted as saved, the keep is not lost."""
+    """Recorded in full, a clearly losing run is counted as saved, the keep is not lost. The
+    loss the harness measured and the losses the script reported are in the same units (nats
+    per token): the baseline's last reports lie near its measured loss, where bits would be
+    off by a factor of 1.44."""
     root = tmp_path / "ws"
     make_workspace(root)
     served.script(
@@ -386,6 +395,9 @@ def test_the_replay_of_a_recording_with_early_abort_off(
         run = journal.latest_run()
         assert run is not None
         decisions = [e.decision for e in journal.experiments(run.id)]
+        baseline = journal.experiments(run.id)[0]
+        ratio = report_ratio(measured_trace(baseline, journal.metrics(baseline.id), "#0"))
+    assert ratio is not None and 0.8 < ratio < 1.25, ratio
     bench = cockpit("bench", "early-abort", "--workspace", str(root))
     assert bench.returncode == 0, bench.stdout + bench.stderr
     assert "compute saved on discarded runs" in bench.stdout
@@ -469,3 +481,204 @@ def test_the_engine_compares_the_live_training_on_its_step_plan(
     assert first_verdict(by_clock[1], by_clock[0], 0.3, margin) is not None
     on_plans = [schedule_curve(m) for m in metrics]
     assert first_verdict(on_plans[1], on_plans[0], 0.3, margin) is None
+
+
+# --- What a kept script says about itself -------------------------------------------------
+# The default corpus is evaluated one byte per token: the harness's val_loss (nats per token)
+# is val_bpb times ln 2, and the training reports its cross-entropy in nats per token too.
+NATS_PER_BIT = math.log(2)
+
+
+def recorded(number: int | None) -> dict:
+    """A recorded training: the baseline (None) or an experiment trained from it."""
+    if number is None:
+        return RECORDED["best"]
+    return next(e for e in RECORDED["experiments"] if e["number"] == number)
+
+
+def metric_records(recorded: dict, reports=lambda step, loss: loss) -> list[dict]:
+    """A recorded training's metric records as the engine journals them (seed 42), its losses
+    as ``reports`` has the script report them."""
+    planned, plan_from = recorded["planned_steps"], recorded["plan_from_step"]
+    return [
+        {
+            "t": step * 10.0 / planned,
+            "progress": min(1.0, step / planned),
+            "step": step,
+            "loss": reports(step, loss),
+            "seed": 42,
+            **({"planned_steps": planned} if step >= plan_from else {}),
+        }
+        for step, loss in enumerate(recorded["losses"], start=recorded["first_step"])
+    ]
+
+
+def honest(step: int, loss: float) -> float:
+    return loss
+
+
+def trained(journal: Journal, experiment, source: dict, reports, decision: str):
+    """The experiment with a recorded training journalled as the engine does it: its points,
+    the harness's result (its trials and summary: val_bpb and val_loss) and its decision."""
+    value = source["val_bpb"]
+    journal.add_metrics(experiment.id, metric_records(source, reports))
+    journal.update_experiment(
+        experiment.id, status="evaluating", outcome="ok", val_bpb=value,
+        training_seconds=10.0,
+        summary={"val_bpb": value, "val_loss": value * NATS_PER_BIT},
+        details={"seed": 42, "trials": [{"seed": 42, "val_bpb": value}]},
+    )  # fmt: skip
+    return journal.record_decision(experiment.id, decision, decision)
+
+
+def lineage_journal(path: Path, best_reports) -> tuple[Journal, list]:
+    """A journal of the baseline (recorded), a keep trained from it whose script reports its
+    losses as ``best_reports`` has it (the recorded narrower model, #4), and an experiment
+    made from that keep, still to train."""
+    journal = Journal.open(path)
+    run = journal.create_run("t", "cockpit/t", "0" * 40, "autonomous", "builtin", {}, "fp")
+    made = []
+    for number in (0, 1, 2):
+        parent = f"c{number - 1}" if number else None
+        made.append(
+            journal.add_experiment(
+                run.id, number, parent_commit=parent, commit_sha=f"c{number}", description="x"
+            )
+        )
+    trained(journal, made[0], recorded(None), honest, "keep")
+    made[1] = trained(journal, made[1], recorded(4), best_reports, "keep")
+    return journal, [run, *made]
+
+
+@pytest.mark.parametrize("scale", [0.56, 0.1])
+def test_a_kept_script_that_scales_its_reports_cannot_get_an_honest_successor_stopped(
+    tmp_path: Path, scale: float
+) -> None:
+    """The kept script reports its loss times a constant (it reads as a units conversion):
+    its curve, taken at its word, has every honest successor trailing by far. The harness
+    measured what the kept script's model is worth, and the engine's watch over the honest
+    successor (the recorded script with fewer blocks, #1, level with the keep at the end;
+    early abort on, from 30 % of the budget at a 2 % margin) lets it train to the end, as it
+    does when the kept script reports honestly; and so does the replay of the run."""
+    engine = EngineSettings(early_abort=True, early_abort_after=0.3, early_abort_margin=0.02)
+    successor = metric_records(recorded(1))
+    for reports in (honest, lambda step, loss: loss * scale):
+        journal, (run, *_, made) = lineage_journal(tmp_path / f"{reports(1, 1.0)}.db", reports)
+        with journal:
+            watch = early_abort_watch(journal, engine, run, made)
+            assert watch is not None
+            for record in successor:
+                watch.add(record)
+                verdict = watch.check()
+                assert verdict is None, verdict.describe()
+            trained(journal, made, recorded(1), honest, "discard")  # level: within the noise
+            results, left_out = replay(journal, run.id, after=0.3, floor=0.02)
+        assert left_out == 0 and [r.number for r in results] == [1, 2]
+        assert results[1].stopped_at is None
+
+
+def measured(number: int | None, reports=honest, label: str = "the best run") -> Measured:
+    """A recorded training's curve as its script reports it, with the loss the harness
+    measured for it (nats per token)."""
+    source = recorded(number)
+    return Measured(trace(metric_records(source, reports)), source["val_bpb"] * NATS_PER_BIT, label)
+
+
+BASELINE = measured(None, label="the baseline #0")
+NO_WORSE_THAN_THE_KEEP = (1, 7)  # recorded runs that ended level with #4 or better
+
+
+def clear_loser(number: int) -> Trace:
+    """A recorded run with every loss 15 % higher: clearly losing all along."""
+    return trace(metric_records(recorded(number), lambda step, loss: loss * 1.15))
+
+
+@pytest.mark.parametrize("scale", [0.56, 0.1])
+def test_a_best_whose_reports_are_scaled_is_held_to_the_loss_the_harness_measured(
+    scale: float,
+) -> None:
+    """Taken at its word, the scaled best stops its honest successors at the first
+    checkpoint. Held to its measured loss, its curve is scaled back to where the honest
+    one stands (to within the spread of the ratio among the runs it is set against), and it
+    stops what the honest best stops: no honest successor, every clear loser."""
+    margin = calibrate([], after=0.3, floor=0.02)
+    truthful = early_abort.reference(measured(4), [BASELINE])
+    scaled = early_abort.reference(measured(4, lambda step, loss: loss * scale), [BASELINE])
+    assert truthful is not None and scaled is not None
+    assert scaled.best.scale == pytest.approx(truthful.best.scale / scale)
+    assert truthful.best.scale >= 1.0  # never stricter than its reports
+    for number in NO_WORSE_THAN_THE_KEEP:
+        successor = trace(metric_records(recorded(number)))
+        at_its_word = first_verdict(
+            successor, measured(4, lambda step, loss: loss * scale).trace, 0.3, margin
+        )
+        assert at_its_word is not None and at_its_word.progress == pytest.approx(0.3)
+        for against in (truthful, scaled):
+            verdict = first_verdict(successor, against, 0.3, margin)
+            assert verdict is None, verdict.describe()
+            assert first_verdict(clear_loser(number), against, 0.3, margin) is not None
+
+
+def test_reports_scaled_up_are_taken_at_their_word_the_lenient_way() -> None:
+    """A best that reports its loss higher than it is only makes its successors' reference
+    more lenient; it is never scaled down."""
+    inflated = early_abort.reference(measured(4, lambda step, loss: loss * 1.5), [BASELINE])
+    assert inflated is not None and inflated.best.scale == 1.0
+    margin = calibrate([], after=0.3, floor=0.02)
+    assert first_verdict(trace(metric_records(recorded(1))), inflated, 0.3, margin) is None
+
+
+def test_a_best_that_reports_low_early_and_honest_late_is_held_to_the_baselines_curve() -> None:
+    """Its last reports agree with its measured loss, so no scale undoes what it said before:
+    its early losses, at 0.56 of the truth, would stop every successor. Its reference also
+    holds the baseline's curve carried to the loss the best was measured to end with, and a
+    run is stopped only when it trails every curve: the honest successors train on, a clear
+    loser is still stopped, and the verdict names the curve it was decided against."""
+    margin = calibrate([], after=0.3, floor=0.02)
+    planned = recorded(4)["planned_steps"]
+    early_low = early_abort.reference(
+        measured(4, lambda step, loss: loss * (0.56 if step < planned / 2 else 1.0)), [BASELINE]
+    )
+    assert early_low is not None and early_low.best.scale < 1.1  # its end agrees
+    for number in NO_WORSE_THAN_THE_KEEP:
+        successor = trace(metric_records(recorded(number)))
+        verdict = first_verdict(successor, early_low, 0.3, margin)
+        assert verdict is None, verdict.describe()
+        stopped = first_verdict(clear_loser(number), early_low, 0.3, margin)
+        assert stopped is not None and stopped.comparison.against == "the baseline #0"
+        assert stopped.comparison.carried
+        assert "carried to the loss the harness measured at the best run's end" in (
+            stopped.describe()
+        )
+        assert stopped.evidence()["reference"] == "the baseline #0"
+
+
+def test_nothing_is_compared_with_a_curve_the_harness_did_not_measure() -> None:
+    """A best without a measured loss (a script-mode command's figures are its own) is no
+    reference: nothing is stopped against it. Nor is a curve too short to tell its end."""
+    assert early_abort.reference(Measured(measured(4).trace, None)) is None
+    assert report_ratio(Measured(Trace(()), 2.0)) is None
+
+
+def test_the_measured_loss_is_in_the_units_of_a_reported_training_loss(tmp_path: Path) -> None:
+    """The trials record val_bpb; the summary's val_loss (mean nats per token, as a script's
+    cross-entropy) over its val_bpb converts it. With two trainings of a script, the
+    measurement is the one of the points' seed, and script mode measures nothing."""
+    with Journal.open(tmp_path / "journal.db") as journal:
+        run = journal.create_run("t", "cockpit/t", "0" * 40, "autonomous", "builtin", {}, "fp")
+        experiment = journal.add_experiment(run.id, 0, commit_sha="c0", description="#0")
+        experiment = journal.update_experiment(
+            experiment.id,
+            summary={"val_bpb": 3.1, "val_loss": 3.1 * 0.8},  # the summary of seed 43's run
+            details={"trials": [{"seed": 42, "val_bpb": 3.0}, {"seed": 43, "val_bpb": 3.1}]},
+        )
+        assert measured_loss(experiment, 42) == pytest.approx(3.0 * 0.8)
+        assert measured_loss(experiment, 44) is None
+        assert measured_loss(experiment, 42, kind="cuda") is None  # not measured there
+        points = [{**record, "seed": 43} for record in metric_records(recorded(None))]
+        points += metric_records(recorded(None))  # seed 42's training came later
+        assert measured_trace(experiment, points, "x").loss == pytest.approx(3.1 * 0.8)
+        scripted = journal.update_experiment(
+            experiment.id, summary={"val_bpb": 3.0, "val_loss": 2.0, "self_reported": True}
+        )
+        assert measured_loss(scripted, 42) is None

@@ -346,10 +346,14 @@ def test_a_secret_under_home_cannot_be_read(tmp_path: Path, corpus: str) -> None
 
 def test_the_harness_cannot_be_signalled_or_its_memory_written(tmp_path: Path, corpus: str) -> None:
     """The harness (the training's parent) scores the run: its memory is out of reach
-    (ptrace rules across Landlock domains) and so are signals to it."""
+    (ptrace rules across Landlock domains) and so are signals to it. In a PID namespace of
+    its own the training does not even see it: its parent is outside (pid 0)."""
     code = """
 import os
 def finish(model, ctx):
+    if os.getppid() == 0:
+        print("ESCAPE parent=out-of-sight", flush=True)
+        return model
     try:
         with open(f"/proc/{os.getppid()}/mem", "r+b") as memory:  # "profiling"
             memory.seek(0x400000)
@@ -367,6 +371,9 @@ def finish(model, ctx):
     run = attack(tmp_path, corpus, code)
     assert run.exit_code == 0, run.output
     found = escapes(run)
+    if run.summary["confinement"].get("processes"):
+        assert found == {"parent": "out-of-sight"}, found
+        return
     assert found["memory"] in ("PermissionError", "OSError"), found
     assert found["signal"] == "PermissionError", found
 
@@ -394,7 +401,9 @@ def finish(model, ctx):
 """
     run = attack(tmp_path, corpus, code)
     assert run.exit_code == 0, run.output
-    assert "process(es) the training left running" in run.output
+    # Ended by the harness (its subreaper), or with the training's PID namespace.
+    ended_by = run.summary["confinement"].get("processes") or "the harness"
+    assert ended_by != "the harness" or "process(es) the training left running" in run.output
     summary = next(tmp_path.glob("run*/summary.json"))
     time.sleep(1.5)  # had the daemon survived, it would have rewritten the file by now
     assert json.loads(summary.read_text())["val_bpb"] == run.summary["val_bpb"] > 0.5

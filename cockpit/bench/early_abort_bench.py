@@ -2,8 +2,9 @@
 
 Replays the loss curves of a journal's experiments in the order they ran. For each trained
 experiment the margin is calibrated on the keeps recorded before it (as the engine would
-have), and the rule is run over its curve against the curve of its parent, the best run at
-its time. Prints the share of the training time of discarded experiments that stopping them
+have), and the rule is run over its curve against its parent's, the best run at its time, as
+far as the loss the harness measured for that run backs it (`trials.trusted_reference`, as
+the engine builds it). Prints the share of the training time of discarded experiments that stopping them
 early would have saved, and the share of keeps that would have been stopped (lost); and,
 stricter, how many runs that ended better than their parent (kept, or within the noise;
 set against the parent's training with the same seed, as decisions are) would have been
@@ -23,6 +24,7 @@ from typing import Any
 from cockpit.engine.early_abort import (
     SAME_PLAN_TOLERANCE,
     Margin,
+    Reference,
     Trace,
     calibrate,
     first_verdict,
@@ -30,7 +32,7 @@ from cockpit.engine.early_abort import (
 )
 from cockpit.engine.journal import Experiment, Journal
 from cockpit.engine.paths import WorkspacePaths
-from cockpit.engine.trials import paired_trace, trial_results
+from cockpit.engine.trials import paired_trace, trial_results, trusted_reference
 
 SAVED_TARGET = 0.30
 KEEPS_LOST_TARGET = 0.05
@@ -46,23 +48,31 @@ class Replayed:
     improved: bool  # it ended better than the best at its time (kept or not: within the noise)
     # Its step plan is more than SAME_PLAN_TOLERANCE longer or shorter than its parent's.
     other_plan: bool = False
+    # What its parent's reports were scaled by to answer to the loss measured for it.
+    reference_scale: float = 1.0
 
 
 def replay(
     journal: Journal, run_id: int, *, after: float, floor: float
 ) -> tuple[list[Replayed], int]:
     """Each trained experiment of a run with the rule's verdict; and how many were left out
-    (no curve, or stopped early when recorded)."""
+    (no curve, stopped early when recorded, or a parent with no measured curve)."""
     experiments = sorted(journal.experiments(run_id), key=lambda e: e.number)
     by_commit: dict[str, Experiment] = {e.commit_sha: e for e in experiments if e.commit_sha}
-    traces: dict[int, Trace] = {}
+    read: dict[int, list[dict[str, Any]]] = {}
+    references: dict[int, Reference | None] = {}
 
-    def trace_of(experiment: Experiment) -> Trace:
-        if experiment.id not in traces:
-            traces[experiment.id] = paired_trace(journal.metrics(experiment.id))
-        return traces[experiment.id]
+    def metrics_of(experiment: Experiment) -> list[dict[str, Any]]:
+        if experiment.id not in read:
+            read[experiment.id] = journal.metrics(experiment.id)
+        return read[experiment.id]
 
-    kept: list[tuple[Trace, Trace]] = []
+    def reference_of(parent: Experiment) -> Reference | None:
+        if parent.id not in references:
+            references[parent.id] = trusted_reference(parent, experiments, metrics_of)
+        return references[parent.id]
+
+    kept: list[tuple[Trace, Reference]] = []
     results: list[Replayed] = []
     skipped = 0
     for experiment in experiments:
@@ -70,9 +80,9 @@ def replay(
             continue
         parent = by_commit.get(experiment.parent_commit or "")
         early = (experiment.details or {}).get("early_abort")
-        live = trace_of(experiment)
-        reference = trace_of(parent) if parent is not None else Trace(())
-        if early or not live.points or not reference.points:
+        live = paired_trace(metrics_of(experiment))
+        reference = reference_of(parent) if parent is not None else None
+        if early or not live.points or reference is None or not reference.best.trace.points:
             skipped += 1
             continue
         margin = calibrate(kept, after, floor)
@@ -92,7 +102,8 @@ def replay(
                 None if verdict is None else verdict.progress,
                 margin,
                 bool(improved),
-                plans_apart(live, reference),
+                plans_apart(live, reference.best.trace),
+                reference.best.scale,
             )
         )
         if experiment.decision == "keep":
@@ -137,6 +148,9 @@ def figures(results: list[Replayed]) -> dict[str, Any]:
         "keeps_with_other_plans": sum(1 for r in keeps if r.other_plan),
         "keeps_with_other_plans_lost": sum(1 for r in lost if r.other_plan),
         "final_margin": results[-1].margin.value if results else None,
+        # The most a parent's reports were scaled up to answer to its measured loss (1: taken
+        # as reported; see cockpit.engine.early_abort, "What it trusts").
+        "widest_reference_scale": max((r.reference_scale for r in results), default=None),
     }
 
 
@@ -190,4 +204,9 @@ def run_early_abort_bench(
         f"{report['keeps_with_other_plans']} of the keeps "
         f"({report['keeps_with_other_plans_lost']} of those stopped)"
     )
+    if report["widest_reference_scale"] is not None:
+        print(
+            "  parents' reports scaled to answer to their measured loss: at most times "
+            f"{report['widest_reference_scale']:.3f}"
+        )
     return 0

@@ -32,13 +32,52 @@ time), plus `SLACK`, never below the configured floor. A keep that trailed the b
 won late widens the margin, so that keeps like it are not aborted; until `MIN_KEEPS` keeps
 are recorded the floor alone applies. All of it is pure: the engine and `cockpit bench
 early-abort` (which replays a journal) use the same functions.
+
+What it trusts. The losses a training reports are its script's own word, and the script is
+the proposal: one that reported its loss scaled down (it reads as a units conversion) and was
+kept would make every later honest experiment look far behind it, and be stopped. The one
+figure about a training that no script can steer is the loss the harness measured for the
+model it ended with (`val_loss`: mean nats per token on the validation split, the units of
+the cross-entropy per token a script reports as its training loss). So a live training is
+never held against a decided curve as reported, but against a `Reference` built from
+`Measured` curves (see `reference`):
+
+- the best run's curve, scaled to answer to its measured loss: its report ratio (the measured
+  loss over its last reported losses) set against the lowest ratio among it, its parent and
+  the baseline, and never scaled down. A constant factor on its reports moves its ratio by the
+  inverse factor and the scale undoes it;
+- its parent's curve and the baseline's (the workspace's own script, which no proposal
+  wrote), each carried to the best run's measured loss: their shapes, at the level the best
+  run was measured to end on. A best run cannot claim an early lead over them larger than the
+  lead it was measured to end with;
+- at each checkpoint the live training is stopped only if it trails every one of them beyond
+  the margin (the comparison quoted is the most lenient one), and the margin is calibrated on
+  the same references. A best with no measured loss is no reference: nothing is stopped.
+
+What remains steerable, and what it costs. Between its start and its end a best run's curve
+is still its word: it can report low early and honest late, and so stand in for the most
+that the carried curves allow, a lead over its parent and the baseline as large all along as
+at its end. A best whose true curve starts slower than theirs (a larger model) can thereby
+make its successors' reference stricter than its honest curve would, by as much as it
+started slower. And the ratio of an honest training's last losses to its measured loss is
+not a constant (batches, how far the warmdown got, the gap between the training and the
+held-out text): scaling its reports, a best whose honest ratio sits below the lowest of the
+three makes its reference stricter by that difference (on the recorded CPU runs of
+tests/data the ratios spread over 0.94-1.00). Either way what it can get is an honest
+successor stopped early, and recorded as discarded early with the comparison quoted: that
+run's own chance, no more. It cannot make a worse script kept, change a measured result, or
+touch how a successor that runs to its end is decided. Reporting high, a script only makes
+the rule more lenient (its successors' reference, or, as a keep, the margin): compute, not a
+decision. The price for honest runs is leniency too: a best whose ratio is above the lowest
+has its curve scaled up by as much, and a best that leads early by more than it ends with is
+held to the carried curves: fewer stops.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 WINDOW = 0.1  # fraction of the budget the losses are averaged over
 STEP = 0.05  # checkpoints of the replay and of the calibration, as fractions of the budget
@@ -52,6 +91,11 @@ MIN_SHARED_STEPS = 3  # fewer shared steps in a window: compare the windows' mea
 SAME_PLAN_TOLERANCE = 0.03
 CONFIDENCE = 2.5  # standard errors a gap must clear the margin by (13 checkpoints look)
 MIN_WINDOW_POINTS = 3  # fewer losses in a window: too few to tell their scatter, no comparison
+# The share at the end of a schedule whose reported losses are set against the loss the harness
+# measured. The spread of that ratio among honest runs is what stays steerable (and what the
+# rule gives away in leniency): on the recorded CPU runs of tests/data, 6 % at 0.2 against
+# 9 % at 0.1; wider windows reach into the fall of the loss.
+END_WINDOW = 0.2
 
 Curve = Sequence[tuple[float, float]]  # (progress 0..1, training loss), in progress order
 
@@ -128,6 +172,108 @@ def mean_loss(curve: Curve, progress: float, window: float = WINDOW) -> float | 
 
 
 @dataclass(frozen=True)
+class Measured:
+    """A decided training's curve as its script reported it, with the loss the harness
+    measured for the model it ended with: mean nats per token on the validation split, the
+    units of the cross-entropy per token a script reports (None: not measured)."""
+
+    trace: Trace
+    loss: float | None
+    label: str = "the best run"  # how a verdict names it
+
+
+def reported_end(trace: Trace) -> float | None:
+    """The mean of a training's reported losses over the last `END_WINDOW` of its schedule,
+    or of its last `MIN_WINDOW_POINTS` losses where fewer lie there (a sparse curve); None
+    with fewer in all."""
+    if len(trace.points) < MIN_WINDOW_POINTS:
+        return None
+    last = trace.points[-1][0]
+    window = [loss for at, loss in trace.points if last - END_WINDOW < at]
+    if len(window) < MIN_WINDOW_POINTS:
+        window = [loss for _, loss in trace.points[-MIN_WINDOW_POINTS:]]
+    end = math.fsum(window) / len(window)
+    return end if end > 0 else None
+
+
+def report_ratio(measured: Measured) -> float | None:
+    """The measured loss over the training's last reported losses: near 1 for a script that
+    reports its training loss as it is (above it where the held-out text is harder than the
+    last batches, below where the loss was still falling), 1.8 for one that reports 0.56 of
+    it. None: not measured, or too few reports at its end."""
+    end = reported_end(measured.trace)
+    loss = measured.loss
+    if end is None or loss is None or not math.isfinite(loss) or loss <= 0:
+        return None
+    return loss / end
+
+
+def scaled(trace: Trace, factor: float) -> Trace:
+    """The trace with every reported loss multiplied by ``factor``."""
+    return Trace(
+        tuple((at, loss * factor) for at, loss in trace.points),
+        {step: loss * factor for step, loss in trace.by_step.items()},
+        trace.planned,
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One curve of a `Reference`: a decided training's reports times ``scale``."""
+
+    trace: Trace
+    label: str
+    scale: float
+    carried: bool  # an earlier run's curve carried to the best run's measured loss
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a live training is held against: the best run's curve answering to its measured
+    loss, and earlier runs' curves carried to that loss (see `reference`). At a checkpoint
+    the most lenient of them judges."""
+
+    candidates: tuple[Candidate, ...]
+
+    @property
+    def best(self) -> Candidate:
+        """The best run's own curve (as scaled)."""
+        return self.candidates[0]
+
+
+Against = Curve | Trace | Reference  # a reference, as the rule's functions take it
+
+
+def reference(best: Measured, ancestors: Sequence[Measured] = ()) -> Reference | None:
+    """The reference a training made from ``best`` is held against (see the module's "What it
+    trusts"). ``ancestors``: its parent's and the baseline's curves, each with its measured
+    loss; one without a measurement, or too short, is left out.
+
+    The best run's reports are scaled by its report ratio over the lowest ratio among it and
+    its ancestors (at least 1: never stricter than its reports); an ancestor's curve by the
+    best run's measured loss over its own last reported losses, over that lowest ratio: its
+    shape at the level the best run ended on, in the units of a report as honest as the
+    most lenient of theirs. None: the best run has no measured curve, and nothing is
+    compared."""
+    best_ratio = report_ratio(best)
+    if best_ratio is None or best.loss is None:
+        return None
+    usable = [
+        (ancestor, ratio, end)
+        for ancestor in ancestors
+        if (ratio := report_ratio(ancestor)) is not None
+        and (end := reported_end(ancestor.trace)) is not None
+    ]
+    lowest = min([best_ratio, *(ratio for _, ratio, _ in usable)])
+    own = best_ratio / lowest
+    candidates = [Candidate(scaled(best.trace, own), best.label, own, carried=False)]
+    for ancestor, _, end in usable:
+        factor = best.loss / (end * lowest)
+        candidates.append(Candidate(scaled(ancestor.trace, factor), ancestor.label, factor, True))
+    return Reference(tuple(candidates))
+
+
+@dataclass(frozen=True)
 class Comparison:
     """The live run set against the best run at one point of the budget: the numbers a
     verdict is decided on, as it quotes them.
@@ -150,6 +296,11 @@ class Comparison:
     # Same batches: the best run's mean loss on the live window's own steps, before the trend
     # carried it to the same point of its plan.
     same_batches_loss: float | None = None
+    # The curve it was set against (see `Reference`), what its reports were scaled by, and
+    # whether it is an earlier run's curve carried to the best run's measured loss.
+    against: str = "the best run"
+    reference_scale: float = 1.0
+    carried: bool = False
 
     @property
     def bound(self) -> float:
@@ -159,10 +310,11 @@ class Comparison:
 
     def describe(self) -> str:
         """What was set against what, and the gap."""
+        against = self.against
         if self.method == "clock":
             where = (
                 f"between {self.live_span[0]:.0%} and {self.live_span[1]:.0%} of the budget, "
-                f"against the best run's {self.reference_loss:.4f} over the same span"
+                f"against {against}'s {self.reference_loss:.4f} over the same span"
             )
             ours = f"loss {self.live_loss:.4f} "
         else:
@@ -172,16 +324,26 @@ class Comparison:
             )
             if self.method == "same batches":
                 where = (
-                    f"against the best run's {self.same_batches_loss:.4f} on the same batches, "
+                    f"against {against}'s {self.same_batches_loss:.4f} on the same batches, "
                     f"{self.reference_loss:.4f} carried along its trend to the same point of its "
                     f"{self.reference_planned}-step plan"
                 )
             else:
                 where = (
-                    f"against the best run's {self.reference_loss:.4f} over steps "
+                    f"against {against}'s {self.reference_loss:.4f} over steps "
                     f"{_span(self.reference_span)} of {self.reference_planned} planned, the "
                     "same point of its plan on other batches"
                 )
+        if self.carried:
+            where += (
+                f" (its reports times {self.reference_scale:.3g}: its curve carried to the loss "
+                "the harness measured at the best run's end)"
+            )
+        elif self.reference_scale != 1.0:
+            where += (
+                f" (its reports times {self.reference_scale:.3g}, to answer to the loss the "
+                "harness measured at its end)"
+            )
         return f"{ours}{where}: a gap of {self.gap:+.1%} \u00b1 {self.uncertainty:.1%}"
 
 
@@ -190,15 +352,37 @@ def _span(span: tuple[float, float]) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
 
-def compare(live: Curve | Trace, reference: Curve | Trace, progress: float) -> Comparison | None:
+def compare(live: Curve | Trace, reference: Against, progress: float) -> Comparison | None:
     """The live run against the reference around ``progress``: on the same batches where
     both trainings have step plans of nearly the same length, else point of schedule against
-    point of schedule. None when either has too few points there."""
-    live, reference = _as_trace(live), _as_trace(reference)
+    point of schedule. None when either has too few points there.
+
+    Against a `Reference`, the most lenient of its curves' comparisons (the least bound), and
+    None unless every one of them can be compared there."""
+    live = _as_trace(live)
+    if not isinstance(reference, Reference):
+        return _compare(live, _as_trace(reference), progress)
+    comparisons = []
+    for candidate in reference.candidates:
+        comparison = _compare(live, candidate.trace, progress)
+        if comparison is None:
+            return None
+        comparisons.append(
+            replace(
+                comparison,
+                against=candidate.label,
+                reference_scale=candidate.scale,
+                carried=candidate.carried,
+            )
+        )
+    return min(comparisons, key=lambda c: c.bound, default=None)
+
+
+def _compare(live: Trace, reference: Trace, progress: float) -> Comparison | None:
     return _same_batches(live, reference, progress) or _same_point(live, reference, progress)
 
 
-def gap(live: Curve | Trace, reference: Curve | Trace, progress: float) -> float | None:
+def gap(live: Curve | Trace, reference: Against, progress: float) -> float | None:
     """How much worse the live loss is than the reference's around ``progress`` (0.05 = 5 %
     higher; see `compare`). None when either has too few points there."""
     comparison = compare(live, reference, progress)
@@ -328,7 +512,7 @@ def checkpoints(after: float, until: float = 1.0) -> list[float]:
     return points
 
 
-def widest_bound(live: Curve | Trace, reference: Curve | Trace, after: float) -> float | None:
+def widest_bound(live: Curve | Trace, reference: Against, after: float) -> float | None:
     """The largest bound (gap less its uncertainty, see `Comparison.bound`) a run showed at
     the checkpoints from ``after`` on (None: no overlap)."""
     points = _as_trace(live).points
@@ -359,10 +543,9 @@ class Margin:
         )
 
 
-def calibrate(
-    kept: Iterable[tuple[Curve | Trace, Curve | Trace]], after: float, floor: float
-) -> Margin:
-    """The margin from the (curve, reference curve) pairs of kept runs."""
+def calibrate(kept: Iterable[tuple[Curve | Trace, Against]], after: float, floor: float) -> Margin:
+    """The margin from the (curve, reference) pairs of kept runs: each held against what it
+    was held against when it trained."""
     bounds = [
         b for live, reference in kept if (b := widest_bound(live, reference, after)) is not None
     ]
@@ -412,6 +595,9 @@ class Verdict:
             "reference_span": [round(v, 4) for v in comparison.reference_span],
             "live_planned": comparison.live_planned,
             "reference_planned": comparison.reference_planned,
+            "reference": comparison.against,
+            "reference_scale": round(comparison.reference_scale, 6),
+            "carried": comparison.carried,
             "margin": round(self.margin.value, 6),
             "calibrated_on_keeps": self.margin.keeps,
         }
@@ -422,12 +608,14 @@ def ledger_note(evidence: Mapping[str, object]) -> str:
     progress, gap_ = evidence.get("progress"), evidence.get("gap")
     if not isinstance(progress, (int, float)) or not isinstance(gap_, (int, float)):
         return "stopped early"
-    return f"stopped early at {progress:.0%} of the budget, loss {gap_:+.1%} against the best run's"
+    against = evidence.get("reference")
+    against = against if isinstance(against, str) and against else "the best run"
+    return f"stopped early at {progress:.0%} of the budget, loss {gap_:+.1%} against {against}'s"
 
 
 def judge(
     live: Curve | Trace,
-    reference: Curve | Trace,
+    reference: Against,
     progress: float,
     after: float,
     margin: Margin,
@@ -444,7 +632,7 @@ def judge(
 
 def first_verdict(
     live: Curve | Trace,
-    reference: Curve | Trace,
+    reference: Against,
     after: float,
     margin: Margin,
     since: float = -1.0,
@@ -467,7 +655,7 @@ class Watch:
     judged at the checkpoints it has reached, each once (judged at every tick, the noise of a
     long run would get hundreds of chances to cross the margin)."""
 
-    def __init__(self, reference: Trace, margin: Margin, after: float) -> None:
+    def __init__(self, reference: Trace | Reference, margin: Margin, after: float) -> None:
         self.reference = reference
         self.margin = margin
         self.after = after

@@ -17,7 +17,7 @@ from cockpit.engine.early_abort import Watch, calibrate
 from cockpit.engine.jobs import RunFiles
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.runner import JobHandle, RunResult, TrainingJob, log_tail
-from cockpit.engine.trials import paired_trace
+from cockpit.engine.trials import paired_trace, trusted_reference
 from cockpit.engine.workers import Worker
 from trainer.confine import Confinement
 from trainer.summary import parse_summary
@@ -174,10 +174,11 @@ def record_result(
 def early_abort_watch(
     journal: Journal, engine: EngineSettings, run: Run, experiment: Experiment, kind: str = ""
 ) -> Watch | None:
-    """A watch over this training against the best run's loss curve, with the margin
-    calibrated on the keeps so far, when this experiment may be stopped early; None when
-    early abort is off or there is nothing to compare with. Only curves trained on devices of
-    the same ``kind`` are compared: another kind trains at another speed."""
+    """A watch over this training against the best run's loss curve, as far as the harness's
+    measurements back it (`trials.trusted_reference`), with the margin calibrated on the keeps
+    so far, when this experiment may be stopped early; None when early abort is off or there
+    is nothing measured to compare with. Only curves trained on devices of the same ``kind``
+    are compared: another kind trains at another speed."""
     if not engine.early_abort or experiment.number == 0:
         return None
     experiments = journal.experiments(run.id)
@@ -185,23 +186,26 @@ def early_abort_watch(
     parent = by_commit.get(experiment.parent_commit or "")
     if parent is None:
         return None
+    read: dict[int, list[dict[str, Any]]] = {}
 
-    # The parent's training with the seed this one trains with first: the same batches.
-    def curve(experiment_id: int) -> list[dict[str, Any]]:
-        return [m for m in journal.metrics(experiment_id) if str(m.get("kind") or "") == kind]
+    # An experiment's points on this kind of device; the training with the seed this one
+    # trains with first is taken from them (the same batches).
+    def curve(other: Experiment) -> list[dict[str, Any]]:
+        if other.id not in read:
+            read[other.id] = [
+                m for m in journal.metrics(other.id) if str(m.get("kind") or "") == kind
+            ]
+        return read[other.id]
 
-    reference = paired_trace(curve(parent.id))
-    if not reference.points:
+    reference = trusted_reference(parent, experiments, curve)
+    if reference is None:
         return None
     kept = []
     for other in experiments:
         origin = by_commit.get(other.parent_commit or "")
         if other.decision == "keep" and other.number > 0 and origin is not None:
-            kept.append(
-                (
-                    paired_trace(curve(other.id)),
-                    paired_trace(curve(origin.id)),
-                )
-            )
+            against = trusted_reference(origin, experiments, curve)
+            if against is not None:
+                kept.append((paired_trace(curve(other)), against))
     margin = calibrate(kept, engine.early_abort_after, engine.early_abort_margin)
     return Watch(reference, margin, engine.early_abort_after)

@@ -8,10 +8,10 @@ confirmation, a measurement on another kind of device): its live loss points car
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from cockpit.engine.early_abort import Trace, trace
+from cockpit.engine.early_abort import Measured, Reference, Trace, reference, trace
 from cockpit.engine.journal import Experiment
 
 # A loss point this many seconds past the training's elapsed time cannot belong to it.
@@ -110,3 +110,60 @@ def trial_results(experiment: Experiment, kind: str | None = None) -> tuple[tupl
         and isinstance(trial.get("val_bpb"), (int, float))
         and (kind is None or trial_kind(trial) == kind)
     )
+
+
+def measured_loss(experiment: Experiment, seed: int | None, kind: str = "") -> float | None:
+    """The loss the harness measured for an experiment's training with ``seed`` on devices of
+    ``kind``, in the units of a reported training loss: mean nats per token on the validation
+    split. The trials record val_bpb; the summary's val_loss over its val_bpb turns bits per
+    byte into nats per token (ln 2 times the split's bytes per token). None where that training
+    was not measured by the harness (a script-mode command's figures are its own)."""
+    summary = experiment.summary or {}
+    val_loss, val_bpb = _positive(summary.get("val_loss")), _positive(summary.get("val_bpb"))
+    if summary.get("self_reported") or val_loss is None or val_bpb is None:
+        return None
+    values = dict(trial_results(experiment, kind))
+    if not (experiment.details or {}).get("trials"):
+        return val_loss  # no trials recorded: the summary is of its one training
+    if seed is None:  # points recorded without a seed: only a single training is certain
+        value = next(iter(values.values())) if len(values) == 1 else None
+    else:
+        value = values.get(seed)
+    return None if value is None else value * val_loss / val_bpb
+
+
+def _positive(value: Any) -> float | None:
+    """The value as a float when it is a finite number above zero, else None."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number and math.isfinite(value) and value > 0 else None
+
+
+def measured_trace(
+    experiment: Experiment, metrics: Sequence[Mapping[str, Any]], label: str
+) -> Measured:
+    """`paired_trace` with the loss the harness measured for that same training (its seed,
+    its kind of device)."""
+    records = paired_training(metrics)
+    seed = next((m["seed"] for m in records if isinstance(m.get("seed"), int)), None)
+    kind = str(records[0].get("kind") or "") if records else ""
+    return Measured(trace(records), measured_loss(experiment, seed, kind), label)
+
+
+def trusted_reference(
+    best: Experiment,
+    experiments: Sequence[Experiment],
+    metrics: Callable[[Experiment], Sequence[Mapping[str, Any]]],
+) -> Reference | None:
+    """What early abort holds a training made from ``best`` against: the best's curve and
+    those of its parent and of the run's baseline, each with the loss the harness measured
+    (see `early_abort.reference`). ``metrics``: an experiment's metric records, of the kind of
+    device compared on. None: the best has no measured curve."""
+    by_commit = {e.commit_sha: e for e in experiments if e.commit_sha}
+    parent = by_commit.get(best.parent_commit or "")
+    baseline = next((e for e in experiments if e.number == 0), None)
+    ancestors = []
+    if parent is not None and parent.number != 0:
+        ancestors.append(measured_trace(parent, metrics(parent), f"its parent #{parent.number}"))
+    if baseline is not None and baseline.id != best.id:
+        ancestors.append(measured_trace(baseline, metrics(baseline), "the baseline #0"))
+    return reference(measured_trace(best, metrics(best), "the best run"), ancestors)

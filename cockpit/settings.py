@@ -118,6 +118,16 @@ class TrainerSettings(BaseModel):
         ),
         json_schema_extra={"allowed": "true or false"},
     )
+    share_compile_cache: bool = Field(
+        default=False,
+        description=(
+            "Let every training use one set of compiler caches (Inductor, Triton, CUDA) in the "
+            "cache folder: faster on a GPU, but a channel between experiments (what one "
+            "training leaves there, a later one loads). false = each training has its own, "
+            "gone with it."
+        ),
+        json_schema_extra={"allowed": "true or false"},
+    )
 
 
 class EngineSettings(BaseModel):

@@ -104,3 +104,73 @@ def test_work_done_while_the_script_is_imported_is_spent_from_the_budget(
     # together fit the budget, as an honest script's training does.
     seconds = float(run.summary["training_seconds"])
     assert IMPORT_WORK <= seconds <= BUDGET + 0.5, run.summary
+
+
+# --- the harness keeps the clock the script cannot stop ----------------------------------------
+
+# A stand-in for the training process: says it starts the script after ``said`` seconds (as
+# the trusted part of the training process does), then runs for ``runs`` seconds whatever
+# its own clock says (a script that disarmed the process's alarm and watchdog).
+TRAINING = """
+import json, os, sys, time
+said, runs = float(sys.argv[1]), float(sys.argv[2])
+pipe = os.fdopen(int(sys.argv[3]), "w")
+if said >= 0:
+    time.sleep(said)
+    pipe.write(json.dumps({"event": "phase", "phase": "training"}) + "\\n")
+    pipe.flush()
+time.sleep(runs)
+"""
+
+
+def _wait(monkeypatch: pytest.MonkeyPatch, said: float, runs: float) -> tuple[object, str, float]:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from trainer import harness
+    from trainer.context import MetricsSink
+
+    # Small limits, so that the test takes seconds: 2 s to start, 1 s of budget, 0.5 s grace,
+    # 0.5 s for the watchdog's margin and 0.5 s to export.
+    monkeypatch.setattr(harness, "STARTUP_ALLOWANCE_SECONDS", 2.0)
+    monkeypatch.setattr(harness, "HARD_STOP_MARGIN_SECONDS", 0.5)
+    monkeypatch.setattr(harness, "export_limit_seconds", lambda budget: 0.5)
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAINING, str(said), str(runs), str(write_end)],
+        pass_fds=(write_end,),
+    )
+    os.close(write_end)
+    relay = harness.Relay(read_end, MetricsSink.open(None, None))
+    started = time.perf_counter()
+    try:
+        code, why = harness._wait_for_training(child, relay, 1.0, 0.5)
+    finally:
+        child.kill()
+        child.wait()
+    return code, why, time.perf_counter() - started
+
+
+def test_the_script_is_ended_on_the_harness_clock_from_its_own_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It starts its script after 0.5 s and then runs on: ended 2.5 s later (budget, grace,
+    # margin, export), not after the 1.5 s of start-up allowance it did not use as well.
+    code, why, seconds = _wait(monkeypatch, said=0.5, runs=30.0)
+    assert code is None and "the script ran past 2.5 s" in why, why
+    assert 2.9 <= seconds < 3.8, seconds
+
+
+def test_a_training_that_never_starts_its_script_is_ended_after_the_allowance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code, why, seconds = _wait(monkeypatch, said=-1, runs=30.0)
+    assert code is None and "did not start the script within 2 s" in why, why
+    assert 2.0 <= seconds < 2.8, seconds
+
+
+def test_a_training_that_ends_in_time_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, why, _ = _wait(monkeypatch, said=0.2, runs=0.5)
+    assert code == 0 and why == ""

@@ -63,7 +63,8 @@ HARNESS_VERSION = "2"  # 2: the score comes from the exported forward, in anothe
 DEFAULT_SEQ_LEN = {"cpu": 256, "cuda": 2048}
 DEFAULT_EVAL_TOKENS = {"cpu": 131072, "cuda": 4194304}
 EVAL_TIMEOUT_MIN_SECONDS = 60.0
-STARTUP_ALLOWANCE_SECONDS = 60.0  # for the training process to import torch and the script
+STARTUP_ALLOWANCE_SECONDS = 60.0  # for the training process to start Python and torch
+WAIT_POLL_SECONDS = 0.2  # how often the harness looks at the training's clock
 PROGRAM_NAME = "model.program"
 # Events the training may put in the metrics stream; the harness writes the end itself.
 RELAYED_EVENTS = frozenset({"start", "phase", "metric"})
@@ -107,6 +108,10 @@ class HarnessOptions:
     confinement: str = "auto"  # auto, require or off (see trainer.confine)
     # How much the evaluation may grow this process, in MB; 0: EVAL_MEMORY_SHARE of the machine.
     eval_memory_mb: int = 0
+    # The compilers' caches shared by every training (faster on a GPU, and a channel from one
+    # training to the next: what one leaves there, a later one loads); False: its own, in its
+    # folder, gone with it.
+    share_compile_cache: bool = False
 
 
 def visible_gpus() -> list[str]:
@@ -169,6 +174,10 @@ class Relay:
         self._began = time.perf_counter()
         # From the training process's start to its training phase: its start-up cost.
         self.startup_seconds: float | None = None
+        # When the training process said it starts the script (before any of the script ran,
+        # so the script cannot move it), and when the process ended: the script's own time.
+        self.script_began: float | None = None
+        self.script_ended: float = 0.0
         self._thread = threading.Thread(target=self._follow, name="metrics-relay", daemon=True)
         self._thread.start()
 
@@ -187,7 +196,8 @@ class Relay:
                     continue
                 self.start = record
             if record.get("phase") == "training" and self.startup_seconds is None:
-                self.startup_seconds = time.perf_counter() - self._began
+                self.script_began = time.perf_counter()
+                self.startup_seconds = self.script_began - self._began
             self._sink.write(record)
 
     def join(self, timeout: float) -> None:
@@ -446,8 +456,11 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
     plans = work_dir / "pacing.json"
     if pacing_path.is_file():
         shutil.copyfile(pacing_path, plans)
-    compile_cache = cache_dir / "compile"
+    # The compilers' caches: the training's own unless shared (see HarnessOptions), so that
+    # nothing one training leaves there is loaded by the next.
+    compile_cache = (cache_dir if options.share_compile_cache else work_dir) / "compile"
     compile_cache.mkdir(parents=True, exist_ok=True)
+    run.summary["compile_cache"] = "shared" if options.share_compile_cache else "own"
     facts = _pacing_facts(run)
     check = run.device_check
     read_end, write_end = os.pipe()
@@ -485,21 +498,15 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
     )
     os.close(write_end)
     relay = Relay(read_end, run.sink)
-    limit = (
-        STARTUP_ALLOWANCE_SECONDS
-        + options.budget_seconds
-        + options.grace_seconds
-        + HARD_STOP_MARGIN_SECONDS
-        + export_limit_seconds(options.budget_seconds)
-    )
     try:
-        code = run.child.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        code = None
+        code, overrun = _wait_for_training(run.child, relay, options.budget_seconds,
+                                           options.grace_seconds)  # fmt: skip
     finally:
         ended = end_descendants()  # the training's tree, and any orphan it left behind
     relay.join(5.0)
     run.summary["training_startup_seconds"] = relay.startup_seconds
+    if relay.script_began is not None:
+        run.summary["script_seconds"] = relay.script_ended - relay.script_began
     start = relay.start or {}
     confinement = Confinement.from_dict(start.get("confinement"))
     if confinement is not None:
@@ -509,10 +516,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
     run.training = _read_figures(work_dir / FIGURES_NAME)
     _settle_pacing(run, Pacing(pacing_path, Pacing.make_key(options.script, *facts)), plans)
     if code is None:
-        raise HarnessStop(
-            Outcome.TIMEOUT,
-            f"the training process ran past {limit:g} s and was ended",
-        )
+        raise HarnessStop(Outcome.TIMEOUT, overrun)
     outcome = Outcome.from_exit_code(code)
     reason = run.training.get("reason")
     if code != 0:
@@ -542,6 +546,41 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
         file.close()
         raise
     return Export(kept, file)
+
+
+def _wait_for_training(
+    child: subprocess.Popen[bytes], relay: Relay, budget: float, grace: float
+) -> tuple[int | None, str]:
+    """The training process's exit code, or None and why it was cut short.
+
+    Its clock is kept here, where the script cannot reach it: the allowance for starting
+    Python and torch ends with the start of the script, which the training process says before
+    any of the script runs (`Relay.script_began`); from then on the script has its budget, the
+    grace, the watchdog's margin and the export's time, and not a second of the allowance it
+    did not use. A script that stops the process's own clock gains nothing by it."""
+    began = time.perf_counter()
+    script_limit = budget + grace + HARD_STOP_MARGIN_SECONDS + export_limit_seconds(budget)
+    while True:
+        try:
+            code = child.wait(timeout=WAIT_POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+        else:
+            relay.script_ended = time.perf_counter()
+            return code, ""
+        now = time.perf_counter()
+        script_began = relay.script_began
+        if script_began is None and now - began > STARTUP_ALLOWANCE_SECONDS:
+            return None, (
+                f"the training process did not start the script within "
+                f"{STARTUP_ALLOWANCE_SECONDS:g} s (importing Python and torch) and was ended"
+            )
+        if script_began is not None and now - script_began > script_limit:
+            relay.script_ended = now
+            return None, (
+                f"the script ran past {script_limit:g} s (its budget of {budget:g} s, "
+                f"{grace:g} s grace, and the time allowed to stop and export) and was ended"
+            )
 
 
 def _ended_by(code: int) -> str:
@@ -717,6 +756,13 @@ def build_parser() -> argparse.ArgumentParser:
         "does not fully; off)",
     )
     parser.add_argument(
+        "--share-compile-cache",
+        action="store_true",
+        help="let the training use the compilers' caches (Inductor, Triton, CUDA) in the cache "
+        "folder, shared with every other training: faster on a GPU, but what one training leaves "
+        "there a later one loads (default: a cache of its own, in its folder)",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=None,
@@ -777,5 +823,6 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=paths["work_dir"],
         program_path=paths["program"],
         eval_memory_mb=args.eval_memory_mb,
+        share_compile_cache=args.share_compile_cache,
     )
     return run_harness(options)

@@ -54,6 +54,8 @@ def harness_args(
         "--threads", str(threads),
         "--confinement", "require" if trainer.require_confinement else "auto",
     ]  # fmt: skip
+    if trainer.share_compile_cache:
+        args.append("--share-compile-cache")
     if cpus:
         args += ["--cpus", ",".join(str(core) for core in cpus)]
     if cache_dir:

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 from tests.conftest import SCRIPTS, HarnessRun, run_harness
+from tests.test_program import Tiny
 from trainer import readback
 from trainer.harness import MAX_FIGURES_BYTES
 from trainer.outcomes import Outcome
@@ -72,16 +72,6 @@ def write_zip(path: str, members: list[tuple[str, bytes | int]]) -> None:
         count, size = len(members), sum(map(len, directory))
         out.write(b"".join(directory))
         out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, size, start, 0))
-
-
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(256, 8)
-        self.head = nn.Linear(8, 256)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.embed(idx)))
 
 
 @pytest.fixture(scope="module")

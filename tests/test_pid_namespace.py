@@ -116,8 +116,8 @@ def test_its_proc_shows_its_own_processes_only(tmp_path: Path, corpus: str) -> N
     assert run.exit_code == 0, run.output
     seen = tagged(run.output, "SEEN")
     pids = [int(pid) for pid in seen["pids"].split(",")]
-    # Process 1 is the training itself; the rest are threads' helpers it started, if any.
-    assert seen["me"] == "1" and "trainer.confined" in seen["first"], seen
+    # Process 1 is the namespace's init, process 2 the training; nothing of the host's.
+    assert seen["me"] == "2" and "trainer.confined" in seen["first"], seen
     assert len(pids) < 10, pids
     assert "processes: " + pidns.ENFORCED_BY in run.output
 

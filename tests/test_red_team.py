@@ -345,15 +345,12 @@ def test_a_secret_under_home_cannot_be_read(tmp_path: Path, corpus: str) -> None
 
 
 def test_the_harness_cannot_be_signalled_or_its_memory_written(tmp_path: Path, corpus: str) -> None:
-    """The harness (the training's parent) scores the run: its memory is out of reach
-    (ptrace rules across Landlock domains) and so are signals to it. In a PID namespace of
-    its own the training does not even see it: its parent is outside (pid 0)."""
+    """The training's parent (the harness, or in a PID namespace of its own the namespace's
+    init, the harness out of sight) is out of reach: its memory (ptrace rules across Landlock
+    domains) and signals to it."""
     code = """
 import os
 def finish(model, ctx):
-    if os.getppid() == 0:
-        print("ESCAPE parent=out-of-sight", flush=True)
-        return model
     try:
         with open(f"/proc/{os.getppid()}/mem", "r+b") as memory:  # "profiling"
             memory.seek(0x400000)
@@ -371,9 +368,6 @@ def finish(model, ctx):
     run = attack(tmp_path, corpus, code)
     assert run.exit_code == 0, run.output
     found = escapes(run)
-    if run.summary["confinement"].get("processes"):
-        assert found == {"parent": "out-of-sight"}, found
-        return
     assert found["memory"] in ("PermissionError", "OSError"), found
     assert found["signal"] == "PermissionError", found
 

@@ -3,15 +3,18 @@ shows its own processes only.
 
 Inside the training's user namespace (trainer.confine), the process that the harness started
 unshares a PID and a mount namespace and forks. The child is process 1 of the new PID
-namespace and runs the training; it mounts a procfs of that namespace on /proc, so /proc
-lists the training's own processes and none of the host's (their command lines often carry
-paths, hosts, tokens). When process 1 ends, the kernel kills every process left in its
-namespace, whatever it did to detach (a new session, a double fork): nothing outlives the
-training, and no kill of the harness's has to win a race with a process that keeps forking.
+namespace: it mounts a procfs of that namespace on /proc, so /proc lists the training's own
+processes and none of the host's (their command lines often carry paths, hosts, tokens), and
+forks the training, process 2. Process 1 is a small init of ours (process 1 ignores every
+signal it has no handler for, even a SIGKILL it sends itself, so the training must not be
+it): it reaps orphans, and when the training ends it says how and ends too. The kernel then
+kills every process left in the namespace, whatever it did to detach (a new session, a double
+fork): nothing outlives the training, and no kill of the harness's has to win a race with a
+process that keeps forking.
 
-The parent stays outside, runs nothing of the script, passes the harness's signals on to the
-child, and ends as the child ended (its exit code, or killed by the same signal), so the
-harness reads the training's outcome as before.
+The process outside runs nothing of the script, passes the harness's signals on, and ends
+as the training ended (its exit code, or killed by the same signal), so the harness reads the
+training's outcome as before.
 
 A process 1 whose namespace cannot get its own /proc would read the host's with ids of the
 new namespace (a thread's name, written by NVIDIA's driver under /proc/self/task/<tid>, would
@@ -106,43 +109,74 @@ def refused() -> str | None:
 
 
 def isolate() -> str | None:
-    """Run the rest of this program as process 1 of a PID namespace of its own with its own
-    /proc; in the parent, wait for it and end as it ended (never returns there). Returns None
-    in the child, or why the namespace could not be had (then nothing changed). Call it
-    inside the training's user namespace, while the process has one thread."""
+    """Run the rest of this program as the training in a PID namespace of its own, with its own
+    /proc; returns None there, or why the namespace could not be had (then nothing changed).
+    The process that calls it waits outside and ends as the training ended (it never returns
+    there); process 1 of the namespace is a small init of ours that reaps orphans and ends the
+    namespace with the training. Call it inside the training's user namespace, while the
+    process has one thread."""
     why = refused()
     if why is not None:
         return why
+    status_read, status_write = os.pipe()
     _enter()
-    child = os.fork()
-    if child == 0:
-        _own_proc()  # the trial succeeded: a failure here is an error of the setup
-        return None
-    _follow(child)
+    init = os.fork()
+    if init != 0:  # the harness's child: waits outside the namespace
+        os.close(status_write)
+        _follow(init, status_read)
+    os.close(status_read)
+    _own_proc()  # the trial succeeded: a failure here is an error of the setup
+    training = os.fork()
+    if training == 0:
+        os.close(status_write)
+        return None  # the training: process 2, with the signals of any process
+    _init(training, status_write)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _follow(child: int) -> None:
-    """The parent's part: pass the harness's signals on, and end as the child ended."""
+def _forward_to(pid: int) -> None:
+    """Pass the signals a harness sends (`_FORWARDED`) on to ``pid``."""
 
     def forward(signum: int, frame: FrameType | None) -> None:
         try:
-            os.kill(child, signum)
+            os.kill(pid, signum)
         except ProcessLookupError:
             pass
 
     for signum in _FORWARDED:
         signal.signal(signum, forward)
+
+
+def _init(training: int, status_write: int) -> None:
+    """Process 1: reap whatever ends (orphans are its children), and when the training ends,
+    tell the process outside how (its raw wait status) and end: the kernel then ends every
+    process left in the namespace. Being process 1, it ignores signals it has no handler for;
+    the training, process 2, does not."""
+    _forward_to(training)
     while True:
         try:
-            _, status = os.waitpid(child, 0)
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if pid == training:
+            os.write(status_write, str(status).encode())
+            os._exit(0)
+
+
+def _follow(init: int, status_read: int) -> None:
+    """The part of the process the harness started: pass its signals on, and end as the
+    training ended (as process 1 said; as process 1 ended where it could not say)."""
+    _forward_to(init)
+    while True:
+        try:
+            _, status = os.waitpid(init, 0)
             break
         except ChildProcessError:
             os._exit(1)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries it
-            continue
-    code = _exit_status(status)
+    said = os.read(status_read, 64).decode(errors="replace").strip()
+    code = _exit_status(int(said)) if said.isdigit() else _exit_status(status)
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     os._exit(code & 0xFF)

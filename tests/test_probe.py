@@ -415,3 +415,23 @@ def test_a_device_torch_cannot_use_is_a_refusal_the_engine_stops_on(tmp_path: Pa
     check = run.summary["device_check"]
     assert check["usable"] is False and check["layer"] is None
     assert check["message"].startswith("device cuda was asked for but no CUDA GPU is usable")
+
+
+def test_a_verdict_vouches_only_for_the_confinement_code_it_probed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from trainer import probe
+
+    before = probe.cache_key(torch.device("cpu"), "auto")
+    probe._confinement_digest.cache_clear()
+    # The same key from the same code; another key once a module of the confinement differs.
+    assert probe.cache_key(torch.device("cpu"), "auto") == before
+    monkeypatch.setattr(probe, "CONFINEMENT_MODULES", probe.CONFINEMENT_MODULES[:-1])
+    probe._confinement_digest.cache_clear()
+    try:
+        assert probe.cache_key(torch.device("cpu"), "auto") != before
+    finally:
+        monkeypatch.undo()
+        probe._confinement_digest.cache_clear()

@@ -29,6 +29,8 @@ after `RECHECK_SECONDS`, so that a fixed setting is noticed.
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
 import json
 import os
 import subprocess
@@ -52,6 +54,9 @@ from trainer.summary import write_json_atomic
 from trainer.walls import training_environment, walls_for
 
 PROBE_VERSION = "1"
+# The modules whose code a verdict vouches for (see `_confinement_digest`).
+CONFINEMENT_MODULES = ("confine.py", "confined.py", "landlock.py", "pidns.py", "probe.py",
+                       "walls.py")  # fmt: skip
 CACHE_NAME = "device-probe.json"
 RECHECK_SECONDS = 3600.0  # a degraded or refused verdict is probed again after this
 TIMEOUT_SECONDS = {"cpu": 180.0, "cuda": 300.0}
@@ -254,12 +259,25 @@ def _driver_version() -> str:
         return "no NVIDIA driver"
 
 
+@functools.cache
+def _confinement_digest() -> str:
+    """A digest of the code that confines a training: a verdict vouches for that code only, so
+    a cockpit whose confinement changed (a new namespace, other rules) probes again."""
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in CONFINEMENT_MODULES:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(device: torch.device, mode: str) -> str:
-    """What the verdict depends on: the device, its driver, torch, the kernel and the mode."""
+    """What the verdict depends on: the device, its driver, torch, the kernel, the mode and the
+    confinement's own code."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return "|".join(
         [
             PROBE_VERSION,
+            _confinement_digest(),
             device.type,
             name,
             _driver_version(),

@@ -18,19 +18,10 @@ import pytest
 import torch
 from torch import nn
 
+from tests.models import Tiny
 from trainer.program import ProgramError, export_forward, load_program
 
 CPU = torch.device("cpu")
-
-
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(256, 8)
-        self.head = nn.Linear(8, 256)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.embed(idx)))
 
 
 def exported(tmp_path: Path) -> tuple[dict[str, Any], bytes]:

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from tests.conftest import SCRIPTS, HarnessRun, run_harness
-from tests.test_program import Tiny
+from tests.models import Tiny
 from trainer import readback
 from trainer.harness import MAX_FIGURES_BYTES
 from trainer.outcomes import Outcome

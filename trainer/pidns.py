@@ -77,12 +77,6 @@ def _enter() -> None:
     _check(_libc().unshare(CLONE_NEWNS | CLONE_NEWPID), "unsharing the PID and mount namespaces")
 
 
-def _exit_status(status: int) -> int:
-    if os.WIFSIGNALED(status):
-        return -os.WTERMSIG(status)
-    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
-
-
 def refused() -> str | None:
     """Why the PID namespace cannot be had here (None: it can): a throwaway child tries the
     whole setup and reports, so that a refusal costs nothing."""
@@ -98,11 +92,11 @@ def refused() -> str | None:
                     os._exit(0)
                 except OSError:
                     os._exit(_MOUNT_REFUSED)
-            code = _exit_status(os.waitpid(first, 0)[1])
+            code = os.waitstatus_to_exitcode(os.waitpid(first, 0)[1])
         except OSError:
             pass
         os._exit(code if code >= 0 else _MOUNT_REFUSED)
-    status = _exit_status(os.waitpid(trial, 0)[1])
+    status = os.waitstatus_to_exitcode(os.waitpid(trial, 0)[1])
     if status == 0:
         return None
     return _REFUSALS.get(status, f"setting up a PID namespace failed (status {status})")
@@ -174,7 +168,7 @@ def _follow(init: int, status_read: int) -> None:
         except ChildProcessError:
             os._exit(1)
     said = os.read(status_read, 64).decode(errors="replace").strip()
-    code = _exit_status(int(said)) if said.isdigit() else _exit_status(status)
+    code = os.waitstatus_to_exitcode(int(said) if said.isdigit() else status)
     if code < 0:
         if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler
             signal.signal(-code, signal.SIG_DFL)

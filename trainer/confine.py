@@ -106,6 +106,9 @@ class Confinement:
     # What keeps its processes to themselves (trainer.pidns): none outlives it, and its /proc
     # shows only them. None where nothing does (``reason`` says why).
     processes: str | None = None
+    # The bounds on what it may use (trainer.bounds: memory, processes, disk, metrics), each
+    # with its limit and what enforces it; None where none were set.
+    bounds: dict[str, object] | None = None
 
     @property
     def enforced(self) -> bool:
@@ -150,6 +153,7 @@ class Confinement:
             "reason": self.reason,
             "layer": self.layer,
             "processes": self.processes,
+            "bounds": self.bounds,
         }
 
     @classmethod
@@ -159,12 +163,14 @@ class Confinement:
             return None
         network, files = data.get("network"), data.get("files")
         layer, processes = data.get("layer"), data.get("processes")
+        bounds = data.get("bounds")
         return cls(
             network if isinstance(network, str) else None,
             str(data.get("reason") or ""),
             files if isinstance(files, str) else None,
             layer if isinstance(layer, str) else FULL.name,
             processes if isinstance(processes, str) else None,
+            bounds if isinstance(bounds, dict) else None,
         )
 
 

@@ -128,6 +128,52 @@ class TrainerSettings(BaseModel):
         ),
         json_schema_extra={"allowed": "true or false"},
     )
+    memory_limit_mb: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "The most memory a training may use, in MB (all its processes, resident); past it "
+            "the training ends as a crash. 0 = half of this machine's memory, leaving the rest "
+            "to the engine and Ollama."
+        ),
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = half the machine's)"},
+    )
+    max_processes: int = Field(
+        default=1024,
+        ge=0,
+        description=(
+            "The most processes and threads a training may run at once; reaching it ends the "
+            "training as a crash. 0 = no bound."
+        ),
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = no bound)"},
+    )
+    disk_limit_mb: int = Field(
+        default=8192,
+        ge=0,
+        description=(
+            "The most a training may write into its folder, in MB (no one file larger either); "
+            "reaching it ends the training as a crash. 0 = no bound."
+        ),
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = no bound)"},
+    )
+    metrics_limit_mb: int = Field(
+        default=64,
+        ge=0,
+        description=(
+            "The most live metrics a training may write, in MB; past it the training ends as a "
+            "crash. 0 = no bound."
+        ),
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = no bound)"},
+    )
+    eval_memory_mb: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "How much evaluating a training's exported model may grow the harness, in MB; past "
+            "it the model is refused. 0 = half of this machine's memory."
+        ),
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = half the machine's)"},
+    )
 
 
 class EngineSettings(BaseModel):

@@ -130,6 +130,7 @@ def _wait(monkeypatch: pytest.MonkeyPatch, said: float, runs: float) -> tuple[ob
     import time
 
     from trainer import harness
+    from trainer.bounds import Bounds, Watch
     from trainer.context import MetricsSink
 
     # Small limits, so that the test takes seconds: 2 s to start, 1 s of budget, 0.5 s grace,
@@ -146,11 +147,15 @@ def _wait(monkeypatch: pytest.MonkeyPatch, said: float, runs: float) -> tuple[ob
     relay = harness.Relay(read_end, MetricsSink.open(None, None))
     started = time.perf_counter()
     try:
-        code, why = harness._wait_for_training(child, relay, 1.0, 0.5)
+        watch = Watch(Bounds(disk_mb=0), child.pid, os.getcwd())  # no folder to add up
+        code, cut = harness._wait_for_training(child, relay, watch, 1.0, 0.5)
     finally:
         child.kill()
         child.wait()
-    return code, why, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if cut is not None:
+        assert cut.outcome is harness.Outcome.TIMEOUT
+    return code, cut.reason if cut is not None else "", seconds
 
 
 def test_the_script_is_ended_on_the_harness_clock_from_its_own_start(

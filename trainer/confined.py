@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.confine import Confinement, ConfinementError, confine, layer_named
+from trainer import bounds as bounding
+from trainer.confine import ENFORCED_BY, Confinement, ConfinementError, confine, layer_named
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class TrainingSpec:
     nvidia: bool = False  # an NVIDIA device exists: grant what its driver needs in /proc
     probe: bool = False  # run the device probe (trainer.probe) instead of a training
     probe_compile: bool = True  # the probe compiles a function (on CUDA it always does)
+    bounds: dict[str, int] | None = None  # trainer.bounds.Bounds; None: none (the probe)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
@@ -66,6 +68,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m trainer.confined SPEC.json", file=sys.stderr)
         return 2
     spec = TrainingSpec.read_from(Path(argv[0]))
+    bounds = bounding.Bounds.from_dict(spec.bounds)
+    # Before confinement: Landlock refuses a process's writes to its own oom_score_adj.
+    first_to_go = bounds is not None and bounding.first_to_go()
     try:
         confinement: Confinement | Exception = confine(
             spec.confinement,
@@ -78,6 +83,9 @@ def main(argv: list[str]) -> int:
         )
     except (ConfinementError, ValueError) as refused:
         confinement = refused
+    if bounds is not None and isinstance(confinement, Confinement):
+        table = bounding.apply(bounds, confinement.network == ENFORCED_BY, first_to_go)
+        confinement = dataclasses.replace(confinement, bounds=table)
     if spec.probe:
         from trainer.probe import run_steps
 

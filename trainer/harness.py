@@ -37,7 +37,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
@@ -46,6 +46,7 @@ import psutil
 import torch
 
 from trainer import hardware, readback, template_path
+from trainer.bounds import Bounds, Watch
 from trainer.confine import MODES, Confinement
 from trainer.confined import TrainingSpec
 from trainer.context import MetricsSink
@@ -112,6 +113,8 @@ class HarnessOptions:
     # training to the next: what one leaves there, a later one loads); False: its own, in its
     # folder, gone with it.
     share_compile_cache: bool = False
+    # What the training may take of the machine (trainer.bounds).
+    bounds: Bounds = field(default_factory=Bounds)
 
 
 def visible_gpus() -> list[str]:
@@ -167,9 +170,14 @@ class Relay:
     harness may say: no end record, and the start record only once (the training process
     writes it before the script is loaded)."""
 
-    def __init__(self, read_fd: int, sink: MetricsSink) -> None:
+    def __init__(self, read_fd: int, sink: MetricsSink, limit_bytes: int = 0) -> None:
         self._stream = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
         self._sink = sink
+        # The metrics bound (0: none): past it nothing more is passed on, the stream is drained
+        # so that the training does not block on it, and `overflow` says so.
+        self._limit = limit_bytes
+        self.received = 0
+        self.overflow: str | None = None
         self.start: dict[str, Any] | None = None
         self._began = time.perf_counter()
         # From the training process's start to its training phase: its start-up cost.
@@ -185,6 +193,15 @@ class Relay:
         # Lines are read in bounded pieces: an endless line cannot fill this process's memory
         # (a piece of one fails to parse and is dropped).
         for line in iter(lambda: self._stream.readline(MAX_RECORD_CHARACTERS), ""):
+            self.received += len(line)
+            if self._limit and self.received > self._limit:
+                if self.overflow is None:
+                    self.overflow = (
+                        f"the training wrote more than {readback.size_text(self._limit)} of "
+                        "metrics, past its bound; raise [trainer] metrics_limit_mb (0 for no "
+                        "bound) to allow more"
+                    )
+                continue
             try:
                 record = json.loads(line)
             except ValueError:
@@ -480,6 +497,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
         pacing_path=str(plans),
         pacing_facts=facts,
         metrics_fd=write_end,
+        bounds=options.bounds.to_dict(),
         confinement=options.confinement,
         **walls_for(options.script, corpus.train_path, work_dir, compile_cache, corpus.hidden),
         layer=check.layer if check is not None and check.layer else "full",
@@ -497,16 +515,22 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
         start_new_session=True,
     )
     os.close(write_end)
-    relay = Relay(read_end, run.sink)
+    relay = Relay(read_end, run.sink, options.bounds.metrics_mb * 1_000_000)
+    watch = Watch(options.bounds, run.child.pid, str(work_dir))
     try:
-        code, overrun = _wait_for_training(run.child, relay, options.budget_seconds,
-                                           options.grace_seconds)  # fmt: skip
+        code, cut = _wait_for_training(run.child, relay, watch, options.budget_seconds,
+                                       options.grace_seconds)  # fmt: skip
     finally:
         ended = end_descendants()  # the training's tree, and any orphan it left behind
     relay.join(5.0)
     run.summary["training_startup_seconds"] = relay.startup_seconds
     if relay.script_began is not None:
         run.summary["script_seconds"] = relay.script_ended - relay.script_began
+    run.summary["peak_memory_mb"] = watch.peak_memory / 1e6
+    run.summary["peak_processes"] = watch.peak_processes
+    if cut is None and (disk := watch.check_disk()) is not None:
+        cut = HarnessStop(Outcome.CRASH, disk)  # what it wrote after the harness's last look
+    run.summary["folder_mb"] = watch.folder_bytes / 1e6
     start = relay.start or {}
     confinement = Confinement.from_dict(start.get("confinement"))
     if confinement is not None:
@@ -515,8 +539,9 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
         print(f"ended {ended} process(es) the training left running", file=sys.stderr, flush=True)
     run.training = _read_figures(work_dir / FIGURES_NAME)
     _settle_pacing(run, Pacing(pacing_path, Pacing.make_key(options.script, *facts)), plans)
-    if code is None:
-        raise HarnessStop(Outcome.TIMEOUT, overrun)
+    if cut is not None:
+        raise cut
+    assert code is not None
     outcome = Outcome.from_exit_code(code)
     reason = run.training.get("reason")
     if code != 0:
@@ -549,9 +574,10 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
 
 
 def _wait_for_training(
-    child: subprocess.Popen[bytes], relay: Relay, budget: float, grace: float
-) -> tuple[int | None, str]:
-    """The training process's exit code, or None and why it was cut short.
+    child: subprocess.Popen[bytes], relay: Relay, watch: Watch, budget: float, grace: float
+) -> tuple[int | None, HarnessStop | None]:
+    """The training process's exit code, or None and why it was cut short: past its time (a
+    timeout) or past one of its bounds (a crash; `Watch` and the metrics bound of the `Relay`).
 
     Its clock is kept here, where the script cannot reach it: the allowance for starting
     Python and torch ends with the start of the script, which the training process says before
@@ -567,19 +593,25 @@ def _wait_for_training(
             pass
         else:
             relay.script_ended = time.perf_counter()
-            return code, ""
+            return code, None
+        passed = relay.overflow or watch.check()
+        if passed is not None:
+            relay.script_ended = time.perf_counter()
+            return None, HarnessStop(Outcome.CRASH, passed)
         now = time.perf_counter()
         script_began = relay.script_began
         if script_began is None and now - began > STARTUP_ALLOWANCE_SECONDS:
-            return None, (
+            return None, HarnessStop(
+                Outcome.TIMEOUT,
                 f"the training process did not start the script within "
-                f"{STARTUP_ALLOWANCE_SECONDS:g} s (importing Python and torch) and was ended"
+                f"{STARTUP_ALLOWANCE_SECONDS:g} s (importing Python and torch) and was ended",
             )
         if script_began is not None and now - script_began > script_limit:
             relay.script_ended = now
-            return None, (
+            return None, HarnessStop(
+                Outcome.TIMEOUT,
                 f"the script ran past {script_limit:g} s (its budget of {budget:g} s, "
-                f"{grace:g} s grace, and the time allowed to stop and export) and was ended"
+                f"{grace:g} s grace, and the time allowed to stop and export) and was ended",
             )
 
 
@@ -781,7 +813,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much the evaluation may grow the harness, in MB "
         f"(0: {EVAL_MEMORY_SHARE:.0%} of this machine's memory)",
     )
+    bounds = defaults.bounds
+    for flag, default, what in (
+        ("--memory-limit-mb", bounds.memory_mb, "the training's memory, in MB (0: half the "
+         "machine's)"),
+        ("--max-processes", bounds.processes, "the training's processes and threads (0: no bound)"),
+        ("--disk-limit-mb", bounds.disk_mb, "what the training may write into its folder, in MB "
+         "(0: no bound)"),
+        ("--metrics-limit-mb", bounds.metrics_mb, "the training's metrics stream, in MB (0: no "
+         "bound)"),
+    ):  # fmt: skip
+        parser.add_argument(flag, type=_count, default=default, help=what)
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return value
 
 
 def _core_list(text: str) -> tuple[int, ...]:
@@ -824,5 +877,8 @@ def main(argv: list[str] | None = None) -> int:
         program_path=paths["program"],
         eval_memory_mb=args.eval_memory_mb,
         share_compile_cache=args.share_compile_cache,
+        bounds=Bounds(
+            args.memory_limit_mb, args.max_processes, args.disk_limit_mb, args.metrics_limit_mb
+        ),
     )
     return run_harness(options)

@@ -56,6 +56,13 @@ def harness_args(
     ]  # fmt: skip
     if trainer.share_compile_cache:
         args.append("--share-compile-cache")
+    args += [
+        "--memory-limit-mb", str(trainer.memory_limit_mb),
+        "--max-processes", str(trainer.max_processes),
+        "--disk-limit-mb", str(trainer.disk_limit_mb),
+        "--metrics-limit-mb", str(trainer.metrics_limit_mb),
+        "--eval-memory-mb", str(trainer.eval_memory_mb),
+    ]  # fmt: skip
     if cpus:
         args += ["--cpus", ",".join(str(core) for core in cpus)]
     if cache_dir:

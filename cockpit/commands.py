@@ -35,6 +35,7 @@ from cockpit.engine.readmodel import (
 )
 from cockpit.engine.steering import Kind, Steer
 from cockpit.engine.workspace import Workspace, WorkspaceError
+from trainer.bounds import describe as describe_bounds
 from trainer.confine import Confinement
 
 COMMAND_WAIT_SECONDS = 3.0
@@ -303,6 +304,8 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
     confinement = report.get("confinement")
     if confinement is not None:
         print(f"  {'confinement: ' if confinement['enforced'] else ''}{confinement['message']}")
+        if confinement.get("bounds"):
+            print(f"  {describe_bounds(confinement['bounds'])}")
     if len(report.get("workers") or []) > 1:
         for worker in report["workers"]:
             doing = "idle"

@@ -78,8 +78,14 @@ def test_a_headless_run_trains_the_baseline_and_each_experiment_once(tmp_path: P
     # The trainings ran off the network (this kernel gives the namespaces), and status says so.
     assert status["confinement"]["enforced"] is True, status["confinement"]
     assert status["confinement"]["network"].startswith("a network namespace of its own")
+    # With the bounds in force (the shipped defaults) and what enforces each.
+    bounds = status["confinement"]["bounds"]
+    assert bounds["processes"]["limit"] == 1024 and bounds["disk"]["limit_mb"] == 8192
+    assert bounds["metrics"]["limit_mb"] == 64 and bounds["memory"]["limit_mb"] > 0
+    assert all(bounds[name]["enforced_by"] for name in ("memory", "processes", "disk", "metrics"))
     text = cockpit("status", "--workspace", str(root)).stdout
     assert "  confinement: network: none beyond loopback, enforced by a network namespace" in text
+    assert "  bounds: memory " in text and "processes 1024, disk 8192 MB, metrics 64 MB" in text
 
 
 def test_user_changes_to_train_py_are_never_overwritten(tmp_path: Path) -> None:

@@ -538,7 +538,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
     if ended and code is not None:
         print(f"ended {ended} process(es) the training left running", file=sys.stderr, flush=True)
     run.training = _read_figures(work_dir / FIGURES_NAME)
-    _settle_pacing(run, Pacing(pacing_path, Pacing.make_key(options.script, *facts)), plans)
+    _settle_pacing(run, Pacing(pacing_path, Pacing.make_key(options.script, *facts)))
     if cut is not None:
         raise cut
     assert code is not None
@@ -624,7 +624,7 @@ def _ended_by(code: int) -> str:
     return f"exited with code {code}"
 
 
-def _settle_pacing(run: Run, pacing: Pacing, plans: Path) -> None:
+def _settle_pacing(run: Run, pacing: Pacing) -> None:
     """Take the training's plan for its own script into the plan file, then settle it."""
     reported = run.training
     plan = reported.get("planned_steps")

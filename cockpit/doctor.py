@@ -29,6 +29,7 @@ from cockpit.config import Settings
 from cockpit.engine.monitor import GpuSnapshot, GpuSource, default_gpu_source
 from cockpit.engine.paths import WorkspacePaths
 from cockpit.settings import MODEL_PROPOSERS
+from trainer import pidns
 
 if TYPE_CHECKING:  # the probe imports torch: loaded when the probe runs
     from trainer.probe import DeviceCheck
@@ -58,9 +59,13 @@ USERNS_SETTINGS = {
 }
 # Tries a user namespace with a network namespace in a fresh, single-threaded interpreter,
 # exactly as a training confines itself, and prints what it got.
+# Inside the user namespace, the PID namespace is tried too (trainer.pidns): it is what ends
+# everything a training starts and hides the host's processes from it.
 USERNS_PROBE = (
-    "import json; from trainer.confine import confine_network; "
-    "print(json.dumps(confine_network('auto').to_dict()))"
+    "import json; from trainer import pidns; from trainer.confine import confine_network; "
+    "said = confine_network('auto').to_dict(); "
+    "said['pid_namespace_refused'] = pidns.refused() if said['network'] else None; "
+    "print(json.dumps(said))"
 )
 
 
@@ -508,8 +513,24 @@ def check_userns(
     details: dict[str, Any] = {"confinement": trial.confinement, "settings": dict(settings)}
     network = trial.confinement.get("network") if trial.confinement else None
     if network:
+        message = f"a training leaves the network: enforced by {network}"
+        assert trial.confinement is not None
+        refused = trial.confinement.get("pid_namespace_refused")
+        if refused:
+            return Check(
+                "userns",
+                WARN,
+                f"{message}; but {refused}: what a training starts can outlive it (the harness "
+                "ends the tree it can see) and it sees the host's processes in /proc",
+                "allow PID and mount namespaces inside user namespaces (a container's seccomp "
+                "or AppArmor profile may forbid them)",
+                details,
+            )
         return Check(
-            "userns", PASS, f"a training leaves the network: enforced by {network}", details=details
+            "userns",
+            PASS,
+            f"{message}; its processes: {pidns.ENFORCED_BY}",
+            details=details,
         )
     if trial.confinement is None:
         reason = f"the trial process failed ({trial.error})"

@@ -248,6 +248,24 @@ def test_landlock_and_user_namespaces_name_the_setting_to_change() -> None:
         UsernsTrial({"network": "a network namespace of its own"}), {}, required=True
     )
     assert works.status == PASS
+    no_pidns = check_userns(
+        UsernsTrial({"network": "x", "pid_namespace_refused": "unsharing a PID ... was refused"}),
+        {},
+        required=False,
+    )
+    assert no_pidns.status == WARN and "can outlive it" in no_pidns.summary
+
+
+def test_the_user_namespace_trial_here_also_has_its_pid_namespace() -> None:
+    from cockpit.doctor import try_userns
+    from trainer import pidns
+
+    trial = try_userns()
+    assert trial.confinement is not None, trial.error
+    if trial.confinement["network"] is None:
+        pytest.skip("no user namespaces on this machine")
+    check = check_userns(trial, {}, required=True)
+    assert check.status == PASS and pidns.ENFORCED_BY in check.summary, check
 
 
 def test_disk_warns_below_a_few_gigabytes_and_fails_below_one() -> None:

@@ -27,8 +27,10 @@ import torch.nn as nn
 
 def train(ctx):
     hold = []
-    for _ in range(6):  # 300 MB, touched
+    for _ in range(5):  # 250 MB, touched
         hold.append(bytearray(b"x" * 50_000_000))
+    with open("/dev/shm/held", "wb") as handle:  # and 45 MB that no process maps
+        handle.write(b"x" * 45_000_000)
     print("SEEN memory=300", flush=True)
     stop = threading.Event()
     threads = [threading.Thread(target=stop.wait) for _ in range(60)]
@@ -82,6 +84,9 @@ def test_under_generous_bounds_the_greedy_script_takes_all_it_asks_for(
     }  # fmt: skip
     summary = run.summary
     assert summary["peak_memory_mb"] > 300 and summary["peak_processes"] > 60, summary
+    # Its own /dev/shm counts: beyond the training's own peak, more than the 45 MB held there
+    # (its two small parents, the namespace's init and the process outside, hold about 20 MB).
+    assert summary["peak_memory_mb"] - summary["peak_rss_mb"] > 45, summary
     table = summary["confinement"]["bounds"]
     assert table["memory"]["limit_mb"] == 8000 and table["processes"]["limit"] == 1000
     assert table["disk"]["limit_mb"] == 2000 and table["metrics"]["limit_mb"] == 200
@@ -154,3 +159,11 @@ def test_the_harness_defaults_are_the_settings_defaults() -> None:
         settings.disk_limit_mb,
         settings.metrics_limit_mb,
     )
+
+
+def test_the_harness_command_line_lists_the_bounds() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer", "--help"], capture_output=True, text=True, check=True
+    )
+    for flag in ("--memory-limit-mb", "--max-processes", "--disk-limit-mb", "--metrics-limit-mb"):
+        assert flag in done.stdout

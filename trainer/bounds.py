@@ -12,7 +12,7 @@ Who enforces each, from the kernel outwards:
 - **disk**: ``RLIMIT_FSIZE`` stops any one file at the bound (a write past it fails with
   EFBIG); the harness adds up its folder, which also bounds many smaller files.
 - **memory**: the harness adds up the resident memory of every process of the training (shared
-  pages counted in each), and the training's ``oom_score_adj`` is the highest, so that where
+  pages counted in each) and what it holds in its own ``/dev/shm`` (trainer.sockets), and the training's ``oom_score_adj`` is the highest, so that where
   the machine runs out all the same the kernel ends the training, not the engine or Ollama.
   No address-space limit: CUDA reserves far more address space than it uses.
 - **metrics**: the harness counts the bytes the training writes into its stream.
@@ -45,6 +45,7 @@ MEMORY_SHARE = 0.5
 DISK_PERIOD_SECONDS = 1.0
 MAX_FOLDER_ENTRIES = 100_000
 OOM_SCORE_ADJ = 1000  # the first the kernel's OOM killer takes
+SHM = "/dev/shm"
 MB = 1_000_000
 
 SETTINGS = {
@@ -223,7 +224,20 @@ class Watch:
                     tasks += process.num_threads()
             except psutil.Error:
                 continue
-        return memory, tasks
+        return memory + self._own_shm(), tasks
+
+    def _own_shm(self) -> int:
+        """What the training holds in its own /dev/shm (trainer.sockets.own_shm), seen through
+        its mount namespace: memory that no resident size shows until it is mapped. 0 while it
+        sees the host's (before its own is mounted, or where it has none)."""
+        mine = f"/proc/{self._root.pid}/root{SHM}"
+        try:
+            if os.stat(mine).st_dev == os.stat(SHM).st_dev:
+                return 0
+            usage = os.statvfs(mine)
+        except OSError:
+            return 0
+        return (usage.f_blocks - usage.f_bfree) * usage.f_frsize
 
 
 def folder_usage(folder: str, most: int) -> tuple[int, int]:

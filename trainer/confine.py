@@ -28,8 +28,9 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from trainer import landlock, pidns
+from trainer import landlock, pidns, sockets
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -108,7 +109,10 @@ class Confinement:
     processes: str | None = None
     # The bounds on what it may use (trainer.bounds: memory, processes, disk, metrics), each
     # with its limit and what enforces it; None where none were set.
-    bounds: dict[str, object] | None = None
+    bounds: dict[str, Any] | None = None
+    # What keeps the host's pathname unix sockets out of its reach (trainer.sockets); None
+    # where nothing does (``reason`` says why).
+    sockets: str | None = None
 
     @property
     def enforced(self) -> bool:
@@ -138,6 +142,10 @@ class Confinement:
             parts.append(f"processes: {self.processes}")
         elif parts:
             parts.append("processes: in sight of the host's /proc (no PID namespace)")
+        if self.sockets is not None:
+            parts.append(f"host sockets: hidden by {self.sockets}")
+        elif parts:
+            parts.append("host sockets: in reach (no mount namespace of its own)")
         if self.degraded:
             parts.insert(0, f"confinement degraded to {self.layer}: {self.reason}")
             return "; ".join(parts)
@@ -154,6 +162,7 @@ class Confinement:
             "layer": self.layer,
             "processes": self.processes,
             "bounds": self.bounds,
+            "sockets": self.sockets,
         }
 
     @classmethod
@@ -163,7 +172,7 @@ class Confinement:
             return None
         network, files = data.get("network"), data.get("files")
         layer, processes = data.get("layer"), data.get("processes")
-        bounds = data.get("bounds")
+        bounds, hidden = data.get("bounds"), data.get("sockets")
         return cls(
             network if isinstance(network, str) else None,
             str(data.get("reason") or ""),
@@ -171,6 +180,7 @@ class Confinement:
             layer if isinstance(layer, str) else FULL.name,
             processes if isinstance(processes, str) else None,
             bounds if isinstance(bounds, dict) else None,
+            hidden if isinstance(hidden, str) else None,
         )
 
 
@@ -284,6 +294,9 @@ def confine(
         raise ValueError(f"confinement must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "off" or layer == OFF:
         return Confinement(None, "confinement is off (--confinement off)", layer=OFF.name)
+    # The host's unix sockets, listed while this process is still in the host's network
+    # namespace (the table in its own would list none).
+    host_sockets = sockets.host_sockets() if layer.user_namespace else []
     if layer.user_namespace:
         network = confine_network("auto")
     else:
@@ -291,19 +304,27 @@ def confine(
     reasons = [why] if why else []
     reasons += [network.reason] if network.network is None else []
     processes: str | None = None
+    hidden: str | None = None
+    shm: list[str] = []
     if layer.user_namespace:
         # From here on this is process 1 of a PID namespace of its own (its parent waits
         # outside), or it says why not.
         refusal = pidns.isolate()
         if refusal is None:
             processes = pidns.ENFORCED_BY
+            # Its own mount namespace: mounts there come before Landlock, which refuses them.
+            hidden, short = sockets.hide(host_sockets, [*read, *read_write, *devices])
+            reasons += [short] if short else []
+            shm = [sockets.SHM] if sockets.own_shm() else []
         else:
             reasons.append(refusal)
+    if processes is None:
+        reasons.append("host unix sockets are in reach: no mount namespace of its own")
     files: str | None = None
     if layer.landlock:
         policy = landlock.Policy(
             read=tuple(Path(p) for p in read),
-            read_write=tuple(Path(p) for p in read_write),
+            read_write=tuple(Path(p) for p in [*read_write, *shm]),
             devices=tuple(Path(p) for p in devices),
             writable_files=() if layer.narrow_proc else (Path("/proc"),),
             own_thread_names=nvidia and layer.narrow_proc,
@@ -317,7 +338,9 @@ def confine(
             reasons.append(str(exc))
     else:
         reasons.append(f"Landlock is left out ({layer.label})")
-    confinement = Confinement(network.network, "; ".join(reasons), files, layer.name, processes)
+    confinement = Confinement(
+        network.network, "; ".join(reasons), files, layer.name, processes, sockets=hidden
+    )
     if mode == "require" and not (confinement.enforced and layer == FULL):
         raise ConfinementError(
             f"training must be confined (require_confinement) but {confinement.reason}; allow "

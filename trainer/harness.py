@@ -811,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.eval_memory_mb,
         help="how much the evaluation may grow the harness, in MB "
-        f"(0: {EVAL_MEMORY_SHARE:.0%} of this machine's memory)",
+        f"(0: {EVAL_MEMORY_SHARE * 100:.0f}%% of this machine's memory)",
     )
     bounds = defaults.bounds
     for flag, default, what in (

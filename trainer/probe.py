@@ -56,7 +56,7 @@ from trainer.walls import training_environment, walls_for
 PROBE_VERSION = "1"
 # The modules whose code a verdict vouches for (see `_confinement_digest`).
 CONFINEMENT_MODULES = ("confine.py", "confined.py", "landlock.py", "pidns.py", "probe.py",
-                       "walls.py")  # fmt: skip
+                       "sockets.py", "walls.py")  # fmt: skip
 CACHE_NAME = "device-probe.json"
 RECHECK_SECONDS = 3600.0  # a degraded or refused verdict is probed again after this
 TIMEOUT_SECONDS = {"cpu": 180.0, "cuda": 300.0}

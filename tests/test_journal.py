@@ -325,8 +325,16 @@ def test_record_decision_writes_experiment_event_and_run_together(journal: Journ
     crashed = journal.add_experiment(run.id, 1, status="training")
     timed_out = journal.record_decision(crashed.id, "crash", "ran past the budget", "timeout")
     assert (timed_out.decision, timed_out.status) == ("crash", "timeout")
-    vetoed = journal.record_decision(journal.add_experiment(run.id, 2).id, "veto", "user")
+    proposal = journal.add_experiment(run.id, 2)
+    vetoed = journal.record_decision(proposal.id, "veto", "user", events=[("veto", "#2: user")])
     assert vetoed.status == "vetoed" and vetoed.is_final
+    assert [e.message for e in journal.events(run.id, kinds=["veto"])] == ["#2: user"]
+    # Its events are written with the decision or not at all.
+    other = journal.add_experiment(run.id, 3)
+    with pytest.raises(ValueError, match="event"):
+        journal.record_decision(other.id, "veto", "user", events=[("", "no kind")])
+    assert journal.experiment_by_id(other.id).decision is None  # type: ignore[union-attr]
+    assert len(journal.events(run.id, kinds=["veto"])) == 1
     with pytest.raises(ValueError, match="decision must be one of"):
         journal.record_decision(crashed.id, "maybe", "?")
     with pytest.raises(ValueError, match="status of a decided experiment"):

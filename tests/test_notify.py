@@ -527,11 +527,13 @@ def test_a_crash_streak_is_told_once_and_again_after_a_reset() -> None:
             "The loop goes on; look at the crashes before the night is spent on them.",
         )
     ]
-    assert notices.decided(8, "veto", "vetoed", None, 1.3) is False  # any other decision
-    for number in (9, 10):
-        notices.decided(number, "crash", "oom", None, 1.3)
-    assert notices.decided(11, "crash", "oom", None, 1.3) is True
-    assert notifier.sent[-1][1] == "cockpit t1: 3 crashes in a row (#9-#11)"
+    assert notices.decided(8, "discard", "worse", 1.4, 1.3) is False  # any other decision
+    notices.decided(9, "crash", "oom", None, 1.3)
+    # A veto trained nothing: it neither ends a streak nor counts in one.
+    assert notices.decided(10, "veto", "vetoed", None, 1.3) is False
+    notices.decided(11, "crash", "oom", None, 1.3)
+    assert notices.decided(12, "crash", "oom", None, 1.3) is True
+    assert notifier.sent[-1][1] == "cockpit t1: 3 crashes in a row (#9-#12)"
 
 
 def test_the_agent_lost_notice_comes_once_per_outage() -> None:

@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -703,10 +703,12 @@ class Journal:
         status: str | None = None,
         *,
         run_update: Mapping[str, Any] | None = None,
+        events: Sequence[tuple[str, str]] = (),
     ) -> Experiment:
         """Record a decision in one transaction: the experiment's decision, reason, status (by
         default the decision's own: keep, discard, crash, vetoed) and end time, a ``decision``
-        event, and optionally fields of its run (best_val_bpb, best_commit, baseline_val_bpb…).
+        event, ``events`` of the run besides (kind, message: a veto's reason, which the model
+        reads), and optionally fields of its run (best_val_bpb, best_commit, baseline_val_bpb…).
         Either all of it is written or none. Deciding again (an override) is allowed; the event
         keeps the previous decision."""
         _check_choice("decision", decision, DECISIONS)
@@ -747,6 +749,14 @@ class Journal:
                     "data_json": _dumps(data),
                 },
             )
+            for kind, message in events:
+                if not kind:  # inside the transaction: the decision goes with it
+                    raise ValueError("an event needs a kind")
+                self._insert(
+                    tx,
+                    "events",
+                    {"run_id": row["run_id"], "at": at, "kind": kind, "message": message},
+                )
             if run_columns:
                 self._update(tx, "runs", row["run_id"], run_columns)
         return self._require_experiment(experiment_id)

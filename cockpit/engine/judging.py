@@ -9,7 +9,7 @@ its reason and evidence, results.tsv is rewritten, and the notices hear of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.proposal import script_hash
@@ -72,9 +72,14 @@ class Judge:
         reason: str,
         status: str | None = None,
         run_update: dict[str, Any] | None = None,
+        events: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """Every decision goes through here: recorded with ``events`` of the run in one
+        transaction (`Journal.record_decision`), then told to the notices."""
         best_before = self.run().best_val_bpb
-        self.journal.record_decision(experiment.id, decision, reason, status, run_update=run_update)
+        self.journal.record_decision(
+            experiment.id, decision, reason, status, run_update=run_update, events=events
+        )
         current = self.journal.experiment_by_id(experiment.id)
         value = current.val_bpb if current is not None else experiment.val_bpb
         self.notices.decided(

@@ -831,11 +831,11 @@ class Engine:
             journal.add_event("note", steer.text, run_id=run.id)
             return "noted"
         if kind in (Kind.APPROVE, Kind.VETO):
-            return self._approve_or_veto(run, steer)
+            return self._approve_or_veto(steer)
         assert steer.experiment is not None
         return self.judge.override(run, kind is Kind.OVERRIDE_KEEP, steer.experiment)
 
-    def _approve_or_veto(self, run: Run, steer: Steer) -> str:
+    def _approve_or_veto(self, steer: Steer) -> str:
         journal = self._journal()
         waiting = [e for e in self._waiting() if e.status == "awaiting_approval"]
         if steer.experiment is None and not waiting:
@@ -848,8 +848,9 @@ class Engine:
             journal.update_experiment(experiment.id, status="committed")
             return f"approved #{number}"
         reason = steer.reason or "vetoed by the researcher"
-        journal.record_decision(experiment.id, "veto", reason)
-        journal.add_event("veto", f"#{number} {experiment.description}: {reason}", run_id=run.id)
+        # Its reason, which the model reads, in the same transaction as the decision.
+        veto = ("veto", f"#{number} {experiment.description}: {reason}")
+        self.judge.record_decision(experiment, "veto", reason, events=[veto])
         self.say(f"#{number} vetoed: {reason}")
         return f"vetoed #{number}"
 

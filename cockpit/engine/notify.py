@@ -441,7 +441,10 @@ class EngineNotices:
     ) -> bool:
         """Experiment ``number`` was decided: a keep that beats ``best_before`` (the best
         before this decision) is a new best; crashes (and timeouts) in a row reaching
-        ``crash_streak`` are a crash streak, told once until another decision ends it."""
+        ``crash_streak`` are a crash streak, told once until another decision ends it. A veto
+        trained nothing: it neither counts in a streak nor ends one."""
+        if decision == "veto":
+            return False
         if decision in CRASH_DECISIONS:
             self._crashes.append(number)
             if len(self._crashes) < self.crash_streak or self._streak_told:

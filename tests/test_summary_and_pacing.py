@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from trainer.atomic import write_json_atomic
 from trainer.pacing import MIN_MARGIN_SECONDS, SAFETY, STALE_BELOW, Pacing, usable_seconds
-from trainer.summary import format_summary, parse_summary, write_json_atomic
+from trainer.summary import format_summary, parse_summary
 
 AUTORESEARCH_KEYS = [
     "val_bpb",
@@ -323,3 +324,22 @@ def test_plans_in_the_older_file_format_are_still_used(tmp_path: Path) -> None:
     assert pacing.plan_steps(10, 1.0, 10.0) == 77 and pacing.reused
     assert pacing.settle(77, 5.0, 10.0) is None
     assert json.loads(path.read_text()) == {"key": {"steps": 77, "seconds": 5.0}}
+
+
+def test_plans_that_cannot_be_kept_say_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    pacing = Pacing(blocked / "pacing.json", "script-a")
+    assert pacing.plan_steps(10, 0.5, 100.0) > 10  # the run still plans
+    assert "step plans not kept in" in capsys.readouterr().err
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "figures.json"
+    write_json_atomic(target, {"old": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"new": object()})
+    assert json.loads(target.read_text()) == {"old": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["figures.json"]

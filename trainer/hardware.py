@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from trainer.atomic import write_json_atomic
+
 # Dense bf16 tensor-core TFLOP/s (no sparsity), matched against torch's device name; the
 # more specific names come first.
 _CUDA_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
@@ -147,12 +149,9 @@ def cpu_peak_flops(cache_dir: Path, at_least: float = 0.0) -> float:
     peak = max(measure_cpu_peak_flops(threads), at_least, float(known or 0.0))
     cached[key] = peak
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(cached, indent=2))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs the next run another measurement
+        write_json_atomic(path, cached)
+    except OSError as exc:  # a read-only cache only costs the next run another measurement
+        print(f"warning: the measured peak was not kept in {path}: {exc}", file=sys.stderr)
     return peak
 
 

@@ -46,6 +46,7 @@ import psutil
 import torch
 
 from trainer import hardware, readback, template_path
+from trainer.atomic import write_json_atomic
 from trainer.bounds import Bounds, Watch
 from trainer.confine import MODES, Confinement
 from trainer.confined import TrainingSpec
@@ -56,7 +57,7 @@ from trainer.outcomes import HarnessStop, Outcome
 from trainer.pacing import Pacing
 from trainer.probe import DeviceCheck, check_device
 from trainer.program import ProgramError, load_program, open_program
-from trainer.summary import format_summary, write_json_atomic
+from trainer.summary import format_summary
 from trainer.training import HARD_STOP_MARGIN_SECONDS, classify, deadline, export_limit_seconds
 from trainer.walls import training_environment, walls_for
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+import sys
 from pathlib import Path
 from typing import Any
+
+from trainer.atomic import write_json_atomic
 
 # Plans leave this share of the remaining time unused, for step-time jitter, and at least
 # MIN_MARGIN_SECONDS (a pause of the machine matters more to a short budget than a long one).
@@ -73,12 +75,12 @@ class Pacing:
 
     def _store(self, plans: dict[str, dict[str, Any]]) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(plans, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # without a writable cache every run plans afresh; nothing else is lost
+            write_json_atomic(self.path, plans, indent=1, sort_keys=True)
+        except OSError as exc:  # every run then plans afresh; nothing else is lost
+            print(
+                f"warning: step plans not kept in {self.path} ({exc}): each run plans afresh",
+                file=sys.stderr,
+            )
 
     def remember(self, steps: int, seconds: float | None = None) -> None:
         """Remember this script's plan (and the seconds its first full run took)."""

@@ -48,9 +48,9 @@ import psutil
 import torch
 
 from trainer import landlock
+from trainer.atomic import write_json_atomic
 from trainer.confine import FULL, LAYERS, OFF, Confinement, Layer
 from trainer.confined import TrainingSpec
-from trainer.summary import write_json_atomic
 from trainer.walls import training_environment, walls_for
 
 PROBE_VERSION = "1"
@@ -558,8 +558,5 @@ def run_steps(spec: TrainingSpec, confinement: Confinement | Exception) -> int:
         step("compile", compiled, needed=cuda or spec.probe_compile, essential=cuda)
         step("export", export)
         step("nvml", nvml, needed=cuda, essential=False)
-    path = Path(spec.result_path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report))
-    os.replace(tmp, path)
+    write_json_atomic(Path(spec.result_path), report, indent=None)
     return 0

@@ -20,7 +20,6 @@ import io
 import json
 import math
 import operator
-import os
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from typing import Any, BinaryIO
 import torch
 
 from trainer import readback
+from trainer.atomic import replacing
 
 FORMAT = "cockpit-program/1"
 MAX_BATCH = 1 << 16
@@ -171,12 +171,9 @@ def export_forward(model: Any, example: torch.Tensor, path: Path) -> dict[str, A
     }
     buffer = io.BytesIO()
     torch.save(weights, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+    with replacing(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("graph.json", json.dumps(graph))
         archive.writestr("weights.pt", buffer.getvalue())
-    os.replace(tmp, path)
     return {"nodes": len(nodes), "bytes": path.stat().st_size}
 
 

@@ -11,10 +11,7 @@ so a workspace may run a script of its own that prints it (its metric is then se
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 # Printed first, in this order and with these formats (autoresearch's block), then the rest.
@@ -96,11 +93,3 @@ def parse_summary(output: str) -> dict[str, Any]:
         if figures:
             return figures
     return {}
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON so that a reader sees the old file or the whole new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import random
 import resource
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from trainer import hardware
+from trainer.atomic import write_json_atomic
 from trainer.confine import Confinement
 from trainer.confined import TrainingSpec
 from trainer.context import Context, MetricsSink
@@ -189,10 +189,7 @@ class Training:
         figures["peak_vram_mb"] = hardware.peak_device_memory_mb()
         figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.sink.close()
-        path = Path(self.spec.result_path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(figures, allow_nan=True))
-        os.replace(tmp, path)
+        write_json_atomic(Path(self.spec.result_path), figures, indent=None)
         return int(outcome)
 
     def hard_stop(self, reason: str) -> None:

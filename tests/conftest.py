@@ -9,14 +9,67 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+# The suite has two speeds: tests marked ``e2e`` start processes (the engine, the harness, a
+# training, a cluster); every other test runs in this process, and the hooks below hold it to
+# that, fixtures included, so that ``pytest -m "not e2e"`` stays the fast tier. A test that
+# starts a process (even one whose failure the code under test swallows) fails until marked.
+PROCESS_STARTS = ("fork", "forkpty", "posix_spawn", "posix_spawnp", "spawnv", "execv")
+STARTED = pytest.StashKey[list[str]]()
+
+
+@contextmanager
+def _no_process_starts(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("e2e") is not None:
+        yield
+        return
+    started = item.stash.setdefault(STARTED, [])
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        started.append(repr(args[:2])[:200])
+        raise RuntimeError(
+            "this test starts a process: mark it e2e (pytest.mark.e2e) or keep it in-process"
+        )
+
+    with ExitStack() as patches:
+        patches.enter_context(patch.object(subprocess.Popen, "_execute_child", refuse))
+        for name in PROCESS_STARTS:
+            if hasattr(os, name):
+                patches.enter_context(patch.object(os, name, refuse))
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _no_process_starts(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _no_process_starts(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    started = item.stash.get(STARTED, [])
+    if started and report.passed and report.when in ("setup", "call"):
+        report.outcome = "failed"
+        report.longrepr = f"started a process but is not marked e2e: {started[0]}"
 
 
 @pytest.fixture(scope="session", autouse=True)

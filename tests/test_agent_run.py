@@ -27,7 +27,7 @@ from tests.helpers import (
 from tests.ollama_server import OllamaDouble, Reply
 
 # Commits without a git identity (conftest.py).
-pytestmark = pytest.mark.usefixtures("no_git_identity")
+pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.e2e]  # e2e: starts processes
 
 
 def test_rejected_replies_go_back_to_the_model_and_never_cost_a_training(

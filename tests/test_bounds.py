@@ -74,6 +74,7 @@ def corpus(text_corpus: Path) -> str:
     return f"text:{text_corpus}"
 
 
+@pytest.mark.e2e
 def test_under_generous_bounds_the_greedy_script_takes_all_it_asks_for(
     tmp_path: Path, corpus: str
 ) -> None:
@@ -93,6 +94,7 @@ def test_under_generous_bounds_the_greedy_script_takes_all_it_asks_for(
     assert "RLIMIT_FSIZE" in table["disk"]["enforced_by"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("flag", "value", "setting", "reached"),
     [
@@ -119,6 +121,7 @@ def test_past_a_bound_the_training_ends_as_a_crash_that_names_it(
         assert written < 4_000_000, written  # what passed on stopped near the bound
 
 
+@pytest.mark.e2e
 def test_the_kernel_part_is_set_in_the_process() -> None:
     # In a process of its own: a hard limit, once lowered, cannot be raised again.
     code = (
@@ -161,6 +164,7 @@ def test_the_harness_defaults_are_the_settings_defaults() -> None:
     )
 
 
+@pytest.mark.e2e
 def test_the_harness_command_line_lists_the_bounds() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "trainer", "--help"], capture_output=True, text=True, check=True

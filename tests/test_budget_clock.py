@@ -13,6 +13,9 @@ import pytest
 
 from tests.conftest import run_harness, tagged
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 BUDGET = 3.0
 IMPORT_WORK = 1.5  # seconds the script trains while it is imported
 

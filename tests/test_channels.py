@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import run_harness, tagged
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 # Each training looks for what an earlier one planted where Inductor keeps its compiled graphs
 # (a later training of the same graph would load and run it), then plants its own.
 LOOKS_AND_PLANTS = """

@@ -23,6 +23,9 @@ from tests.conftest import REPO, SCRIPTS, write_text_corpus
 from trainer.outcomes import Outcome
 from trainer.summary import parse_summary
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 
 def cockpit(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 300):
     return subprocess.run(

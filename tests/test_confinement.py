@@ -22,6 +22,9 @@ from tests.conftest import REPO, SCRIPTS, HarnessRun, run_harness, tagged
 from trainer.confine import Confinement
 from trainer.outcomes import Outcome
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 # The tests' tiny research script, with a train(ctx) that first tries the network three ways:
 # the interfaces it can see, a raw connect() through libc, and a shell's own connect. It prints
 # what it found, one `REACH name=value` line each, then trains for the budget.

@@ -55,6 +55,7 @@ def test_is_validation_is_stable_and_holds_out_about_a_tenth() -> None:
     assert 0.07 < sum(first) / len(ids) < 0.13
 
 
+@pytest.mark.e2e
 def test_the_split_does_not_depend_on_the_process_or_hash_seed() -> None:
     """The split is pinned for this SPLIT_RULE, and another interpreter with another hash seed
     agrees: the rule is a content hash, not Python's randomised hash()."""

@@ -90,6 +90,7 @@ def home(tmp_path: Path) -> dict[str, str]:
 # the real command
 
 
+@pytest.mark.e2e
 def test_doctor_json_on_this_machine_gives_every_check_with_its_status_and_fix(
     tmp_path: Path, home: dict[str, str]
 ) -> None:
@@ -125,6 +126,7 @@ def test_doctor_json_on_this_machine_gives_every_check_with_its_status_and_fix(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_too_little_free_disk_fails_the_doctor_and_names_the_folder(
     tmp_path: Path, home: dict[str, str]
 ) -> None:
@@ -139,6 +141,7 @@ def test_too_little_free_disk_fails_the_doctor_and_names_the_folder(
     assert not default.exists()
 
 
+@pytest.mark.e2e
 def test_ollama_answering_that_the_model_is_not_pulled_fails_the_doctor(
     home: dict[str, str],
 ) -> None:
@@ -150,6 +153,7 @@ def test_ollama_answering_that_the_model_is_not_pulled_fails_the_doctor(
     assert ollama["fix"].startswith("ollama pull qwen2.5-coder:7b")
 
 
+@pytest.mark.e2e
 def test_a_gpu_that_nvml_sees_beside_a_cpu_build_of_torch_fails_the_doctor(
     tmp_path: Path,
     home: dict[str, str],
@@ -256,6 +260,7 @@ def test_landlock_and_user_namespaces_name_the_setting_to_change() -> None:
     assert no_pidns.status == WARN and "can outlive it" in no_pidns.summary
 
 
+@pytest.mark.e2e
 def test_the_user_namespace_trial_here_also_has_its_pid_namespace() -> None:
     from cockpit.doctor import try_userns
     from trainer import pidns

@@ -337,6 +337,7 @@ def test_the_margin_widens_to_spare_keeps_that_started_slowly() -> None:
     assert calibrate(keeps[:1], after=0.3, floor=0.05).value == 0.05
 
 
+@pytest.mark.e2e
 def test_the_engine_stops_a_losing_training_early_and_the_replay_counts_it(
     tmp_path: Path, served: OllamaDouble
 ) -> None:
@@ -377,6 +378,7 @@ def test_the_engine_stops_a_losing_training_early_and_the_replay_counts_it(
     assert set(report) >= {"saved_share", "keeps_lost_share", "discarded", "keeps", "other_plans"}
 
 
+@pytest.mark.e2e
 def test_the_replay_of_a_recording_with_early_abort_off(
     tmp_path: Path, served: OllamaDouble
 ) -> None:
@@ -454,6 +456,7 @@ def train(ctx):
 """
 
 
+@pytest.mark.e2e
 def test_the_engine_compares_the_live_training_on_its_step_plan(
     tmp_path: Path, served: OllamaDouble
 ) -> None:

@@ -23,7 +23,7 @@ from tests.helpers import (
 from tests.ollama_server import EchoExample, OllamaDouble
 
 # Commits without a git identity (conftest.py).
-pytestmark = pytest.mark.usefixtures("no_git_identity")
+pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.e2e]  # e2e: starts processes
 
 SMALL_MODEL = "gemma3:270m"
 ECHOES = "they repeat the prompt's example"

@@ -31,7 +31,7 @@ from tests.helpers import (
 )
 
 # Commits without a git identity (conftest.py).
-pytestmark = pytest.mark.usefixtures("no_git_identity")
+pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.e2e]  # e2e: starts processes
 
 TSV_ROW = re.compile(r"^[0-9a-f]{7}\t\d+\.\d{6}\t\d+\.\d\t(keep|discard|crash)\t[^\t]+$")
 

@@ -224,6 +224,7 @@ def _old_in_process_bpb(model: nn.Module, tokens: np.ndarray, seq_len: int, span
     return float(losses.double().sum().item() / (math.log(2) * windows * seq_len))
 
 
+@pytest.mark.e2e  # trains the template a little, in this process
 def test_the_template_scores_as_the_old_in_process_evaluation_did(tmp_path: Path) -> None:
     """The same trained weights: the new path (export, load, logits, our cross-entropy)
     equals the model's own in-process losses to 1e-5 bits per byte."""

@@ -29,6 +29,9 @@ from tests.helpers import (
 )
 from trainer.outcomes import Outcome
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 
 def cluster_workspace(root: Path, executor: str) -> None:
     make_workspace(root)

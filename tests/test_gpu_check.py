@@ -86,6 +86,7 @@ def test_the_default_plan_fits_ten_minutes_with_the_five_minute_training() -> No
     assert "over 10 min 0 s: lower --train-budget" in lines[-1]
 
 
+@pytest.mark.e2e
 def test_the_whole_gpu_check_runs_on_the_cpu_and_its_block_agrees_with_the_runs(
     tmp_path: Path,
 ) -> None:
@@ -149,6 +150,7 @@ def test_the_whole_gpu_check_runs_on_the_cpu_and_its_block_agrees_with_the_runs(
     assert re.fullmatch(r"(\d+ min )?\d+ s \(planned (\d+ min )?\d+ s\); ok", block["total"])
 
 
+@pytest.mark.e2e
 def test_without_a_gpu_the_gpu_check_says_so_and_stops(tmp_path: Path) -> None:
     source = default_gpu_source()
     try:

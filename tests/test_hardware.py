@@ -76,6 +76,7 @@ def faults_per_step(mode: str) -> tuple[bool, float]:
     return kept == "True", float(faults)
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_kept_memory_spares_the_training_steps_their_page_faults() -> None:
     """Each step of the default script frees and allocates the same activations; with freed

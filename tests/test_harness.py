@@ -16,6 +16,9 @@ from tests.conftest import REPO, SCRIPTS, run_harness
 from trainer.outcomes import Outcome
 from trainer.summary import parse_summary
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 TINY = SCRIPTS / "tiny_research.py"
 
 

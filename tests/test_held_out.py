@@ -10,6 +10,8 @@ import os
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_harness, tagged
 from trainer.data import (
     HELD_OUT_PACKAGES,
@@ -126,6 +128,7 @@ def train(ctx):
 """
 
 
+@pytest.mark.e2e
 def test_a_confined_training_finds_no_held_out_document_anywhere(tmp_path: Path) -> None:
     spec = CorpusSpec.parse("stdlib")
     held_out = [

@@ -26,6 +26,9 @@ from tests.conftest import REPO, HarnessRun, run_harness, tagged
 from trainer import pidns, sockets
 from trainer.confine import Confinement
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 # Connects to each socket and reads the byte its server sends; binds a socket file where it
 # was told to; runs a DataLoader with two workers, whose tensors come back through
 # multiprocessing's own sockets and /dev/shm.

@@ -260,6 +260,7 @@ def test_the_models_missed_turns_outlive_the_engine(
 # --- the hybrid in the real loop, against the Ollama test server ---------------------------
 
 
+@pytest.mark.e2e
 def test_the_hybrid_shares_the_run_and_refuses_the_models_numbers_only_changes(
     tmp_path: Path, served: OllamaDouble
 ) -> None:

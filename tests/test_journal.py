@@ -90,6 +90,7 @@ def test_schema_is_created_once_in_wal_mode(path: Path) -> None:
     assert {"runs", "experiments", "events", "metrics", "samples", "commands", "state"} <= tables
 
 
+@pytest.mark.e2e
 def test_processes_opening_a_new_journal_at_once_all_succeed(path: Path) -> None:
     code = """
         import sys
@@ -502,6 +503,7 @@ def test_command_kinds_are_checked(journal: Journal) -> None:
     assert journal.command(999) is None
 
 
+@pytest.mark.e2e
 def test_commands_posted_by_another_process_reach_the_engine(journal: Journal, path: Path) -> None:
     assert journal.pending_commands() == []
     out = python(
@@ -529,6 +531,7 @@ def test_commands_posted_by_another_process_reach_the_engine(journal: Journal, p
     assert journal.pending_commands() == []
 
 
+@pytest.mark.e2e
 def test_readers_in_other_processes_are_not_blocked_by_a_writer(
     journal: Journal, path: Path
 ) -> None:
@@ -619,6 +622,7 @@ def kill_the_loop_midway(path: Path, delay: float) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
+@pytest.mark.e2e
 def test_kill_9_in_the_middle_of_the_loop_leaves_whole_records(path: Path) -> None:
     # Each kill lands at a random point of the loop; several make a torn write likely to show.
     for cycle in range(12):

@@ -23,6 +23,9 @@ import pytest
 from tests.conftest import REPO
 from trainer.landlock import ABI_MAX_ENV, abi_version
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 KERNEL_ABI = abi_version()
 
 # What every confined program may read so that Python, and a shell it starts, can run.

@@ -9,9 +9,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from cockpit.config import TrainerSettings
 from tests.conftest import REPO
 from trainer.harness import HarnessOptions
+
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
 
 
 def modules_after_import(*names: str) -> set[str]:

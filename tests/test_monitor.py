@@ -222,6 +222,7 @@ def busy_tree() -> Iterator[subprocess.Popen[Any]]:
         kill_tree(process)
 
 
+@pytest.mark.e2e
 def test_a_process_tree_is_read_with_its_children(busy_tree: subprocess.Popen[Any]) -> None:
     monitor = ProcessTreeMonitor(busy_tree.pid)
     assert wait_until(lambda: len(monitor.pids()) == 3)
@@ -255,6 +256,7 @@ def test_a_process_tree_is_read_with_its_children(busy_tree: subprocess.Popen[An
     assert monitor.pids() == []
 
 
+@pytest.mark.e2e
 def test_a_process_that_is_gone_reads_as_an_empty_tree() -> None:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
@@ -345,6 +347,7 @@ def test_slow_and_failing_reads_and_callbacks_neither_stop_nor_slow_the_monitor(
     assert monitor.failure_count >= len(delivered)
 
 
+@pytest.mark.e2e
 def test_set_root_switches_the_process_tree() -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10)"])
     try:

@@ -335,6 +335,7 @@ def test_a_notice_reaches_a_local_smtp_server() -> None:
     assert any(text and b"look at #7" in text for text in texts)
 
 
+@pytest.mark.e2e
 def test_the_command_gets_kind_title_and_body_in_its_environment(tmp_path: Path) -> None:
     out = tmp_path / "notices"
     with Notifier(settings(command=recording_command(out))) as notifier:
@@ -346,6 +347,7 @@ def test_the_command_gets_kind_title_and_body_in_its_environment(tmp_path: Path)
     ]
 
 
+@pytest.mark.e2e
 def test_urls_and_command_both_get_every_notice(receiver: HTTPReceiver, tmp_path: Path) -> None:
     out = tmp_path / "notices"
     urls = [f"json://127.0.0.1:{receiver.port}/a", f"json://127.0.0.1:{receiver.port}/b"]
@@ -356,6 +358,7 @@ def test_urls_and_command_both_get_every_notice(receiver: HTTPReceiver, tmp_path
     assert recorded(out) == [("new_best", "t", "b")]
 
 
+@pytest.mark.e2e
 def test_only_the_chosen_events_are_sent(tmp_path: Path) -> None:
     out = tmp_path / "notices"
     chosen = settings(command=recording_command(out), events=["crash_streak"])
@@ -369,6 +372,7 @@ def test_only_the_chosen_events_are_sent(tmp_path: Path) -> None:
 # Rate limit, failures, hangs
 
 
+@pytest.mark.e2e
 def test_a_second_notice_within_the_interval_is_held_back_and_counted(tmp_path: Path) -> None:
     out = tmp_path / "notices"
     clock = FakeClock()
@@ -416,6 +420,7 @@ def test_an_error_status_is_reported(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.e2e
 def test_a_failing_command_is_reported_with_its_output() -> None:
     log = Log()
     with Notifier(settings(command="echo no route to host >&2; exit 3"), echo=log) as notifier:
@@ -446,6 +451,7 @@ def test_a_hanging_receiver_holds_up_neither_send_nor_close() -> None:
         server.stop()  # releases the hung request, so the delivery thread ends
 
 
+@pytest.mark.e2e
 def test_a_hanging_command_is_killed_at_close(tmp_path: Path) -> None:
     marker = tmp_path / "finished"
     command = f"sleep 30; touch {shlex.quote(str(marker))}"
@@ -459,6 +465,7 @@ def test_a_hanging_command_is_killed_at_close(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.e2e
 def test_a_command_past_its_timeout_is_stopped_children_and_all() -> None:
     log = Log()
     # The shell's child holds the output pipe: killing the shell alone would leave it open.
@@ -485,6 +492,7 @@ class RecordingNotifier(Notifier):
         return True
 
 
+@pytest.mark.e2e
 def test_a_keep_that_improves_is_a_new_best() -> None:
     notifier = RecordingNotifier()
     notices = EngineNotices(notifier, tag="mar5")
@@ -495,6 +503,7 @@ def test_a_keep_that_improves_is_a_new_best() -> None:
     assert body == "val_bpb 1.234567, 0.015433 better than 1.250000\n#12: halve the learning rate"
 
 
+@pytest.mark.e2e
 def test_no_new_best_for_the_baseline_a_discard_or_a_keep_that_is_not_better() -> None:
     notifier = RecordingNotifier()
     notices = EngineNotices(notifier)
@@ -509,6 +518,7 @@ def test_no_new_best_for_the_baseline_a_discard_or_a_keep_that_is_not_better() -
     assert "the first kept val_bpb" in notifier.sent[-1][2]
 
 
+@pytest.mark.e2e
 def test_a_crash_streak_is_told_once_and_again_after_a_reset() -> None:
     notifier = RecordingNotifier(crash_streak=3)
     notices = EngineNotices(notifier, tag="t1")
@@ -536,6 +546,7 @@ def test_a_crash_streak_is_told_once_and_again_after_a_reset() -> None:
     assert notifier.sent[-1][1] == "cockpit t1: 3 crashes in a row (#9-#12)"
 
 
+@pytest.mark.e2e
 def test_the_agent_lost_notice_comes_once_per_outage() -> None:
     notifier = RecordingNotifier()
     notices = EngineNotices(notifier, tag="mar5")
@@ -555,6 +566,7 @@ def test_the_agent_lost_notice_comes_once_per_outage() -> None:
     assert notifier.sent[0][2].startswith("cannot reach Ollama at 127.0.0.1\n")
 
 
+@pytest.mark.e2e
 def test_engine_stopped_names_the_run_and_its_best() -> None:
     notifier = RecordingNotifier()
     notices = EngineNotices(notifier, metric="loss")
@@ -574,6 +586,7 @@ def test_engine_stopped_names_the_run_and_its_best() -> None:
     ]
 
 
+@pytest.mark.e2e
 def test_engine_notices_end_to_end_to_a_webhook(receiver: HTTPReceiver) -> None:
     notifier = Notifier(settings(urls=[f"json://127.0.0.1:{receiver.port}/hook"]))
     notices = EngineNotices(notifier, tag="mar5")

@@ -106,6 +106,7 @@ def test_double_fails_loudly_without_a_scripted_reply(ollama_server: OllamaDoubl
     assert (error.value.status_code, error.value.error) == (500, "no scripted reply")
 
 
+@pytest.mark.e2e
 def test_double_runs_standalone_with_replies_from_a_file(tmp_path: Path) -> None:
     replies = tmp_path / "replies.json"
     replies.write_text(json.dumps([{"content": "first"}, {"status": 503, "error": "busy"}]))

@@ -219,6 +219,7 @@ def test_descriptions_fit_the_ledger() -> None:
     assert describe_change({"A": 1, "B": 2}, {"A": 1, "B": 3}) == "B 3"
 
 
+@pytest.mark.e2e
 def test_killed_mid_run_the_optimiser_resumes_without_repeating_a_point(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     make_workspace(root)

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import pytest
 
 from agent.proposal import Proposal, ProposalContext
 from cockpit.config import load_settings
@@ -28,6 +29,9 @@ from tests.helpers import (
     trained_side_by_side,
     wait_for,
 )
+
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
 
 
 def slow_script(tmp_path: Path) -> Path:

@@ -17,6 +17,9 @@ from tests.conftest import run_harness, tagged
 from trainer import pidns
 from trainer.confine import Confinement
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 # A process that never stays put: it forks, lets the parent exit and starts a new session,
 # again and again, so that any list of the training's processes is out of date by the time
 # it is acted on. It beats into a file beside it (the training's folder), and stops when a

@@ -151,6 +151,7 @@ def test_the_nvidia_rule_is_on_only_where_an_nvidia_device_exists() -> None:
 # --- for real, on this machine ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_the_real_probe_passes_in_full_confinement_and_is_cached(tmp_path: Path) -> None:
     first = check_device("cpu", "auto", tmp_path, compile_on_cpu=True)
     assert (first.usable, first.layer, first.cached) == (True, "full", False)
@@ -166,6 +167,7 @@ def test_the_real_probe_passes_in_full_confinement_and_is_cached(tmp_path: Path)
     assert json.loads((tmp_path / "device-probe.json").read_text())
 
 
+@pytest.mark.e2e
 def test_for_real_a_confinement_that_refuses_thread_names_degrades_or_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,6 +186,7 @@ def test_for_real_a_confinement_that_refuses_thread_names_degrades_or_refuses(
     assert "require_confinement refuses to train" in refused.message
 
 
+@pytest.mark.e2e
 def test_a_refused_device_stops_the_harness_with_the_reason(tmp_path: Path) -> None:
     run = run_harness(
         SCRIPTS / "tiny_research.py",
@@ -200,6 +203,7 @@ def test_a_refused_device_stops_the_harness_with_the_reason(tmp_path: Path) -> N
     assert "training_seconds" not in run.summary or run.summary["training_seconds"] is None
 
 
+@pytest.mark.e2e
 def test_a_degraded_confinement_is_said_by_the_training(tmp_path: Path) -> None:
     run = run_harness(SCRIPTS / "tiny_research.py", tmp_path, env={THREAD_NAMES_ENV: "1"})
     assert run.exit_code == 0, run.output
@@ -270,6 +274,7 @@ def train(ctx):
 )
 
 
+@pytest.mark.e2e
 def test_a_training_sees_no_variable_outside_the_list(tmp_path: Path) -> None:
     run = run_harness(
         ENVIRONMENT_SCRIPT,
@@ -321,6 +326,7 @@ def _events(root: Path, kind: str) -> list[str]:
         return [event.message for event in journal.events(kinds=[kind])]
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("no_git_identity")
 def test_the_engine_stops_with_the_reason_when_the_device_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -340,6 +346,7 @@ def test_the_engine_stops_with_the_reason_when_the_device_is_refused(
     assert status["best_val_bpb"] is None and status["experiments"] == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("no_git_identity")
 def test_a_degraded_confinement_is_in_the_status_and_the_events(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -390,6 +397,7 @@ def train(ctx):
 )
 
 
+@pytest.mark.e2e
 def test_a_training_cannot_forge_the_probes_verdicts(tmp_path: Path) -> None:
     """The verdicts decide how the next trainings are confined: they lie in the cache folder,
     which a training cannot write (only its compile cache beneath it)."""
@@ -407,6 +415,7 @@ def test_a_training_cannot_forge_the_probes_verdicts(tmp_path: Path) -> None:
     assert verdict["layer"] == "full" and verdict["checked_at"] < 9e99
 
 
+@pytest.mark.e2e
 def test_a_device_torch_cannot_use_is_a_refusal_the_engine_stops_on(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("torch can use this machine's GPU")
@@ -417,6 +426,7 @@ def test_a_device_torch_cannot_use_is_a_refusal_the_engine_stops_on(tmp_path: Pa
     assert check["message"].startswith("device cuda was asked for but no CUDA GPU is usable")
 
 
+@pytest.mark.e2e
 def test_a_verdict_vouches_only_for_the_confinement_code_it_probed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import cockpit, experiments, git_env, make_workspace
 
-pytestmark = pytest.mark.usefixtures("no_git_identity")
+pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.e2e]  # e2e: starts processes
 
 
 def test_a_run_keeps_the_models_it_needs_and_reports_the_test_split(tmp_path: Path) -> None:

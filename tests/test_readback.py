@@ -391,6 +391,7 @@ def honest(tmp_path_factory: pytest.TempPathFactory, text_corpus: Path) -> Path:
     return folder
 
 
+@pytest.mark.e2e
 def test_relative_summary_and_metrics_paths_name_files_beside_the_caller(honest: Path) -> None:
     summary = json.loads((honest / "out.json").read_text())
     assert summary["status"] == "ok" and summary["val_bpb"] < 8
@@ -399,6 +400,7 @@ def test_relative_summary_and_metrics_paths_name_files_beside_the_caller(honest:
     assert '"event": "end"' in (honest / "metrics.jsonl").read_text()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_what_a_training_leaves_in_place_of_its_files_is_refused(
     tmp_path: Path, text_corpus: Path, honest: Path, name: str

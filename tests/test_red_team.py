@@ -29,6 +29,9 @@ from tests.conftest import HarnessRun, run_harness, tagged
 from trainer.data import prepare_corpus
 from trainer.outcomes import Outcome
 
+# Its tests start processes: the slow tier (see tests/conftest.py).
+pytestmark = pytest.mark.e2e
+
 HONEST = """
 import torch
 import torch.nn as nn

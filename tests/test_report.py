@@ -425,6 +425,7 @@ def test_an_experiment_stopped_early_shows_no_value_anywhere(tmp_path: Path) -> 
     assert mpimg.imread(chart).shape[:2] == (800, 1600)
 
 
+@pytest.mark.e2e
 def test_without_matplotlib_the_module_imports_and_the_chart_says_how_to_install() -> None:
     code = f"""
         import sys
@@ -450,6 +451,7 @@ def test_without_matplotlib_the_module_imports_and_the_chart_says_how_to_install
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.e2e
 def test_cockpit_report_command_writes_both_files(report: Report, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = subprocess.run(
@@ -469,6 +471,7 @@ def test_cockpit_report_command_writes_both_files(report: Report, tmp_path: Path
     assert unknown.returncode == 2 and "mar5" in unknown.stderr
 
 
+@pytest.mark.e2e
 def test_cockpit_report_json_prints_the_figures_of_report_md(
     report: Report, tmp_path: Path
 ) -> None:

@@ -81,6 +81,7 @@ time.sleep(300)
 """
 
 
+@pytest.mark.e2e
 def test_kill_tree_kills_what_ignores_sigterm_down_to_the_grandchildren() -> None:
     """A root and a child that ignore SIGTERM, a shell and its background sleep: after the
     term timeout every one of them is gone, the stubborn ones by SIGKILL."""
@@ -108,6 +109,7 @@ def test_kill_tree_kills_what_ignores_sigterm_down_to_the_grandchildren() -> Non
             root.wait()
 
 
+@pytest.mark.e2e
 def test_kill_tree_ends_an_obedient_tree_with_sigterm_alone() -> None:
     """Processes that honour SIGTERM are gone without waiting out the term timeout."""
     root = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
@@ -125,6 +127,7 @@ def test_kill_tree_ends_an_obedient_tree_with_sigterm_alone() -> None:
             root.wait()
 
 
+@pytest.mark.e2e
 def test_kill_tree_leaves_the_exit_status_to_the_callers_popen() -> None:
     """The runner learns how its training ended from Popen; kill_tree must not take the exit
     status away from it."""
@@ -138,6 +141,7 @@ def test_kill_tree_leaves_the_exit_status_to_the_callers_popen() -> None:
             child.wait()
 
 
+@pytest.mark.e2e
 def test_kill_tree_of_a_finished_process_is_harmless() -> None:
     """A pid that has already exited and been reaped is skipped without an error."""
     done = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -199,6 +203,7 @@ def train(ctx):
 """
 
 
+@pytest.mark.e2e
 def test_a_run_past_its_deadline_is_killed_as_a_timeout(
     tmp_path: Path, text_corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -256,6 +261,7 @@ SIMPLE_SCRIPTS = {
 }
 
 
+@pytest.mark.e2e
 def test_exit_codes_and_signals_become_outcomes(tmp_path: Path, text_corpus: Path) -> None:
     """Seven runs at once: a good run is OK with its val_bpb and live metrics; a raise is
     CRASH with the script's reason; None is BAD_MODEL; a bad corpus is SETUP; a usage error
@@ -339,6 +345,7 @@ def test_exit_codes_and_signals_become_outcomes(tmp_path: Path, text_corpus: Pat
     assert "--no-such-flag" in log("usage")
 
 
+@pytest.mark.e2e
 def test_a_stop_request_interrupts_the_run(tmp_path: Path, text_corpus: Path) -> None:
     """should_stop turning true once training has begun stops the tree: INTERRUPTED, with
     the harness's own summary (it got SIGTERM and wrote it) and its last metrics line."""
@@ -374,6 +381,7 @@ def test_a_stop_request_interrupts_the_run(tmp_path: Path, text_corpus: Path) ->
     assert process.pid is not None and not psutil.pid_exists(process.pid)
 
 
+@pytest.mark.e2e
 def test_stop_then_wait_records_the_run_as_interrupted(tmp_path: Path, text_corpus: Path) -> None:
     """stop() says the run will be recorded as interrupted; wait() afterwards must not turn it
     into a success."""
@@ -440,6 +448,7 @@ def test_a_chosen_gpu_is_pinned_with_cuda_visible_devices() -> None:
     assert command[command.index("--device") + 1] == "cuda"
 
 
+@pytest.mark.e2e
 def test_the_local_executor_starts_a_training_and_hands_back_its_handle(
     tmp_path: Path, text_corpus: Path
 ) -> None:

@@ -56,6 +56,7 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.e2e
 def test_bench_search_figures_agree_with_the_journals_it_leaves(
     tmp_path: Path, short_trainings: None
 ) -> None:
@@ -148,6 +149,7 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
 
 
+@pytest.mark.e2e
 def test_bench_search_runs_the_hybrid_without_ollama_and_says_so(
     tmp_path: Path, short_trainings: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,7 @@ from cockpit.engine.workspace import Workspace
 from tests.helpers import cockpit, ended, git_env, make_workspace, spawn, state, wait_for
 
 # Commits without a git identity (conftest.py).
-pytestmark = pytest.mark.usefixtures("no_git_identity")
+pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.e2e]  # e2e: starts processes
 
 BUDGET_SECONDS = 10
 

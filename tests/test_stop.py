@@ -16,7 +16,7 @@ from tests.helpers import agent_config, cockpit, ended, make_workspace, spawn, s
 from tests.ollama_server import Hang, OllamaDouble
 
 # Commits without a git identity (conftest.py).
-pytestmark = pytest.mark.usefixtures("no_git_identity")
+pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.e2e]  # e2e: starts processes
 
 MODEL_HOLDS_SECONDS = 120.0  # far longer than a stop may take
 STOP_WITHIN_SECONDS = 20.0

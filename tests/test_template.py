@@ -96,6 +96,7 @@ def _builtin_edits() -> list[tuple[str, int | float]]:
     return [(name, value) for name in SHAPING for value in candidates(found[name])]
 
 
+@pytest.mark.e2e  # builds, traces and exports the template fourteen times: seconds each
 @pytest.mark.parametrize(("name", "value"), _builtin_edits())
 def test_every_edit_the_builtin_proposer_makes_exports(
     tmp_path: Path, name: str, value: float

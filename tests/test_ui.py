@@ -570,6 +570,7 @@ def experiment_status(root: Path, number: int) -> str | None:
         return None if experiment is None else experiment.status
 
 
+@pytest.mark.e2e
 async def test_pressing_a_makes_a_real_engine_go_on(tmp_path: Path) -> None:
     root = tmp_path / "engine-ws"
     make_workspace(root)

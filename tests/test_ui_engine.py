@@ -23,7 +23,7 @@ from tests.conftest import REPO
 from tests.helpers import edit, make_workspace
 from tests.ollama_server import OllamaDouble
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]  # e2e: starts the engine
 
 WIDE = (160, 50)
 

@@ -93,6 +93,7 @@ def variant(rate: str) -> str:
 # init and open
 
 
+@pytest.mark.e2e
 def test_init_creates_the_workspace_with_one_commit_on_main(tmp_path: Path) -> None:
     from trainer import template_path
 
@@ -118,6 +119,7 @@ def test_init_creates_the_workspace_with_one_commit_on_main(tmp_path: Path) -> N
     assert_git_valid(ws)
 
 
+@pytest.mark.e2e
 def test_the_workspace_ignores_its_private_files(ws: Workspace) -> None:
     (ws.path / "results.tsv").write_text("commit\tval_bpb\n")
     (ws.cockpit_dir / "journal.db").write_text("x")
@@ -188,6 +190,7 @@ def test_a_bad_script_name_is_refused(ws: Workspace) -> None:
             Workspace(ws.path, script_name=name)
 
 
+@pytest.mark.e2e
 def test_the_default_workspace_lives_under_cockpit_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,6 +221,7 @@ def test_the_default_workspace_without_override_uses_the_user_data_dir(
 # the user's own changes
 
 
+@pytest.mark.e2e
 def test_dirty_detection_edit_delete_stage_and_untracked(ws: Workspace) -> None:
     assert not ws.script_is_dirty()
     ws.require_clean_script()
@@ -251,6 +255,7 @@ def test_dirty_detection_edit_delete_stage_and_untracked(ws: Workspace) -> None:
     assert other.script_is_dirty()
 
 
+@pytest.mark.e2e
 def test_adopt_commits_the_script_on_the_current_branch(ws: Workspace) -> None:
     head = str(ws.repo.head.target)
     assert ws.adopt_script() == head  # nothing to adopt
@@ -271,6 +276,7 @@ def test_adopt_commits_the_script_on_the_current_branch(ws: Workspace) -> None:
     assert_git_valid(ws)
 
 
+@pytest.mark.e2e
 def test_adopt_uses_the_configured_signature_when_there_is_one(ws: Workspace) -> None:
     ws.repo.config["user.name"] = "Ada Lovelace"
     ws.repo.config["user.email"] = "ada@example.org"
@@ -302,6 +308,7 @@ def test_tags() -> None:
             Workspace.branch_name(bad)
 
 
+@pytest.mark.e2e
 def test_start_run_and_unique_tag(ws: Workspace) -> None:
     head = str(ws.repo.head.target)
     assert ws.unique_tag("nov26") == "nov26"
@@ -334,6 +341,7 @@ def test_start_run_and_unique_tag(ws: Workspace) -> None:
 # experiments
 
 
+@pytest.mark.e2e
 def test_commit_experiment_is_a_child_of_the_best_and_leaves_the_branch(ws: Workspace) -> None:
     ws.start_run("t")
     best = ws.best_commit("t")
@@ -357,6 +365,7 @@ def test_commit_experiment_is_a_child_of_the_best_and_leaves_the_branch(ws: Work
     assert_git_valid(ws)
 
 
+@pytest.mark.e2e
 def test_commit_experiment_is_idempotent_and_refuses_a_different_reuse(ws: Workspace) -> None:
     ws.start_run("t")
     first = ws.commit_experiment("t", 1, variant("0.01"), "raise the learning rate")
@@ -387,6 +396,7 @@ def test_commit_experiment_is_idempotent_and_refuses_a_different_reuse(ws: Works
 # decisions
 
 
+@pytest.mark.e2e
 def test_keep_fast_forwards_and_updates_the_working_tree_on_the_run(ws: Workspace) -> None:
     ws.start_run("t")
     ws.checkout_run("t")
@@ -454,6 +464,7 @@ def test_keep_of_a_commit_that_is_not_a_child_of_the_best_is_refused(ws: Workspa
         ws.keep("t", "0" * 40)
 
 
+@pytest.mark.e2e
 def test_revert_to_and_kept_history(ws: Workspace) -> None:
     ws.start_run("t")
     base = ws.best_commit("t")
@@ -501,6 +512,7 @@ def test_kept_history_without_the_base_ref_stops_below_the_experiments(ws: Works
     assert ws.base_commit("t") == base
 
 
+@pytest.mark.e2e
 def test_checkout_run_refuses_a_dirty_script(ws: Workspace) -> None:
     ws.start_run("t")
     sha, _ = ws.commit_experiment("t", 1, variant("0.01"), "one")
@@ -522,6 +534,7 @@ def test_checkout_run_refuses_a_dirty_script(ws: Workspace) -> None:
 # reading
 
 
+@pytest.mark.e2e
 def test_diff_is_a_unified_diff_of_the_script(ws: Workspace) -> None:
     ws.start_run("t")
     sha, _ = ws.commit_experiment("t", 1, variant("0.01"), "one")
@@ -552,6 +565,7 @@ def test_lines_of_code_counts_code_only() -> None:
     assert Workspace.lines_of_code("") == 0
 
 
+@pytest.mark.e2e
 def test_a_script_in_a_subdirectory(tmp_path: Path, source: Path) -> None:
     ws = Workspace.init(tmp_path / "ws", script_source=source, script_name="src/train.py")
     assert ws.script_path == ws.path / "src" / "train.py"

@@ -30,6 +30,7 @@ def ws(tmp_path: Path) -> Workspace:
     return workspace
 
 
+@pytest.mark.e2e
 def test_each_worker_trains_in_a_checkout_of_its_own(ws: Workspace) -> None:
     one, _ = ws.commit_experiment("night", 1, BASE.replace("0.003", "0.01"), "one")
     two, _ = ws.commit_experiment("night", 2, BASE.replace("DEPTH = 4", "DEPTH = 6"), "two")
@@ -53,6 +54,7 @@ def test_each_worker_trains_in_a_checkout_of_its_own(ws: Workspace) -> None:
     git(ws.path, "fsck", "--strict")
 
 
+@pytest.mark.e2e
 def test_a_worktree_a_killed_engine_left_broken_is_made_again(ws: Workspace) -> None:
     one, _ = ws.commit_experiment("night", 1, BASE.replace("0.003", "0.01"), "one")
     path = worktrees.checkout(ws.repo, ws.paths, 0, one)
@@ -70,6 +72,7 @@ def test_a_worktree_a_killed_engine_left_broken_is_made_again(ws: Workspace) -> 
     git(ws.path, "fsck", "--strict")
 
 
+@pytest.mark.e2e
 def test_a_change_made_on_an_old_best_is_reapplied_onto_the_new_one(ws: Workspace) -> None:
     base = ws.best_commit("night")
     faster, _ = ws.commit_experiment("night", 1, BASE.replace("0.003", "0.01"), "faster")

@@ -152,6 +152,7 @@ class Engine:
         )
         self._flights: dict[int, Flight] = {}  # worker index -> its training
         self._draft_desk: DraftDesk | None = None
+        self._judge: Judge | None = None
         self._last_heartbeat = 0.0
         self._published: Any = None
         self._agent_state: str | None = None
@@ -280,17 +281,21 @@ class Engine:
 
     @property
     def judge(self) -> Judge:
-        """Decides the run's trained experiments (it holds nothing of its own)."""
-        return Judge(
-            self._journal(),
-            self.workspace,
-            self.settings,
-            self.notices,
-            self._run_record,
-            self._export,
-            self.say,
-            kinds=self._kinds(),
-        )
+        """Decides the run's trained experiments: made once, and again only if the journal or
+        the kinds of device it compares within have changed."""
+        journal, kinds = self._journal(), self._kinds()
+        if self._judge is None or self._judge.journal is not journal or self._judge.kinds != kinds:
+            self._judge = Judge(
+                journal,
+                self.workspace,
+                self.settings,
+                self.notices,
+                self._run_record,
+                self._export,
+                self.say,
+                kinds=kinds,
+            )
+        return self._judge
 
     def _journal(self) -> Journal:
         assert self.journal is not None

@@ -43,8 +43,6 @@ from trainer.confine import Confinement
 WORKER_LOSSES = 24  # losses of a worker's training shown in its sparkline
 GPU_HISTORY = 120  # samples kept for the gauges' history: two minutes at one a second
 EVENT_HISTORY = 300  # events the screen keeps (decisions, agent lines, notes)
-# Phases in which the engine works on the experiment named by the `experiment` state key.
-ACTIVE_PHASES = ("proposing", "awaiting_approval", "training", "evaluating")
 
 
 def journal_file(workspace: Path) -> Path:

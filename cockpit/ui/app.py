@@ -21,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 from textual import events, on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Container, Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.geometry import Size
@@ -45,6 +45,8 @@ from cockpit.engine.readmodel import (
     journal_file,
 )
 from cockpit.engine.steering import Kind, Steer
+from cockpit.ui import keys
+from cockpit.ui.keys import PANELS
 from cockpit.ui.messages import (
     AgentStreamChanged,
     CommandFailed,
@@ -86,15 +88,6 @@ AGENT_EVENTS_SHOWN = 60
 DECISIONS_SHOWN = 120
 
 # (tab id, title, panel id) in the order of the tabs and of the 1-7 keys.
-PANELS: tuple[tuple[str, str, str], ...] = (
-    ("tab-ledger", "Ledger", "ledger"),
-    ("tab-diff", "Diff", "diff"),
-    ("tab-loss", "Loss", "loss"),
-    ("tab-progress", "Progress", "progress"),
-    ("tab-gpu", "GPU", "gpu"),
-    ("tab-agent", "Agent", "agent"),
-    ("tab-log", "Log", "log"),
-)
 PANEL_TITLES = {
     "ledger": "Ledger",
     "diff": "Proposal",
@@ -168,28 +161,9 @@ class CockpitApp(App[str]):
     TITLE = "Research Cockpit"
     CSS_PATH = LAYOUT_CSS
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS: ClassVar[list[BindingType]] = [
-        # The footer lists these in this order and cuts what does not fit: the keys needed
-        # most come first (the help screen lists all of them).
-        Binding("a", "approve", "approve"),
-        Binding("v", "veto", "veto"),
-        Binding("p", "pause", "pause"),
-        Binding("p", "resume", "resume"),
-        Binding("s", "stop_training", "stop run"),
-        Binding("n", "note", "note"),
-        Binding("question_mark", "help", "help", key_display="?"),
-        Binding("q", "quit_screen", "quit"),
-        Binding("Q", "stop_engine_and_quit", "stop+quit", key_display="Q"),
-        Binding("k", "override('keep')", "keep"),
-        Binding("d", "override('discard')", "discard"),
-        Binding("m", "toggle_mode", "mode"),
-        Binding("t", "next_theme", "theme"),
-        Binding("escape", "follow_engine", "follow", show=False),
-        *(
-            Binding(str(index), f"show_panel({index})", title, show=False)
-            for index, (_tab, title, _panel) in enumerate(PANELS, 1)
-        ),
-    ]
+    # The footer lists these in cockpit.ui.keys's order and cuts what does not fit; the help
+    # screen lists all of them.
+    BINDINGS: ClassVar[list[BindingType]] = list(keys.bindings())
 
     def __init__(
         self,

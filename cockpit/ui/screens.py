@@ -14,25 +14,10 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from cockpit.ui import keys
+
 # (key, what it does) in the order the help lists them.
-KEY_HELP: tuple[tuple[str, str], ...] = (
-    ("a", "approve the proposal waiting for you"),
-    ("v", "veto it (you may give a reason; the agent reads it)"),
-    ("p", "pause after the current step / resume"),
-    ("s", "stop the training in progress (recorded as interrupted)"),
-    ("k", "keep the selected ledger row (override the decision)"),
-    ("d", "discard the selected row (revert the current best)"),
-    ("n", "write a note to the agent: it reads it before its next proposal"),
-    ("m", "switch between autonomous and supervised mode"),
-    ("t", "next colour theme (remembered)"),
-    ("enter", "show the selected ledger row's diff, curve and decision"),
-    ("esc", "follow the engine again"),
-    ("1-7", "narrow screens: show ledger, diff, loss, progress, GPU, agent, log"),
-    ("tab", "move between panels"),
-    ("?", "this help"),
-    ("q", "quit the screen; the engine keeps running"),
-    ("Q", "stop the engine (after the current experiment) and quit"),
-)
+KEY_HELP = keys.help_lines()
 
 
 class HelpScreen(ModalScreen[None]):

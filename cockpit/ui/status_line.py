@@ -11,6 +11,7 @@ from rich.text import Text
 
 from cockpit.engine.readmodel import StatusInfo
 from cockpit.ui import format as fmt
+from cockpit.ui import keys
 from cockpit.ui.palette import Palette
 from cockpit.ui.plot import bar
 from cockpit.ui.widgets import _fit, _line, _View, agent_state_text, palette_of, split_text
@@ -95,7 +96,8 @@ class StatusLine(_View):
                     )
             elif status.phase == "awaiting_approval":
                 key = Style(bold=True, color=palette.accent)
-                parts.append((_line("  ", ("a", key), " approve  ", ("v", key), " veto"), 2))
+                approve, veto = keys.shown("approve"), keys.shown("veto")
+                parts.append((_line("  ", (approve, key), " approve  ", (veto, key), " veto"), 2))
             if pause_requested and status.phase != "paused":
                 parts.append((_line(("  pausing after this step", palette.warning)), 1))
             if status.stopping is not None:

@@ -13,6 +13,7 @@ import math
 import random
 from collections.abc import Mapping
 
+from agent import names
 from agent.constants import Constant, find_constants, format_value, replace_literal
 from agent.proposal import DESCRIPTION_LIMIT, NoProposal, Proposal, ProposalContext, script_hash
 from agent.space import BOOKKEEPING, SpaceError, build_space, is_fraction, read_program_block
@@ -48,7 +49,7 @@ def candidates(constant: Constant) -> list[int | float]:
 class BuiltinProposer:
     """Perturbs one constant at a time, at random but reproducibly, never twice the same."""
 
-    name = "builtin"
+    name = names.BUILTIN
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from agent import names
 from agent.llm import LLMProposer, ProposalFailed
 from agent.ollama_backend import AgentState, AgentUnavailable, Backoff, Health
 from agent.proposal import AgentEvent, EventSink, NoProposal, Proposal, ProposalContext, Proposer
@@ -39,15 +40,12 @@ class HealthProbe(Protocol):
         ...
 
 
-_LABELS = {"builtin": "built-in", "llm": "LLM", "optuna": "Optuna", "hybrid": "hybrid"}
-
-
 def _state_name(state: AgentState) -> str:
     return str(state.value)
 
 
 def _label(proposer: Proposer) -> str:
-    return _LABELS.get(proposer.name, proposer.name)
+    return names.label(proposer.name)
 
 
 class FallbackProposer:

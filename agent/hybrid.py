@@ -21,6 +21,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
+from agent import names
 from agent.ollama_backend import AgentUnavailable
 from agent.proposal import (
     AgentEvent,
@@ -33,7 +34,7 @@ from agent.proposal import (
 )
 from agent.space import SearchSpace, structure_key
 
-ARMS = ("llm", "optuna")
+ARMS = (names.LLM, names.OPTUNA)
 DEFAULT_FLOOR = 0.2
 DEFAULT_WINDOW = 12
 KEEP_CREDIT = 0.001  # a keep is worth this much besides its gain (bits per byte)
@@ -137,7 +138,7 @@ def apply_floor(scores: Mapping[str, float], floor: float) -> dict[str, float]:
 class HybridProposer:
     """Sends each proposal to the LLM or to the optimiser, by the bandit's shares."""
 
-    name = "hybrid"
+    name = names.HYBRID
 
     def __init__(
         self,

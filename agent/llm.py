@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from agent import names
 from agent.edits import Edit, EditRejected, apply_proposal, describe_edits
 from agent.ollama_backend import ChatReply
 from agent.prompt import (
@@ -105,7 +106,7 @@ class ChatBackend(Protocol):
 class LLMProposer:
     """Proposes experiments with a local LLM, retrying rejected replies with the reason."""
 
-    name = "llm"
+    name = names.LLM
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import names
 from agent.constants import format_value
 from agent.proposal import (
     DESCRIPTION_LIMIT,
@@ -218,7 +219,7 @@ def _random_value(param: Param, rng: random.Random) -> Value:
 class OptunaProposer:
     """Tunes the best script's numeric constants with an Optuna sampler (TPE or CMA-ES)."""
 
-    name = "optuna"
+    name = names.OPTUNA
 
     def __init__(
         self,

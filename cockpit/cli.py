@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.names import PROPOSERS
 from cockpit.config import ConfigError, Settings, load_settings
 from cockpit.engine.steering import Kind, Steer
 from cockpit.gpu_check import GpuCheckOptions
-from cockpit.settings import PROPOSERS
 
 # The `cockpit <command>` lines that steer a running engine, and what each sends.
 STEER_COMMANDS = {

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent import names
 from cockpit.config import Settings, load_settings
 from cockpit.engine.agent_status import (
-    PROPOSER_NAMES,
     ModelPaused,
     ProposedBy,
     UnusableReplies,
@@ -350,18 +350,18 @@ def _describe_agent(agent: dict[str, Any]) -> str:
     proposer = str(agent.get("proposer"))
     paused = ModelPaused.from_state(agent.get("paused"))
     llm = f"LLM ({model})" if model else "LLM"
-    if proposer == "hybrid":
+    if proposer == names.HYBRID:
         split = agent.get("split")
         line = "hybrid proposer: " + (
             describe_split(split, model) if split else f"{llm} and Optuna"
         )
-    elif proposer == "llm":
+    elif proposer == names.LLM:
         line = f"LLM proposer ({model})" if model else "LLM proposer"
     else:
-        name = PROPOSER_NAMES.get(proposer, proposer)
+        name = names.label(proposer)
         line = f"{name} proposer standing in for {model}" if model else f"{name} proposer"
     # The hybrid's line has a colon already: a semicolon sets off what follows it.
-    apart = "; " if proposer == "hybrid" else ": "
+    apart = "; " if proposer == names.HYBRID else ": "
     message = agent.get("message")
     if message and agent.get("state") not in (None, "ready"):
         line += f"{apart}{message}"

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.names import MODEL_PROPOSERS
 from cockpit.config import Settings
 from cockpit.engine.monitor import GpuSnapshot, GpuSource, default_gpu_source
 from cockpit.engine.paths import WorkspacePaths
-from cockpit.settings import MODEL_PROPOSERS
 from trainer import pidns
 
 if TYPE_CHECKING:  # the probe imports torch: loaded when the probe runs

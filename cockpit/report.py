@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent import names
 from cockpit.atomic import write_atomic
 from cockpit.engine import programs
-from cockpit.engine.agent_status import PROPOSER_NAMES
 from cockpit.engine.journal import LEDGER_DECISIONS, Experiment, Journal, JournalError, Run
 from cockpit.engine.paths import WorkspacePaths
 
@@ -330,7 +330,7 @@ def proposer_gains(
         rows.append(
             ProposerGain(
                 proposer=proposer,
-                name=PROPOSER_NAMES.get(proposer, proposer),
+                name=names.label(proposer),
                 experiments=len(made),
                 kept=len(keeps),
                 keep_rate=len(keeps) / len(made),

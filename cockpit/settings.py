@@ -12,12 +12,10 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.names import HYBRID, PROPOSERS
+
 # Name under which the per-user cache directory is created.
 _APP_NAME = "research-cockpit"
-
-# Who may propose experiments (engine.proposer): the hybrid first, the default.
-PROPOSERS = ("hybrid", "llm", "optuna", "builtin")
-MODEL_PROPOSERS = ("hybrid", "llm")  # those that ask the local model
 
 # strict: a quoted "20" in a file must be an error, not silently become 20 (pydantic's
 # strict mode still accepts an int for a float field, so `budget_seconds = 20` works).
@@ -191,7 +189,7 @@ class EngineSettings(BaseModel):
         json_schema_extra={"allowed": '"autonomous" or "supervised"'},
     )
     proposer: str = Field(
-        default="hybrid",
+        default=HYBRID,
         pattern=rf"^({'|'.join(PROPOSERS)})$",
         description=(
             "Who proposes experiments: hybrid (the [agent] model changes the code while Optuna "
@@ -200,7 +198,9 @@ class EngineSettings(BaseModel):
             "model) or builtin (nudges one CAPS constant at a time; needs nothing). While "
             "Ollama cannot answer, the optimiser proposes."
         ),
-        json_schema_extra={"allowed": '"hybrid", "llm", "optuna" or "builtin"'},
+        json_schema_extra={
+            "allowed": ", ".join(f'"{name}"' for name in PROPOSERS[:-1]) + f' or "{PROPOSERS[-1]}"'
+        },
     )
     experiments: int = Field(
         default=0,

@@ -45,12 +45,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from agent.names import MODEL_PROPOSERS, PROPOSERS
 from cockpit.atomic import write_atomic
 from cockpit.config import Settings, load_settings
 from cockpit.engine.journal import Journal
 from cockpit.engine.workspace import Workspace
 from cockpit.report import summarize_experiments
-from cockpit.settings import MODEL_PROPOSERS, PROPOSERS
 
 if TYPE_CHECKING:  # the engine loads only when a run starts, not to parse the options
     from cockpit.engine.agents import AgentSetup

@@ -14,17 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent import names
+
 # The phases in which an experiment is in flight: being proposed, waiting, trained, scored.
 IN_FLIGHT_PHASES = ("proposing", "awaiting_approval", "training", "evaluating")
 RECENT_PROPOSERS = 5  # the experiments before the one in flight that status names
-PROPOSER_NAMES = {
-    "llm": "LLM",
-    "hybrid": "hybrid",
-    "optuna": "Optuna",
-    "builtin": "built-in",
-    "baseline": "baseline",
-    "recovered": "recovered",
-}
 
 
 class ExperimentLike(Protocol):
@@ -64,7 +58,7 @@ class ProposedBy:
     @property
     def short(self) -> str:
         """``#4 built-in``, ``#5 LLM``: the ledger's way of naming a proposer."""
-        name = PROPOSER_NAMES.get(self.proposer or "", self.proposer or "?")
+        name = names.label(self.proposer or None)
         return f"#{self.experiment} {name}"
 
 
@@ -152,7 +146,7 @@ def in_flight(
     if experiment is not None:
         return ProposedBy(number, experiment.proposer, experiment.model, experiment.status)
     asking = state.get("asking") or None
-    model = state.get("model") if asking == "llm" else None
+    model = state.get("model") if asking == names.LLM else None
     return ProposedBy(
         number,
         None if asking is None else str(asking),
@@ -179,7 +173,7 @@ def describe_proposers(current: ProposedBy | None, recent: Iterable[ProposedBy])
     parts = []
     if current is not None:
         if current.status == "proposing":
-            asking = PROPOSER_NAMES.get(current.proposer or "", current.proposer)
+            asking = names.label(current.proposer or None, unknown="")
             asked = f" (asking the {asking} proposer)" if asking else ""
             parts.append(f"#{current.experiment} being proposed{asked}")
         else:

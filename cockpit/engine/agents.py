@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from agent import names
 from agent.builtin import BuiltinProposer
 from agent.optimiser import OptunaProposer
 from agent.proposal import AgentEvent, Proposer
@@ -242,7 +243,7 @@ def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
     )
     llm = LLMProposer(backend, attempts=agent.attempts, on_event=recorder)
     hybrid = None
-    if kind == "hybrid":
+    if kind == names.HYBRID:
         hybrid = HybridProposer(
             llm,
             optimiser,

@@ -14,8 +14,8 @@ from typing import Any
 
 import psutil
 
+from agent import names
 from cockpit.engine.agent_status import (
-    PROPOSER_NAMES,
     ModelPaused,
     ProposedBy,
     UnusableReplies,
@@ -405,7 +405,7 @@ def read_search_split(state: Mapping[str, Any]) -> dict[str, float] | None:
     proposes (state ``proposer``): None when another proposer does (the split of a hybrid
     standing aside, or of an earlier run, is not in effect), or when the value is not a
     non-empty mapping of names to numbers."""
-    if state.get("proposer") != "hybrid":
+    if state.get("proposer") != names.HYBRID:
         return None
     value = state.get("search_split")
     if not isinstance(value, Mapping) or not value:
@@ -422,8 +422,8 @@ def describe_split(split: Mapping[str, float], model: str | None = None) -> str:
     the LLM, ``LLM (qwen2.5-coder:7b) 35% · Optuna 65%``)."""
     parts = []
     for proposer, share in split.items():
-        name = PROPOSER_NAMES.get(proposer, proposer)
-        if proposer == "llm" and model:
+        name = names.label(proposer)
+        if proposer == names.LLM and model:
             name += f" ({model})"
         parts.append(f"{name} {share:.0%}")
     return " · ".join(parts)

@@ -17,7 +17,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowKey
 
-from cockpit.engine.agent_status import PROPOSER_NAMES
+from agent import names
 from cockpit.engine.monitor import GPU_OK, GpuReading, MonitorSample
 from cockpit.engine.readmodel import (
     EventLine,
@@ -114,8 +114,12 @@ def agent_state_text(status: StatusInfo, palette: Palette) -> Text:
     """The model server's state in a few words; without a model, the proposer that works
     alone (Optuna or the built-in one)."""
     muted = Style(color=palette.muted)
-    if status.model is None and status.proposer not in (None, "llm", "hybrid"):
-        name = PROPOSER_NAMES.get(status.proposer, status.proposer)
+    if (
+        status.model is None
+        and status.proposer is not None
+        and not names.uses_model(status.proposer)
+    ):
+        name = names.label(status.proposer)
         return Text(f"{name} proposer (no LLM)", style=muted, end="")
     if status.agent_state is None:
         return Text("Ollama: no word yet", style=muted, end="")

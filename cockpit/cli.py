@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.names import PROPOSERS
 from cockpit.config import ConfigError, Settings, load_settings
-from cockpit.engine.steering import Kind, Steer
+from cockpit.engine.steering import MODES, Kind, Steer
 from cockpit.gpu_check import GpuCheckOptions
 
 # The `cockpit <command>` lines that steer a running engine, and what each sends.
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="the run's tag (default: today, e.g. nov26); an existing tag resumes that run",
         )
-        loop.add_argument("--mode", choices=("autonomous", "supervised"), default=None)
+        loop.add_argument("--mode", choices=MODES, default=None)
         loop.add_argument(
             "--proposer",
             choices=PROPOSERS,
@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "note":
             steer.add_argument("text")
         if name == "mode":
-            steer.add_argument("mode", choices=("autonomous", "supervised"))
+            steer.add_argument("mode", choices=MODES)
         if name in ("keep", "discard"):
             steer.add_argument("experiment", type=int, help="the experiment's number")
 

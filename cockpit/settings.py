@@ -13,6 +13,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.names import HYBRID, PROPOSERS
+from cockpit.engine.steering import AUTONOMOUS, MODES
 
 # Name under which the per-user cache directory is created.
 _APP_NAME = "research-cockpit"
@@ -180,13 +181,13 @@ class EngineSettings(BaseModel):
     model_config = _MODEL_CONFIG
 
     mode: str = Field(
-        default="autonomous",
-        pattern=r"^(autonomous|supervised)$",
+        default=AUTONOMOUS,
+        pattern=rf"^({'|'.join(MODES)})$",
         description=(
             "autonomous: every proposal is trained; supervised: each proposal waits for the "
             "researcher to approve or veto it."
         ),
-        json_schema_extra={"allowed": '"autonomous" or "supervised"'},
+        json_schema_extra={"allowed": " or ".join(f'"{mode}"' for mode in MODES)},
     )
     proposer: str = Field(
         default=HYBRID,

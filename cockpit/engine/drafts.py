@@ -20,6 +20,7 @@ from agent.proposal import Proposal
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.proposing import Basis, Draft, Drafting
+from cockpit.engine.steering import SUPERVISED
 from cockpit.engine.workspace import Workspace, lines_of_code
 
 
@@ -137,7 +138,7 @@ class DraftDesk:
             diff=self.workspace.diff(sha),
             script_hash=proposal.script_hash,
             lines_of_code=lines_of_code(proposal.script),
-            status="awaiting_approval" if mode == "supervised" else "committed",
+            status="awaiting_approval" if mode == SUPERVISED else "committed",
             details=details,
         )
         self.marks.append(("ready", time.perf_counter(), number))

@@ -35,11 +35,11 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from cockpit.engine.journal_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from cockpit.engine.steering import MODES as RUN_MODES
 from cockpit.engine.steering import Kind
 
 BUSY_TIMEOUT_MS = 5000
 
-RUN_MODES = ("autonomous", "supervised")
 RUN_STATUSES = ("active", "finished", "stopped")
 EXPERIMENT_STATUSES = (
     "proposed",

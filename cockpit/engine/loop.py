@@ -50,7 +50,7 @@ from cockpit.engine.proposing import Drafting
 from cockpit.engine.readmodel import PendingStop
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, is_training_process, kill_tree
-from cockpit.engine.steering import Kind, Steer
+from cockpit.engine.steering import AUTONOMOUS, SUPERVISED, Kind, Steer
 from cockpit.engine.trials import trial_kind
 from cockpit.engine.workers import (
     Worker,
@@ -568,7 +568,7 @@ class Engine:
             if worker is None:
                 continue
             if experiment.status == "proposed":  # journaled, never asked about (a restart)
-                status = "awaiting_approval" if self.mode == "supervised" else "committed"
+                status = "awaiting_approval" if self.mode == SUPERVISED else "committed"
                 journal.update_experiment(experiment.id, status=status)
                 if status != "committed":
                     continue
@@ -827,7 +827,7 @@ class Engine:
         if kind is Kind.SET_MODE:
             self.mode = steer.mode
             journal.update_run(run.id, mode=steer.mode)
-            if steer.mode == "autonomous":
+            if steer.mode == AUTONOMOUS:
                 for waiting in self._waiting():
                     if waiting.status == "awaiting_approval":
                         journal.update_experiment(waiting.id, status="committed")

@@ -33,6 +33,7 @@ from cockpit.config import Settings
 from cockpit.engine.agents import AgentSetup
 from cockpit.engine.integrity import Flag, describe_flags, inspect_script
 from cockpit.engine.journal import UNFINISHED_STATUSES, Experiment, Journal, Run
+from cockpit.engine.steering import SUPERVISED
 
 PROPOSAL_ATTEMPTS = 5
 REFUSALS_SHOWN = 10  # the latest integrity refusals the proposer is told of
@@ -95,7 +96,7 @@ class Drafting:
         if fix is not None:
             proposal, details = fix
             flags = inspect_script(basis.best_script, proposal.script)
-            if flags and basis.mode != "supervised":
+            if flags and basis.mode != SUPERVISED:
                 self.refuse(run, proposal, flags)
                 proposal, details = None, None
         if proposal is None:
@@ -302,7 +303,7 @@ class Drafting:
                 self.reject_repeat(run, proposal)
                 continue
             flags = inspect_script(basis.best_script, proposal.script)
-            if not flags or basis.mode == "supervised":
+            if not flags or basis.mode == SUPERVISED:
                 return proposal, flags
             self.refuse(run, proposal, flags)
         self.say(turned_down)

@@ -32,7 +32,10 @@ class Kind(str, enum.Enum):
         return self.value
 
 
-MODES = ("autonomous", "supervised")
+# The run modes (one owner: the settings, the journal, the CLI and the screen use these):
+# autonomous trains every proposal, supervised waits for the researcher's approval.
+AUTONOMOUS, SUPERVISED = "autonomous", "supervised"
+MODES = (AUTONOMOUS, SUPERVISED)
 # Kinds that name an experiment: required for overrides, optional (the waiting one, or every
 # one in flight) for the others.
 _NEEDS_EXPERIMENT = {Kind.OVERRIDE_KEEP, Kind.OVERRIDE_DISCARD}

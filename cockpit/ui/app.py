@@ -44,7 +44,7 @@ from cockpit.engine.readmodel import (
     display_path,
     journal_file,
 )
-from cockpit.engine.steering import Kind, Steer
+from cockpit.engine.steering import AUTONOMOUS, SUPERVISED, Kind, Steer
 from cockpit.ui import keys
 from cockpit.ui.keys import PANELS
 from cockpit.ui.messages import (
@@ -691,7 +691,7 @@ class CockpitApp(App[str]):
         if self.status.mode is None:
             self.notify("no run yet: start the engine first", severity="warning")
             return
-        mode = "autonomous" if self.status.mode == "supervised" else "supervised"
+        mode = AUTONOMOUS if self.status.mode == SUPERVISED else SUPERVISED
         self.send_command(Steer(Kind.SET_MODE, mode=mode))
 
     def action_next_theme(self) -> None:

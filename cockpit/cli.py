@@ -27,16 +27,22 @@ from cockpit.config import ConfigError, Settings, load_settings
 from cockpit.engine.steering import MODES, Kind, Steer
 from cockpit.gpu_check import GpuCheckOptions
 
-# The `cockpit <command>` lines that steer a running engine, and what each sends.
+# The `cockpit <command>` lines that steer a running engine: what each sends, and its help.
 STEER_COMMANDS = {
-    "approve": Kind.APPROVE,
-    "veto": Kind.VETO,
-    "pause": Kind.PAUSE,
-    "resume": Kind.RESUME,
-    "note": Kind.NOTE,
-    "mode": Kind.SET_MODE,
-    "keep": Kind.OVERRIDE_KEEP,
-    "discard": Kind.OVERRIDE_DISCARD,
+    "approve": (Kind.APPROVE, "approve the proposal that waits (supervised mode)"),
+    "veto": (Kind.VETO, "veto the proposal that waits; the reason goes to the agent"),
+    "pause": (Kind.PAUSE, "pause after the current step"),
+    "resume": (Kind.RESUME, "resume a paused engine"),
+    "note": (Kind.NOTE, "a note for the agent"),
+    "mode": (Kind.SET_MODE, "switch between autonomous and supervised"),
+    "keep": (
+        Kind.OVERRIDE_KEEP,
+        "override a decision: keep a discarded experiment (the branch moves to it)",
+    ),
+    "discard": (
+        Kind.OVERRIDE_DISCARD,
+        "override a decision: revert the kept experiment that is the current best",
+    ),
 }
 
 
@@ -213,16 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_workspace(status)
     status.add_argument("--json", action="store_true")
 
-    for name, help_text in (
-        ("approve", "approve the proposal that waits (supervised mode)"),
-        ("veto", "veto the proposal that waits; the reason goes to the agent"),
-        ("pause", "pause after the current step"),
-        ("resume", "resume a paused engine"),
-        ("note", "a note for the agent"),
-        ("mode", "switch between autonomous and supervised"),
-        ("keep", "override a decision: keep a discarded experiment (the branch moves to it)"),
-        ("discard", "override a decision: revert the kept experiment that is the current best"),
-    ):
+    for name, (_kind, help_text) in STEER_COMMANDS.items():
         steer = commands.add_parser(name, help=help_text)
         _add_engine_workspace(steer)
         if name in ("approve", "veto"):
@@ -661,7 +658,7 @@ def _cmd_engine(args: argparse.Namespace) -> int:
 
 def _steer(args: argparse.Namespace) -> Steer:
     """The steering command a `cockpit <command>` line asks for."""
-    kind = STEER_COMMANDS[args.command]
+    kind, _help = STEER_COMMANDS[args.command]
     try:
         return Steer(
             kind,

@@ -43,10 +43,10 @@ DECIDED = frozenset({"keep", "discard", "crash", "timeout"})
 
 def arm_of(proposer: str | None) -> str | None:
     """The arm an experiment's proposer belongs to (the built-in nudger tunes numbers too)."""
-    if proposer == "llm":
-        return "llm"
-    if proposer in ("optuna", "builtin"):
-        return "optuna"
+    if proposer == names.LLM:
+        return names.LLM
+    if proposer in names.NUMBERS_ONLY:
+        return names.OPTUNA
     return None
 
 

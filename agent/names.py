@@ -10,6 +10,7 @@ BUILTIN = "builtin"
 # The [engine] proposer choices, in the order the docs give them.
 PROPOSERS = (HYBRID, LLM, OPTUNA, BUILTIN)
 MODEL_PROPOSERS = (HYBRID, LLM)  # those that ask the local model
+NUMBERS_ONLY = (OPTUNA, BUILTIN)  # those that change the script's numbers only
 # How a person reads a proposer's name; the journal also names the baseline and the recovered
 # experiments of a restart after the proposer that made them.
 LABELS = {

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from agent import names
 from cockpit.config import Settings, load_settings
 from cockpit.doctor import (
     FAIL,
@@ -61,7 +62,7 @@ LIMIT_SECONDS = 600.0
 OVERHEAD_SECONDS = {"cuda": 40.0, "cpu": 25.0}
 DOCTOR_SECONDS = 30.0  # the device probe on a cold cache, the user-namespace trial, Ollama
 ENGINE_SECONDS = 15.0  # a fresh workspace, the engine's start, its proposals and its end
-LOOP_PROPOSER = "optuna"
+LOOP_PROPOSER = names.OPTUNA
 # A night measures the run-to-run noise with a second baseline and confirms a close keep with
 # another seed; the loop of a ten-minute check does neither (a variable already set wins).
 LOOP_ENVIRONMENT = {

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from agent import names
 from agent.names import MODEL_PROPOSERS, PROPOSERS
 from cockpit.atomic import write_atomic
 from cockpit.config import Settings, load_settings
@@ -63,10 +64,10 @@ FIGURE_INCHES = (11.0, 6.5)
 FIGURE_DPI = 100
 # One colour per proposer (matplotlib's tab10).
 PROPOSER_COLORS = {
-    "builtin": "#7f7f7f",
-    "optuna": "#1f77b4",
-    "hybrid": "#2ca02c",
-    "llm": "#d62728",
+    names.BUILTIN: "#7f7f7f",
+    names.OPTUNA: "#1f77b4",
+    names.HYBRID: "#2ca02c",
+    names.LLM: "#d62728",
 }
 SECONDS_PER_HOUR = 3600.0
 VERIFY_SEED = 1000  # verification trainings use seeds 1000, 1001, ...: no run uses them
@@ -101,7 +102,7 @@ def parse_proposers(text: str) -> tuple[str, ...]:
 class SearchOptions:
     """What `cockpit bench search` was asked for."""
 
-    proposers: tuple[str, ...] = ("builtin", "optuna")
+    proposers: tuple[str, ...] = (names.BUILTIN, names.OPTUNA)
     experiments: int = 24
     budget_seconds: float = 20.0
     seeds: int = 2
@@ -163,7 +164,7 @@ class SearchRun:
     def model_experiments(self) -> int:
         """Experiments the model proposed (its label is ``llm`` or ``llm (model)``)."""
         return sum(
-            count for label, count in self.proposed_by.items() if label.split(" ")[0] == "llm"
+            count for label, count in self.proposed_by.items() if label.split(" ")[0] == names.LLM
         )
 
     def as_json(self) -> dict[str, Any]:

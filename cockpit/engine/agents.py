@@ -209,7 +209,7 @@ def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
     search = settings.search
     builtin = BuiltinProposer(seed=seed, overrides=search.space)
     kind = settings.engine.proposer
-    if kind == "builtin":
+    if kind == names.BUILTIN:
         return AgentSetup(builtin, recorder)
     optimiser = OptunaProposer(
         sampler=search.sampler,
@@ -220,7 +220,7 @@ def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
         last_resort=builtin,
         on_event=recorder,
     )
-    if kind == "optuna":
+    if kind == names.OPTUNA:
         return AgentSetup(optimiser, recorder)
     from agent.fallback import FallbackProposer
     from agent.hybrid import Bandit, HybridProposer

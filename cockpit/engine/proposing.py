@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import names
 from agent.proposal import (
     RUNNING,
     CrashReport,
@@ -41,7 +42,7 @@ UNFINISHED = UNFINISHED_STATUSES
 # Experiments that are no trial of the optimiser: never trained, or stopped by the researcher.
 NOT_TRIALS = frozenset({"vetoed", "rejected", "interrupted"})
 # Proposers that only change numbers: their crashes are not handed to the model to fix.
-NUMBERS_ONLY = frozenset({"optuna", "builtin"})
+NUMBERS_ONLY = frozenset(names.NUMBERS_ONLY)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,37 @@ def test_the_harness_command_line_lists_the_bounds() -> None:
     )
     for flag in ("--memory-limit-mb", "--max-processes", "--disk-limit-mb", "--metrics-limit-mb"):
         assert flag in done.stdout
+
+
+def test_a_look_into_the_trainings_mounts_that_does_not_come_back_ends_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import threading
+
+    from trainer import bounds
+
+    released = threading.Event()
+    monkeypatch.setattr(bounds, "MOUNT_LOOK_SECONDS", 0.2)
+    monkeypatch.setattr(bounds, "_own_tmpfs_bytes", lambda pid: released.wait(5) and 0)
+    watch = bounds.Watch(Bounds(disk_mb=0), os.getpid(), ".")
+    try:
+        started = time.monotonic()
+        reason = watch.check()  # the look that hangs is let go after 0.2 s, and that ends it
+        assert time.monotonic() - started < 2.0
+        assert reason is not None and "mounts did not answer" in reason
+    finally:
+        released.set()
+        watch.close()
+
+
+def test_mountinfo_is_read_with_its_escapes(tmp_path: Path) -> None:
+    from trainer.bounds import _mounts
+
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "36 35 0:48 / /dev/shm rw,nosuid,nodev shared:5 - tmpfs tmpfs rw,size=65536k\n"
+        "37 35 8:1 /data /mnt/my\\040data rw - ext4 /dev/sda1 rw\n"
+        "garbage line\n"
+    )
+    assert _mounts(str(table)) == [("0:48", "/dev/shm", "tmpfs"), ("8:1", "/mnt/my data", "ext4")]

@@ -12,7 +12,8 @@ Who enforces each, from the kernel outwards:
 - **disk**: ``RLIMIT_FSIZE`` stops any one file at the bound (a write past it fails with
   EFBIG); the harness adds up its folder, which also bounds many smaller files.
 - **memory**: the harness adds up the resident memory of every process of the training (shared
-  pages counted in each) and what it holds in its own ``/dev/shm`` (trainer.sockets), and the training's ``oom_score_adj`` is the highest, so that where
+  pages counted in each) and what it holds in tmpfs mounts of its own (its ``/dev/shm``,
+  trainer.sockets), and the training's ``oom_score_adj`` is the highest, so that where
   the machine runs out all the same the kernel ends the training, not the engine or Ollama.
   No address-space limit: CUDA reserves far more address space than it uses.
 - **metrics**: the harness counts the bytes the training writes into its stream.
@@ -28,8 +29,10 @@ Only the standard library and psutil: `apply` runs in the training process befor
 from __future__ import annotations
 
 import os
+import re
 import resource
 import time
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,7 +48,7 @@ MEMORY_SHARE = 0.5
 DISK_PERIOD_SECONDS = 1.0
 MAX_FOLDER_ENTRIES = 100_000
 OOM_SCORE_ADJ = 1000  # the first the kernel's OOM killer takes
-SHM = "/dev/shm"
+MOUNT_LOOK_SECONDS = 1.0  # how long a look into the training's mounts may take
 MB = 1_000_000
 
 SETTINGS = {
@@ -170,9 +173,17 @@ class Watch:
         self.peak_memory = 0
         self.peak_processes = 0
         self.folder_bytes = 0
+        self.unanswered = False  # a look into its mounts did not come back (`_own_tmpfs`)
+        self._looks = ThreadPoolExecutor(1, thread_name_prefix="bounds-mounts")
 
     def check(self) -> str | None:
         memory, tasks = self._tree()
+        if self.unanswered:
+            return (
+                "the training's mounts did not answer the harness within "
+                f"{MOUNT_LOOK_SECONDS:g} s (a file system of its own that blocks?), so its memory "
+                "cannot be counted"
+            )
         self.peak_memory = max(self.peak_memory, memory)
         self.peak_processes = max(self.peak_processes, tasks)
         bounds = self.bounds
@@ -224,20 +235,56 @@ class Watch:
                     tasks += process.num_threads()
             except psutil.Error:
                 continue
-        return memory + self._own_shm(), tasks
+        return memory + self._own_tmpfs(), tasks
 
-    def _own_shm(self) -> int:
-        """What the training holds in its own /dev/shm (trainer.sockets.own_shm), seen through
-        its mount namespace: memory that no resident size shows until it is mapped. 0 while it
-        sees the host's (before its own is mounted, or where it has none)."""
-        mine = f"/proc/{self._root.pid}/root{SHM}"
+    def _own_tmpfs(self) -> int:
+        """What the training holds in tmpfs mounts of its own (its /dev/shm, trainer.sockets;
+        any other it could mount where Landlock is left out), read through its mount namespace:
+        memory that no resident size shows until it is mapped. Mounts it shares with the host
+        are not its own (their device is the host's). The lookups run in a thread of their own
+        and may take `MOUNT_LOOK_SECONDS`: a mount of the training's that does not answer (a
+        FUSE server of its own) must not stop the harness's clock."""
+        future = self._looks.submit(_own_tmpfs_bytes, self._root.pid)
         try:
-            if os.stat(mine).st_dev == os.stat(SHM).st_dev:
-                return 0
-            usage = os.statvfs(mine)
-        except OSError:
+            return future.result(timeout=MOUNT_LOOK_SECONDS)
+        except TimeoutError:
+            self.unanswered = True
             return 0
-        return (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+
+    def close(self) -> None:
+        """After the training: no more looks (one still waiting on its mounts is let go)."""
+        self._looks.shutdown(wait=False, cancel_futures=True)
+
+
+def _mounts(mountinfo: str) -> list[tuple[str, str, str]]:
+    """(device, mount point, file system type) of each mount in a mountinfo file."""
+    found = []
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields, _, rest = line.partition(" - ")
+        parts, kind = fields.split(), rest.split()
+        if len(parts) >= 5 and kind:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+            found.append((parts[2], point, kind[0]))
+    return found
+
+
+def _own_tmpfs_bytes(pid: int) -> int:
+    host = {device for device, _point, kind in _mounts("/proc/self/mountinfo") if kind == "tmpfs"}
+    used = 0
+    for device, point, kind in _mounts(f"/proc/{pid}/mountinfo"):
+        if kind != "tmpfs" or device in host:
+            continue
+        try:
+            usage = os.statvfs(f"/proc/{pid}/root{point}")
+        except OSError:
+            continue
+        used += (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+    return used
 
 
 def folder_usage(folder: str, most: int) -> tuple[int, int]:

@@ -523,6 +523,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
                                        options.grace_seconds)  # fmt: skip
     finally:
         ended = end_descendants()  # the training's tree, and any orphan it left behind
+        watch.close()
     relay.join(5.0)
     run.summary["training_startup_seconds"] = relay.startup_seconds
     if relay.script_began is not None:

@@ -184,7 +184,7 @@ def test_a_look_into_the_trainings_mounts_that_does_not_come_back_ends_it(
 
     released = threading.Event()
     monkeypatch.setattr(bounds, "MOUNT_LOOK_SECONDS", 0.2)
-    monkeypatch.setattr(bounds, "_own_tmpfs_bytes", lambda pid: released.wait(5) and 0)
+    monkeypatch.setattr(bounds, "_own_tmpfs_bytes", lambda pid, host: released.wait(5) and 0)
     watch = bounds.Watch(Bounds(disk_mb=0), os.getpid(), ".")
     try:
         started = time.monotonic()

@@ -175,6 +175,10 @@ class Watch:
         self.folder_bytes = 0
         self.unanswered = False  # a look into its mounts did not come back (`_own_tmpfs`)
         self._looks = ThreadPoolExecutor(1, thread_name_prefix="bounds-mounts")
+        # The host's tmpfs mounts, read once: a training's mount of one of them is not its own.
+        self._host_tmpfs = frozenset(
+            device for device, _point, kind in _mounts("/proc/self/mountinfo") if kind == "tmpfs"
+        )
 
     def check(self) -> str | None:
         memory, tasks = self._tree()
@@ -244,7 +248,7 @@ class Watch:
         are not its own (their device is the host's). The lookups run in a thread of their own
         and may take `MOUNT_LOOK_SECONDS`: a mount of the training's that does not answer (a
         FUSE server of its own) must not stop the harness's clock."""
-        future = self._looks.submit(_own_tmpfs_bytes, self._root.pid)
+        future = self._looks.submit(_own_tmpfs_bytes, self._root.pid, self._host_tmpfs)
         try:
             return future.result(timeout=MOUNT_LOOK_SECONDS)
         except TimeoutError:
@@ -273,8 +277,7 @@ def _mounts(mountinfo: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def _own_tmpfs_bytes(pid: int) -> int:
-    host = {device for device, _point, kind in _mounts("/proc/self/mountinfo") if kind == "tmpfs"}
+def _own_tmpfs_bytes(pid: int, host: frozenset[str]) -> int:
     used = 0
     for device, point, kind in _mounts(f"/proc/{pid}/mountinfo"):
         if kind != "tmpfs" or device in host:

@@ -122,7 +122,8 @@ def apply(
     table: dict[str, dict[str, Any]] = {
         "memory": {
             "limit_mb": round(bounds.memory_bytes / MB),
-            "enforced_by": "the harness, summing its processes' resident memory" + oom,
+            "enforced_by": "the harness, summing its processes' resident memory and its own "
+            "tmpfs mounts" + oom,
         },
         "metrics": {
             "limit_mb": bounds.metrics_mb or None,

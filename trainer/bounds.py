@@ -95,7 +95,8 @@ class Bounds:
             return None
 
 
-def _hint(bound: str) -> str:
+def hint(bound: str) -> str:
+    """What raises ``bound``, for a reason that names it."""
     return f"raise [trainer] {SETTINGS[bound]} (0 for no bound) to allow more"
 
 
@@ -195,12 +196,12 @@ class Watch:
         if memory > bounds.memory_bytes:
             return (
                 f"the training used {size_text(memory)} of memory, past its bound of "
-                f"{size_text(bounds.memory_bytes)}; {_hint('memory')}"
+                f"{size_text(bounds.memory_bytes)}; {hint('memory')}"
             )
         if bounds.processes and tasks >= bounds.processes:
             return (
                 f"the training ran {tasks} processes and threads, reaching its bound of "
-                f"{bounds.processes}; {_hint('processes')}"
+                f"{bounds.processes}; {hint('processes')}"
             )
         now = time.monotonic()
         if bounds.disk_mb and now >= self._next_walk:
@@ -222,7 +223,7 @@ class Watch:
         if used >= limit:
             return (
                 f"the training wrote {size_text(used)} into its folder, reaching its bound of "
-                f"{size_text(limit)}; {_hint('disk')}"
+                f"{size_text(limit)}; {hint('disk')}"
             )
         return None
 

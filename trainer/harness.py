@@ -47,7 +47,7 @@ import torch
 
 from trainer import hardware, readback, template_path
 from trainer.atomic import write_json_atomic
-from trainer.bounds import Bounds, Watch
+from trainer.bounds import MB, Bounds, Watch, hint
 from trainer.confine import MODES, Confinement
 from trainer.confined import TrainingSpec
 from trainer.context import MetricsSink
@@ -199,8 +199,7 @@ class Relay:
                 if self.overflow is None:
                     self.overflow = (
                         f"the training wrote more than {readback.size_text(self._limit)} of "
-                        "metrics, past its bound; raise [trainer] metrics_limit_mb (0 for no "
-                        "bound) to allow more"
+                        f"metrics, past its bound; {hint('metrics')}"
                     )
                 continue
             try:
@@ -516,7 +515,7 @@ def _train(run: Run, device: torch.device, corpus: EncodedCorpus) -> Export:
         start_new_session=True,
     )
     os.close(write_end)
-    relay = Relay(read_end, run.sink, options.bounds.metrics_mb * 1_000_000)
+    relay = Relay(read_end, run.sink, options.bounds.metrics_mb * MB)
     watch = Watch(options.bounds, run.child.pid, str(work_dir))
     try:
         code, cut = _wait_for_training(run.child, relay, watch, options.budget_seconds,

@@ -24,8 +24,8 @@ from typing import Any
 
 from agent.names import PROPOSERS
 from cockpit.config import ConfigError, Settings, load_settings
-from cockpit.engine.steering import MODES, Kind, Steer
 from cockpit.gpu_check import GpuCheckOptions
+from cockpit.store.steering import MODES, Kind, Steer
 
 # The `cockpit <command>` lines that steer a running engine: what each sends, and its help.
 STEER_COMMANDS = {

@@ -13,7 +13,15 @@ from typing import Any
 
 from agent import names
 from cockpit.config import Settings, load_settings
-from cockpit.engine.agent_status import (
+from cockpit.engine.agents import build_agent
+from cockpit.engine.executors import executor_for
+from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
+from cockpit.engine.workspace import Workspace, WorkspaceError
+from cockpit.store.journal import Journal, JournalError, Run
+from cockpit.store.lock import engine_lock_held, engine_lock_pid
+from cockpit.store.state import PendingStop
+from cockpit.store.steering import Kind, Steer
+from cockpit.views.agent_status import (
     ModelPaused,
     ProposedBy,
     UnusableReplies,
@@ -21,20 +29,12 @@ from cockpit.engine.agent_status import (
     in_flight,
     recent_proposers,
 )
-from cockpit.engine.agents import build_agent
-from cockpit.engine.enginelock import engine_lock_held, engine_lock_pid
-from cockpit.engine.executors import executor_for
-from cockpit.engine.journal import Journal, JournalError, Run
-from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
-from cockpit.engine.readmodel import (
-    PendingStop,
+from cockpit.views.readmodel import (
     describe_split,
     integrity_flags,
     read_search_split,
     read_workers,
 )
-from cockpit.engine.steering import Kind, Steer
-from cockpit.engine.workspace import Workspace, WorkspaceError
 from trainer.bounds import describe as describe_bounds
 from trainer.confine import Confinement
 

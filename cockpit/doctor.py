@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from agent.names import MODEL_PROPOSERS
 from cockpit.config import Settings
-from cockpit.engine.monitor import GpuSnapshot, GpuSource, default_gpu_source
-from cockpit.engine.paths import WorkspacePaths
+from cockpit.engine.monitor import GpuSource, default_gpu_source
+from cockpit.store.paths import WorkspacePaths
+from cockpit.store.samples import GpuSnapshot
 from trainer import pidns
 
 if TYPE_CHECKING:  # the probe imports torch: loaded when the probe runs

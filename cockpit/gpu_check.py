@@ -465,9 +465,9 @@ def run_bench_part(options: GpuCheckOptions) -> BenchFigures:
 
 def read_outcomes(workspace: Path) -> list[LoopOutcome]:
     """Each decided experiment of the workspace's latest run, in number order."""
-    from cockpit.engine.journal import Journal
-    from cockpit.engine.paths import WorkspacePaths
     from cockpit.report import summarize_experiments
+    from cockpit.store.journal import Journal
+    from cockpit.store.paths import WorkspacePaths
 
     with Journal.open(WorkspacePaths(workspace).journal, readonly=True) as journal:
         run = journal.latest_run()
@@ -483,9 +483,9 @@ def read_outcomes(workspace: Path) -> list[LoopOutcome]:
 def run_loop_part(options: GpuCheckOptions, folder: Path, progress: TextIO) -> LoopFigures:
     """The research loop on a fresh workspace under ``folder``, as the search bench runs it."""
     from cockpit.bench.search_bench import SearchOptions, run_one
-    from cockpit.engine.errors import EngineError
-    from cockpit.engine.journal import JournalError
     from cockpit.engine.workspace import WorkspaceError
+    from cockpit.errors import EngineError
+    from cockpit.store.journal import JournalError
 
     search = SearchOptions(
         proposers=(LOOP_PROPOSER,),

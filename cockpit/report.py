@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import names
-from cockpit.atomic import write_atomic
 from cockpit.engine import programs
-from cockpit.engine.journal import LEDGER_DECISIONS, Experiment, Journal, JournalError, Run
-from cockpit.engine.paths import WorkspacePaths
+from cockpit.store.atomic import write_atomic
+from cockpit.store.journal import LEDGER_DECISIONS, Experiment, Journal, JournalError, Run
+from cockpit.store.paths import WorkspacePaths
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

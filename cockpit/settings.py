@@ -13,7 +13,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.names import HYBRID, PROPOSERS
-from cockpit.engine.steering import AUTONOMOUS, MODES
+from cockpit.store.steering import AUTONOMOUS, MODES
 
 # Name under which the per-user cache directory is created.
 _APP_NAME = "research-cockpit"

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cockpit.engine.journal import Experiment, Journal
 from cockpit.engine.workspace import Workspace
+from cockpit.store.journal import Experiment, Journal
 from tests.conftest import REPO, SCRIPTS, write_text_corpus
 from tests.ollama_server import Reply
 

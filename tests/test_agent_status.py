@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cockpit.bench.ui_bench import MODEL, fill_journal
-from cockpit.engine.agent_status import ProposedBy, describe_proposers
-from cockpit.engine.journal import Journal
-from cockpit.engine.poller import JournalPoller
-from cockpit.engine.readmodel import journal_file
+from cockpit.store.journal import Journal
+from cockpit.views.agent_status import ProposedBy, describe_proposers
+from cockpit.views.poller import JournalPoller
+from cockpit.views.readmodel import journal_file
 from tests.helpers import ECHOED_REPLIES, wait_for
 from tests.ollama_server import OllamaDouble, Reply
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from cockpit.bench.ui_bench import MODEL, fill_journal
-from cockpit.engine.journal import Journal
-from cockpit.engine.readmodel import journal_file
 from cockpit.engine.workspace import Workspace
+from cockpit.store.journal import Journal
+from cockpit.views.readmodel import journal_file
 from tests.conftest import REPO, SCRIPTS, write_text_corpus
 from trainer.outcomes import Outcome
 from trainer.summary import parse_summary

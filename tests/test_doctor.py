@@ -36,7 +36,8 @@ from cockpit.doctor import (
     check_userns,
     read_corpus_state,
 )
-from cockpit.engine.monitor import GpuReading, GpuSnapshot, ScriptedGpuSource
+from cockpit.engine.monitor import ScriptedGpuSource
+from cockpit.store.samples import GpuReading, GpuSnapshot
 from tests.conftest import write_text_corpus
 from tests.ollama_server import OllamaDouble
 from trainer.data import prepare_corpus

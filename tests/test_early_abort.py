@@ -19,25 +19,28 @@ from cockpit.engine.early_abort import (
     MIN_KEEPS,
     SAME_PLAN_TOLERANCE,
     SLACK,
-    Measured,
-    Trace,
     Watch,
     calibrate,
     compare,
-    curve_from_metrics,
     first_verdict,
     gap,
     judge,
     ledger_note,
+    widest_bound,
+)
+from cockpit.engine.flight import early_abort_watch
+from cockpit.store import curves
+from cockpit.store.curves import (
+    Measured,
+    Trace,
+    curve_from_metrics,
     mean_loss,
     report_ratio,
     schedule_curve,
     trace,
-    widest_bound,
 )
-from cockpit.engine.flight import early_abort_watch
-from cockpit.engine.journal import Journal
-from cockpit.engine.trials import measured_loss, measured_trace
+from cockpit.store.journal import Journal
+from cockpit.store.trials import measured_loss, measured_trace
 from tests.helpers import VALID, cockpit, edit, experiments, git_env, make_workspace, run_llm
 from tests.ollama_server import OllamaDouble
 
@@ -605,8 +608,8 @@ def test_a_best_whose_reports_are_scaled_is_held_to_the_loss_the_harness_measure
     one stands (to within the spread of the ratio among the runs it is set against), and it
     stops what the honest best stops: no honest successor, every clear loser."""
     margin = calibrate([], after=0.3, floor=0.02)
-    truthful = early_abort.reference(measured(4), [BASELINE])
-    scaled = early_abort.reference(measured(4, lambda step, loss: loss * scale), [BASELINE])
+    truthful = curves.reference(measured(4), [BASELINE])
+    scaled = curves.reference(measured(4, lambda step, loss: loss * scale), [BASELINE])
     assert truthful is not None and scaled is not None
     assert scaled.best.scale == pytest.approx(truthful.best.scale / scale)
     assert truthful.best.scale >= 1.0  # never stricter than its reports
@@ -625,7 +628,7 @@ def test_a_best_whose_reports_are_scaled_is_held_to_the_loss_the_harness_measure
 def test_reports_scaled_up_are_taken_at_their_word_the_lenient_way() -> None:
     """A best that reports its loss higher than it is only makes its successors' reference
     more lenient; it is never scaled down."""
-    inflated = early_abort.reference(measured(4, lambda step, loss: loss * 1.5), [BASELINE])
+    inflated = curves.reference(measured(4, lambda step, loss: loss * 1.5), [BASELINE])
     assert inflated is not None and inflated.best.scale == 1.0
     margin = calibrate([], after=0.3, floor=0.02)
     assert first_verdict(trace(metric_records(recorded(1))), inflated, 0.3, margin) is None
@@ -639,7 +642,7 @@ def test_a_best_that_reports_low_early_and_honest_late_is_held_to_the_baselines_
     loser is still stopped, and the verdict names the curve it was decided against."""
     margin = calibrate([], after=0.3, floor=0.02)
     planned = recorded(4)["planned_steps"]
-    early_low = early_abort.reference(
+    early_low = curves.reference(
         measured(4, lambda step, loss: loss * (0.56 if step < planned / 2 else 1.0)), [BASELINE]
     )
     assert early_low is not None and early_low.best.scale < 1.1  # its end agrees
@@ -659,7 +662,7 @@ def test_a_best_that_reports_low_early_and_honest_late_is_held_to_the_baselines_
 def test_nothing_is_compared_with_a_curve_the_harness_did_not_measure() -> None:
     """A best without a measured loss (a script-mode command's figures are its own) is no
     reference: nothing is stopped against it. Nor is a curve too short to tell its end."""
-    assert early_abort.reference(Measured(measured(4).trace, None)) is None
+    assert curves.reference(Measured(measured(4).trace, None)) is None
     assert report_ratio(Measured(Trace(()), 2.0)) is None
 
 

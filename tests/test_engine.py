@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cockpit.engine.journal import Journal
 from cockpit.engine.workspace import Workspace
+from cockpit.store.journal import Journal
 from tests.conftest import REPO, SCRIPTS
 from tests.helpers import (
     cockpit,
@@ -438,7 +438,7 @@ def test_overrides_keep_a_discarded_experiment_and_revert_a_kept_one(tmp_path: P
     from cockpit.config import load_settings
     from cockpit.engine.loop import Engine, EngineOptions
     from cockpit.engine.monitor import ScriptedGpuSource
-    from cockpit.engine.steering import Kind, Steer
+    from cockpit.store.steering import Kind, Steer
 
     root = tmp_path / "ws"
     workspace = make_workspace(root)

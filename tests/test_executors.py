@@ -13,11 +13,11 @@ import pytest
 
 from agent.builtin import BuiltinProposer
 from cockpit.config import load_settings
-from cockpit.engine.errors import EngineError
 from cockpit.engine.jobs import RunFiles, build_job
-from cockpit.engine.journal import Journal
 from cockpit.engine.loop import Engine, EngineOptions
 from cockpit.engine.monitor import ScriptedGpuSource
+from cockpit.errors import EngineError
+from cockpit.store.journal import Journal
 from tests.conftest import SCRIPTS
 from tests.helpers import (
     cockpit,

@@ -216,7 +216,7 @@ def test_the_models_missed_turns_outlive_the_engine(
     # The hybrid of a real agent, recording into a real journal: the model only echoes.
     from cockpit.config import load_settings
     from cockpit.engine.agents import build_agent
-    from cockpit.engine.journal import Journal
+    from cockpit.store.journal import Journal
 
     ollama_server.models.append("gemma3:270m")
     ollama_server.default_reply = EchoExample(quoted=True)

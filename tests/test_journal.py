@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from cockpit.engine.journal import (
+from cockpit.engine.results_tsv import export_results_tsv
+from cockpit.store.journal import (
     COMMAND_KINDS,
     SCHEMA_VERSION,
     Journal,
     JournalError,
     Run,
 )
-from cockpit.engine.results_tsv import export_results_tsv
 from tests.conftest import REPO
 
 
@@ -95,7 +95,7 @@ def test_processes_opening_a_new_journal_at_once_all_succeed(path: Path) -> None
     code = """
         import sys
         from pathlib import Path
-        from cockpit.engine.journal import Journal
+        from cockpit.store.journal import Journal
         with Journal.open(Path(sys.argv[1])) as journal:
             journal.post_command("note", {"who": sys.argv[2]})
     """
@@ -510,7 +510,7 @@ def test_commands_posted_by_another_process_reach_the_engine(journal: Journal, p
         """
         import sys
         from pathlib import Path
-        from cockpit.engine.journal import Journal
+        from cockpit.store.journal import Journal
         with Journal.open(Path(sys.argv[1])) as journal:
             print(journal.post_command("pause"))
             print(journal.post_command("note", {"text": "try rotary embeddings"}))
@@ -548,7 +548,7 @@ def test_readers_in_other_processes_are_not_blocked_by_a_writer(
             """
             import sys, time
             from pathlib import Path
-            from cockpit.engine.journal import Journal
+            from cockpit.store.journal import Journal
             for readonly in (True, False):
                 start = time.monotonic()
                 with Journal.open(Path(sys.argv[1]), readonly=readonly) as journal:
@@ -572,7 +572,7 @@ def test_readers_in_other_processes_are_not_blocked_by_a_writer(
 KILLED_LOOP = """
     import sys
     from pathlib import Path
-    from cockpit.engine.journal import Journal
+    from cockpit.store.journal import Journal
     journal = Journal.open(Path(sys.argv[1]))
     run = journal.run_by_tag("kill") or journal.create_run(
         "kill", "cockpit/kill", "0" * 40, "autonomous", "builtin", {}, "fp"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cockpit.engine.journal import Experiment
 from cockpit.engine.kinds import references_needed, wanted_kind
+from cockpit.store.journal import Experiment
 
 KINDS = ("H100", "H200")
 

@@ -15,8 +15,6 @@ from cockpit.config import TrainerSettings
 from tests.conftest import REPO
 from trainer.harness import HarnessOptions
 
-# Its tests start processes: the slow tier (see tests/conftest.py).
-pytestmark = pytest.mark.e2e
 
 
 def modules_after_import(*names: str) -> set[str]:
@@ -50,6 +48,20 @@ def logic_modules() -> list[str]:
     )
 
 
+def test_the_floors_keep_their_contract(capsys: pytest.CaptureFixture[str]) -> None:
+    """Who may import whom, statically (every import, inside functions too): the contracts
+    of pyproject.toml's ``[tool.importlinter]``, as README's "Layout" draws them."""
+    from importlinter.cli import lint_imports
+
+    code = lint_imports(config_filename=str(REPO / "pyproject.toml"), no_cache=True, no_logo=True)
+    out = capsys.readouterr().out
+    assert "0 broken" in out, out
+    assert code == 0
+    for floor in ("the bus", "the read side", "the engine writes", "the screen reads"):
+        assert floor in out
+
+
+@pytest.mark.e2e
 def test_only_the_ui_imports_textual() -> None:
     names = logic_modules()
     assert {"cockpit.cli", "cockpit.engine.loop", "cockpit.report", "agent.builtin"} <= set(names)
@@ -58,6 +70,7 @@ def test_only_the_ui_imports_textual() -> None:
     assert not {m for m in loaded if m == "textual" or m.startswith("textual.")}
 
 
+@pytest.mark.e2e
 def test_the_agent_imports_nothing_of_cockpit() -> None:
     agent = [name for name in logic_modules() if name.split(".")[0] == "agent"]
     loaded = modules_after_import(*agent)
@@ -65,6 +78,7 @@ def test_the_agent_imports_nothing_of_cockpit() -> None:
     assert not {m for m in loaded if m == "cockpit" or m.startswith("cockpit.")}
 
 
+@pytest.mark.e2e
 def test_the_trainer_imports_nothing_of_cockpit_or_agent() -> None:
     loaded = modules_after_import("trainer", "trainer.harness", "trainer.data", "trainer.evaluate")
     assert "trainer.harness" in loaded
@@ -88,6 +102,7 @@ def test_harness_defaults_match_the_shipped_settings() -> None:
         assert harness[name] == getattr(settings, name), name
 
 
+@pytest.mark.e2e
 def test_the_wheel_carries_the_defaults_the_template_and_the_command(tmp_path: Path) -> None:
     subprocess.run(
         [

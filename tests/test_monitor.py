@@ -17,19 +17,21 @@ import pynvml
 import pytest
 
 from cockpit.engine.monitor import (
+    Monitor,
+    NvmlGpuSource,
+    ProcessTreeMonitor,
+    ScriptedGpuSource,
+    default_gpu_source,
+    describe,
+)
+from cockpit.store.samples import (
     GPU_ERROR,
     GPU_NO_GPU,
     GPU_OK,
     GpuReading,
     GpuSnapshot,
-    Monitor,
     MonitorSample,
-    NvmlGpuSource,
     ProcessReading,
-    ProcessTreeMonitor,
-    ScriptedGpuSource,
-    default_gpu_source,
-    describe,
 )
 
 H100 = GpuReading(

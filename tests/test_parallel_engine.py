@@ -13,10 +13,10 @@ import pytest
 
 from agent.proposal import Proposal, ProposalContext
 from cockpit.config import load_settings
-from cockpit.engine.journal import Experiment, Journal
 from cockpit.engine.loop import Engine, EngineOptions
 from cockpit.engine.monitor import ScriptedGpuSource
 from cockpit.engine.workers import Worker
+from cockpit.store.journal import Experiment, Journal
 from tests.conftest import SCRIPTS
 from tests.helpers import (
     cockpit,

@@ -319,8 +319,8 @@ def _engine_workspace(root: Path, *trainer_lines: str) -> Path:
 
 
 def _events(root: Path, kind: str) -> list[str]:
-    from cockpit.engine.journal import Journal
-    from cockpit.engine.readmodel import journal_file
+    from cockpit.store.journal import Journal
+    from cockpit.views.readmodel import journal_file
 
     with Journal.open(journal_file(root), readonly=True) as journal:
         return [event.message for event in journal.events(kinds=[kind])]

@@ -10,8 +10,8 @@ import pytest
 from agent.proposal import RUNNING
 from cockpit.config import load_settings
 from cockpit.engine.agents import build_agent
-from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.proposing import Basis, Drafting
+from cockpit.store.journal import Experiment, Journal, Run
 
 
 @pytest.fixture

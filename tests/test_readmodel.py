@@ -9,24 +9,24 @@ from pathlib import Path
 import pytest
 
 from cockpit.bench.ui_bench import BASELINE_BPB, BUDGET_SECONDS, MODEL, fill_journal
-from cockpit.engine.enginelock import engine_lock_held
-from cockpit.engine.journal import Journal
-from cockpit.engine.monitor import GpuSnapshot, MonitorSample
-from cockpit.engine.poller import JournalPoller
-from cockpit.engine.readmodel import (
-    LedgerRow,
-    display_path,
-    journal_file,
-    read_status,
-    with_deltas,
-)
-from cockpit.engine.trials import (
+from cockpit.store.journal import Journal
+from cockpit.store.lock import engine_lock_held
+from cockpit.store.samples import GpuSnapshot, MonitorSample
+from cockpit.store.trials import (
     current_trial_start,
     latest_curve,
     paired_curve,
     paired_trace,
     paired_training,
     split_trials,
+)
+from cockpit.views.poller import JournalPoller
+from cockpit.views.readmodel import (
+    LedgerRow,
+    display_path,
+    journal_file,
+    read_status,
+    with_deltas,
 )
 
 
@@ -362,7 +362,7 @@ def test_the_poller_reopens_after_the_journal_goes_away(tmp_path: Path) -> None:
 
 
 def test_the_detail_shows_every_run_of_a_confirmed_script_and_its_flags(tmp_path: Path) -> None:
-    from cockpit.engine.readmodel import experiment_detail_without_curve
+    from cockpit.views.readmodel import experiment_detail_without_curve
 
     with Journal.open(tmp_path / "journal.db") as journal:
         run = journal.create_run("t", "cockpit/t", "0" * 40, "supervised", "llm", {}, "fp")

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from cockpit.engine.journal import Journal
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.report import (
     CRASH_COLOR,
@@ -36,6 +35,7 @@ from cockpit.report import (
     summarize,
     write_report,
 )
+from cockpit.store.journal import Journal
 from tests.conftest import REPO
 
 KEEP_MARGIN_BPB = 0.001

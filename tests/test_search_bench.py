@@ -21,7 +21,7 @@ from cockpit.bench.search_bench import (
     running_gain,
 )
 from cockpit.cli import main
-from cockpit.engine.journal import LEDGER_DECISIONS, Journal
+from cockpit.store.journal import LEDGER_DECISIONS, Journal
 from tests.conftest import REPO, write_text_corpus
 from tests.helpers import cockpit, git
 

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from cockpit.bench.ui_bench import build_workspace
-from cockpit.engine.journal import Journal
-from cockpit.engine.readmodel import PendingStop, journal_file
+from cockpit.store.journal import Journal
+from cockpit.store.state import PendingStop
 from cockpit.ui.app import create_app
 from cockpit.ui.status_line import StatusLine
+from cockpit.views.readmodel import journal_file
 from tests.helpers import ECHOED_REPLIES
 
 WIDE = (160, 50)

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from cockpit.commands import status_report
-from cockpit.engine.journal import Journal
-from cockpit.engine.readmodel import PendingStop, StatusInfo, journal_file, read_status
 from cockpit.engine.workspace import Workspace
+from cockpit.store.journal import Journal
+from cockpit.store.state import PendingStop
+from cockpit.views.readmodel import StatusInfo, journal_file, read_status
 from tests.helpers import cockpit, ended, git_env, make_workspace, spawn, state, wait_for
 
 # Commits without a git identity (conftest.py).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cockpit.engine.journal import COMMAND_KINDS, Journal
-from cockpit.engine.steering import Kind, Steer
+from cockpit.store.journal import COMMAND_KINDS, Journal
+from cockpit.store.steering import Kind, Steer
 
 
 @pytest.mark.parametrize(

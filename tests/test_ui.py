@@ -21,14 +21,14 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static, TabbedContent
 
 from cockpit.bench.ui_bench import build_workspace
-from cockpit.engine.journal import Command, Journal
-from cockpit.engine.readmodel import journal_file
+from cockpit.store.journal import Command, Journal
 from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, choose_theme, create_app
 from cockpit.ui.plot import Axis, BrailleCanvas, Series, bar, chart, sparkline
 from cockpit.ui.preferences import preferences_path, saved_theme
 from cockpit.ui.screens import HelpScreen, PromptScreen
 from cockpit.ui.status_line import StatusLine
 from cockpit.ui.widgets import AgentPanel, DecisionLog, GpuPanel, LedgerTable
+from cockpit.views.readmodel import journal_file
 from tests.conftest import REPO
 from tests.helpers import make_workspace
 from tests.pilot import poll, settle
@@ -622,9 +622,9 @@ async def test_pressing_a_makes_a_real_engine_go_on(tmp_path: Path) -> None:
 def test_the_detail_header_lists_the_runs_and_the_flags() -> None:
     from rich.console import Console
 
-    from cockpit.engine.readmodel import ExperimentDetail
     from cockpit.ui.palette import Palette
     from cockpit.ui.widgets import detail_header
+    from cockpit.views.readmodel import ExperimentDetail
     from themes import THEMES
 
     detail = ExperimentDetail(
@@ -642,10 +642,10 @@ def test_the_detail_header_lists_the_runs_and_the_flags() -> None:
 
 
 def test_the_ledger_shows_no_value_for_an_experiment_stopped_early() -> None:
-    from cockpit.engine.journal import Experiment
-    from cockpit.engine.readmodel import ledger_row, with_deltas
+    from cockpit.store.journal import Experiment
     from cockpit.ui.palette import Palette
     from cockpit.ui.widgets import LEDGER_COLUMNS, ledger_cell
+    from cockpit.views.readmodel import ledger_row, with_deltas
     from themes import THEMES
 
     def experiment(number: int, decision: str, val_bpb: float | None) -> Experiment:

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from cockpit.engine.journal import FINAL_STATUSES, Journal
-from cockpit.engine.readmodel import journal_file
+from cockpit.store.journal import FINAL_STATUSES, Journal
 from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, create_app
 from cockpit.ui.screens import PromptScreen
 from cockpit.ui.widgets import LedgerTable
+from cockpit.views.readmodel import journal_file
 from tests.conftest import REPO
 from tests.helpers import edit, make_workspace
 from tests.ollama_server import OllamaDouble

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-import cockpit.engine.journal as journal_module
+import cockpit.store.journal as journal_module
 from cockpit.bench.ui_bench import build_workspace
 from cockpit.ui import workers_panel
 from cockpit.ui.app import create_app

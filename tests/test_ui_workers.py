@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from cockpit.bench.ui_bench import build_workspace
-from cockpit.engine.journal import Journal
-from cockpit.engine.readmodel import journal_file
+from cockpit.store.journal import Journal
 from cockpit.ui.app import CockpitApp, create_app
 from cockpit.ui.widgets import DiffView
 from cockpit.ui.workers_panel import WorkersPanel
+from cockpit.views.readmodel import journal_file
 from tests.pilot import settle
 
 WIDE = (160, 50)

@@ -24,15 +24,14 @@ from typing import Any
 from cockpit.engine.early_abort import (
     SAME_PLAN_TOLERANCE,
     Margin,
-    Reference,
-    Trace,
     calibrate,
     first_verdict,
     plans_apart,
 )
-from cockpit.engine.journal import Experiment, Journal
-from cockpit.engine.paths import WorkspacePaths
-from cockpit.engine.trials import paired_trace, trial_results, trusted_reference
+from cockpit.store.curves import Reference, Trace
+from cockpit.store.journal import Experiment, Journal
+from cockpit.store.paths import WorkspacePaths
+from cockpit.store.trials import paired_trace, trial_results, trusted_reference
 
 SAVED_TARGET = 0.30
 KEEPS_LOST_TARGET = 0.05

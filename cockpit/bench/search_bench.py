@@ -47,11 +47,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import names
 from agent.names import MODEL_PROPOSERS, PROPOSERS
-from cockpit.atomic import write_atomic
 from cockpit.config import Settings, load_settings
-from cockpit.engine.journal import Journal
 from cockpit.engine.workspace import Workspace
 from cockpit.report import summarize_experiments
+from cockpit.store.atomic import write_atomic
+from cockpit.store.journal import Journal
 
 if TYPE_CHECKING:  # the engine loads only when a run starts, not to parse the options
     from cockpit.engine.agents import AgentSetup
@@ -616,9 +616,9 @@ def verify_best(
 
 def run_search_bench(options: SearchOptions, *, as_json: bool) -> int:
     """Run every proposer on every seed, print the figures, draw search.png under --out."""
-    from cockpit.engine.errors import EngineError
-    from cockpit.engine.journal import JournalError
     from cockpit.engine.workspace import WorkspaceError
+    from cockpit.errors import EngineError
+    from cockpit.store.journal import JournalError
 
     progress = sys.stderr if as_json else sys.stdout
     root = None if options.out is None else options.out.expanduser().resolve()

@@ -29,9 +29,9 @@ from typing import Any
 
 import psutil
 
-from cockpit.engine.journal import Journal, Run
-from cockpit.engine.monitor import GpuReading, GpuSnapshot, MonitorSample, ProcessReading
-from cockpit.engine.readmodel import journal_file
+from cockpit.store.journal import Journal, Run
+from cockpit.store.samples import GpuReading, GpuSnapshot, MonitorSample, ProcessReading
+from cockpit.views.readmodel import journal_file
 
 FIRST_FRAME_TARGET_SECONDS = 2.0
 IDLE_CPU_TARGET_PERCENT = 3.0

@@ -28,7 +28,7 @@ from agent.builtin import BuiltinProposer
 from agent.optimiser import OptunaProposer
 from agent.proposal import AgentEvent, Proposer
 from cockpit.config import Settings
-from cockpit.engine.journal import Journal
+from cockpit.store.journal import Journal
 
 if TYPE_CHECKING:  # the Ollama client loads only for a run that uses it
     from agent.hybrid import HybridProposer

@@ -18,10 +18,10 @@ import pygit2
 
 from agent.proposal import Proposal
 from cockpit.engine.failpoints import failpoint
-from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.proposing import Basis, Draft, Drafting
-from cockpit.engine.steering import SUPERVISED
 from cockpit.engine.workspace import Workspace, lines_of_code
+from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.steering import SUPERVISED
 
 
 class DraftDesk:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cockpit.config import Settings
-from cockpit.engine.paths import WorkspacePaths
 from cockpit.engine.runner import Executor, LocalExecutor
+from cockpit.store.paths import WorkspacePaths
 
 
 def executor_for(settings: Settings, paths: WorkspacePaths) -> Executor:

@@ -15,10 +15,10 @@ from typing import Any
 from cockpit.config import EngineSettings, Settings
 from cockpit.engine.early_abort import Watch, calibrate
 from cockpit.engine.jobs import RunFiles
-from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.runner import JobHandle, RunResult, TrainingJob, log_tail
-from cockpit.engine.trials import paired_trace, trusted_reference
 from cockpit.engine.workers import Worker
+from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.trials import paired_trace, trusted_reference
 from trainer.confine import Confinement
 from trainer.summary import parse_summary
 

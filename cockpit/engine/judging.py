@@ -17,13 +17,13 @@ from cockpit.config import Settings
 from cockpit.engine.decide import Action, Decision, Rules, Standing
 from cockpit.engine.decide import decide as judge
 from cockpit.engine.early_abort import Verdict
-from cockpit.engine.errors import EngineError
 from cockpit.engine.failpoints import failpoint
-from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.noise import NoiseFloor, noise_floor
 from cockpit.engine.notify import EngineNotices
-from cockpit.engine.trials import trial_kind, trial_results
 from cockpit.engine.workspace import Workspace, lines_of_code
+from cockpit.errors import EngineError
+from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.trials import trial_kind, trial_results
 
 
 class Judge:

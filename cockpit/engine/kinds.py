@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from cockpit.engine.journal import Experiment
-from cockpit.engine.trials import trial_kind
+from cockpit.store.journal import Experiment
+from cockpit.store.trials import trial_kind
 
 
 def _trials(experiment: Experiment) -> list[Mapping[str, Any]]:

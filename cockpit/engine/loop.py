@@ -35,23 +35,16 @@ from cockpit.config import Settings
 from cockpit.engine import programs, worktrees
 from cockpit.engine.agents import AgentRecorder, AgentSetup
 from cockpit.engine.drafts import DraftDesk
-from cockpit.engine.enginelock import engine_lock
-from cockpit.engine.errors import EngineError
 from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_fixed_parts
 from cockpit.engine.flight import Flight, early_abort_watch, record_result
 from cockpit.engine.jobs import RunFiles, build_job
-from cockpit.engine.journal import Experiment, Journal, Run
 from cockpit.engine.judging import Judge
 from cockpit.engine.kinds import references_needed, wanted_kind
-from cockpit.engine.monitor import GpuSource, Monitor, MonitorSample, default_gpu_source
+from cockpit.engine.monitor import GpuSource, Monitor, default_gpu_source
 from cockpit.engine.notify import EngineNotices, Notifier
-from cockpit.engine.paths import WorkspacePaths
 from cockpit.engine.proposing import Drafting
-from cockpit.engine.readmodel import PendingStop
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import Executor, LocalExecutor, RunResult, is_training_process, kill_tree
-from cockpit.engine.steering import AUTONOMOUS, SUPERVISED, Kind, Steer
-from cockpit.engine.trials import trial_kind
 from cockpit.engine.workers import (
     Worker,
     WorkerError,
@@ -60,6 +53,14 @@ from cockpit.engine.workers import (
     visible_gpus,
 )
 from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
+from cockpit.errors import EngineError
+from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.lock import engine_lock
+from cockpit.store.paths import WorkspacePaths
+from cockpit.store.samples import MonitorSample
+from cockpit.store.state import PendingStop
+from cockpit.store.steering import AUTONOMOUS, SUPERVISED, Kind, Steer
+from cockpit.store.trials import trial_kind
 from trainer.outcomes import Outcome
 
 HEARTBEAT_SECONDS = 1.0

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cockpit.engine.journal import Experiment
+from cockpit.store.journal import Experiment
 
 PROGRAM_NAME = "model.program"
 TRAINING_DIR = "training"

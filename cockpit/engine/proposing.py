@@ -33,8 +33,8 @@ from agent.proposal import (
 from cockpit.config import Settings
 from cockpit.engine.agents import AgentSetup
 from cockpit.engine.integrity import Flag, describe_flags, inspect_script
-from cockpit.engine.journal import UNFINISHED_STATUSES, Experiment, Journal, Run
-from cockpit.engine.steering import SUPERVISED
+from cockpit.store.journal import UNFINISHED_STATUSES, Experiment, Journal, Run
+from cockpit.store.steering import SUPERVISED
 
 PROPOSAL_ATTEMPTS = 5
 REFUSALS_SHOWN = 10  # the latest integrity refusals the proposer is told of

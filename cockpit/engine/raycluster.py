@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.config import ExecutorSettings
-from cockpit.engine.errors import EngineError
 from cockpit.engine.programs import PROGRAM_NAME
 from cockpit.engine.runner import RunResult, TrainingJob, TrainingProcess, result_of
+from cockpit.errors import EngineError
 from trainer.outcomes import Outcome
 
 INSTALL_HINT = 'pip install "research-cockpit[ray]"'

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cockpit.atomic import write_atomic
 from cockpit.engine.early_abort import ledger_note
-from cockpit.engine.journal import LEDGER_DECISIONS, Experiment, Journal
+from cockpit.store.atomic import write_atomic
+from cockpit.store.journal import LEDGER_DECISIONS, Experiment, Journal
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
 

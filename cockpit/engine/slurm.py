@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cockpit.config import ExecutorSettings
-from cockpit.engine.errors import EngineError
 from cockpit.engine.runner import (
     MetricsFollower,
     RunResult,
@@ -28,6 +27,7 @@ from cockpit.engine.runner import (
     TrainingProcess,
     result_of,
 )
+from cockpit.errors import EngineError
 from trainer.outcomes import Outcome
 
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ from pathlib import Path, PurePosixPath
 import pygit2
 from pygit2.enums import CheckoutStrategy, FileMode, RepositoryOpenFlag
 
-from cockpit.engine.paths import WorkspacePaths
 from cockpit.engine.reapply import carry_change
+from cockpit.store.paths import WorkspacePaths
 
 __all__ = [
     "DEFAULT_SCRIPT",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import CheckoutStrategy
 
-from cockpit.engine.paths import WorkspacePaths
+from cockpit.store.paths import WorkspacePaths
 
 
 def _name(worker: int) -> str:

@@ -30,21 +30,9 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 from textual.worker import Worker
 
-from cockpit.engine.enginelock import engine_lock_held
-from cockpit.engine.journal import Journal, JournalError
-from cockpit.engine.poller import JournalPoller
-from cockpit.engine.readmodel import (
-    Delta,
-    EventLine,
-    ExperimentDetail,
-    GpuHistory,
-    LedgerRow,
-    LossCurves,
-    StatusInfo,
-    display_path,
-    journal_file,
-)
-from cockpit.engine.steering import AUTONOMOUS, SUPERVISED, Kind, Steer
+from cockpit.store.journal import Journal, JournalError
+from cockpit.store.lock import engine_lock_held
+from cockpit.store.steering import AUTONOMOUS, SUPERVISED, Kind, Steer
 from cockpit.ui import keys
 from cockpit.ui.keys import PANELS
 from cockpit.ui.messages import (
@@ -78,6 +66,18 @@ from cockpit.ui.widgets import (
     palette_of,
 )
 from cockpit.ui.workers_panel import WorkersPanel
+from cockpit.views.poller import JournalPoller
+from cockpit.views.readmodel import (
+    Delta,
+    EventLine,
+    ExperimentDetail,
+    GpuHistory,
+    LedgerRow,
+    LossCurves,
+    StatusInfo,
+    display_path,
+    journal_file,
+)
 from themes import DEFAULT_THEME, LAYOUT_CSS, THEME_NAMES, THEMES, next_theme, resolve_theme
 
 DEFAULT_POLL_SECONDS = 0.25

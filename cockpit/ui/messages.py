@@ -13,8 +13,8 @@ from typing import Any
 
 from textual.message import Message
 
-from cockpit.engine.journal import Command
-from cockpit.engine.readmodel import (
+from cockpit.store.journal import Command
+from cockpit.views.readmodel import (
     EventLine,
     ExperimentDetail,
     GpuHistory,

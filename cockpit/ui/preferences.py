@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from cockpit.atomic import write_atomic
+from cockpit.store.atomic import write_atomic
 
 STATE_DIR_ENV = "COCKPIT_STATE_DIR"
 APP_NAME = "research-cockpit"

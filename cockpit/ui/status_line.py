@@ -9,12 +9,12 @@ from rich.console import RenderableType
 from rich.style import Style
 from rich.text import Text
 
-from cockpit.engine.readmodel import StatusInfo
 from cockpit.ui import format as fmt
 from cockpit.ui import keys
 from cockpit.ui.palette import Palette
 from cockpit.ui.plot import bar
 from cockpit.ui.widgets import _fit, _line, _View, agent_state_text, palette_of, split_text
+from cockpit.views.readmodel import StatusInfo
 
 PHASE_WORDS = {
     "starting": "STARTING",

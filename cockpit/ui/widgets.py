@@ -18,8 +18,11 @@ from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowKey
 
 from agent import names
-from cockpit.engine.monitor import GPU_OK, GpuReading, MonitorSample
-from cockpit.engine.readmodel import (
+from cockpit.store.samples import GPU_OK, GpuReading, MonitorSample
+from cockpit.ui import format as fmt
+from cockpit.ui.palette import Palette, status_word
+from cockpit.ui.plot import Axis, Series, bar, chart, sparkline, value_range
+from cockpit.views.readmodel import (
     EventLine,
     ExperimentDetail,
     GpuHistory,
@@ -28,9 +31,6 @@ from cockpit.engine.readmodel import (
     StatusInfo,
     describe_split,
 )
-from cockpit.ui import format as fmt
-from cockpit.ui.palette import Palette, status_word
-from cockpit.ui.plot import Axis, Series, bar, chart, sparkline, value_range
 
 # (key, label, width): the description takes whatever width is left.
 LEDGER_COLUMNS: tuple[tuple[str, str, int], ...] = (

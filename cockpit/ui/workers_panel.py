@@ -15,11 +15,11 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import DataTable
 
-from cockpit.engine.monitor import MonitorSample
-from cockpit.engine.readmodel import WorkerRow
+from cockpit.store.samples import MonitorSample
 from cockpit.ui import format as fmt
 from cockpit.ui.palette import Palette
 from cockpit.ui.plot import sparkline
+from cockpit.views.readmodel import WorkerRow
 
 # (key, label, width)
 WORKER_COLUMNS: tuple[tuple[str, str, int], ...] = (

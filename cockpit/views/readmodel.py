@@ -15,14 +15,7 @@ from typing import Any
 import psutil
 
 from agent import names
-from cockpit.engine.agent_status import (
-    ModelPaused,
-    ProposedBy,
-    UnusableReplies,
-    in_flight,
-    recent_proposers,
-)
-from cockpit.engine.journal import (
+from cockpit.store.journal import (
     FINAL_STATUSES,
     TRAINED_STATUSES,
     Command,
@@ -31,12 +24,20 @@ from cockpit.engine.journal import (
     Journal,
     Run,
 )
-from cockpit.engine.monitor import MonitorSample
-from cockpit.engine.paths import WorkspacePaths
-from cockpit.engine.trials import (
+from cockpit.store.paths import WorkspacePaths
+from cockpit.store.samples import MonitorSample
+from cockpit.store.state import PendingStop
+from cockpit.store.trials import (
     LossPoint,
     latest_curve,
     trial_results,
+)
+from cockpit.views.agent_status import (
+    ModelPaused,
+    ProposedBy,
+    UnusableReplies,
+    in_flight,
+    recent_proposers,
 )
 from trainer.confine import Confinement
 
@@ -118,42 +119,6 @@ def read_workers(state: Mapping[str, Any]) -> tuple[WorkerRow, ...]:
             )
         )
     return tuple(rows)
-
-
-STOPPING_KEY = "stopping"  # the engine's state key of the stop it has accepted
-
-
-@dataclass(frozen=True)
-class PendingStop:
-    """A stop the engine has accepted and not carried out yet (state ``stopping``): at once,
-    or once the trainings in flight are done. The engine writes it when it applies the command
-    and clears it when it starts and when it stops; it is shown only while an engine runs."""
-
-    now: bool
-    asked_at: float  # Unix time the engine accepted it
-
-    @property
-    def message(self) -> str:
-        return "stopping now" if self.now else "stopping after the trainings in flight"
-
-    def to_state(self) -> dict[str, Any]:
-        """The state key and its value, for ``Journal.set_state``."""
-        return {STOPPING_KEY: {"now": self.now, "asked_at": self.asked_at}}
-
-    @staticmethod
-    def cleared() -> dict[str, Any]:
-        """The state key saying that no stop is pending, for ``Journal.set_state``."""
-        return {STOPPING_KEY: None}
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> PendingStop | None:
-        value = state.get(STOPPING_KEY)
-        if not isinstance(value, Mapping) or not isinstance(value.get("asked_at"), (int, float)):
-            return None
-        return cls(now=bool(value.get("now")), asked_at=float(value["asked_at"]))
-
-    def as_json(self) -> dict[str, Any]:
-        return {"now": self.now, "asked_at": self.asked_at, "message": self.message}
 
 
 @dataclass(frozen=True)

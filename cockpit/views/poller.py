@@ -13,7 +13,7 @@ and returns it as a `Delta`:
 
 A ledger of a thousand experiments therefore costs one full read when the screen opens and a
 few indexed reads afterwards. What it reads, and how a row or a status is made of it, is
-`cockpit.engine.readmodel`'s. Nothing here imports Textual.
+`cockpit.views.readmodel`'s. Nothing here imports Textual.
 """
 
 from __future__ import annotations
@@ -27,14 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cockpit.engine.journal import (
+from cockpit.store.journal import (
     Command,
     Experiment,
     Journal,
     Run,
 )
-from cockpit.engine.monitor import MonitorSample
-from cockpit.engine.readmodel import (
+from cockpit.store.samples import MonitorSample
+from cockpit.store.trials import (
+    LossPoint,
+    current_trial_start,
+    loss_points,
+    paired_curve,
+)
+from cockpit.views.readmodel import (
     EVENT_HISTORY,
     GPU_HISTORY,
     WORKER_LOSSES,
@@ -59,12 +65,6 @@ from cockpit.engine.readmodel import (
     shown_status,
     with_deltas,
     with_proposers,
-)
-from cockpit.engine.trials import (
-    LossPoint,
-    current_trial_start,
-    loss_points,
-    paired_curve,
 )
 
 

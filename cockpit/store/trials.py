@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from cockpit.engine.early_abort import Measured, Reference, Trace, reference, trace
-from cockpit.engine.journal import Experiment
+from cockpit.store.curves import Measured, Reference, Trace, reference, trace
+from cockpit.store.journal import Experiment
 
 # A loss point this many seconds past the training's elapsed time cannot belong to it.
 TRIAL_CLOCK_SLACK_SECONDS = 2.0
@@ -89,7 +89,7 @@ def paired_curve(metrics: Sequence[Mapping[str, Any]]) -> tuple[LossPoint, ...]:
 
 
 def paired_trace(metrics: Sequence[Mapping[str, Any]]) -> Trace:
-    """`paired_training` as early abort compares it (see `early_abort.trace`)."""
+    """`paired_training` as early abort compares it (see `curves.trace`)."""
     return trace(paired_training(metrics))
 
 
@@ -156,7 +156,7 @@ def trusted_reference(
 ) -> Reference | None:
     """What early abort holds a training made from ``best`` against: the best's curve and
     those of its parent and of the run's baseline, each with the loss the harness measured
-    (see `early_abort.reference`). ``metrics``: an experiment's metric records, of the kind of
+    (see `curves.reference`). ``metrics``: an experiment's metric records, of the kind of
     device compared on. None: the best has no measured curve."""
     by_commit = {e.commit_sha: e for e in experiments if e.commit_sha}
     parent = by_commit.get(best.parent_commit or "")

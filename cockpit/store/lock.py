@@ -13,8 +13,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from cockpit.engine.errors import EngineError
-from cockpit.engine.paths import WorkspacePaths
+from cockpit.errors import EngineError
+from cockpit.store.paths import WorkspacePaths
 
 
 @contextlib.contextmanager

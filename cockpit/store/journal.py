@@ -34,9 +34,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from cockpit.engine.journal_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from cockpit.engine.steering import MODES as RUN_MODES
-from cockpit.engine.steering import Kind
+from cockpit.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from cockpit.store.steering import MODES as RUN_MODES
+from cockpit.store.steering import Kind
 
 BUSY_TIMEOUT_MS = 5000
 

@@ -12,11 +12,14 @@ The checks read the syntax tree only; nothing is imported or run. They are heuri
 name what they found, so an honest edit that trips one can be reworded, and an attempt that
 slips past them still meets the harness's own checks.
 
-By concern: `flags` (the kinds of flag and why each is refused), `rules` (what is looked
-for), `syntax` (helpers over the tree), `names` (what a name refers to, and which names hold
-the harness's context), `paths` (where a file call points), `scanner` (the pass over a
-script that raises the flags), `seed` (changes of nothing but the seed) and `checks` (the
-public entry points).
+By concern: `flags` (the kinds of flag, why each is refused, and the flags a pass has
+raised), `rules` (what is looked for), `syntax` (helpers over the tree), `names` (what a name
+refers to, and which names hold the harness's context), `paths` (where a file call points),
+`scanner` (the pass over a script, which hands each node to the checks): `references`
+(modules, names and attributes reached), `strings` (what strings name), `files` (file
+access), `tampering` (changes to ctx, modules and the environment), `budget` (the stop and
+the clock) and `model` (the returned model's classes); `seed` (changes of nothing but the
+seed) and `checks` (the public entry points).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ every message the model and the researcher read)."""
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 
 FILE_ACCESS = "file_access"
@@ -35,6 +36,22 @@ class Flag:
     kind: str
     line: int | None
     message: str
+
+
+class Findings:
+    """The flags a pass has raised, in the order found; a flag found twice is kept once."""
+
+    def __init__(self) -> None:
+        self.flags: list[Flag] = []
+        self._seen: set[tuple[str, int | None, str]] = set()
+
+    def flag(self, kind: str, node: ast.AST | None, message: str) -> None:
+        """Raise a flag at the node's line (or at none)."""
+        line = getattr(node, "lineno", None) if node is not None else None
+        key = (kind, line, message)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.flags.append(Flag(kind, line, message))
 
 
 # --- why each kind is refused (the second half of every message) ----------------------------------

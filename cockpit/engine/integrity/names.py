@@ -1,5 +1,5 @@
-"""What an expression refers to: the modules and objects a script's names stand for, and which
-names hold the harness's context (`ctx`)."""
+"""What an expression refers to: the modules and objects a script's names stand for, which
+names hold the harness's context (`ctx`), and the scope a pass over the script stands in."""
 
 from __future__ import annotations
 
@@ -233,3 +233,25 @@ class ContextNames:
     def holds(self, node: ast.AST, function: FunctionNode | None) -> bool:
         """Whether an expression is the harness's ctx in the given function."""
         return self._holds(node, self.names_in(function))
+
+
+class Scope:
+    """The script's names as the pass over it stands: what an expression refers to, and
+    whether it holds ctx in the function being visited (ctx flows by name, function by
+    function)."""
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.names = Names(tree)
+        self.ctx = ContextNames(tree)
+        self._functions: list[FunctionNode] = []
+
+    def enter(self, function: FunctionNode) -> None:
+        self._functions.append(function)
+
+    def leave(self) -> None:
+        self._functions.pop()
+
+    def is_ctx(self, node: ast.AST) -> bool:
+        """Whether an expression is the harness's ctx where the pass stands."""
+        function = self._functions[-1] if self._functions else None
+        return self.ctx.holds(node, function)

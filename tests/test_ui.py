@@ -22,12 +22,15 @@ from textual.widgets import Input, Static, TabbedContent
 
 from cockpit.bench.ui_bench import build_workspace
 from cockpit.store.journal import Command, Journal
+from cockpit.ui.agent_panel import AgentPanel
 from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, choose_theme, create_app
+from cockpit.ui.decision_log import DecisionLog
+from cockpit.ui.gpu_panel import GpuPanel
+from cockpit.ui.ledger_table import LedgerTable
 from cockpit.ui.plot import Axis, BrailleCanvas, Series, bar, chart, sparkline
 from cockpit.ui.preferences import preferences_path, saved_theme
 from cockpit.ui.screens import HelpScreen, PromptScreen
 from cockpit.ui.status_line import StatusLine
-from cockpit.ui.widgets import AgentPanel, DecisionLog, GpuPanel, LedgerTable
 from cockpit.views.readmodel import journal_file
 from tests.conftest import REPO
 from tests.helpers import make_workspace
@@ -622,8 +625,8 @@ async def test_pressing_a_makes_a_real_engine_go_on(tmp_path: Path) -> None:
 def test_the_detail_header_lists_the_runs_and_the_flags() -> None:
     from rich.console import Console
 
+    from cockpit.ui.diff_view import detail_header
     from cockpit.ui.palette import Palette
-    from cockpit.ui.widgets import detail_header
     from cockpit.views.readmodel import ExperimentDetail
     from themes import THEMES
 
@@ -643,8 +646,8 @@ def test_the_detail_header_lists_the_runs_and_the_flags() -> None:
 
 def test_the_ledger_shows_no_value_for_an_experiment_stopped_early() -> None:
     from cockpit.store.journal import Experiment
+    from cockpit.ui.ledger_table import LEDGER_COLUMNS, ledger_cell
     from cockpit.ui.palette import Palette
-    from cockpit.ui.widgets import LEDGER_COLUMNS, ledger_cell
     from cockpit.views.readmodel import ledger_row, with_deltas
     from themes import THEMES
 

@@ -16,8 +16,8 @@ from textual.pilot import Pilot
 
 from cockpit.store.journal import FINAL_STATUSES, Journal
 from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, create_app
+from cockpit.ui.ledger_table import LedgerTable
 from cockpit.ui.screens import PromptScreen
-from cockpit.ui.widgets import LedgerTable
 from cockpit.views.readmodel import journal_file
 from tests.conftest import REPO
 from tests.helpers import edit, make_workspace

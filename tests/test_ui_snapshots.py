@@ -22,7 +22,7 @@ import cockpit.store.journal as journal_module
 from cockpit.bench.ui_bench import build_workspace
 from cockpit.ui import workers_panel
 from cockpit.ui.app import create_app
-from cockpit.ui.widgets import LedgerTable
+from cockpit.ui.ledger_table import LedgerTable
 
 WIDE = (160, 50)
 NARROW = (80, 24)

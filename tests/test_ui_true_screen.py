@@ -13,8 +13,8 @@ from textual.widgets import Static
 from cockpit.bench.ui_bench import build_workspace
 from cockpit.store.journal import Journal
 from cockpit.ui.app import CockpitApp, create_app
+from cockpit.ui.ledger_table import LedgerTable
 from cockpit.ui.status_line import StatusLine
-from cockpit.ui.widgets import LedgerTable
 from cockpit.views.readmodel import journal_file
 from tests.pilot import poll, settle
 

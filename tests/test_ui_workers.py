@@ -11,7 +11,7 @@ import pytest
 from cockpit.bench.ui_bench import build_workspace
 from cockpit.store.journal import Journal
 from cockpit.ui.app import CockpitApp, create_app
-from cockpit.ui.widgets import DiffView
+from cockpit.ui.diff_view import DiffView
 from cockpit.ui.workers_panel import WorkersPanel
 from cockpit.views.readmodel import journal_file
 from tests.pilot import settle

@@ -34,7 +34,13 @@ from cockpit.store.journal import Journal, JournalError
 from cockpit.store.lock import engine_lock_held
 from cockpit.store.steering import AUTONOMOUS, SUPERVISED, Kind, Steer
 from cockpit.ui import keys
+from cockpit.ui.agent_panel import AGENT_EVENT_KINDS, AgentPanel
+from cockpit.ui.decision_log import DECISION_EVENT_KINDS, DecisionLog
+from cockpit.ui.diff_view import DiffView
+from cockpit.ui.gpu_panel import GpuPanel
 from cockpit.ui.keys import PANELS
+from cockpit.ui.ledger_table import LedgerTable
+from cockpit.ui.loss_plot import LossPlot
 from cockpit.ui.messages import (
     AgentStreamChanged,
     CommandFailed,
@@ -50,21 +56,11 @@ from cockpit.ui.messages import (
     RunReset,
     StatusChanged,
 )
+from cockpit.ui.panel import palette_of
 from cockpit.ui.preferences import save_theme, saved_theme
+from cockpit.ui.progress_plot import ProgressPlot
 from cockpit.ui.screens import HelpScreen, PromptScreen
 from cockpit.ui.status_line import StatusLine
-from cockpit.ui.widgets import (
-    AGENT_EVENT_KINDS,
-    DECISION_EVENT_KINDS,
-    AgentPanel,
-    DecisionLog,
-    DiffView,
-    GpuPanel,
-    LedgerTable,
-    LossPlot,
-    ProgressPlot,
-    palette_of,
-)
 from cockpit.ui.workers_panel import WorkersPanel
 from cockpit.views.poller import JournalPoller
 from cockpit.views.readmodel import (

@@ -12,8 +12,15 @@ from rich.text import Text
 from cockpit.ui import format as fmt
 from cockpit.ui import keys
 from cockpit.ui.palette import Palette
+from cockpit.ui.panel import (
+    ValuePanel,
+    agent_state_text,
+    fit_lines,
+    palette_of,
+    split_text,
+    text_line,
+)
 from cockpit.ui.plot import bar
-from cockpit.ui.widgets import _fit, _line, _View, agent_state_text, palette_of, split_text
 from cockpit.views.readmodel import StatusInfo
 
 PHASE_WORDS = {
@@ -27,7 +34,7 @@ PHASE_WORDS = {
 }
 
 
-class StatusLine(_View):
+class StatusLine(ValuePanel):
     """Two lines on top: what the engine does now, and where and with what."""
 
     def render(self) -> RenderableType:
@@ -36,7 +43,7 @@ class StatusLine(_View):
         status, error, pause_requested = self.view
         palette = palette_of(self)
         width = self.size.width
-        return _fit(
+        return fit_lines(
             [
                 self._first_line(status, pause_requested, palette, width),
                 self._second_line(status, error, palette, width),
@@ -53,13 +60,15 @@ class StatusLine(_View):
         # (text, rank): when the line is too long, the highest ranks go first.
         parts: list[tuple[Text, int]] = []
         if not status.journal_exists:
-            parts.append((_line((" NO JOURNAL ", badge + Style(bgcolor=palette.muted))), 0))
-            parts.append((_line("  the engine has not run here yet; "), 1))
-            parts.append((_line(("cockpit start", Style(bold=True)), " starts it"), 1))
+            parts.append((text_line((" NO JOURNAL ", badge + Style(bgcolor=palette.muted))), 0))
+            parts.append((text_line("  the engine has not run here yet; "), 1))
+            parts.append((text_line(("cockpit start", Style(bold=True)), " starts it"), 1))
             return _squeeze(parts, width)
         if not status.engine_running:
-            parts.append((_line((" ENGINE NOT RUNNING ", badge + Style(bgcolor=palette.error))), 0))
-            parts.append((_line("  ", ("cockpit start", Style(bold=True)), " resumes it"), 3))
+            parts.append(
+                (text_line((" ENGINE NOT RUNNING ", badge + Style(bgcolor=palette.error))), 0)
+            )
+            parts.append((text_line("  ", ("cockpit start", Style(bold=True)), " resumes it"), 3))
         else:
             colour = {
                 "awaiting_approval": palette.waiting,
@@ -68,7 +77,7 @@ class StatusLine(_View):
                 "evaluating": palette.running,
             }.get(status.phase, palette.primary)
             word = PHASE_WORDS.get(status.phase, status.phase.upper())
-            phase = _line((f" {word} ", badge + Style(bgcolor=colour)))
+            phase = text_line((f" {word} ", badge + Style(bgcolor=colour)))
             if status.experiment is not None and status.phase in (
                 "proposing",
                 "awaiting_approval",
@@ -79,14 +88,14 @@ class StatusLine(_View):
             parts.append((phase, 0))
             if status.phase == "training" and status.time_left is not None:
                 parts.append(
-                    (_line((f"  {fmt.clock(status.time_left)} left", Style(bold=True))), 0)
+                    (text_line((f"  {fmt.clock(status.time_left)} left", Style(bold=True))), 0)
                 )
                 if status.budget_seconds:
                     done = 1.0 - status.time_left / status.budget_seconds
                     filled, empty = bar(done, 12)
                     parts.append(
                         (
-                            _line(
+                            text_line(
                                 " ",
                                 (filled, Style(color=colour)),
                                 ("░" * len(empty), muted),
@@ -97,14 +106,16 @@ class StatusLine(_View):
             elif status.phase == "awaiting_approval":
                 key = Style(bold=True, color=palette.accent)
                 approve, veto = keys.shown("approve"), keys.shown("veto")
-                parts.append((_line("  ", (approve, key), " approve  ", (veto, key), " veto"), 2))
+                parts.append(
+                    (text_line("  ", (approve, key), " approve  ", (veto, key), " veto"), 2)
+                )
             if pause_requested and status.phase != "paused":
-                parts.append((_line(("  pausing after this step", palette.warning)), 1))
+                parts.append((text_line(("  pausing after this step", palette.warning)), 1))
             if status.stopping is not None:
-                parts.append((_line((f"  {status.stopping.message}", palette.warning)), 1))
+                parts.append((text_line((f"  {status.stopping.message}", palette.warning)), 1))
         parts.append(
             (
-                _line(
+                text_line(
                     ("   best ", muted),
                     (fmt.metric(status.best_val_bpb), Style(bold=True, color=palette.best)),
                 ),
@@ -117,12 +128,14 @@ class StatusLine(_View):
             share = -100.0 * gain / status.baseline_val_bpb
             arrow = "▼" if gain > 0 else ("▲" if gain < 0 else "=")
             gain_style = Style(color=palette.keep if gain > 0 else palette.muted)
-            parts.append((_line((f" {arrow}{abs(gain):.4f}", gain_style)), 1))
-            parts.append((_line((f" ({share:+.1f}%) vs baseline", gain_style)), 4))
+            parts.append((text_line((f" {arrow}{abs(gain):.4f}", gain_style)), 1))
+            parts.append((text_line((f" ({share:+.1f}%) vs baseline", gain_style)), 4))
         if status.self_reported:
-            parts.append((_line((" self-reported", palette.warning)), 2))
+            parts.append((text_line((" self-reported", palette.warning)), 2))
         if status.mode:
-            parts.append((_line("   ", (status.mode, Style(bold=True, color=palette.primary))), 1))
+            parts.append(
+                (text_line("   ", (status.mode, Style(bold=True, color=palette.primary))), 1)
+            )
         return _squeeze(parts, width)
 
     def _second_line(
@@ -132,9 +145,14 @@ class StatusLine(_View):
         parts: list[tuple[Text, int]] = []
         if error:
             parts.append(
-                (_line(("⚠ ", Style(color=palette.error, bold=True)), (error, palette.error)), 0)
+                (
+                    text_line(
+                        ("⚠ ", Style(color=palette.error, bold=True)), (error, palette.error)
+                    ),
+                    0,
+                )
             )
-            parts.append((_line("  "), 0))
+            parts.append((text_line("  "), 0))
         confinement = status.confinement
         if confinement is not None and (confinement.degraded or not confinement.enforced):
             # Persistent, and first: whatever else the line leaves out, not this.
@@ -146,26 +164,26 @@ class StatusLine(_View):
                 detail = f": {confinement.missing}: {confinement.reason}  "
             parts.append(
                 (
-                    _line(
+                    text_line(
                         (headline, Style(color=palette.error, bold=True)),
                         (detail, palette.error),
                     ),
                     0,
                 )
             )
-        parts.append((_line((status.workspace, Style(bold=True))), 2))
+        parts.append((text_line((status.workspace, Style(bold=True))), 2))
         if status.branch:
-            parts.append((_line(("  branch ", muted), status.branch), 3))
+            parts.append((text_line(("  branch ", muted), status.branch), 3))
         parts += proposer_parts(status, palette)
-        parts.append((_line("  ", agent_state_text(status, palette)), 0))
+        parts.append((text_line("  ", agent_state_text(status, palette)), 0))
         split = split_text(status, palette)
         if split is not None:
-            parts.append((_line("  ", split), 2))
+            parts.append((text_line("  ", split), 2))
         trouble = reply_trouble(status, palette)
         if trouble is not None:
             parts.append((trouble, 1))
         if status.keep_margin_bpb is not None:
-            parts.append((_line((f"  margin {status.keep_margin_bpb:.4f}", muted)), 4))
+            parts.append((text_line((f"  margin {status.keep_margin_bpb:.4f}", muted)), 4))
         return _squeeze(parts, width)
 
 
@@ -178,20 +196,20 @@ def proposer_parts(status: StatusInfo, palette: Palette) -> list[tuple[Text, int
     parts: list[tuple[Text, int]] = []
     if current is not None and current.proposer:
         asking = " asking " if current.status == "proposing" else " "
-        head = _line((f"  #{current.experiment}{asking}", muted), (current.proposer, bold))
+        head = text_line((f"  #{current.experiment}{asking}", muted), (current.proposer, bold))
         if current.model:
             head.append(f" · {current.model}")
         parts.append((head, 1))
     elif status.proposer:
-        parts.append((_line(("  ", muted), (status.proposer, bold)), 2))
+        parts.append((text_line(("  ", muted), (status.proposer, bold)), 2))
         if status.model:
-            parts.append((_line(f" · {status.model}"), 2))
+            parts.append((text_line(f" · {status.model}"), 2))
     # As many as `cockpit status` names (agent_status.RECENT_PROPOSERS, the README's five):
     # the read model chose them; a line too narrow leaves the list out whole.
     recent = [p.proposer or "?" for p in status.recent_proposers]
     if recent:
         label = "before" if current is not None else "latest"
-        parts.append((_line((f"  {label}: " + ", ".join(recent), muted)), 4))
+        parts.append((text_line((f"  {label}: " + ", ".join(recent), muted)), 4))
     return parts
 
 
@@ -206,7 +224,7 @@ def reply_trouble(status: StatusInfo, palette: Palette) -> Text | None:
         what = f"model paused ({paused.proposals_left} more)"
     else:
         what = f"{replies.count} unusable repl{'y' if replies.count == 1 else 'ies'}"
-    return _line(
+    return text_line(
         ("  ⚠ ", Style(color=palette.warning, bold=True)),
         (f"{what}: ", warning),
         (replies.short_reason, warning),
@@ -223,7 +241,7 @@ def _squeeze(parts: list[tuple[Text, int]], width: int) -> Text:
         # The last part of the worst rank goes first.
         index = max(i for i, (_text, rank) in enumerate(kept) if rank == worst)
         del kept[index]
-    line = _line()
+    line = text_line()
     for text, _rank in kept:
         line.append_text(text)
     return line

@@ -15,11 +15,13 @@ from agent import names
 from cockpit.config import Settings, load_settings
 from cockpit.engine.agents import build_agent
 from cockpit.engine.executors import executor_for
-from cockpit.engine.loop import Engine, EngineError, EngineOptions, journal_path
+from cockpit.engine.loop import Engine, EngineOptions, journal_path
 from cockpit.engine.workspace import Workspace, WorkspaceError
+from cockpit.errors import EngineError
 from cockpit.store.journal import Journal, JournalError, Run
 from cockpit.store.lock import engine_lock_held, engine_lock_pid
-from cockpit.store.state import PendingStop
+from cockpit.store.state import EngineState
+from cockpit.store.state import engine_running as state_engine_running
 from cockpit.store.steering import Kind, Steer
 from cockpit.views.agent_status import (
     ModelPaused,
@@ -54,8 +56,17 @@ def open_workspace(path: Path | None, *, announce: bool = True) -> Workspace:
 
 
 def engine_running(workspace: Workspace) -> bool:
-    """Whether an engine holds this workspace's lock right now."""
-    return engine_lock_held(workspace.path)
+    """Whether an engine runs for this workspace (`cockpit.store.state.engine_running`: it
+    holds the workspace's lock and has not said it stopped)."""
+    return state_engine_running(workspace.path, _engine_state(workspace))
+
+
+def _engine_state(workspace: Workspace) -> EngineState:
+    journal = _open_journal(workspace, readonly=True)
+    if journal is None:
+        return EngineState()
+    with journal:
+        return journal.engine_state()
 
 
 def cmd_init(path: Path) -> int:
@@ -141,7 +152,7 @@ def _open_journal(workspace: Workspace, *, readonly: bool) -> Journal | None:
     return Journal.open(path, readonly=readonly)
 
 
-def _workers(state: dict[str, Any], journal: Journal, run: Run) -> list[dict[str, Any]]:
+def _workers(state: EngineState, journal: Journal, run: Run) -> list[dict[str, Any]]:
     """The engine's workers as `cockpit status` shows them: device, experiment, phase."""
     workers = []
     now = time.time()
@@ -164,10 +175,9 @@ def _workers(state: dict[str, Any], journal: Journal, run: Run) -> list[dict[str
 
 def status_report(workspace: Workspace) -> dict[str, Any]:
     """What `cockpit status` says, as data."""
-    running = engine_running(workspace)
     report: dict[str, Any] = {
         "workspace": str(workspace.path),
-        "running": running,
+        "running": engine_lock_held(workspace.path),  # no journal: nothing said it stopped
         "phase": "stopped",
         "experiment": None,
         "best_val_bpb": None,
@@ -182,7 +192,9 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
     if journal is None:
         return report
     with journal:
-        state = journal.all_state()
+        state = journal.engine_state()
+        running = state.running(engine_lock_held(workspace.path))
+        report["running"] = running
         run = journal.latest_run()
         if run is not None:
             report.update(
@@ -202,27 +214,27 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 {"at": event.at, "message": event.message, **(event.data or {})}
                 for event in decisions
             ]
-        if state.get("keep_margin_bpb") is not None:
+        if state.keep_margin_bpb is not None:
             report.update(
-                keep_margin_bpb=state.get("keep_margin_bpb"),
-                noise_spread_bpb=state.get("noise_spread_bpb"),
-                noise_runs=state.get("noise_runs"),
+                keep_margin_bpb=state.keep_margin_bpb,
+                noise_spread_bpb=state.noise_spread_bpb,
+                noise_runs=state.noise_runs,
             )
-        confinement = Confinement.from_dict(state.get("confinement"))
+        confinement = Confinement.from_dict(state.confinement)
         report["confinement"] = (
             {**confinement.to_dict(), "message": confinement.describe()}
             if confinement is not None
             else None
         )
-        if state.get("proposer") is not None:
+        if state.proposer is not None:
             report["agent"] = {
-                "proposer": state.get("proposer"),
-                "model": state.get("model"),
-                "state": state.get("agent_state"),
-                "message": state.get("agent_message"),
-                "asking": state.get("asking") if running else None,
-                "replies": state.get("agent_replies"),
-                "paused": state.get("agent_paused"),
+                "proposer": state.proposer,
+                "model": state.model,
+                "state": state.agent_state,
+                "message": state.agent_message,
+                "asking": state.asking if running else None,
+                "replies": state.agent_replies,
+                "paused": state.agent_paused,
                 # The hybrid's shares of the next experiments, while it proposes.
                 "split": read_search_split(state),
             }
@@ -239,14 +251,14 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
         report["workers"] = _workers(state, journal, run) if running and run is not None else []
         if running:
             report.update(
-                phase=state.get("phase", "starting"),
-                experiment=state.get("experiment"),
-                time_left=state.get("time_left") if state.get("phase") == "training" else None,
-                pid=state.get("pid"),
+                phase=state.phase or "starting",
+                experiment=state.experiment,
+                time_left=state.time_left if state.phase == "training" else None,
+                pid=state.pid,
             )
-            stopping = PendingStop.from_state(state)
+            stopping = state.stopping
             report["stopping"] = None if stopping is None else stopping.as_json()
-            waiting = state.get("experiment")
+            waiting = state.experiment
             if run is not None and report["phase"] == "awaiting_approval" and waiting is not None:
                 experiment = journal.experiment(run.id, int(waiting))
                 if experiment is not None:

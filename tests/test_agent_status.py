@@ -7,17 +7,13 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cockpit.bench.ui_bench import MODEL, fill_journal
+from cockpit.bench.ui_bench import MODEL, fill_journal, stand_in_engine
 from cockpit.store.journal import Journal
 from cockpit.views.agent_status import ProposedBy, describe_proposers
 from cockpit.views.poller import JournalPoller
 from cockpit.views.readmodel import journal_file
 from tests.helpers import ECHOED_REPLIES, wait_for
 from tests.ollama_server import OllamaDouble, Reply
-
-
-def always_alive(pid: int) -> bool:
-    return True
 
 
 def test_the_experiment_in_flight_is_named_by_its_own_proposer_not_the_next_one(
@@ -31,7 +27,8 @@ def test_the_experiment_in_flight_is_named_by_its_own_proposer_not_the_next_one(
         journal.update_experiment(training.id, proposer="builtin", model=None)
         journal.set_state(proposer="llm", agent_replies=ECHOED_REPLIES)
         recorded = {e.number: e.proposer for e in journal.experiments(run.id)}
-    poller = JournalPoller(tmp_path, alive=always_alive)
+    stand_in_engine(tmp_path)  # an engine runs: its lock is held
+    poller = JournalPoller(tmp_path)
     status = poller.poll().status
     assert status is not None
     assert status.in_flight == ProposedBy(7, "builtin", None, "training")
@@ -79,7 +76,8 @@ def test_the_next_proposer_is_not_said_to_be_asked_when_no_one_is(tmp_path: Path
     with Journal.open(journal_file(tmp_path)) as journal:
         fill_journal(journal, experiments=6, phase="stopped", engine_pid=4242)
         journal.set_state(phase="proposing", experiment=8, asking=None, proposer="optuna")
-    status = JournalPoller(tmp_path, alive=always_alive).poll().status
+    stand_in_engine(tmp_path)  # an engine runs: its lock is held
+    status = JournalPoller(tmp_path).poll().status
     assert status is not None
     assert status.in_flight == ProposedBy(8, None, None, "proposing")
     assert status.proposer == "optuna"

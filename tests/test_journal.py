@@ -439,17 +439,41 @@ def test_samples_round_trip(journal: Journal) -> None:
 def test_state_round_trip(journal: Journal) -> None:
     assert journal.get_state("phase") is None
     assert journal.get_state("phase", "idle") == "idle"
-    journal.set_state(phase="training", pid=4242, ollama={"ok": True, "models": ["a"]})
-    journal.set_state(phase="evaluating", current_experiment=None)
+    journal.set_state(phase="training", pid=4242, confinement={"level": "full", "checks": ["a"]})
+    journal.set_state(phase="evaluating", experiment=None)
     journal.set_state()
     assert journal.get_state("phase") == "evaluating"
-    assert journal.get_state("current_experiment", "default") is None  # set, to null
+    assert journal.get_state("experiment", "default") is None  # set, to null
     assert journal.all_state() == {
-        "current_experiment": None,
-        "ollama": {"ok": True, "models": ["a"]},
+        "confinement": {"level": "full", "checks": ["a"]},
+        "experiment": None,
         "phase": "evaluating",
         "pid": 4242,
     }
+    state = journal.engine_state()
+    assert (state.phase, state.pid, state.experiment) == ("evaluating", 4242, None)
+    assert state.confinement == {"level": "full", "checks": ["a"]}
+
+
+def test_a_state_key_no_reader_knows_is_refused(journal: Journal) -> None:
+    """The keys are EngineState's fields: a misspelt key fails where it is written, not
+    silently on a screen that never shows it."""
+    with pytest.raises(ValueError, match="no engine state key phsae.*cockpit/store/state.py"):
+        journal.set_state(phase="training", phsae="evaluating")
+    assert journal.get_state("phase") is None  # nothing of the refused write was kept
+    with pytest.raises(ValueError, match="no engine state key ollama"):
+        journal.get_state("ollama")
+
+
+def test_the_engine_state_reads_what_it_cannot_use_as_unknown(journal: Journal) -> None:
+    """A value of the wrong type (another version's journal, a hand edit) reads as unknown:
+    a reader never fails on the state."""
+    journal.set_state(pid="4242", experiment=True, time_left="soon", workers=[1, {"worker": 0}])
+    journal.set_state(train_pids=[7, "8", None], stopping={"now": True}, search_split=[0.5])
+    state = journal.engine_state()
+    assert state.pid is None and state.experiment is None and state.time_left is None
+    assert state.workers == ({"worker": 0},) and state.train_pids == (7,)
+    assert state.stopping is None and state.search_split is None
 
 
 def test_one_journal_shared_by_threads(journal: Journal) -> None:
@@ -460,7 +484,7 @@ def test_one_journal_shared_by_threads(journal: Journal) -> None:
         try:
             for n in range(40):
                 journal.add_event("engine", f"{worker}-{n}", run_id=run.id)
-                journal.set_state(**{f"worker{worker}": n})
+                journal.set_state(train_pids=[worker, n])
                 journal.events(run.id, limit=5, latest=True)
         except BaseException as error:
             errors.append(error)
@@ -472,7 +496,7 @@ def test_one_journal_shared_by_threads(journal: Journal) -> None:
         thread.join()
     assert errors == []
     assert len(journal.events(run.id)) == 160
-    assert all(journal.get_state(f"worker{w}") == 39 for w in range(4))
+    assert journal.get_state("train_pids")[1] == 39  # each writer's last write is whole
 
 
 # -- commands and other processes -------------------------------------------------------------

@@ -4,14 +4,23 @@ only what changed."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from cockpit.bench.ui_bench import BASELINE_BPB, BUDGET_SECONDS, MODEL, fill_journal
+from cockpit.bench.ui_bench import (
+    BASELINE_BPB,
+    BUDGET_SECONDS,
+    MODEL,
+    fill_journal,
+    release_engine,
+    stand_in_engine,
+)
 from cockpit.store.journal import Journal
-from cockpit.store.lock import engine_lock_held
+from cockpit.store.lock import _flock_listed, engine_lock_held
 from cockpit.store.samples import GpuSnapshot, MonitorSample
+from cockpit.store.state import EngineState, engine_running
 from cockpit.store.trials import (
     current_trial_start,
     latest_curve,
@@ -23,19 +32,12 @@ from cockpit.store.trials import (
 from cockpit.views.poller import JournalPoller
 from cockpit.views.readmodel import (
     LedgerRow,
+    StatusInfo,
     display_path,
     journal_file,
     read_status,
     with_deltas,
 )
-
-
-def always_alive(pid: int) -> bool:
-    return True
-
-
-def never_alive(pid: int) -> bool:
-    return False
 
 
 def open_journal(workspace: Path) -> Journal:
@@ -129,8 +131,8 @@ def test_paired_curve_is_the_latest_training_with_the_first_trainings_seed() -> 
 def test_status_reads_the_engine_state_and_the_run(tmp_path: Path) -> None:
     with open_journal(tmp_path) as journal:
         run = fill_journal(journal, experiments=3, phase="training", engine_pid=4242)
-        state = journal.all_state()
-    status = read_status("~/ws", state, run, alive=always_alive)
+        state = journal.engine_state()
+    status = read_status("~/ws", state, run, running=True)
     assert status.engine_running and status.phase == "training"
     assert status.experiment == 4 and status.time_left == BUDGET_SECONDS / 2
     assert status.budget_seconds == BUDGET_SECONDS
@@ -138,7 +140,7 @@ def test_status_reads_the_engine_state_and_the_run(tmp_path: Path) -> None:
     assert status.proposer == "llm" and status.model == MODEL and status.agent_state == "ready"
     assert status.baseline_val_bpb == BASELINE_BPB
     assert status.gain == pytest.approx(BASELINE_BPB - (run.best_val_bpb or 0))
-    stopped = read_status("~/ws", state, run, alive=never_alive)
+    stopped = read_status("~/ws", state, run, running=False)
     assert not stopped.engine_running and stopped.phase == "stopped"
     assert stopped.time_left is None and stopped.awaiting_approval is None
 
@@ -150,15 +152,20 @@ def test_status_reads_the_hybrids_split_while_the_hybrid_proposes(tmp_path: Path
     with open_journal(tmp_path) as journal:
         run = fill_journal(journal, experiments=3, phase="training", engine_pid=4242)
         journal.set_state(proposer="hybrid", search_split={"llm": 0.35, "optuna": 0.65})
-        state = journal.all_state()
-    status = read_status("~/ws", state, run, alive=always_alive)
+        written = journal.all_state()
+
+    def status_with(**values: object) -> StatusInfo:
+        state = EngineState.from_state({**written, **values})
+        return read_status("~/ws", state, run, running=True)
+
+    status = status_with()
     assert status.proposer == "hybrid" and status.search_split == {"llm": 0.35, "optuna": 0.65}
-    whole = read_status("~/ws", {**state, "search_split": {"llm": 1, "optuna": 0}}, run)
+    whole = status_with(search_split={"llm": 1, "optuna": 0})
     assert whole.search_split == {"llm": 1.0, "optuna": 0.0}  # whole numbers are shares too
     for bad in (None, {}, [0.35, 0.65], "llm 35%", {"llm": "35%"}, {"llm": True}, {1: 0.5}):
-        assert read_status("~/ws", {**state, "search_split": bad}, run).search_split is None, bad
+        assert status_with(search_split=bad).search_split is None, bad
     for proposer in ("optuna", "llm", "builtin"):
-        other = read_status("~/ws", {**state, "proposer": proposer}, run, alive=always_alive)
+        other = status_with(proposer=proposer)
         assert other.proposer == proposer and other.search_split is None
 
 
@@ -167,18 +174,42 @@ def test_display_path_shortens_the_home_folder(tmp_path: Path) -> None:
     assert display_path(Path("/elsewhere/ws"), home=tmp_path) == "/elsewhere/ws"
 
 
-def test_engine_lock_probe_sees_a_held_lock(tmp_path: Path) -> None:
+def test_engine_lock_probe_sees_a_held_lock_without_touching_it(tmp_path: Path) -> None:
     import fcntl
 
     assert not engine_lock_held(tmp_path)
     (tmp_path / ".cockpit").mkdir()
-    with open(tmp_path / ".cockpit" / "engine.lock", "a+") as handle:
+    lock = tmp_path / ".cockpit" / "engine.lock"
+    with open(lock, "a+") as handle:
         assert not engine_lock_held(tmp_path)
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # flock locks belong to the open file: another open of it from this process conflicts.
         assert engine_lock_held(tmp_path)
+        # Read from the kernel's table, not by trying the lock: an engine starting while a
+        # screen asks never finds its lock taken by the screen.
+        assert _flock_listed(os.stat(lock)) is True
         fcntl.flock(handle, fcntl.LOCK_UN)
+        assert _flock_listed(os.stat(lock)) is False
     assert not engine_lock_held(tmp_path)
+
+
+def test_running_is_the_lock_held_and_no_stop_said(tmp_path: Path) -> None:
+    """One definition for the screen and `cockpit status`: a pid in the state is not enough
+    (a killed engine leaves it behind), and an engine that said it stopped is not running
+    for the instant it still holds its lock."""
+    with open_journal(tmp_path) as journal:
+        fill_journal(journal, experiments=2, phase="training", engine_pid=os.getpid())
+        state = journal.engine_state()
+    assert state.pid == os.getpid() and state.phase == "training"
+    assert not engine_running(tmp_path, state)  # its pid is alive, yet no lock is held
+    stand_in_engine(tmp_path)
+    try:
+        assert engine_running(tmp_path, state)
+        assert not engine_running(tmp_path, replace(state, phase="stopped"))
+        status = JournalPoller(tmp_path).poll().status
+        assert status is not None and status.engine_running and status.phase == "training"
+    finally:
+        release_engine(tmp_path)
+    assert not engine_running(tmp_path, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +217,8 @@ def test_engine_lock_probe_sees_a_held_lock(tmp_path: Path) -> None:
 
 
 def test_a_missing_journal_is_a_state_and_appears_when_written(tmp_path: Path) -> None:
-    poller = JournalPoller(tmp_path, workspace_label="~/ws", alive=always_alive)
+    stand_in_engine(tmp_path)  # an engine runs: its lock is held
+    poller = JournalPoller(tmp_path, workspace_label="~/ws")
     first = poller.poll()
     assert first.reset and first.status is not None and not first.status.journal_exists
     assert poller.poll().empty
@@ -201,7 +233,8 @@ def test_a_missing_journal_is_a_state_and_appears_when_written(tmp_path: Path) -
 def test_first_poll_reads_everything_the_screen_shows(tmp_path: Path) -> None:
     with open_journal(tmp_path) as journal:
         run = fill_journal(journal, experiments=6, phase="training", engine_pid=99, gpus=2)
-    poller = JournalPoller(tmp_path, workspace_label="~/ws", alive=always_alive)
+    stand_in_engine(tmp_path)  # an engine runs: its lock is held
+    poller = JournalPoller(tmp_path, workspace_label="~/ws")
     delta = poller.poll()
     assert delta.reset
     assert delta.status is not None and delta.status.phase == "training"
@@ -227,7 +260,8 @@ def test_first_poll_reads_everything_the_screen_shows(tmp_path: Path) -> None:
 def test_later_polls_read_only_what_changed(tmp_path: Path) -> None:
     with open_journal(tmp_path) as journal:
         run = fill_journal(journal, experiments=4, phase="training", engine_pid=99)
-    poller = JournalPoller(tmp_path, alive=always_alive)
+    stand_in_engine(tmp_path)  # an engine runs: its lock is held
+    poller = JournalPoller(tmp_path)
     poller.poll()
     assert poller.poll().empty
 
@@ -257,7 +291,7 @@ def test_later_polls_read_only_what_changed(tmp_path: Path) -> None:
 def test_an_override_of_an_old_decision_reaches_the_ledger(tmp_path: Path) -> None:
     with open_journal(tmp_path) as journal:
         run = fill_journal(journal, experiments=5, phase="stopped")
-    poller = JournalPoller(tmp_path, alive=never_alive)
+    poller = JournalPoller(tmp_path)
     rows = {r.number: r for r in poller.poll().ledger}
     discarded = next(n for n, r in sorted(rows.items()) if r.decision == "discard")
     with open_journal(tmp_path) as journal:
@@ -282,7 +316,8 @@ def test_a_rerun_shows_only_its_own_loss_points(tmp_path: Path) -> None:
             [{"t": t, "progress": t / 10, "loss": 5.0 - t / 10} for t in range(1, 11)],
         )
         journal.set_state(phase="training", experiment=number, time_left=0.0)
-    poller = JournalPoller(tmp_path, alive=always_alive)
+    stand_in_engine(tmp_path)  # an engine runs: its lock is held
+    poller = JournalPoller(tmp_path)
     first = poller.poll()
     assert first.loss is not None and len(first.loss.live) == 10
 
@@ -307,7 +342,7 @@ def test_a_rerun_shows_only_its_own_loss_points(tmp_path: Path) -> None:
 def test_a_new_run_resets_what_the_screen_shows(tmp_path: Path) -> None:
     with open_journal(tmp_path) as journal:
         fill_journal(journal, experiments=3, phase="stopped")
-    poller = JournalPoller(tmp_path, alive=never_alive)
+    poller = JournalPoller(tmp_path)
     assert len(poller.poll().ledger) == 4
     with open_journal(tmp_path) as journal:
         run = journal.create_run("dec01", "cockpit/dec01", "f" * 40, "autonomous", "llm", {}, "")
@@ -323,7 +358,7 @@ def test_answered_commands_are_reported_once(tmp_path: Path) -> None:
     with open_journal(tmp_path) as journal:
         fill_journal(journal, experiments=1, phase="stopped")
         command_id = journal.post_command("pause")
-    poller = JournalPoller(tmp_path, alive=never_alive)
+    poller = JournalPoller(tmp_path)
     poller.watch_command(command_id)
     assert poller.poll().answered == ()
     with open_journal(tmp_path) as journal:
@@ -339,7 +374,7 @@ def test_answered_commands_are_reported_once(tmp_path: Path) -> None:
 def test_a_thousand_experiments_load_once_and_idle_polls_find_nothing(tmp_path: Path) -> None:
     with open_journal(tmp_path) as journal:
         fill_journal(journal, experiments=999, phase="stopped", samples=5)
-    poller = JournalPoller(tmp_path, alive=never_alive)
+    poller = JournalPoller(tmp_path)
     first = poller.poll()
     assert len(first.ledger) == 1000
     assert sum(r.decision == "keep" for r in first.ledger) >= 2
@@ -351,7 +386,7 @@ def test_a_thousand_experiments_load_once_and_idle_polls_find_nothing(tmp_path: 
 def test_the_poller_reopens_after_the_journal_goes_away(tmp_path: Path) -> None:
     with open_journal(tmp_path) as journal:
         fill_journal(journal, experiments=1, phase="stopped")
-    poller = JournalPoller(tmp_path, alive=never_alive)
+    poller = JournalPoller(tmp_path)
     assert poller.poll().ledger
     poller.close()
     for name in os.listdir(tmp_path / ".cockpit"):

@@ -15,6 +15,7 @@ journals built alike show alike.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -30,6 +31,8 @@ from typing import Any
 import psutil
 
 from cockpit.store.journal import Journal, Run
+from cockpit.store.lock import engine_lock
+from cockpit.store.paths import WorkspacePaths
 from cockpit.store.samples import GpuReading, GpuSnapshot, MonitorSample, ProcessReading
 from cockpit.views.readmodel import journal_file
 
@@ -377,11 +380,36 @@ def fill_journal(
 
 def build_workspace(root: Path, experiments: int, **options: Any) -> Path:
     """A folder with a journal of ``experiments`` experiments (no git repository: the
-    cockpit only reads the journal); its path."""
+    cockpit only reads the journal); its path. With an ``engine_pid`` and a phase other than
+    "stopped", this process holds the workspace's engine lock, as the engine the journal
+    names would (see `stand_in_engine`)."""
     root.mkdir(parents=True, exist_ok=True)
     with Journal.open(journal_file(root)) as journal:
         fill_journal(journal, experiments=experiments, **options)
+    if options.get("engine_pid") is not None and options.get("phase") != "stopped":
+        stand_in_engine(root)
     return root
+
+
+_STAND_INS: dict[Path, contextlib.ExitStack] = {}
+
+
+def stand_in_engine(workspace: Path) -> None:
+    """Hold ``workspace``'s engine lock in this process until `release_engine` (or until the
+    process exits), as an engine holds it while it runs: the screens and `cockpit status`
+    take an engine to run while its lock is held, whatever pid the journal names."""
+    key = Path(workspace).resolve()
+    if key not in _STAND_INS:
+        stack = contextlib.ExitStack()
+        stack.enter_context(engine_lock(WorkspacePaths(key).cockpit_dir))
+        _STAND_INS[key] = stack
+
+
+def release_engine(workspace: Path) -> None:
+    """Let go of a lock `stand_in_engine` holds: the engine it stood for has stopped."""
+    stack = _STAND_INS.pop(Path(workspace).resolve(), None)
+    if stack is not None:
+        stack.close()
 
 
 # ---------------------------------------------------------------------------------------------

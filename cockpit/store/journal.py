@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from cockpit.store import state
 from cockpit.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from cockpit.store.steering import MODES as RUN_MODES
 from cockpit.store.steering import Kind
@@ -961,7 +962,14 @@ class Journal:
 
     def set_state(self, **values: Any) -> None:
         """Set some keys of the engine's state (phase, pid, heartbeat…) in one transaction;
-        values are anything JSON can hold."""
+        values are anything JSON can hold. The keys are `EngineState`'s fields: any other is
+        refused, so that a key is never written under a name no reader knows."""
+        unknown = sorted(set(values) - state.KEYS)
+        if unknown:
+            raise ValueError(
+                f"no engine state key {', '.join(unknown)}: the keys are EngineState's fields "
+                "(cockpit/store/state.py); add a field there first"
+            )
         if not values:
             return
         at = now()
@@ -974,12 +982,18 @@ class Journal:
             )
 
     def get_state(self, key: str, default: Any = None) -> Any:
-        """The value of one state key, or ``default`` when it was never set."""
+        """The value of one state key as written, or ``default`` when it was never set."""
+        if key not in state.KEYS:
+            raise ValueError(f"no engine state key {key}: the keys are EngineState's fields")
         row = self._row("SELECT value_json FROM state WHERE key = ?", (key,))
         return default if row is None else _loads(row["value_json"])
 
+    def engine_state(self) -> state.EngineState:
+        """The engine's state, every key parsed (see `EngineState`)."""
+        return state.EngineState.from_state(self.all_state())
+
     def all_state(self) -> dict[str, Any]:
-        """Every state key and its value."""
+        """Every state key and its value, as written."""
         rows = self._rows("SELECT key, value_json FROM state ORDER BY key")
         return {row["key"]: _loads(row["value_json"]) for row in rows}
 

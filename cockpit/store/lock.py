@@ -58,14 +58,40 @@ def engine_lock_pid(workspace: Path) -> int | None:
 
 
 def engine_lock_held(workspace: Path) -> bool:
-    """Whether an engine holds the workspace's lock right now (what ``cockpit status`` asks).
+    """Whether an engine holds the workspace's lock right now.
 
-    Probing takes the lock for an instant, so this is for one-off questions (after the
-    screen closes), not for polling: an engine starting in that instant would find it taken.
-    """
+    Read from the kernel's table of file locks (``/proc/locks``) without touching the lock, so
+    that a screen may ask several times a second: an engine starting in that instant never
+    finds it taken. Where that table cannot be read, the lock is tried for an instant."""
     path = _engine_lock(workspace)
-    if not path.exists():
+    try:
+        stat = os.stat(path)
+    except OSError:
         return False
+    listed = _flock_listed(stat)
+    return listed if listed is not None else _lock_taken(path)
+
+
+def _flock_listed(stat: os.stat_result) -> bool | None:
+    """Whether ``/proc/locks`` lists a held flock on the file (None: the table is unreadable).
+    A line reads ``1: FLOCK  ADVISORY  WRITE 4242 00:2d:1311 0 EOF``: the device's major and
+    minor numbers in hex, then the inode; a ``->`` line is a lock waited for, not held."""
+    wanted = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return True
+    return False
+
+
+def _lock_taken(path: Path) -> bool:
+    """Whether the lock is taken, found by trying it for an instant (an engine starting in
+    that instant would find it taken: only where ``/proc/locks`` is unreadable)."""
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

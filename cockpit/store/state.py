@@ -1,12 +1,22 @@
 """The engine's state in the journal: what it says about itself for the screens and `cockpit
-status` to read (its phase, pid, heartbeat, the training it follows, the agent, the noise).
+status` to read. `EngineState` is the one owner of the state's keys: the engine writes them
+with ``Journal.set_state(key=value, ...)``, which refuses a key it does not name, and every
+reader parses them once, through `EngineState.from_state`, into typed fields.
+
+Whether an engine runs is one question with one answer, `running`: it holds the workspace's
+lock (`cockpit.store.lock`) and has not said it stopped. A pid in the state is not enough: a
+killed engine leaves its pid behind, and the system may give that pid to another process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from cockpit.store.lock import engine_lock_held
 
 STOPPING_KEY = "stopping"  # the engine's state key of the stop it has accepted
 
@@ -42,3 +52,103 @@ class PendingStop:
 
     def as_json(self) -> dict[str, Any]:
         return {"now": self.now, "asked_at": self.asked_at, "message": self.message}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number else None
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value is not None and value != "" else None
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """Everything the engine says about itself, one field per state key. Values that do not
+    have their field's type (a journal written by another version, a hand edit) read as the
+    field's default: a reader never fails on the state."""
+
+    # The engine: its pid, its run's tag, its phase and when it last said it was alive.
+    pid: int | None = None
+    run: str | None = None
+    phase: str | None = None  # starting, proposing, training, evaluating, paused, stopped...
+    heartbeat: float | None = None
+    # The training it follows (the latest started): its experiment and seconds left.
+    experiment: int | None = None
+    time_left: float | None = None
+    train_pid: int | None = None
+    train_pids: tuple[int, ...] = ()
+    # One entry per worker: worker, device, experiment, phase, started_at, budget_seconds, pid.
+    workers: tuple[Mapping[str, Any], ...] = ()
+    stopping: PendingStop | None = None  # a stop it accepted and has not carried out yet
+    # The agent: who proposes, with which model, how its server is, who is asked right now.
+    proposer: str | None = None
+    model: str | None = None
+    agent_state: str | None = None
+    agent_message: str | None = None
+    asking: str | None = None
+    agent_replies: Mapping[str, Any] | None = None  # the model's unusable replies, summed up
+    agent_paused: Mapping[str, Any] | None = None  # the model's pause, while it lasts
+    agent_stream: str = ""  # the reply being streamed, its last characters
+    search_split: Mapping[str, Any] | None = None  # the hybrid's shares of the next proposals
+    # The noise: the margin a keep must clear, and the spread and runs it came from.
+    keep_margin_bpb: float | None = None
+    noise_spread_bpb: float | None = None
+    noise_runs: int | None = None
+    # What confined the latest training (trainer.confine.Confinement.to_dict()).
+    confinement: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_state(cls, values: Mapping[str, Any]) -> EngineState:
+        """The state from the journal's keys and values (``Journal.all_state()``)."""
+        get = values.get
+        return cls(
+            pid=_int(get("pid")),
+            run=_text(get("run")),
+            phase=_text(get("phase")),
+            heartbeat=_float(get("heartbeat")),
+            experiment=_int(get("experiment")),
+            time_left=_float(get("time_left")),
+            train_pid=_int(get("train_pid")),
+            train_pids=tuple(p for p in get("train_pids") or () if _int(p) is not None),
+            workers=tuple(w for w in get("workers") or () if isinstance(w, Mapping)),
+            stopping=PendingStop.from_state(values),
+            proposer=_text(get("proposer")),
+            model=_text(get("model")),
+            agent_state=_text(get("agent_state")),
+            agent_message=_text(get("agent_message")),
+            asking=_text(get("asking")),
+            agent_replies=_mapping(get("agent_replies")),
+            agent_paused=_mapping(get("agent_paused")),
+            agent_stream=str(get("agent_stream") or ""),
+            search_split=_mapping(get("search_split")),
+            keep_margin_bpb=_float(get("keep_margin_bpb")),
+            noise_spread_bpb=_float(get("noise_spread_bpb")),
+            noise_runs=_int(get("noise_runs")),
+            confinement=_mapping(get("confinement")),
+        )
+
+    def running(self, lock_held: bool) -> bool:
+        """Whether the engine runs: ``lock_held``, its workspace's lock is held (see
+        `engine_running`), and it has not said it stopped (it says so just before it lets
+        the lock go)."""
+        return lock_held and self.phase != "stopped"
+
+
+# The state's keys: those `Journal.set_state` accepts.
+KEYS = frozenset(field.name for field in dataclasses.fields(EngineState))
+
+
+def engine_running(workspace: Path, state: EngineState) -> bool:
+    """Whether an engine runs for ``workspace``: the one definition the screen, `cockpit
+    status` and the commands share."""
+    return state.running(engine_lock_held(workspace))

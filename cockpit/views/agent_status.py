@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent import names
+from cockpit.store.state import EngineState
 
 # The phases in which an experiment is in flight: being proposed, waiting, trained, scored.
 IN_FLIGHT_PHASES = ("proposing", "awaiting_approval", "training", "evaluating")
@@ -127,7 +128,7 @@ class ModelPaused:
 
 
 def in_flight(
-    state: Mapping[str, Any],
+    state: EngineState,
     experiments: Mapping[int, ExperimentLike],
     *,
     running: bool,
@@ -139,20 +140,14 @@ def in_flight(
     proposes next (state ``proposer``) is not asked for as long as the phase says proposing,
     and naming it as the one asked kept "asking optuna" on screen through a hang whose
     drafting had ended."""
-    number = state.get("experiment")
-    if not running or state.get("phase") not in IN_FLIGHT_PHASES or not isinstance(number, int):
+    number = state.experiment
+    if not running or state.phase not in IN_FLIGHT_PHASES or number is None:
         return None
     experiment = experiments.get(number)
     if experiment is not None:
         return ProposedBy(number, experiment.proposer, experiment.model, experiment.status)
-    asking = state.get("asking") or None
-    model = state.get("model") if asking == names.LLM else None
-    return ProposedBy(
-        number,
-        None if asking is None else str(asking),
-        None if model is None else str(model),
-        "proposing",
-    )
+    asking = state.asking
+    return ProposedBy(number, asking, state.model if asking == names.LLM else None, "proposing")
 
 
 def recent_proposers(

@@ -22,7 +22,7 @@ import bisect
 import dataclasses
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,9 @@ from cockpit.store.journal import (
     Journal,
     Run,
 )
+from cockpit.store.lock import engine_lock_held
 from cockpit.store.samples import MonitorSample
+from cockpit.store.state import EngineState
 from cockpit.store.trials import (
     LossPoint,
     current_trial_start,
@@ -60,7 +62,6 @@ from cockpit.views.readmodel import (
     journal_file,
     ledger_row,
     monitor_samples,
-    pid_alive,
     read_status,
     shown_status,
     with_deltas,
@@ -92,14 +93,12 @@ class JournalPoller:
         workspace: Path,
         *,
         workspace_label: str | None = None,
-        alive: Callable[[int], bool] = pid_alive,
         gpu_history: int = GPU_HISTORY,
         event_history: int = EVENT_HISTORY,
     ) -> None:
         self.workspace = Path(workspace)
         self.path = journal_file(self.workspace)
         self.label = workspace_label or display_path(self.workspace)
-        self._alive = alive
         self._gpu_history = gpu_history
         self._event_history = event_history
         self._lock = threading.Lock()
@@ -210,9 +209,10 @@ class JournalPoller:
         return Delta(reset=fresh, status=status)
 
     def _poll(self, journal: Journal) -> Delta:
-        state = journal.all_state()
+        state = journal.engine_state()
         run = journal.latest_run()
-        status = read_status(self.label, state, run, alive=self._alive)
+        running = state.running(engine_lock_held(self.workspace))
+        status = read_status(self.label, state, run, running=running)
         snapshot = self.snapshot
         reset = self._fresh or (run is not None and run.id != snapshot.run_id)
         if reset:
@@ -223,7 +223,7 @@ class JournalPoller:
             self._fresh = False
         previous_status = None if reset else snapshot.status
         snapshot.status = status
-        stream = str(state.get("agent_stream") or "")
+        stream = state.agent_stream
         stream_changed = reset or stream != snapshot.agent_stream
         snapshot.agent_stream = stream
         answered = self._answered(journal)
@@ -239,7 +239,7 @@ class JournalPoller:
         events = self._read_events(journal, run, reset)
         next_number = journal.next_number(run.id)
         fingerprint = (
-            tuple(sorted((k, repr(v)) for k, v in state.items() if k != "agent_stream")),
+            dataclasses.replace(state, agent_stream=""),
             run,
             self._last_event_id,
             next_number,
@@ -334,19 +334,19 @@ class JournalPoller:
             ledger[row.number] = row
         return tuple(changed)
 
-    def _current_number(self, state: Mapping[str, Any]) -> int | None:
+    def _current_number(self, state: EngineState) -> int | None:
         """The experiment the detail panels follow: the one the engine works on, or else the
         latest one."""
         ledger = self.snapshot.ledger
-        experiment = state.get("experiment")
-        if isinstance(experiment, int) and experiment in ledger:
+        experiment = state.experiment
+        if experiment is not None and experiment in ledger:
             return experiment
         return max(ledger) if ledger else None
 
     def _update_current(
         self,
         journal: Journal,
-        state: Mapping[str, Any],
+        state: EngineState,
         fetched: Mapping[int, Experiment],
         workers: Sequence[WorkerRow],
     ) -> bool:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from agent import names
 from cockpit.store.journal import (
@@ -26,7 +24,7 @@ from cockpit.store.journal import (
 )
 from cockpit.store.paths import WorkspacePaths
 from cockpit.store.samples import MonitorSample
-from cockpit.store.state import PendingStop
+from cockpit.store.state import EngineState, PendingStop
 from cockpit.store.trials import (
     LossPoint,
     latest_curve,
@@ -60,14 +58,6 @@ def display_path(path: Path, home: Path | None = None) -> str:
         return str(path)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (and is not a zombie)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 # ---------------------------------------------------------------------------------------------
 # records
 
@@ -97,11 +87,11 @@ class WorkerRow:
         return int(index) if kind == "cuda" and index.isdigit() else None
 
 
-def read_workers(state: Mapping[str, Any]) -> tuple[WorkerRow, ...]:
+def read_workers(state: EngineState) -> tuple[WorkerRow, ...]:
     """The engine's workers, from its ``workers`` state key."""
     rows = []
-    for entry in state.get("workers") or []:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("worker"), int):
+    for entry in state.workers:
+        if not isinstance(entry.get("worker"), int):
             continue
         number, started, budget = (
             entry.get("experiment"),
@@ -318,62 +308,57 @@ class Delta:
 
 def read_status(
     workspace: str,
-    state: Mapping[str, Any],
+    state: EngineState,
     run: Run | None,
     *,
+    running: bool,
     journal_exists: bool = True,
-    alive: Callable[[int], bool] = pid_alive,
 ) -> StatusInfo:
-    """The status line from the engine's state keys and the latest run."""
-    pid = state.get("pid")
-    running = isinstance(pid, int) and alive(pid) and state.get("phase") != "stopped"
-    phase = str(state.get("phase") or "stopped") if running else "stopped"
-    time_left = state.get("time_left") if phase == "training" else None
+    """The status line from the engine's state and the latest run; ``running``: whether the
+    engine runs (`cockpit.store.state.engine_running`)."""
+    phase = (state.phase or "starting") if running else "stopped"
     trainer: Mapping[str, Any] = {}
     if run is not None:
         trainer = run.config.get("trainer", {}) if isinstance(run.config, Mapping) else {}
     budget = trainer.get("budget_seconds")
-    experiment = state.get("experiment")
     return StatusInfo(
         workspace=workspace,
         journal_exists=journal_exists,
         engine_running=running,
         phase=phase,
-        experiment=experiment if isinstance(experiment, int) else None,
-        time_left=float(time_left) if isinstance(time_left, (int, float)) else None,
+        experiment=state.experiment,
+        time_left=state.time_left if phase == "training" else None,
         budget_seconds=float(budget) if isinstance(budget, (int, float)) else None,
         run_tag=None if run is None else run.tag,
         branch=None if run is None else run.branch,
         run_status=None if run is None else run.status,
         mode=None if run is None else run.mode,
-        proposer=_text_or_none(state.get("proposer")) or (None if run is None else run.proposer),
-        model=_text_or_none(state.get("model")),
-        agent_state=_text_or_none(state.get("agent_state")),
-        agent_message=_text_or_none(state.get("agent_message")),
-        asking=_text_or_none(state.get("asking")) if running else None,
-        unusable_replies=UnusableReplies.from_state(state.get("agent_replies")),
-        model_paused=ModelPaused.from_state(state.get("agent_paused")),
+        proposer=state.proposer or (None if run is None else run.proposer),
+        model=state.model,
+        agent_state=state.agent_state,
+        agent_message=state.agent_message,
+        asking=state.asking if running else None,
+        unusable_replies=UnusableReplies.from_state(state.agent_replies),
+        model_paused=ModelPaused.from_state(state.agent_paused),
         search_split=read_search_split(state),
         best_val_bpb=None if run is None else run.best_val_bpb,
         baseline_val_bpb=None if run is None else run.baseline_val_bpb,
-        keep_margin_bpb=_float_or_none(state.get("keep_margin_bpb")),
+        keep_margin_bpb=state.keep_margin_bpb,
         metric=str(trainer.get("metric") or "val_bpb"),
         self_reported=bool(trainer.get("command")),
-        confinement=Confinement.from_dict(state.get("confinement")),
+        confinement=Confinement.from_dict(state.confinement),
         workers=read_workers(state) if running else (),
-        stopping=PendingStop.from_state(state) if running else None,
+        stopping=state.stopping if running else None,
     )
 
 
-def read_search_split(state: Mapping[str, Any]) -> dict[str, float] | None:
+def read_search_split(state: EngineState) -> dict[str, float] | None:
     """The hybrid's shares of the next experiments (state ``search_split``), while the hybrid
     proposes (state ``proposer``): None when another proposer does (the split of a hybrid
     standing aside, or of an earlier run, is not in effect), or when the value is not a
     non-empty mapping of names to numbers."""
-    if state.get("proposer") != names.HYBRID:
-        return None
-    value = state.get("search_split")
-    if not isinstance(value, Mapping) or not value:
+    value = state.search_split
+    if state.proposer != names.HYBRID or not value:
         return None
     numbers = all(
         isinstance(name, str) and isinstance(share, (int, float)) and not isinstance(share, bool)
@@ -395,7 +380,7 @@ def describe_split(split: Mapping[str, float], model: str | None = None) -> str:
 
 
 def with_proposers(
-    status: StatusInfo, state: Mapping[str, Any], ledger: Mapping[int, LedgerRow]
+    status: StatusInfo, state: EngineState, ledger: Mapping[int, LedgerRow]
 ) -> StatusInfo:
     """The status with who proposed the experiment in flight and the latest ones before it."""
     current = in_flight(state, ledger, running=status.engine_running)

@@ -23,7 +23,7 @@ from textual.widgets import Input, Static, TabbedContent
 from cockpit.bench.ui_bench import build_workspace
 from cockpit.store.journal import Command, Journal
 from cockpit.ui.agent_panel import AgentPanel
-from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, choose_theme, create_app
+from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, create_app
 from cockpit.ui.decision_log import DecisionLog
 from cockpit.ui.gpu_panel import GpuPanel
 from cockpit.ui.ledger_table import LedgerTable
@@ -31,6 +31,7 @@ from cockpit.ui.plot import Axis, BrailleCanvas, Series, bar, chart, sparkline
 from cockpit.ui.preferences import preferences_path, saved_theme
 from cockpit.ui.screens import HelpScreen, PromptScreen
 from cockpit.ui.status_line import StatusLine
+from cockpit.ui.theme_choice import choose_theme
 from cockpit.views.readmodel import journal_file
 from tests.conftest import REPO
 from tests.helpers import make_workspace
@@ -140,11 +141,11 @@ async def test_selecting_a_row_shows_its_diff_and_decision(tmp_path: Path) -> No
         assert third is not None
         diff = app.query_one("#diff-body", Static).content
         assert isinstance(diff, Syntax) and diff.code == third.diff.rstrip("\n")
-        assert app.pinned is not None and app.pinned.number == 3
-        assert app.pinned.decision_reason == third.decision_reason
+        assert app.state.pinned is not None and app.state.pinned.number == 3
+        assert app.state.pinned.decision_reason == third.decision_reason
         assert app.query_one("#diff").border_title == "Experiment #3"
         await press_and_settle(pilot, "escape")
-        assert app.pinned_number is None
+        assert app.state.pinned_number is None
         assert app.query_one("#diff").border_title == "Proposal"
 
 
@@ -594,9 +595,9 @@ async def test_pressing_a_makes_a_real_engine_go_on(tmp_path: Path) -> None:
         app = create_app(root, poll_seconds=0.1)
         async with app.run_test(size=WIDE) as pilot:
             deadline = time.monotonic() + 10
-            while app.status.awaiting_approval != number and time.monotonic() < deadline:
+            while app.state.status.awaiting_approval != number and time.monotonic() < deadline:
                 await pilot.pause(0.1)
-            assert app.status.awaiting_approval == number
+            assert app.state.status.awaiting_approval == number
             await pilot.press("a")
             deadline = time.monotonic() + 20
             while (
@@ -608,10 +609,11 @@ async def test_pressing_a_makes_a_real_engine_go_on(tmp_path: Path) -> None:
             # The engine answers, and the screen sees the experiment move on.
             deadline = time.monotonic() + 10
             while (
-                app.ledger.get(number) is None or app.ledger[number].status == "awaiting_approval"
+                app.state.ledger.get(number) is None
+                or app.state.ledger[number].status == "awaiting_approval"
             ) and time.monotonic() < deadline:
                 await pilot.pause(0.1)
-            assert app.ledger[number].status != "awaiting_approval"
+            assert app.state.ledger[number].status != "awaiting_approval"
         assert engine.wait(timeout=60) == 0
     finally:
         if engine.poll() is None:

@@ -157,7 +157,7 @@ async def test_every_key_reaches_a_real_engine_and_the_engine_acts_on_it(
 
             # a: approve; the engine trains it and decides.
             await until(
-                pilot, lambda: app.status.awaiting_approval == second, "the screen to see #2"
+                pilot, lambda: app.state.status.awaiting_approval == second, "the screen to see #2"
             )
             await pilot.press("a")
             await until(
@@ -171,7 +171,7 @@ async def test_every_key_reaches_a_real_engine_and_the_engine_acts_on_it(
             decided = experiment(root, second).decision
             await until(
                 pilot,
-                lambda: second in app.ledger and app.ledger[second].decision == decided,
+                lambda: second in app.state.ledger and app.state.ledger[second].decision == decided,
                 "the screen to see the decision",
             )
             await select(pilot, second)
@@ -194,7 +194,7 @@ async def test_every_key_reaches_a_real_engine_and_the_engine_acts_on_it(
             for _attempt in range(3):
                 await until(
                     pilot,
-                    lambda: phase(root) == "training" and app.status.phase == "training",
+                    lambda: phase(root) == "training" and app.state.status.phase == "training",
                     "a training the screen sees",
                     60,
                 )

@@ -87,7 +87,7 @@ async def test_selecting_a_worker_shows_its_experiment_and_s_stops_only_it(
         panel.move_cursor(row=1)
         await pilot.press("enter")
         await settle(pilot)
-        assert isinstance(app, CockpitApp) and app.pinned_number == second
+        assert isinstance(app, CockpitApp) and app.state.pinned_number == second
         assert app.query_one(DiffView).border_title == f"Experiment #{second}"
         await pilot.press("s")
         await settle(pilot)

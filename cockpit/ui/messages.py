@@ -4,6 +4,7 @@ every change of state.
 Messages that carry a whole picture (the status, the loss curves, the GPU history, the
 agent's stream) replace an older one of their kind still waiting in the queue, so a busy
 screen never falls behind; those that carry increments (ledger rows, events) never do.
+`delta_messages` turns what one read of the journal found into them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from textual.message import Message
 
 from cockpit.store.journal import Command
 from cockpit.views.readmodel import (
+    Delta,
     EventLine,
     ExperimentDetail,
     GpuHistory,
@@ -123,3 +125,27 @@ class CommandFailed(Message):
 
     kind: str
     error: str
+
+
+def delta_messages(delta: Delta) -> list[Message]:
+    """The messages that carry a poll's changes to the app, in the order to apply them."""
+    messages: list[Message] = []
+    if delta.reset:
+        messages.append(RunReset())
+    if delta.status is not None:
+        messages.append(StatusChanged(delta.status))
+    if delta.ledger:
+        messages.append(LedgerChanged(delta.ledger))
+    if delta.events:
+        messages.append(EventsAdded(delta.events))
+    if delta.current_changed:
+        messages.append(CurrentChanged(delta.current))
+    if delta.loss is not None:
+        messages.append(LossChanged(delta.loss))
+    if delta.gpu is not None:
+        messages.append(GpuChanged(delta.gpu))
+    if delta.agent_stream is not None:
+        messages.append(AgentStreamChanged(delta.agent_stream))
+    if delta.answered:
+        messages.append(CommandsAnswered(delta.answered))
+    return messages

@@ -383,6 +383,41 @@ def test_a_thousand_experiments_load_once_and_idle_polls_find_nothing(tmp_path: 
     poller.close()
 
 
+def test_a_quiet_journal_costs_a_poll_one_pragma_and_a_change_wakes_it(tmp_path: Path) -> None:
+    """Wake only on change: while nothing is written and no engine starts or dies, a poll
+    asks SQLite one question and reads nothing; a commit by the engine, or its lock taken or
+    let go (an engine killed writes nothing), makes the next poll read."""
+    with open_journal(tmp_path) as journal:
+        run = fill_journal(journal, experiments=30, phase="stopped", samples=5)
+    poller = JournalPoller(tmp_path)
+    assert len(poller.poll().ledger) == 31
+    statements: list[str] = []
+    assert poller._journal is not None
+    poller._journal._conn.set_trace_callback(statements.append)
+    assert all(poller.poll().empty for _ in range(5))
+    assert statements == ["PRAGMA data_version"] * 5, statements
+
+    with open_journal(tmp_path) as journal:
+        journal.add_event("note", "a note from the researcher", run_id=run.id)
+    statements.clear()
+    woken = poller.poll()
+    assert [line.message for line in woken.events] == ["a note from the researcher"]
+    assert len(statements) > 1 and poller.poll().empty
+
+    stand_in_engine(tmp_path)  # an engine takes the lock and starts training
+    try:
+        with open_journal(tmp_path) as journal:
+            journal.set_state(phase="training", pid=os.getpid())
+        started = poller.poll().status
+        assert started is not None and started.engine_running and started.phase == "training"
+        assert poller.poll().empty
+    finally:
+        release_engine(tmp_path)  # ... and is killed: it writes nothing more
+    gone = poller.poll().status
+    assert gone is not None and not gone.engine_running and gone.phase == "stopped"
+    poller.close()
+
+
 def test_the_poller_reopens_after_the_journal_goes_away(tmp_path: Path) -> None:
     with open_journal(tmp_path) as journal:
         fill_journal(journal, experiments=1, phase="stopped")

@@ -21,6 +21,7 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sqlite3
@@ -176,6 +177,43 @@ class Experiment:
     def short_commit(self) -> str:
         """The first seven characters of the commit, as results.tsv and git show it."""
         return (self.commit_sha or "")[:7]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """An experiment as a ledger lists it: the columns a row of the screen shows, read without
+    its diff, hypothesis, summary or details, so that a run of ten thousand reads at once."""
+
+    id: int
+    number: int
+    commit_sha: str | None
+    val_bpb: float | None
+    peak_memory_mb: float | None
+    status: str
+    decision: str | None
+    proposer: str | None
+    model: str | None
+    description: str
+    decision_reason: str | None
+    best_before: Any  # the best when it was decided, as the decision's evidence recorded it
+    log_path: str | None
+    attempt: int
+
+    @property
+    def is_final(self) -> bool:
+        """Whether nothing more will happen to this experiment."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def short_commit(self) -> str:
+        """The first seven characters of the commit, as results.tsv and git show it."""
+        return (self.commit_sha or "")[:7]
+
+
+_LEDGER_COLUMNS = (
+    "id, number, commit_sha, val_bpb, peak_memory_mb, status, decision, proposer, model, "
+    "description, decision_reason, {best_before} AS best_before, log_path, attempt"
+)
 
 
 @dataclass(frozen=True)
@@ -653,6 +691,42 @@ class Journal:
         """Every experiment of a run, in number order."""
         rows = self._rows("SELECT * FROM experiments WHERE run_id = ? ORDER BY number", (run_id,))
         return [_from_row(Experiment, row) for row in rows]
+
+    def ledger(self, run_id: int, numbers: Iterable[int] | None = None) -> list[LedgerEntry]:
+        """The run's experiments as a ledger lists them (``numbers``: those only), in number
+        order; one query, with the decision's recorded best taken out of its details by
+        SQLite."""
+        # Version 1 had no details; SQLite builds without JSON functions are rare but exist.
+        if self._user_version() < 2:
+            best_before = "NULL"
+        elif self._has_json:
+            best_before = "json_extract(details_json, '$.evidence.best_before')"
+        else:
+            best_before = "NULL"
+        sql = f"SELECT {_LEDGER_COLUMNS.format(best_before=best_before)} FROM experiments "
+        sql += "WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if numbers is not None:
+            wanted = sorted(set(numbers))
+            if not wanted:
+                return []
+            sql += f" AND number IN ({', '.join('?' * len(wanted))})"
+            params += wanted
+        rows = self._rows(sql + " ORDER BY number", params)
+        return [LedgerEntry(*row) for row in rows]
+
+    @functools.cached_property
+    def _has_json(self) -> bool:
+        try:
+            self._rows("SELECT json_extract('{}', '$.a')")
+        except sqlite3.OperationalError:
+            return False
+        return True
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the journal (SQLite's
+        ``PRAGMA data_version``): a reader that finds it unchanged has nothing new to read."""
+        return int(self._rows("PRAGMA data_version")[0][0])
 
     def next_number(self, run_id: int) -> int:
         """The number the next experiment of the run gets (0, the baseline, for the first)."""

@@ -4,15 +4,18 @@ A `JournalPoller` (one per screen, used from a worker thread) keeps a `Snapshot`
 the screen shows and, on each `poll()`, reads only what may have changed since the previous one
 and returns it as a `Delta`:
 
-- state and run: two small reads each time;
-- experiments: new numbers, the unfinished ones and those a new decision event names, and
+- first, whether anything can have changed: the journal's data version (SQLite's count of
+  other connections' commits), its file and the engine's lock. A quiet journal costs a
+  pragma, a stat and a look at the kernel's lock table, and the poll returns at once;
+- state and run: two small reads;
+- experiments, as the ledger lists them (`Journal.ledger`: no diffs, no details): new numbers, the unfinished ones and those a new decision event names, and
   only when the state, the run, the events or the numbering moved (the engine's heartbeat
   moves every second while it runs, so nothing waits longer than that);
 - events after the last id, GPU samples after the last time, and loss points of the live
   experiment after the last one seen.
 
-A ledger of a thousand experiments therefore costs one full read when the screen opens and a
-few indexed reads afterwards. What it reads, and how a row or a status is made of it, is
+A ledger of ten thousand experiments therefore costs one lean read when the screen opens and a
+few indexed reads afterwards, and nothing while the journal is quiet. What it reads, and how a row or a status is made of it, is
 `cockpit.views.readmodel`'s. Nothing here imports Textual.
 """
 
@@ -20,17 +23,18 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cockpit.store.journal import (
     Command,
-    Experiment,
     Journal,
+    LedgerEntry,
     Run,
 )
 from cockpit.store.lock import engine_lock_held
@@ -61,6 +65,7 @@ from cockpit.views.readmodel import (
     experiment_detail_without_curve,
     journal_file,
     ledger_row,
+    ledger_rows,
     monitor_samples,
     read_status,
     shown_status,
@@ -105,6 +110,7 @@ class JournalPoller:
         self._journal: Journal | None = None
         self.snapshot = Snapshot(status=StatusInfo(workspace=self.label))
         self._fresh = True  # nothing sent yet: the first poll sends everything
+        self._last_wake: tuple[tuple[int, int], int, bool] | None = None
         self._watch_lock = threading.Lock()
         self._watched: set[int] = set()
         self._reset_follow()
@@ -119,6 +125,8 @@ class JournalPoller:
         self._best_key: tuple[int, str | None] | None = None
         self._best_curve: tuple[LossPoint, ...] = ()
         self._trial_keys: dict[int, tuple[str | None, int]] = {}
+        # (best commit, live number, best number), worked out of the ledger as it is.
+        self._ledger_facts: tuple[str | None, int | None, int | None] | None = None
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -170,7 +178,13 @@ class JournalPoller:
             if journal is None:
                 return self._no_journal()
             try:
-                return self._poll(journal)
+                wake = self._wake(journal)
+                if wake is None:
+                    return self._no_journal()
+                if wake == self._last_wake and not self._fresh:
+                    return Delta()  # nothing was written and the engine is as it was
+                self._last_wake = wake
+                return self._poll(journal, running_lock=wake[2])
             except Exception:
                 # The next poll starts from a fresh connection (and a full read).
                 self._close()
@@ -208,10 +222,22 @@ class JournalPoller:
         self.snapshot = Snapshot(status=status)
         return Delta(reset=fresh, status=status)
 
-    def _poll(self, journal: Journal) -> Delta:
+    def _wake(self, journal: Journal) -> tuple[tuple[int, int], int, bool] | None:
+        """What must move for a poll to find anything: the journal's file (a new one, after
+        the old was removed), its data version (a commit by the engine or a command's
+        answer) and the engine's lock (an engine that dies writes nothing). None: the file is
+        gone, and the connection with it."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            self._close()
+            return None
+        return (stat.st_dev, stat.st_ino), journal.data_version(), engine_lock_held(self.workspace)
+
+    def _poll(self, journal: Journal, *, running_lock: bool) -> Delta:
         state = journal.engine_state()
         run = journal.latest_run()
-        running = state.running(engine_lock_held(self.workspace))
+        running = state.running(running_lock)
         status = read_status(self.label, state, run, running=running)
         snapshot = self.snapshot
         reset = self._fresh or (run is not None and run.id != snapshot.run_id)
@@ -249,7 +275,7 @@ class JournalPoller:
         if reset or fingerprint != self._fingerprint:
             self._fingerprint = fingerprint
             fetched = self._read_experiments(journal, run, reset, next_number, events)
-            ledger = self._merge_ledger(fetched.values(), status.workers)
+            ledger = self._merge_ledger(fetched, status.workers, reset)
             current_changed = self._update_current(journal, state, fetched, status.workers)
         status = with_proposers(status, state, snapshot.ledger)
         status = snapshot.status = self._with_losses(journal, status, snapshot.ledger)
@@ -287,10 +313,10 @@ class JournalPoller:
         reset: bool,
         next_number: int,
         events: Sequence[EventLine],
-    ) -> dict[int, Experiment]:
-        """The experiments that may have changed, by number."""
+    ) -> dict[int, LedgerEntry]:
+        """The ledger's entries of the experiments that may have changed, by number."""
         if reset:
-            found = {e.number: e for e in journal.experiments(run.id)}
+            found = journal.ledger(run.id)
         else:
             numbers = set(range(self._next_number, next_number))
             numbers |= {row.number for row in self.snapshot.ledger.values() if not row.is_final}
@@ -301,28 +327,30 @@ class JournalPoller:
             current = self.snapshot.status.experiment
             if current is not None and current < next_number:
                 numbers.add(current)
-            found = {}
-            for number in sorted(numbers):
-                experiment = journal.experiment(run.id, number)
-                if experiment is not None:
-                    found[number] = experiment
+            found = journal.ledger(run.id, numbers)
         self._next_number = next_number
-        for experiment in found.values():
-            self._trial_keys[experiment.number] = (experiment.log_path, experiment.attempt)
-        return found
+        for entry in found:
+            self._trial_keys[entry.number] = (entry.log_path, entry.attempt)
+        return {entry.number: entry for entry in found}
 
     def _merge_ledger(
-        self, experiments: Iterable[Experiment], workers: Sequence[WorkerRow]
+        self, entries: Mapping[int, LedgerEntry], workers: Sequence[WorkerRow], reset: bool
     ) -> tuple[LedgerRow, ...]:
-        """Fold fetched experiments into the ledger; the rows that changed (their Δ too)."""
+        """Fold fetched entries into the ledger; the rows that changed (their Δ too)."""
         ledger = self.snapshot.ledger
+        if reset:  # the whole ledger, read at once: every row is new
+            rows = ledger_rows(entries.values(), workers)
+            ledger.clear()
+            ledger.update((row.number, row) for row in rows)
+            self._ledger_changed()
+            return tuple(rows)
         previous = dict(ledger)
         touched = False
-        for experiment in experiments:
-            fresh = ledger_row(experiment, workers)
-            old = ledger.get(experiment.number)
+        for entry in entries.values():
+            fresh = ledger_row(entry, workers)
+            old = ledger.get(entry.number)
             if old is None or dataclasses.replace(old, delta_vs_best=None) != fresh:
-                ledger[experiment.number] = fresh
+                ledger[entry.number] = fresh
                 touched = True
         if not touched:
             return ()
@@ -332,7 +360,12 @@ class JournalPoller:
             if previous.get(row.number) != row:
                 changed.append(row)
             ledger[row.number] = row
+        self._ledger_changed()
         return tuple(changed)
+
+    def _ledger_changed(self) -> None:
+        """Forget what was worked out of the ledger as it was (the live and best numbers)."""
+        self._ledger_facts = None
 
     def _current_number(self, state: EngineState) -> int | None:
         """The experiment the detail panels follow: the one the engine works on, or else the
@@ -347,7 +380,7 @@ class JournalPoller:
         self,
         journal: Journal,
         state: EngineState,
-        fetched: Mapping[int, Experiment],
+        fetched: Mapping[int, LedgerEntry],
         workers: Sequence[WorkerRow],
     ) -> bool:
         number = self._current_number(state)
@@ -356,13 +389,12 @@ class JournalPoller:
             changed = snapshot.current is not None
             snapshot.current = None
             return changed
-        experiment = fetched.get(number)
+        same = snapshot.current is not None and snapshot.current.number == number
+        if same and number not in fetched:
+            return False
+        experiment = journal.experiment(snapshot.run_id or 0, number)
         if experiment is None:
-            if snapshot.current is not None and snapshot.current.number == number:
-                return False
-            experiment = journal.experiment(snapshot.run_id or 0, number)
-            if experiment is None:
-                return False
+            return False
         detail = dataclasses.replace(
             experiment_detail_without_curve(experiment),
             status=shown_status(experiment, workers),
@@ -374,26 +406,31 @@ class JournalPoller:
 
     # -- loss curves -------------------------------------------------------------------------
 
-    def _live_number(self) -> int | None:
-        trained = [row.number for row in self.snapshot.ledger.values() if row.trained]
-        return max(trained) if trained else None
-
-    def _best_number(self, run: Run) -> int | None:
-        if run.best_commit is None:
-            return None
-        kept = [
-            row.number
-            for row in self.snapshot.ledger.values()
-            if row.commit and run.best_commit.startswith(row.commit) and row.decision == "keep"
-        ]
-        return max(kept) if kept else None
+    def _facts(self, run: Run) -> tuple[int | None, int | None]:
+        """The live number (the latest trained) and the best run's number (the latest keep of
+        the run's best commit), worked out once per change of the ledger or of the best."""
+        key = run.best_commit
+        if self._ledger_facts is None or self._ledger_facts[0] != key:
+            rows = self.snapshot.ledger.values()
+            live = max((row.number for row in rows if row.trained), default=None)
+            best = None
+            if key is not None:
+                best = max(
+                    (
+                        row.number
+                        for row in rows
+                        if row.commit and key.startswith(row.commit) and row.decision == "keep"
+                    ),
+                    default=None,
+                )
+            self._ledger_facts = (key, live, best)
+        return self._ledger_facts[1], self._ledger_facts[2]
 
     def _read_loss(self, journal: Journal, run: Run, status: StatusInfo) -> LossCurves | None:
         ledger = self.snapshot.ledger
-        live_number = self._live_number()
+        live_number, best_number = self._facts(run)
         live_row = None if live_number is None else ledger[live_number]
         changed = self._follow_live(journal, live_row, status)
-        best_number = self._best_number(run)
         if best_number is not None and best_number != live_number:
             log_path, _attempt = self._trial_keys.get(best_number, (None, 0))
             key = (ledger[best_number].id, log_path)

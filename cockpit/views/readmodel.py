@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from cockpit.store.journal import (
     Event,
     Experiment,
     Journal,
+    LedgerEntry,
     Run,
 )
 from cockpit.store.paths import WorkspacePaths
@@ -389,7 +390,7 @@ def with_proposers(
     return dataclasses.replace(status, in_flight=current, recent_proposers=recent)
 
 
-def shown_status(experiment: Experiment, workers: Iterable[WorkerRow] = ()) -> str:
+def shown_status(experiment: Experiment | LedgerEntry, workers: Iterable[WorkerRow] = ()) -> str:
     """An experiment's status as the screen shows it. The journal says ``training`` until the
     training's process has exited, yet the harness evaluates before that, and the engine's
     worker (state ``workers``, which the header's phase follows) says so: while a worker
@@ -401,25 +402,63 @@ def shown_status(experiment: Experiment, workers: Iterable[WorkerRow] = ()) -> s
     return "evaluating" if phase == "evaluating" else experiment.status
 
 
-def ledger_row(experiment: Experiment, workers: Iterable[WorkerRow] = ()) -> LedgerRow:
-    """An experiment as a ledger row (its Δ is filled in by `with_deltas`); ``workers``: the
-    engine's, whose phase an experiment in training shows (`shown_status`)."""
+def ledger_entry(experiment: Experiment) -> LedgerEntry:
+    """The ledger's columns of a whole experiment (as `Journal.ledger` reads them)."""
     evidence = (experiment.details or {}).get("evidence") or {}
-    best_before = evidence.get("best_before") if isinstance(evidence, Mapping) else None
-    return LedgerRow(
+    return LedgerEntry(
         id=experiment.id,
         number=experiment.number,
-        commit=experiment.short_commit,
+        commit_sha=experiment.commit_sha,
         val_bpb=experiment.val_bpb,
-        memory_mb=experiment.peak_memory_mb,
-        status=shown_status(experiment, workers),
+        peak_memory_mb=experiment.peak_memory_mb,
+        status=experiment.status,
         decision=experiment.decision,
         proposer=experiment.proposer,
         model=experiment.model,
         description=experiment.description,
         decision_reason=experiment.decision_reason,
-        best_before=_float_or_none(best_before),
+        best_before=evidence.get("best_before") if isinstance(evidence, Mapping) else None,
+        log_path=experiment.log_path,
+        attempt=experiment.attempt,
     )
+
+
+def ledger_row(
+    entry: LedgerEntry, workers: Iterable[WorkerRow] = (), delta_vs_best: float | None = None
+) -> LedgerRow:
+    """An experiment as a ledger row (its Δ is filled in by `with_deltas`); ``workers``: the
+    engine's, whose phase an experiment in training shows (`shown_status`)."""
+    return LedgerRow(
+        id=entry.id,
+        number=entry.number,
+        commit=entry.short_commit,
+        val_bpb=entry.val_bpb,
+        memory_mb=entry.peak_memory_mb,
+        status=shown_status(entry, workers),
+        decision=entry.decision,
+        proposer=entry.proposer,
+        model=entry.model,
+        description=entry.description,
+        decision_reason=entry.decision_reason,
+        best_before=_float_or_none(entry.best_before),
+        delta_vs_best=delta_vs_best,
+    )
+
+
+def ledger_rows(
+    entries: Iterable[LedgerEntry], workers: Iterable[WorkerRow] = ()
+) -> list[LedgerRow]:
+    """A whole ledger from its entries, each row with its Δ (see `with_deltas`), in one pass."""
+    workers = tuple(workers)
+    rows = []
+    best: float | None = None
+    for entry in sorted(entries, key=lambda e: e.number):
+        best_before = _float_or_none(entry.best_before)
+        delta = _delta(entry.number, entry.val_bpb, best_before, best)
+        rows.append(ledger_row(entry, workers, delta))
+        if entry.decision == "keep" and entry.val_bpb is not None:
+            best = entry.val_bpb
+    return rows
 
 
 def with_deltas(rows: Iterable[LedgerRow]) -> list[LedgerRow]:
@@ -428,16 +467,22 @@ def with_deltas(rows: Iterable[LedgerRow]) -> list[LedgerRow]:
     result = []
     best: float | None = None
     for row in sorted(rows, key=lambda r: r.number):
-        reference = row.best_before if row.best_before is not None else best
-        delta = (
-            None
-            if row.val_bpb is None or reference is None or row.number == 0
-            else row.val_bpb - reference
-        )
-        result.append(dataclasses.replace(row, delta_vs_best=delta))
+        delta = _delta(row.number, row.val_bpb, row.best_before, best)
+        result.append(row if row.delta_vs_best == delta else replace(row, delta_vs_best=delta))
         if row.decision == "keep" and row.val_bpb is not None:
             best = row.val_bpb
     return result
+
+
+def _delta(
+    number: int, val_bpb: float | None, best_before: float | None, best: float | None
+) -> float | None:
+    """val_bpb minus the best when it was decided (``best_before``, else ``best``, the last
+    kept value before it); None for the baseline or without both numbers."""
+    reference = best_before if best_before is not None else best
+    if val_bpb is None or reference is None or number == 0:
+        return None
+    return val_bpb - reference
 
 
 def event_line(event: Event) -> EventLine:

@@ -458,7 +458,7 @@ def test_state_round_trip(journal: Journal) -> None:
 def test_a_state_key_no_reader_knows_is_refused(journal: Journal) -> None:
     """The keys are EngineState's fields: a misspelt key fails where it is written, not
     silently on a screen that never shows it."""
-    with pytest.raises(ValueError, match="no engine state key phsae.*cockpit/store/state.py"):
+    with pytest.raises(ValueError, match=r"no engine state key phsae.*cockpit/store/state\.py"):
         journal.set_state(phase="training", phsae="evaluating")
     assert journal.get_state("phase") is None  # nothing of the refused write was kept
     with pytest.raises(ValueError, match="no engine state key ollama"):

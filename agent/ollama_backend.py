@@ -27,6 +27,8 @@ import httpx
 import ollama
 import pydantic
 
+from agent.options import OllamaOptions
+
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
 PROBE_TIMEOUT_SECONDS = 10.0  # a health check asks for small answers; it never waits long
@@ -69,21 +71,6 @@ class AgentUnavailable(Exception):
     def state(self) -> AgentState:
         """The server's state that stopped the reply."""
         return self.health.state
-
-
-@dataclass(frozen=True)
-class OllamaOptions:
-    """The ``[agent]`` settings the backend needs, as plain values."""
-
-    host: str = ""  # "" = the OLLAMA_HOST environment variable, else DEFAULT_HOST
-    model: str = "qwen2.5-coder:7b"
-    temperature: float = 0.7
-    num_ctx: int = 16384
-    seed: int = 0  # 0 = unseeded
-    timeout_seconds: float = 300.0
-    unload_before_training: bool = True
-    retry_seconds: float = 60.0
-    on_cpu: bool = False  # keep the model off the GPUs (num_gpu = 0)
 
 
 @dataclass(frozen=True)

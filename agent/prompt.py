@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.options import OllamaOptions
 from agent.proposal import (
     DESCRIPTION_LIMIT,
     CrashReport,
@@ -52,7 +53,6 @@ LATEST_KEPT = 5  # kept experiments that stay in the prompt as long as anything 
 PLATEAU_DEAD_ENDS = 8  # the latest experiments not kept that a plateau's section lists
 CRASH_TAIL_CHARS = 6000
 CRASH_DIFF_LINES = 200
-DEFAULT_NUM_CTX = 16384
 KEPT = "keep"
 
 SYSTEM_PROMPT = """\
@@ -734,7 +734,7 @@ def synthetic_context(experiments: int, script: str, program: str) -> ProposalCo
     )
 
 
-def default_prompt_size(experiments: int, num_ctx: int = DEFAULT_NUM_CTX) -> PromptBuild:
+def default_prompt_size(experiments: int, num_ctx: int = OllamaOptions.num_ctx) -> PromptBuild:
     """The prompt of the default workspace (template train.py and program.md) after
     ``experiments`` experiments."""
     script_path, program_path = _template_files()
@@ -752,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--experiments", type=int, default=50, help="ledger length (default 50)")
     parser.add_argument(
-        "--num-ctx", type=int, default=DEFAULT_NUM_CTX, help="the model's context window"
+        "--num-ctx", type=int, default=OllamaOptions.num_ctx, help="the model's context window"
     )
     parser.add_argument("--show", action="store_true", help="print the messages too")
     args = parser.parse_args(argv)

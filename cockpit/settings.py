@@ -13,6 +13,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.names import HYBRID, PROPOSERS
+from agent.options import OllamaOptions
 from cockpit.store.steering import AUTONOMOUS, MODES
 
 # Name under which the per-user cache directory is created.
@@ -306,13 +307,17 @@ class EngineSettings(BaseModel):
     )
 
 
+# The model server's settings take their defaults from the client's own options.
+_OLLAMA = OllamaOptions()
+
+
 class AgentSettings(BaseModel):
     """The ``[agent]`` section: the local LLM, served by Ollama, that proposes edits."""
 
     model_config = _MODEL_CONFIG
 
     host: str = Field(
-        default="",
+        default=_OLLAMA.host,
         description=(
             'Ollama server address; "" = the OLLAMA_HOST environment variable, else '
             "http://127.0.0.1:11434."
@@ -320,13 +325,13 @@ class AgentSettings(BaseModel):
         json_schema_extra={"allowed": 'a URL such as "http://127.0.0.1:11434", or ""'},
     )
     model: str = Field(
-        default="qwen2.5-coder:7b",
+        default=_OLLAMA.model,
         min_length=1,
         description="The Ollama model that proposes edits (pull it first: ollama pull NAME).",
         json_schema_extra={"allowed": "a model name as `ollama list` shows it"},
     )
     temperature: float = Field(
-        default=0.7,
+        default=_OLLAMA.temperature,
         ge=0,
         le=2,
         allow_inf_nan=False,
@@ -334,19 +339,19 @@ class AgentSettings(BaseModel):
         json_schema_extra={"allowed": "a number from 0 to 2"},
     )
     num_ctx: int = Field(
-        default=16384,
+        default=_OLLAMA.num_ctx,
         ge=2048,
         description="The model's context window in tokens; the prompt is trimmed to fit it.",
         json_schema_extra={"allowed": "an integer, 2048 or more"},
     )
     seed: int = Field(
-        default=0,
+        default=_OLLAMA.seed,
         ge=0,
         description="Sampling seed of the model; 0 = a different one every call.",
         json_schema_extra={"allowed": "an integer, 0 or more (0 = unseeded)"},
     )
     timeout_seconds: float = Field(
-        default=300.0,
+        default=_OLLAMA.timeout_seconds,
         gt=0,
         allow_inf_nan=False,
         description="Longest wait for one reply of the model, in seconds.",
@@ -362,7 +367,7 @@ class AgentSettings(BaseModel):
         json_schema_extra={"allowed": "an integer, 1 or more"},
     )
     unload_before_training: bool = Field(
-        default=True,
+        default=_OLLAMA.unload_before_training,
         description=(
             "Unload the model from the GPU (keep_alive=0) before each training on a GPU, so "
             "the two do not fight over its memory. With several workers the model stays "
@@ -379,7 +384,7 @@ class AgentSettings(BaseModel):
         json_schema_extra={"allowed": 'a list of GPU numbers as strings, e.g. ["3"]'},
     )
     on_cpu: bool = Field(
-        default=False,
+        default=_OLLAMA.on_cpu,
         description=(
             "Ask Ollama to keep the model off the GPUs (num_gpu = 0): every GPU trains, and "
             "the model answers from main memory, several times slower."
@@ -387,7 +392,7 @@ class AgentSettings(BaseModel):
         json_schema_extra={"allowed": "true or false"},
     )
     retry_seconds: float = Field(
-        default=60.0,
+        default=_OLLAMA.retry_seconds,
         gt=0,
         allow_inf_nan=False,
         description=(

@@ -42,11 +42,12 @@ class Standing:
 
 @dataclass(frozen=True)
 class Rules:
-    """The settings a decision follows."""
+    """The settings a decision follows (their defaults are the settings' own: `[engine]`
+    noise_runs and confirm_multiple, `[trainer]` metric)."""
 
-    noise_runs: int = 2  # trainings of the baseline before it is decided
-    confirm_multiple: float = 2.0  # gains under this many margins are trained again first
-    metric: str = "val_bpb"
+    noise_runs: int  # trainings of the baseline before it is decided
+    confirm_multiple: float  # gains under this many margins are trained again first
+    metric: str = "val_bpb"  # the name the reasons quote
     source: str = "harness"  # or "self-reported"
 
 

@@ -91,7 +91,8 @@ def test_while_the_model_is_asked_after_a_restart_the_journal_says_so_not_the_st
     from agent.builtin import BuiltinProposer
     from agent.fallback import FallbackProposer
     from agent.llm import LLMProposer
-    from agent.ollama_backend import Backoff, OllamaBackend, OllamaOptions
+    from agent.ollama_backend import Backoff, OllamaBackend
+    from agent.options import OllamaOptions
     from agent.proposal import ProposalContext
     from cockpit.engine.agents import AgentRecorder, AgentSetup
     from tests.conftest import REPO

@@ -10,8 +10,9 @@ import pytest
 from agent.fallback import FallbackProposer
 from agent.hybrid import Bandit, HybridProposer, apply_floor
 from agent.llm import LLMProposer
-from agent.ollama_backend import OllamaBackend, OllamaOptions
+from agent.ollama_backend import OllamaBackend
 from agent.optimiser import OptunaProposer
+from agent.options import OllamaOptions
 from agent.proposal import (
     AgentEvent,
     LedgerEntry,

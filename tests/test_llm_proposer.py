@@ -11,7 +11,8 @@ import pytest
 from agent.builtin import BuiltinProposer
 from agent.fallback import FallbackProposer
 from agent.llm import LLMProposer, ProposalFailed
-from agent.ollama_backend import AgentState, AgentUnavailable, Backoff, OllamaBackend, OllamaOptions
+from agent.ollama_backend import AgentState, AgentUnavailable, Backoff, OllamaBackend
+from agent.options import OllamaOptions
 from agent.prompt import reply_schema
 from agent.proposal import AgentEvent, CrashReport, NoProposal, ProposalContext, script_hash
 from tests.conftest import REPO

@@ -20,11 +20,11 @@ from agent.ollama_backend import (
     Backoff,
     Health,
     OllamaBackend,
-    OllamaOptions,
     full_model_name,
     model_parameters,
     resolve_host,
 )
+from agent.options import OllamaOptions
 from tests.ollama_server import ErrorReply, Garbage, Hang, OllamaDouble, Reply, Truncated
 
 MODEL = "qwen2.5-coder:7b"

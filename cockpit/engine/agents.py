@@ -225,7 +225,8 @@ def build_agent(settings: Settings, *, seed: int | None = None) -> AgentSetup:
     from agent.fallback import FallbackProposer
     from agent.hybrid import Bandit, HybridProposer
     from agent.llm import LLMProposer
-    from agent.ollama_backend import Backoff, OllamaBackend, OllamaOptions
+    from agent.ollama_backend import Backoff, OllamaBackend
+    from agent.options import OllamaOptions
 
     agent = settings.agent
     backend = OllamaBackend(

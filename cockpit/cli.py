@@ -672,7 +672,7 @@ def _steer(args: argparse.Namespace) -> Steer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cockpit.engine.workspace import WorkspaceError
+    from cockpit.engine.workspace_error import WorkspaceError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -16,7 +16,8 @@ from cockpit.config import Settings, load_settings
 from cockpit.engine.agents import build_agent
 from cockpit.engine.executors import executor_for
 from cockpit.engine.loop import Engine, EngineOptions, journal_path
-from cockpit.engine.workspace import Workspace, WorkspaceError
+from cockpit.engine.workspace import Workspace
+from cockpit.engine.workspace_error import WorkspaceError
 from cockpit.errors import EngineError
 from cockpit.store.journal import Journal, JournalError, Run
 from cockpit.store.lock import engine_lock_held, engine_lock_pid

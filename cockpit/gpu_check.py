@@ -483,7 +483,7 @@ def read_outcomes(workspace: Path) -> list[LoopOutcome]:
 def run_loop_part(options: GpuCheckOptions, folder: Path, progress: TextIO) -> LoopFigures:
     """The research loop on a fresh workspace under ``folder``, as the search bench runs it."""
     from cockpit.bench.search_bench import SearchOptions, run_one
-    from cockpit.engine.workspace import WorkspaceError
+    from cockpit.engine.workspace_error import WorkspaceError
     from cockpit.errors import EngineError
     from cockpit.store.journal import JournalError
 

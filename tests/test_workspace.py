@@ -17,14 +17,9 @@ import pygit2
 import pytest
 from pygit2.enums import ConfigLevel
 
-from cockpit.engine.workspace import (
-    FALLBACK_EMAIL,
-    FALLBACK_NAME,
-    Workspace,
-    WorkspaceError,
-    default_tag,
-    lines_of_code,
-)
+from cockpit.engine.script_commits import FALLBACK_EMAIL, FALLBACK_NAME
+from cockpit.engine.workspace import Workspace, default_tag, lines_of_code
+from cockpit.engine.workspace_error import WorkspaceError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cockpit" / "template"
 BASE_SCRIPT = "LEARNING_RATE = 0.003\nDEPTH = 4\n\n\ndef train(ctx):\n    return None\n"

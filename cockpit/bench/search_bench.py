@@ -616,7 +616,7 @@ def verify_best(
 
 def run_search_bench(options: SearchOptions, *, as_json: bool) -> int:
     """Run every proposer on every seed, print the figures, draw search.png under --out."""
-    from cockpit.engine.workspace import WorkspaceError
+    from cockpit.engine.workspace_error import WorkspaceError
     from cockpit.errors import EngineError
     from cockpit.store.journal import JournalError
 

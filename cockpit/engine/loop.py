@@ -52,7 +52,8 @@ from cockpit.engine.workers import (
     plan_workers,
     visible_gpus,
 )
-from cockpit.engine.workspace import Workspace, WorkspaceError, default_tag, lines_of_code
+from cockpit.engine.workspace import Workspace, default_tag, lines_of_code
+from cockpit.engine.workspace_error import WorkspaceError
 from cockpit.errors import EngineError
 from cockpit.store.journal import Experiment, Journal, Run
 from cockpit.store.lock import engine_lock

@@ -132,32 +132,34 @@ def _wait(monkeypatch: pytest.MonkeyPatch, said: float, runs: float) -> tuple[ob
     import sys
     import time
 
-    from trainer import harness
+    from trainer import supervise
     from trainer.bounds import Bounds, Watch
     from trainer.context import MetricsSink
+    from trainer.outcomes import Outcome
+    from trainer.relay import Relay
 
     # Small limits, so that the test takes seconds: 2 s to start, 1 s of budget, 0.5 s grace,
     # 0.5 s for the watchdog's margin and 0.5 s to export.
-    monkeypatch.setattr(harness, "STARTUP_ALLOWANCE_SECONDS", 2.0)
-    monkeypatch.setattr(harness, "HARD_STOP_MARGIN_SECONDS", 0.5)
-    monkeypatch.setattr(harness, "export_limit_seconds", lambda budget: 0.5)
+    monkeypatch.setattr(supervise, "STARTUP_ALLOWANCE_SECONDS", 2.0)
+    monkeypatch.setattr(supervise, "HARD_STOP_MARGIN_SECONDS", 0.5)
+    monkeypatch.setattr(supervise, "export_limit_seconds", lambda budget: 0.5)
     read_end, write_end = os.pipe()
     child = subprocess.Popen(
         [sys.executable, "-c", TRAINING, str(said), str(runs), str(write_end)],
         pass_fds=(write_end,),
     )
     os.close(write_end)
-    relay = harness.Relay(read_end, MetricsSink.open(None, None))
+    relay = Relay(read_end, MetricsSink.open(None, None))
     started = time.perf_counter()
     try:
         watch = Watch(Bounds(disk_mb=0), child.pid, os.getcwd())  # no folder to add up
-        code, cut = harness._wait_for_training(child, relay, watch, 1.0, 0.5)
+        code, cut = supervise._wait_for_training(child, relay, watch, 1.0, 0.5)
     finally:
         child.kill()
         child.wait()
     seconds = time.perf_counter() - started
     if cut is not None:
-        assert cut.outcome is harness.Outcome.TIMEOUT
+        assert cut.outcome is Outcome.TIMEOUT
     return code, cut.reason if cut is not None else "", seconds
 
 

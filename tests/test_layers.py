@@ -13,8 +13,7 @@ import pytest
 
 from cockpit.config import TrainerSettings
 from tests.conftest import REPO
-from trainer.harness import HarnessOptions
-
+from trainer.options import HarnessOptions
 
 
 def modules_after_import(*names: str) -> set[str]:

@@ -17,7 +17,7 @@ import torch
 
 from tests.conftest import SCRIPTS, run_harness, tagged
 from trainer.confine import FULL, LAYERS, OFF, Layer
-from trainer.harness import resolve_device
+from trainer.device import resolve_device
 from trainer.outcomes import HarnessStop, Outcome
 from trainer.probe import THREAD_NAMES_ENV, Attempt, Step, check_device, decide
 from trainer.walls import allowed_environment, nvidia_present

@@ -29,9 +29,9 @@ import torch
 from tests.conftest import SCRIPTS, HarnessRun, run_harness
 from tests.models import Tiny
 from trainer import readback
-from trainer.harness import MAX_FIGURES_BYTES
 from trainer.outcomes import Outcome
 from trainer.program import MAX_PROGRAM_BYTES, ProgramError, export_forward, load_program
+from trainer.supervise import MAX_FIGURES_BYTES
 
 CPU = torch.device("cpu")
 BOMB_BYTES = 2 << 30  # what a bomb member inflates to, from about 2 MB

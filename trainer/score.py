@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from trainer.data import SPLITS, CorpusError, prepare_corpus
+from trainer.device import resolve_device
 from trainer.evaluate import evaluate_program
-from trainer.harness import resolve_device
 from trainer.outcomes import HarnessStop
 from trainer.program import ProgramError, load_program
 

@@ -529,7 +529,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from cockpit.doctor import print_doctor, run_doctor
+    from cockpit.doctor.checkup import run_doctor
+    from cockpit.doctor.verdicts import print_doctor
     from cockpit.engine.workspace import Workspace
 
     if args.json and args.gpu_check:
@@ -562,7 +563,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     import json
 
     from cockpit import commands
-    from cockpit.report import ReportError, read_report, write_report
+    from cockpit.report.summary import ReportError
+    from cockpit.report.workspace import read_report, write_report
 
     if args.workspace is not None:
         workspace = args.workspace.expanduser().resolve()

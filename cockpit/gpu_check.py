@@ -41,15 +41,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import names
 from cockpit.config import Settings, load_settings
-from cockpit.doctor import (
-    FAIL,
+from cockpit.doctor.checkup import run_doctor
+from cockpit.doctor.storage import (
     FAIL_FREE_GB,
-    Check,
     cache_dir_of,
     corpus_build_seconds,
     read_corpus_state,
-    run_doctor,
 )
+from cockpit.doctor.verdicts import FAIL, Check
 
 if TYPE_CHECKING:
     from cockpit.bench.search_bench import SearchRun
@@ -465,7 +464,7 @@ def run_bench_part(options: GpuCheckOptions) -> BenchFigures:
 
 def read_outcomes(workspace: Path) -> list[LoopOutcome]:
     """Each decided experiment of the workspace's latest run, in number order."""
-    from cockpit.report import summarize_experiments
+    from cockpit.report.summary import summarize_experiments
     from cockpit.store.journal import Journal
     from cockpit.store.paths import WorkspacePaths
 

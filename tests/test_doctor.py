@@ -14,28 +14,14 @@ from typing import Any
 
 import pytest
 
-from cockpit import cli, doctor
-from cockpit.doctor import (
-    FAIL,
-    PASS,
-    WARN,
-    Check,
-    DiskPlace,
-    DriverInfo,
-    OllamaState,
-    TorchBuild,
-    UsernsTrial,
-    check_corpus,
-    check_disk,
-    check_gpus,
-    check_landlock,
-    check_ollama,
-    check_probe,
-    check_terminal,
-    check_torch,
-    check_userns,
-    read_corpus_state,
-)
+from cockpit import cli
+from cockpit.doctor import checkup
+from cockpit.doctor.confinement import UsernsTrial, check_landlock, check_probe, check_userns
+from cockpit.doctor.gpu import DriverInfo, TorchBuild, check_gpus, check_torch
+from cockpit.doctor.model_server import OllamaState, check_ollama
+from cockpit.doctor.storage import DiskPlace, check_corpus, check_disk, read_corpus_state
+from cockpit.doctor.terminal import check_terminal
+from cockpit.doctor.verdicts import FAIL, PASS, WARN, Check
 from cockpit.engine.monitor import ScriptedGpuSource
 from cockpit.store.samples import GpuReading, GpuSnapshot
 from tests.conftest import write_text_corpus
@@ -164,9 +150,9 @@ def test_a_gpu_that_nvml_sees_beside_a_cpu_build_of_torch_fails_the_doctor(
     """The command in this process, with NVML's reading and the torch build supplied."""
     for name, value in home.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(doctor, "default_gpu_source", lambda: ScriptedGpuSource([ONE_GPU]))
-    monkeypatch.setattr(doctor, "read_driver", lambda: DRIVER)
-    monkeypatch.setattr(doctor, "read_torch_build", lambda: TorchBuild("2.5.1+cpu", None))
+    monkeypatch.setattr(checkup, "default_gpu_source", lambda: ScriptedGpuSource([ONE_GPU]))
+    monkeypatch.setattr(checkup, "read_driver", lambda: DRIVER)
+    monkeypatch.setattr(checkup, "read_torch_build", lambda: TorchBuild("2.5.1+cpu", None))
     code = cli.main(["doctor", "--json", "--device", "cpu"])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["ok"] is False
@@ -263,7 +249,7 @@ def test_landlock_and_user_namespaces_name_the_setting_to_change() -> None:
 
 @pytest.mark.e2e
 def test_the_user_namespace_trial_here_also_has_its_pid_namespace() -> None:
-    from cockpit.doctor import try_userns
+    from cockpit.doctor.confinement import try_userns
     from trainer import pidns
 
     trial = try_userns()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cockpit import cli
-from cockpit.doctor import FAIL, PASS, Check
+from cockpit.doctor.verdicts import FAIL, PASS, Check
 from cockpit.engine.monitor import default_gpu_source
 from cockpit.gpu_check import (
     BLOCK_END,

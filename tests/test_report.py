@@ -22,19 +22,16 @@ import pytest
 from matplotlib import image as mpimg
 
 from cockpit.engine.results_tsv import export_results_tsv
-from cockpit.report import (
+from cockpit.report.markdown import render_markdown
+from cockpit.report.plot import (
     CRASH_COLOR,
     KEPT_COLOR,
     MATPLOTLIB_MISSING,
     PROGRESS_PNG,
-    REPORT_MD,
-    ReportError,
-    RunSummary,
     plot_progress,
-    render_markdown,
-    summarize,
-    write_report,
 )
+from cockpit.report.summary import ReportError, RunSummary, summarize
+from cockpit.report.workspace import REPORT_MD, write_report
 from cockpit.store.journal import Journal
 from tests.conftest import REPO
 
@@ -430,12 +427,13 @@ def test_without_matplotlib_the_module_imports_and_the_chart_says_how_to_install
     code = f"""
         import sys
         from pathlib import Path
-        import cockpit.report as report
+        from cockpit.report import plot
+        from cockpit.report.summary import ReportError
         assert "matplotlib" not in sys.modules and "textual" not in sys.modules
         sys.modules["matplotlib"] = None  # as if it were not installed
         try:
-            report.plot_progress([], Path("never.png"))
-        except report.ReportError as error:
+            plot.plot_progress([], Path("never.png"))
+        except ReportError as error:
             assert str(error) == {MATPLOTLIB_MISSING!r}, str(error)
         else:
             raise SystemExit("plot_progress drew a chart without matplotlib")

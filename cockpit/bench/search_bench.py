@@ -49,7 +49,7 @@ from agent import names
 from agent.names import MODEL_PROPOSERS, PROPOSERS
 from cockpit.config import Settings, load_settings
 from cockpit.engine.workspace import Workspace
-from cockpit.report import summarize_experiments
+from cockpit.report.summary import summarize_experiments
 from cockpit.store.atomic import write_atomic
 from cockpit.store.journal import Journal
 

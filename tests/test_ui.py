@@ -650,7 +650,7 @@ def test_the_ledger_shows_no_value_for_an_experiment_stopped_early() -> None:
     from cockpit.store.journal import Experiment
     from cockpit.ui.ledger_table import LEDGER_COLUMNS, ledger_cell
     from cockpit.ui.palette import Palette
-    from cockpit.views.readmodel import ledger_row, with_deltas
+    from cockpit.views.readmodel import ledger_entry, ledger_row, with_deltas
     from themes import THEMES
 
     def experiment(number: int, decision: str, val_bpb: float | None) -> Experiment:
@@ -666,7 +666,10 @@ def test_the_ledger_shows_no_value_for_an_experiment_stopped_early() -> None:
         )  # fmt: skip
 
     rows = with_deltas(
-        [ledger_row(experiment(0, "keep", 2.5)), ledger_row(experiment(1, "discard", None))]
+        [
+            ledger_row(ledger_entry(experiment(0, "keep", 2.5))),
+            ledger_row(ledger_entry(experiment(1, "discard", None))),
+        ]
     )
     palette = Palette.from_theme(THEMES["midnight"])
     cells = {key: ledger_cell(key, rows[1], palette, 40).plain for key, _, _ in LEDGER_COLUMNS}

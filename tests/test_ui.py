@@ -125,6 +125,40 @@ async def test_the_ledger_shows_every_experiment_newest_first(tmp_path: Path) ->
         assert "best 3." in status and "vs baseline" in status
 
 
+async def test_a_long_ledger_holds_the_newest_rows_and_the_older_ones_as_the_cursor_goes(
+    tmp_path: Path,
+) -> None:
+    """Ten thousand rows would cost the table seconds to lay out: it holds the newest
+    PAGE_ROWS, and a page more each time the cursor reaches the oldest it holds, so every row
+    stays reachable; a new experiment still arrives at the top."""
+    from cockpit.ui.ledger_table import PAGE_ROWS
+
+    total = 2 * PAGE_ROWS + 50
+    root = workspace(tmp_path, experiments=total - 2, phase="training")
+    app = app_for(root)
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        ledger = app.query_one(LedgerTable)
+        assert ledger.border_title == f"Ledger · {total} experiments"
+        assert ledger.row_count == PAGE_ROWS and not ledger.held_all
+        assert ledger.get_row_at(0)[0].plain == str(total - 1)
+        assert ledger.get_row_at(PAGE_ROWS - 1)[0].plain == str(total - PAGE_ROWS)
+        ledger.focus()
+        await settle(pilot)
+        assert app.focused is ledger
+        for before, held in ((PAGE_ROWS, 2 * PAGE_ROWS), (2 * PAGE_ROWS, total)):
+            await pilot.press("ctrl+end")
+            await settle(pilot)
+            assert ledger.selected_number() == total - before  # the oldest it held, and stays
+            assert ledger.row_count == held
+        assert ledger.held_all
+        numbers = [int(ledger.get_row_at(i)[0].plain) for i in range(ledger.row_count)]
+        assert numbers == list(range(total - 1, -1, -1))
+        await pilot.press("ctrl+end")
+        await pilot.pause()
+        assert ledger.row_count == total  # nothing more to hold
+
+
 async def test_selecting_a_row_shows_its_diff_and_decision(tmp_path: Path) -> None:
     root = workspace(tmp_path, phase="training")
     app = app_for(root)

@@ -36,8 +36,8 @@ from cockpit.store.paths import WorkspacePaths
 from cockpit.store.samples import GpuReading, GpuSnapshot, MonitorSample, ProcessReading
 from cockpit.views.readmodel import journal_file
 
-FIRST_FRAME_TARGET_SECONDS = 2.0
-IDLE_CPU_TARGET_PERCENT = 3.0
+FIRST_FRAME_TARGET_SECONDS = 1.0
+IDLE_CPU_TARGET_PERCENT = 1.0
 TERMINAL_SIZE = (160, 50)
 FIRST_FRAME_TIMEOUT_SECONDS = 30.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,17 +27,25 @@ LEDGER_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("proposer", "proposer", 8),
     ("description", "description", 0),
 )
+# Rows the table holds at first, and adds each time the cursor reaches the oldest it holds.
+PAGE_ROWS = 200
 # A narrow ledger leaves out what matters least at a glance.
 NARROW_LEAVES_OUT = frozenset({"memory", "proposer"})
 MIN_DESCRIPTION_WIDTH = 16
 
 
 class LedgerTable(DataTable[Text]):
-    """Every experiment of the run, newest first, coloured by status."""
+    """Every experiment of the run, newest first, coloured by status.
+
+    A run of ten thousand experiments would cost the table seconds to lay out, so it holds the
+    newest `PAGE_ROWS` at first and `PAGE_ROWS` older ones more each time the cursor reaches
+    the oldest it holds: every row is reachable, and only the rows that are held are drawn."""
 
     def __init__(self, *, compact: bool = False, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False, cell_padding=1)
-        self.rows_by_number: dict[int, LedgerRow] = {}
+        self.rows_by_number: dict[int, LedgerRow] = {}  # the rows the table holds
+        self._every: dict[int, LedgerRow] = {}  # every row of the ledger, held or not
+        self._limit = PAGE_ROWS  # how many rows the table holds, at least
         self.shown_columns = tuple(
             (key, label, width)
             for key, label, width in LEDGER_COLUMNS
@@ -51,7 +60,7 @@ class LedgerTable(DataTable[Text]):
         if width != self.description_width:
             self.description_width = width
             if self.rows_by_number:
-                self.set_rows(list(self.rows_by_number.values()))
+                self.set_rows(list(self._every.values()))
 
     def _description_room(self, total: int) -> int:
         fixed = sum(width + 2 * self.cell_padding for _k, _l, width in self.shown_columns if width)
@@ -66,6 +75,11 @@ class LedgerTable(DataTable[Text]):
             for key, _label, _width in self.shown_columns
         ]
 
+    @property
+    def held_all(self) -> bool:
+        """Whether the table holds every row of the ledger."""
+        return len(self.rows_by_number) >= len(self._every)
+
     def set_rows(self, rows: Iterable[LedgerRow]) -> None:
         """Show exactly these rows (the cursor stays on the same experiment if it can)."""
         keep = self.selected_number()
@@ -73,7 +87,9 @@ class LedgerTable(DataTable[Text]):
             self.description_width = self._description_room(self.size.width)
         self.clear()
         self.rows_by_number = {}
-        self._add(sorted(rows, key=lambda r: r.number, reverse=True))
+        self._every = {row.number: row for row in rows}
+        newest = heapq.nlargest(self._limit, self._every.values(), key=_number)
+        self._add(newest)
         self._restore_cursor(keep)
 
     def upsert(self, rows: Iterable[LedgerRow]) -> None:
@@ -81,6 +97,7 @@ class LedgerTable(DataTable[Text]):
         palette = palette_of(self)
         added = []
         for row in rows:
+            self._every[row.number] = row
             old = self.rows_by_number.get(row.number)
             if old is None:
                 added.append(row)
@@ -94,13 +111,41 @@ class LedgerTable(DataTable[Text]):
             ):
                 if old_cell != new_cell:
                     self.update_cell(str(row.number), key, new_cell)
-        if added:
+        held = self._to_hold(added)
+        if held:
             keep = self.selected_number()
             follow = keep is None or keep == self._newest()
-            self._add(sorted(added, key=lambda r: r.number))
+            self._add(sorted(held, key=_number))
             self.sort("number", key=lambda cell: -int(cell.plain))
             # A researcher watching the newest row keeps watching the newest row.
             self._restore_cursor(self._newest() if follow else keep)
+
+    def _to_hold(self, added: Iterable[LedgerRow]) -> list[LedgerRow]:
+        """Of rows the table does not hold, those it takes: any newer than the oldest it holds,
+        and the newest of the others while it holds fewer than its limit."""
+        oldest = min(self.rows_by_number, default=None)
+        room = self._limit - len(self.rows_by_number)
+        held = []
+        for row in sorted(added, key=_number, reverse=True):
+            if oldest is not None and row.number > oldest:
+                held.append(row)
+            elif room > 0:
+                held.append(row)
+                room -= 1
+        return held
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The cursor on the oldest row held: hold the next older page below it."""
+        if event.cursor_row >= self.row_count - 1 and not self.held_all:
+            self.hold_older()
+
+    def hold_older(self) -> None:
+        """Add the next `PAGE_ROWS` older rows at the bottom (the table is newest first)."""
+        oldest = min(self.rows_by_number, default=None)
+        older = (row for row in self._every.values() if oldest is None or row.number < oldest)
+        page = heapq.nlargest(PAGE_ROWS, older, key=_number)
+        self._limit = len(self.rows_by_number) + len(page)
+        self._add(page)
 
     def _add(self, rows: Sequence[LedgerRow]) -> None:
         palette = palette_of(self)
@@ -158,3 +203,7 @@ def ledger_cell(key: str, row: LedgerRow, palette: Palette, description_width: i
     if key == "description":
         return Text(fmt.shorten(row.description, description_width), style=text_style, end="")
     raise ValueError(f"the ledger has no column {key!r}")
+
+
+def _number(row: LedgerRow) -> int:
+    return row.number

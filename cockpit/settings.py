@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.names import HYBRID, PROPOSERS
 from agent.options import OllamaOptions
 from cockpit.store.steering import AUTONOMOUS, MODES
+from trainer.bounds import Bounds
+from trainer.options import HarnessOptions
 
 # Name under which the per-user cache directory is created.
 _APP_NAME = "research-cockpit"
@@ -23,6 +25,12 @@ _APP_NAME = "research-cockpit"
 # strict mode still accepts an int for a float field, so `budget_seconds = 20` works).
 # frozen: settings are read once and shared; nobody should mutate them behind our back.
 _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# The [trainer] settings take their defaults from the harness's own options and bounds, so
+# that `python -m trainer` alone and `cockpit train` train alike by default.
+_HARNESS = HarnessOptions(script=Path("train.py"))
+_BOUNDS = Bounds()
 
 
 class TrainerSettings(BaseModel):
@@ -52,14 +60,14 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": "a name from the summary block, such as val_bpb"},
     )
     budget_seconds: float = Field(
-        default=300.0,
+        default=_HARNESS.budget_seconds,
         gt=0,
         allow_inf_nan=False,
         description="Wall-clock training budget of one run, in seconds.",
         json_schema_extra={"allowed": "a number of seconds greater than 0"},
     )
     grace_seconds: float = Field(
-        default=10.0,
+        default=_HARNESS.grace_seconds,
         ge=0,
         allow_inf_nan=False,
         description=(
@@ -68,19 +76,19 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": "a number of seconds, 0 or more"},
     )
     device: str = Field(
-        default="auto",
+        default=_HARNESS.device,
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="Device to train on; auto picks cuda when it is available, else cpu.",
         json_schema_extra={"allowed": '"auto", "cpu", "cuda" or "cuda:N" (e.g. "cuda:1")'},
     )
     seed: int = Field(
-        default=42,
+        default=_HARNESS.seed,
         ge=0,
         description="Random seed of a run.",
         json_schema_extra={"allowed": "an integer, 0 or more"},
     )
     corpus: str = Field(
-        default="stdlib",
+        default=_HARNESS.corpus,
         pattern=r"^(stdlib|text:.+|parquet:.+)$",
         description=(
             "Training corpus: stdlib (the Python standard library's sources), "
@@ -89,13 +97,13 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": '"stdlib", "text:DIR" or "parquet:DIR"'},
     )
     seq_len: int = Field(
-        default=0,
+        default=_HARNESS.seq_len,
         ge=0,
         description="Sequence length in tokens; 0 = automatic (256 on CPU, 2048 on CUDA).",
         json_schema_extra={"allowed": "an integer, 0 or more (0 = automatic)"},
     )
     eval_tokens: int = Field(
-        default=0,
+        default=_HARNESS.eval_tokens,
         ge=0,
         description=(
             "Validation tokens per evaluation; 0 = automatic (131072 on CPU, 4194304 on "
@@ -104,7 +112,7 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": "an integer, 0 or more (0 = automatic)"},
     )
     threads: int = Field(
-        default=0,
+        default=_HARNESS.threads,
         ge=0,
         description="CPU threads used for training; 0 = all available cores.",
         json_schema_extra={"allowed": "an integer, 0 or more (0 = all cores)"},
@@ -119,7 +127,7 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": "true or false"},
     )
     share_compile_cache: bool = Field(
-        default=False,
+        default=_HARNESS.share_compile_cache,
         description=(
             "Let every training use one set of compiler caches (Inductor, Triton, CUDA) in the "
             "cache folder: faster on a GPU, but a channel between experiments (what one "
@@ -129,7 +137,7 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": "true or false"},
     )
     memory_limit_mb: int = Field(
-        default=0,
+        default=_BOUNDS.memory_mb,
         ge=0,
         description=(
             "The most memory a training may use, in MB (all its processes, resident); past it "
@@ -139,7 +147,7 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": "an integer, 0 or more (0 = half the machine's)"},
     )
     max_processes: int = Field(
-        default=1024,
+        default=_BOUNDS.processes,
         ge=0,
         description=(
             "The most processes and threads a training may run at once; reaching it ends the "
@@ -148,7 +156,7 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": "an integer, 0 or more (0 = no bound)"},
     )
     disk_limit_mb: int = Field(
-        default=8192,
+        default=_BOUNDS.disk_mb,
         ge=0,
         description=(
             "The most a training may write into its folder, in MB (no one file larger either); "
@@ -157,7 +165,7 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": "an integer, 0 or more (0 = no bound)"},
     )
     metrics_limit_mb: int = Field(
-        default=64,
+        default=_BOUNDS.metrics_mb,
         ge=0,
         description=(
             "The most live metrics a training may write, in MB; past it the training ends as a "
@@ -166,7 +174,7 @@ class TrainerSettings(BaseModel):
         json_schema_extra={"allowed": "an integer, 0 or more (0 = no bound)"},
     )
     eval_memory_mb: int = Field(
-        default=0,
+        default=_HARNESS.eval_memory_mb,
         ge=0,
         description=(
             "How much evaluating a training's exported model may grow the harness, in MB; past "

@@ -3,7 +3,6 @@ carries everything the command needs."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import zipfile
@@ -11,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.config import TrainerSettings
 from tests.conftest import REPO
-from trainer.options import HarnessOptions
 
 
 def modules_after_import(*names: str) -> set[str]:
@@ -82,23 +79,6 @@ def test_the_trainer_imports_nothing_of_cockpit_or_agent() -> None:
     loaded = modules_after_import("trainer", "trainer.harness", "trainer.data", "trainer.evaluate")
     assert "trainer.harness" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("cockpit", "agent")}
-
-
-def test_harness_defaults_match_the_shipped_settings() -> None:
-    """`python -m trainer` alone and `cockpit train` must train the same way by default."""
-    harness = {f.name: f.default for f in dataclasses.fields(HarnessOptions)}
-    settings = TrainerSettings()
-    for name in (
-        "budget_seconds",
-        "grace_seconds",
-        "device",
-        "seed",
-        "corpus",
-        "seq_len",
-        "eval_tokens",
-        "threads",
-    ):
-        assert harness[name] == getattr(settings, name), name
 
 
 @pytest.mark.e2e

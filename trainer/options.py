@@ -23,7 +23,8 @@ EVAL_MEMORY_SHARE = 0.5
 
 @dataclass
 class HarnessOptions:
-    """Everything one run needs. Defaults match the shipped config.toml's [trainer] section."""
+    """Everything one run needs. Its defaults are the [trainer] settings' (cockpit.settings
+    takes them from here)."""
 
     script: Path
     budget_seconds: float = 300.0

@@ -183,9 +183,7 @@ class Engine:
             finally:
                 signal.signal(signal.SIGTERM, previous)
                 self._abandon_flights()
-                close = getattr(self.executor, "close", None)
-                if callable(close):
-                    close()  # a cluster engine started for this run stops with it
+                self.executor.close()  # a cluster engine started for this run stops with it
                 journal.set_state(
                     phase="stopped", pid=None, train_pid=None, train_pids=[], time_left=None,
                     workers=[], **PendingStop.cleared(),
@@ -315,7 +313,7 @@ class Engine:
         if self._given_workers is not None:
             return list(self._given_workers)
         trainer = self.settings.trainer
-        where = getattr(self.executor, "name", "local")
+        where = self.executor.name
         if where != "local":
             try:
                 return cluster_workers(

@@ -337,6 +337,11 @@ class Executor(Protocol):
         """Start the job and return its handle."""
         ...
 
+    def close(self) -> None:
+        """Let go of what the executor holds for the engine (a cluster it started stops with
+        it); the engine calls it once, when it leaves, after its trainings have ended."""
+        ...
+
 
 class LocalExecutor:
     """Runs each training on this machine as its own process tree."""
@@ -347,6 +352,9 @@ class LocalExecutor:
         process = TrainingProcess(job)
         process.start()
         return process
+
+    def close(self) -> None:
+        """Nothing to let go of: each training's process tree ends with it."""
 
 
 def log_tail(path: Path, lines: int) -> str:

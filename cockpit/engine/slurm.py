@@ -133,3 +133,7 @@ class SubmititExecutor:
         )
         submitted = self._executor.submit(run_on_node, job)
         return SubmititJob(job, submitted, local=self.settings.slurm_local)
+
+    def close(self) -> None:
+        """Nothing to let go of: submitit holds no connection, and each job ends with its
+        training (the engine stops those still in flight before it leaves)."""

@@ -1,14 +1,15 @@
 """One training in flight on a worker: followed without blocking, its live metrics into the
 journal, stopped early when its loss trails the best run's, and its result recorded.
 
-The engine holds one `Flight` per busy worker and ticks each of them from its loop; a flight
-never waits on its process, so one engine follows any number of them.
+The engine holds one `Flight` per busy worker in its `Flights` and ticks each of them from its
+loop; a flight never waits on its process, so one engine follows any number of them. A
+training cut short (the engine stopping, or dying) is requeued: it runs again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from trainer.summary import parse_summary
 METRICS_FLUSH_SECONDS = 0.5
 EARLY_ABORT_CHECK_SECONDS = 0.5  # how often a training's loss is held against the best run's
 CRASH_TAIL_LINES = 40
+STOP_WAIT_SECONDS = 30.0  # how long trainings stopped with the engine get to end
+STOP_POLL_SECONDS = 0.05  # how often a stopped training is looked at until it has ended
 
 
 @dataclass
@@ -122,6 +125,79 @@ class Flight:
             "budget_seconds": self.job.budget_seconds,
             "pid": self.handle.pid,
         }
+
+
+class Flights:
+    """The trainings in flight, one per busy worker."""
+
+    def __init__(self) -> None:
+        self._by_worker: dict[int, Flight] = {}  # worker index -> its training
+
+    def __len__(self) -> int:
+        return len(self._by_worker)
+
+    def __iter__(self) -> Iterator[Flight]:
+        # A copy: the monitor's thread asks while the loop may change the flights.
+        return iter(list(self._by_worker.values()))
+
+    def add(self, flight: Flight) -> None:
+        self._by_worker[flight.worker.index] = flight
+
+    def busy(self, worker: Worker) -> bool:
+        return worker.index in self._by_worker
+
+    def of(self, worker: Worker) -> Flight | None:
+        """The worker's training, None when it is free."""
+        return self._by_worker.get(worker.index)
+
+    def lead(self) -> Flight | None:
+        """The training started last: the one the status line and the monitor follow."""
+        return max(self, key=lambda f: f.handle.started_at, default=None)
+
+    def experiment_ids(self) -> set[int]:
+        """The experiments training now (the best's, for a reference training, included)."""
+        return {flight.experiment.id for flight in self}
+
+    def measuring(self) -> set[str]:
+        """The kinds of device on which the best is being measured (reference trainings)."""
+        return {flight.worker.kind for flight in self if flight.reference}
+
+    def landed(self) -> Iterator[tuple[Flight, RunResult]]:
+        """Tick every flight one step; yield each that has ended, with how it ended, taken
+        off its worker. Lazily: what the caller does with one ends before the next is ticked."""
+        for index, flight in list(self._by_worker.items()):
+            result = flight.tick()
+            if result is not None:
+                del self._by_worker[index]
+                yield flight, result
+
+    def abandon(self, journal: Journal) -> None:
+        """Stop every training in flight (the engine is leaving) and give them
+        STOP_WAIT_SECONDS to end; each experiment still training runs again when the engine
+        starts next."""
+        if not self._by_worker:
+            return
+        for flight in self:
+            flight.stop()
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        for flight in self:
+            while flight.tick() is None and time.monotonic() < deadline:
+                time.sleep(STOP_POLL_SECONDS)
+            current = journal.experiment_by_id(flight.experiment.id)
+            if current is not None and current.status == "training":
+                requeue(journal, current, "by the engine stopping")
+        self._by_worker.clear()
+
+
+def requeue(journal: Journal, experiment: Experiment, when: str) -> None:
+    """Record a training that was cut short as interrupted; it runs again, as a new attempt."""
+    journal.update_experiment(experiment.id, status="committed", attempt=experiment.attempt + 1)
+    journal.add_event(
+        "interrupted",
+        f"experiment {experiment.number} was interrupted {when}; it runs again",
+        run_id=experiment.run_id,
+        experiment_id=experiment.id,
+    )
 
 
 def record_result(

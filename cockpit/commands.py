@@ -19,8 +19,9 @@ from cockpit.engine.loop import Engine, EngineOptions, journal_path
 from cockpit.engine.workspace import Workspace
 from cockpit.engine.workspace_error import WorkspaceError
 from cockpit.errors import EngineError
-from cockpit.store.journal import Journal, JournalError, Run
+from cockpit.store.journal import Journal
 from cockpit.store.lock import engine_lock_held, engine_lock_pid
+from cockpit.store.records import JournalError, Run
 from cockpit.store.state import EngineState
 from cockpit.store.state import engine_running as state_engine_running
 from cockpit.store.steering import Kind, Steer

@@ -484,7 +484,7 @@ def run_loop_part(options: GpuCheckOptions, folder: Path, progress: TextIO) -> L
     from cockpit.bench.search_bench import SearchOptions, run_one
     from cockpit.engine.workspace_error import WorkspaceError
     from cockpit.errors import EngineError
-    from cockpit.store.journal import JournalError
+    from cockpit.store.records import JournalError
 
     search = SearchOptions(
         proposers=(LOOP_PROPOSER,),

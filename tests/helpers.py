@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cockpit.engine.workspace import Workspace
-from cockpit.store.journal import Experiment, Journal
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment
 from tests.conftest import REPO, SCRIPTS, write_text_corpus
 from tests.ollama_server import Reply
 

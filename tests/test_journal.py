@@ -19,13 +19,9 @@ from typing import Any
 import pytest
 
 from cockpit.engine.results_tsv import export_results_tsv
-from cockpit.store.journal import (
-    COMMAND_KINDS,
-    SCHEMA_VERSION,
-    Journal,
-    JournalError,
-    Run,
-)
+from cockpit.store.journal import Journal
+from cockpit.store.records import COMMAND_KINDS, JournalError, Run
+from cockpit.store.schema import SCHEMA_VERSION
 from tests.conftest import REPO
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cockpit.engine.kinds import references_needed, wanted_kind
-from cockpit.store.journal import Experiment
+from cockpit.store.records import Experiment
 
 KINDS = ("H100", "H200")
 

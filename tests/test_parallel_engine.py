@@ -16,7 +16,8 @@ from cockpit.config import load_settings
 from cockpit.engine.loop import Engine, EngineOptions
 from cockpit.engine.monitor import ScriptedGpuSource
 from cockpit.engine.workers import Worker
-from cockpit.store.journal import Experiment, Journal
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment
 from tests.conftest import SCRIPTS
 from tests.helpers import (
     cockpit,

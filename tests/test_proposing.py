@@ -11,7 +11,8 @@ from agent.proposal import RUNNING
 from cockpit.config import load_settings
 from cockpit.engine.agents import build_agent
 from cockpit.engine.proposing import Basis, Drafting
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from cockpit.bench.search_bench import (
     running_gain,
 )
 from cockpit.cli import main
-from cockpit.store.journal import LEDGER_DECISIONS, Journal
+from cockpit.store.journal import Journal
+from cockpit.store.records import LEDGER_DECISIONS
 from tests.conftest import REPO, write_text_corpus
 from tests.helpers import cockpit, git
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cockpit.store.journal import COMMAND_KINDS, Journal
+from cockpit.store.journal import Journal
+from cockpit.store.records import COMMAND_KINDS
 from cockpit.store.steering import Kind, Steer
 
 

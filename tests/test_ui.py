@@ -21,7 +21,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static, TabbedContent
 
 from cockpit.bench.ui_bench import build_workspace
-from cockpit.store.journal import Command, Journal
+from cockpit.store.journal import Journal
+from cockpit.store.records import Command
 from cockpit.ui.agent_panel import AgentPanel
 from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, create_app
 from cockpit.ui.decision_log import DecisionLog
@@ -681,7 +682,7 @@ def test_the_detail_header_lists_the_runs_and_the_flags() -> None:
 
 
 def test_the_ledger_shows_no_value_for_an_experiment_stopped_early() -> None:
-    from cockpit.store.journal import Experiment
+    from cockpit.store.records import Experiment
     from cockpit.ui.ledger_table import LEDGER_COLUMNS, ledger_cell
     from cockpit.ui.palette import Palette
     from cockpit.views.readmodel import ledger_entry, ledger_row, with_deltas

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from cockpit.store.journal import FINAL_STATUSES, Journal
+from cockpit.store.journal import Journal
+from cockpit.store.records import FINAL_STATUSES
 from cockpit.ui.app import EXIT_SCREEN, EXIT_STOP_ENGINE, CockpitApp, create_app
 from cockpit.ui.ledger_table import LedgerTable
 from cockpit.ui.screens import PromptScreen

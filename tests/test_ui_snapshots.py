@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-import cockpit.store.journal as journal_module
+import cockpit.store.records as records_module
 from cockpit.bench.ui_bench import build_workspace
 from cockpit.ui import workers_panel
 from cockpit.ui.app import create_app
@@ -42,7 +42,7 @@ def fixed_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     ticks = itertools.count()
-    monkeypatch.setattr(journal_module, "now", lambda: CLOCK_START + 7.0 * next(ticks))
+    monkeypatch.setattr(records_module, "now", lambda: CLOCK_START + 7.0 * next(ticks))
     yield
     monkeypatch.undo()
     time.tzset()

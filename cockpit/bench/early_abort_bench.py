@@ -29,8 +29,9 @@ from cockpit.engine.early_abort import (
     plans_apart,
 )
 from cockpit.store.curves import Reference, Trace
-from cockpit.store.journal import Experiment, Journal
+from cockpit.store.journal import Journal
 from cockpit.store.paths import WorkspacePaths
+from cockpit.store.records import Experiment
 from cockpit.store.trials import paired_trace, trial_results, trusted_reference
 
 SAVED_TARGET = 0.30

@@ -618,7 +618,7 @@ def run_search_bench(options: SearchOptions, *, as_json: bool) -> int:
     """Run every proposer on every seed, print the figures, draw search.png under --out."""
     from cockpit.engine.workspace_error import WorkspaceError
     from cockpit.errors import EngineError
-    from cockpit.store.journal import JournalError
+    from cockpit.store.records import JournalError
 
     progress = sys.stderr if as_json else sys.stdout
     root = None if options.out is None else options.out.expanduser().resolve()

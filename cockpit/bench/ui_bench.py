@@ -30,9 +30,10 @@ from typing import Any
 
 import psutil
 
-from cockpit.store.journal import Journal, Run
+from cockpit.store.journal import Journal
 from cockpit.store.lock import engine_lock
 from cockpit.store.paths import WorkspacePaths
+from cockpit.store.records import Run
 from cockpit.store.samples import GpuReading, GpuSnapshot, MonitorSample, ProcessReading
 from cockpit.views.readmodel import journal_file
 

@@ -20,7 +20,8 @@ from agent.proposal import Proposal
 from cockpit.engine.failpoints import failpoint
 from cockpit.engine.proposing import Basis, Draft, Drafting
 from cockpit.engine.workspace import Workspace, lines_of_code
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 from cockpit.store.steering import SUPERVISED
 
 

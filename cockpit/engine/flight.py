@@ -18,7 +18,8 @@ from cockpit.engine.early_abort import Watch, calibrate
 from cockpit.engine.jobs import RunFiles
 from cockpit.engine.runner import JobHandle, RunResult, TrainingJob, log_tail
 from cockpit.engine.workers import Worker
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 from cockpit.store.trials import paired_trace, trusted_reference
 from trainer.confine import Confinement
 from trainer.summary import parse_summary

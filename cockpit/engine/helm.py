@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from cockpit.engine.flight import Flights
 from cockpit.engine.judging import Judge
 from cockpit.engine.workspace_error import WorkspaceError
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 from cockpit.store.state import PendingStop
 from cockpit.store.steering import AUTONOMOUS, Kind, Steer
 

@@ -22,7 +22,8 @@ from cockpit.engine.noise import NoiseFloor, noise_floor
 from cockpit.engine.notify import EngineNotices
 from cockpit.engine.workspace import Workspace, lines_of_code
 from cockpit.errors import EngineError
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 from cockpit.store.trials import trial_kind, trial_results
 
 

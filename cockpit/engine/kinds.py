@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from cockpit.store.journal import Experiment
+from cockpit.store.records import Experiment
 from cockpit.store.trials import trial_kind
 
 

@@ -16,7 +16,8 @@ from cockpit.engine.flight import Flight, Flights, record_result, requeue
 from cockpit.engine.judging import Judge
 from cockpit.engine.runner import RunResult
 from cockpit.engine.runs import stop_for_integrity
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 from trainer.outcomes import Outcome
 
 

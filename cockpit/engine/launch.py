@@ -24,7 +24,8 @@ from cockpit.engine.jobs import RunFiles, build_job
 from cockpit.engine.runner import Executor, TrainingJob
 from cockpit.engine.workers import Worker
 from cockpit.engine.workspace import Workspace
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 from cockpit.store.trials import trial_kind
 
 # What confines a script-mode training: nothing of the harness's (see trainer.confine).

@@ -58,8 +58,9 @@ from cockpit.engine.worker_plan import plan_engine_workers
 from cockpit.engine.workers import Worker
 from cockpit.engine.workspace import Workspace
 from cockpit.errors import EngineError
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
 from cockpit.store.lock import engine_lock
+from cockpit.store.records import Experiment, Run
 from cockpit.store.steering import SUPERVISED, Steer
 
 TICK_SECONDS = 0.05  # how often the loop looks at its trainings, commands and drafts

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cockpit.store.journal import Experiment
+from cockpit.store.records import Experiment
 
 PROGRAM_NAME = "model.program"
 TRAINING_DIR = "training"

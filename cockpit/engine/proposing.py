@@ -33,7 +33,8 @@ from agent.proposal import (
 from cockpit.config import Settings
 from cockpit.engine.agents import AgentSetup
 from cockpit.engine.integrity import Flag, describe_flags, inspect_script
-from cockpit.store.journal import UNFINISHED_STATUSES, Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import UNFINISHED_STATUSES, Experiment, Run
 from cockpit.store.steering import SUPERVISED
 
 PROPOSAL_ATTEMPTS = 5

@@ -18,7 +18,8 @@ from cockpit.engine.flight import Flight, Flights
 from cockpit.engine.monitor import GpuSource, Monitor
 from cockpit.engine.notify import EngineNotices
 from cockpit.engine.workers import Worker
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 from cockpit.store.samples import MonitorSample
 from cockpit.store.state import PendingStop
 

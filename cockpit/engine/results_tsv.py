@@ -16,7 +16,8 @@ from pathlib import Path
 
 from cockpit.engine.early_abort import ledger_note
 from cockpit.store.atomic import write_atomic
-from cockpit.store.journal import LEDGER_DECISIONS, Experiment, Journal
+from cockpit.store.journal import Journal
+from cockpit.store.records import LEDGER_DECISIONS, Experiment
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
 

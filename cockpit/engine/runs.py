@@ -25,7 +25,8 @@ from cockpit.engine.runner import is_training_process, kill_tree
 from cockpit.engine.workspace import Workspace, default_tag, lines_of_code
 from cockpit.engine.workspace_error import WorkspaceError
 from cockpit.errors import EngineError
-from cockpit.store.journal import Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 
 # Trainer settings that a run's results depend on: a run resumes only with the ones it was
 # recorded with.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cockpit.report.summary import ReportError, RunSummary, summarize_experiments
 from cockpit.store.atomic import write_atomic
-from cockpit.store.journal import Experiment
+from cockpit.store.records import Experiment
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

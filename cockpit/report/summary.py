@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import names
-from cockpit.store.journal import LEDGER_DECISIONS, Experiment, Journal, Run
+from cockpit.store.journal import Journal
+from cockpit.store.records import LEDGER_DECISIONS, Experiment, Run
 
 
 class ReportError(Exception):

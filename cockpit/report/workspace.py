@@ -14,8 +14,9 @@ from cockpit.report.markdown import render_markdown
 from cockpit.report.plot import PROGRESS_PNG, plot_progress
 from cockpit.report.summary import ReportError, RunSummary, summarize
 from cockpit.store.atomic import write_atomic
-from cockpit.store.journal import Journal, JournalError, Run
+from cockpit.store.journal import Journal
 from cockpit.store.paths import WorkspacePaths
+from cockpit.store.records import JournalError, Run
 
 REPORT_MD = "report.md"
 REPORT_DIRNAME = "report"

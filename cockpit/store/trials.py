@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cockpit.store.curves import Measured, Reference, Trace, reference, trace
-from cockpit.store.journal import Experiment
+from cockpit.store.records import Experiment
 
 # A loss point this many seconds past the training's elapsed time cannot belong to it.
 TRIAL_CLOCK_SLACK_SECONDS = 2.0

@@ -26,8 +26,9 @@ from textual.theme import Theme
 from textual.widgets import DataTable, Footer, TabbedContent
 from textual.worker import Worker
 
-from cockpit.store.journal import Journal, JournalError
+from cockpit.store.journal import Journal
 from cockpit.store.lock import engine_lock_held
+from cockpit.store.records import JournalError
 from cockpit.store.steering import Kind, Steer
 from cockpit.ui import keys, steering_keys
 from cockpit.ui.agent_panel import AGENT_EVENT_KINDS

@@ -14,7 +14,7 @@ from typing import Any
 
 from textual.message import Message
 
-from cockpit.store.journal import Command
+from cockpit.store.records import Command
 from cockpit.views.readmodel import (
     Delta,
     EventLine,

@@ -31,13 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cockpit.store.journal import (
-    Command,
-    Journal,
-    LedgerEntry,
-    Run,
-)
+from cockpit.store.journal import Journal
 from cockpit.store.lock import engine_lock_held
+from cockpit.store.records import Command, LedgerEntry, Run
 from cockpit.store.samples import MonitorSample
 from cockpit.store.state import EngineState
 from cockpit.store.trials import (

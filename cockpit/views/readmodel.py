@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from agent import names
-from cockpit.store.journal import (
+from cockpit.store.journal import Journal
+from cockpit.store.paths import WorkspacePaths
+from cockpit.store.records import (
     FINAL_STATUSES,
     TRAINED_STATUSES,
     Command,
     Event,
     Experiment,
-    Journal,
     LedgerEntry,
     Run,
 )
-from cockpit.store.paths import WorkspacePaths
 from cockpit.store.samples import MonitorSample
 from cockpit.store.state import EngineState, PendingStop
 from cockpit.store.trials import (

@@ -231,25 +231,26 @@ def test_start_survives_the_terminal_closing_and_stop_ends_it(tmp_path: Path) ->
     assert "engine stopped" in messages and "try a wider model" in messages
 
 
-def test_start_waits_for_the_engine_without_probing_its_lock(
+def test_start_waits_for_the_engine_without_taking_its_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A probe takes the lock for an instant: the engine starting in that instant would find
-    it taken and give up. `cockpit start` probes once, before it spawns the engine, and then
-    waits for the engine's pid in the lock."""
+    """A look that took the lock for an instant would make the engine starting in that
+    instant find it taken and give up. `cockpit start` asks whether an engine runs from the
+    kernel's lock table, never by taking the lock, and then waits for the engine's pid in it."""
+    import fcntl
+
     from cockpit import commands
+    from cockpit.store.lock import engine_lock_held
 
     root = tmp_path / "ws"
     make_workspace(root)
-    probes: list[Path] = []
-    probe = commands.engine_lock_held
-    monkeypatch.setattr(
-        commands, "engine_lock_held", lambda path: probes.append(path) or probe(path)
-    )
+    taken: list[int] = []
+    flock = fcntl.flock
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: taken.append(op) or flock(fd, op))
     try:
         assert commands.cmd_start(commands.open_workspace(root), ["--experiments", "0"]) == 0
-        assert len(probes) == 1
-        assert probe(root)
+        assert engine_lock_held(root) and commands.engine_running(commands.open_workspace(root))
+        assert taken == []  # this process looked, and never took the lock
     finally:
         cockpit("stop", "--workspace", str(root), "--now")
 

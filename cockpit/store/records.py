@@ -155,7 +155,12 @@ class Experiment:
     @property
     def short_commit(self) -> str:
         """The first seven characters of the commit, as results.tsv and git show it."""
-        return (self.commit_sha or "")[:7]
+        return short_commit(self.commit_sha)
+
+
+def short_commit(sha: str | None) -> str:
+    """The first seven characters of a commit, as results.tsv and git show it."""
+    return (sha or "")[:7]
 
 
 @dataclass(frozen=True)
@@ -177,16 +182,6 @@ class LedgerEntry:
     best_before: Any  # the best when it was decided, as the decision's evidence recorded it
     log_path: str | None
     attempt: int
-
-    @property
-    def is_final(self) -> bool:
-        """Whether nothing more will happen to this experiment."""
-        return self.status in FINAL_STATUSES
-
-    @property
-    def short_commit(self) -> str:
-        """The first seven characters of the commit, as results.tsv and git show it."""
-        return (self.commit_sha or "")[:7]
 
 
 LEDGER_COLUMNS = (

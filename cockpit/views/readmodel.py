@@ -23,6 +23,7 @@ from cockpit.store.records import (
     Experiment,
     LedgerEntry,
     Run,
+    short_commit,
 )
 from cockpit.store.samples import MonitorSample
 from cockpit.store.state import EngineState, PendingStop
@@ -431,7 +432,7 @@ def ledger_row(
     return LedgerRow(
         id=entry.id,
         number=entry.number,
-        commit=entry.short_commit,
+        commit=short_commit(entry.commit_sha),
         val_bpb=entry.val_bpb,
         memory_mb=entry.peak_memory_mb,
         status=shown_status(entry, workers),

@@ -103,7 +103,7 @@ class Flight:
                 self.on_phase(self)
         elif event == "start" and isinstance(record.get("confinement"), dict):
             confinement = record["confinement"]
-            if self.journal.get_state("confinement") != confinement:
+            if self.journal.engine_state().confinement != confinement:
                 # Said in the run's events whenever it changes: a degraded layer, a kernel
                 # that refused a part, or confinement back in full.
                 said = Confinement.from_dict(confinement)

@@ -114,9 +114,9 @@ def require_comparable(run: Run, settings: Settings) -> None:
 def recover(journal: Journal, run: Run) -> None:
     """Make the journal and the processes agree after an engine that died: its trainings
     still running are stopped, and each experiment it left training runs again."""
-    orphans = list(journal.get_state("train_pids") or [])
-    orphans.append(journal.get_state("train_pid"))
-    for orphan in {pid for pid in orphans if isinstance(pid, int)}:
+    state = journal.engine_state()
+    orphans = {*state.train_pids, *([] if state.train_pid is None else [state.train_pid])}
+    for orphan in orphans:
         if is_training_process(orphan):
             kill_tree(orphan)
             journal.add_event(

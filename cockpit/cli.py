@@ -20,12 +20,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.names import PROPOSERS
 from cockpit.config import ConfigError, Settings, load_settings
 from cockpit.gpu_check import GpuCheckOptions
 from cockpit.store.steering import MODES, Kind, Steer
+
+if TYPE_CHECKING:
+    from cockpit.engine.workspace import Workspace
 
 # The `cockpit <command>` lines that steer a running engine: what each sends, and its help.
 STEER_COMMANDS = {
@@ -206,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="make uncommitted changes to train.py the new baseline",
         )
+        if name == "run":
+            # Internal: how `cockpit start` hands its detached engine the settings it
+            # resolved (commands.EngineStart), so the engine never parses the flags again.
+            loop.add_argument("--settings-file", type=Path, default=None, help=argparse.SUPPRESS)
 
     stop = commands.add_parser("stop", help="stop the engine after the current experiment")
     _add_engine_workspace(stop)
@@ -592,6 +599,7 @@ def _in_a_terminal() -> bool:
 def _cmd_cockpit(args: argparse.Namespace) -> int:
     """Bare `cockpit`: the terminal UI, with the engine started behind it when it is not running."""
     from cockpit import commands
+    from cockpit.engine.loop import EngineOptions
 
     if args.theme is not None:
         from themes import resolve_theme
@@ -608,9 +616,9 @@ def _cmd_cockpit(args: argparse.Namespace) -> int:
             "(`cockpit` in a terminal shows the cockpit; `cockpit start` runs it detached)",
             file=sys.stderr,
         )
-        return commands.cmd_run(workspace, {}, None, adopt=False)
+        return commands.cmd_run(workspace, load_settings(workspace.path), EngineOptions())
     if not commands.engine_running(workspace):
-        code = commands.cmd_start(workspace, [])
+        code = commands.cmd_start(workspace, load_settings(workspace.path), EngineOptions())
         if code != 0:
             return code
     from cockpit.ui.app import run_cockpit
@@ -624,38 +632,62 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     if args.command == "init":
         return commands.cmd_init(args.directory)
     workspace = commands.open_workspace(args.workspace)
-    if args.command == "run" and (args.headless or not _in_a_terminal()):
-        return commands.cmd_run(workspace, _overrides(args), args.tag, args.adopt)
     if args.command in ("run", "start"):
-        forwarded: list[str] = []
-        for flag in ("experiments", "budget", "workers", "tag", "mode", "proposer", "device"):
-            value = getattr(args, flag)
-            if value is not None:
-                forwarded += [f"--{flag}", str(value)]
-        if args.adopt:
-            forwarded.append("--adopt")
-        if args.command == "start":
-            return commands.cmd_start(workspace, forwarded)
-        # `cockpit run` in a terminal: the loop runs detached, as `cockpit start` runs it,
-        # with the cockpit on it; `q` leaves it running, `Q` stops it.
-        if commands.engine_running(workspace):
-            print(
-                f"an engine is already running for {workspace.path}: showing it (its own "
-                "settings hold; `cockpit stop` first to run with these)",
-                file=sys.stderr,
-            )
-        else:
-            code = commands.cmd_start(workspace, forwarded)
-            if code != 0:
-                return code
-        from cockpit.ui.app import run_cockpit
-
-        return run_cockpit(workspace.path, theme=None)
+        return _cmd_loop(args, workspace)
     if args.command == "stop":
         return commands.cmd_stop(workspace, args.now)
     if args.command == "status":
         return commands.cmd_status(workspace, args.json)
     return commands.cmd_send(workspace, _steer(args))
+
+
+def _cmd_loop(args: argparse.Namespace, workspace: Workspace) -> int:
+    """`cockpit run` and `cockpit start`: the settings are resolved here, once, and a detached
+    engine is handed them as they are (commands.EngineStart), not the flags to parse again."""
+    from cockpit import commands
+    from cockpit.engine.loop import EngineOptions
+
+    settings_file = getattr(args, "settings_file", None)
+    if settings_file is not None:
+        if (
+            any(value is not None for value in _overrides(args).values())
+            or args.tag is not None
+            or args.adopt
+        ):
+            print(
+                "error: --settings-file holds every setting and option of the run; give it "
+                "alone, with --workspace",
+                file=sys.stderr,
+            )
+            return 2
+        start = commands.EngineStart.take(settings_file)
+        return commands.cmd_run(workspace, start.settings, start.options)
+    options = EngineOptions(tag=args.tag, experiments=args.experiments, adopt=args.adopt)
+    if args.command == "run" and (args.headless or not _in_a_terminal()):
+        return commands.cmd_run(workspace, _loop_settings(args, workspace), options)
+    if args.command == "start":
+        return commands.cmd_start(workspace, _loop_settings(args, workspace), options)
+    # `cockpit run` in a terminal: the loop runs detached, as `cockpit start` runs it,
+    # with the cockpit on it; `q` leaves it running, `Q` stops it.
+    if commands.engine_running(workspace):
+        print(
+            f"an engine is already running for {workspace.path}: showing it (its own "
+            "settings hold; `cockpit stop` first to run with these)",
+            file=sys.stderr,
+        )
+    else:
+        code = commands.cmd_start(workspace, _loop_settings(args, workspace), options)
+        if code != 0:
+            return code
+    from cockpit.ui.app import run_cockpit
+
+    return run_cockpit(workspace.path, theme=None)
+
+
+def _loop_settings(args: argparse.Namespace, workspace: Workspace) -> Settings:
+    """The research loop's settings: the defaults, the workspace's config.toml, the
+    environment and the flags, highest last."""
+    return load_settings(workspace.path, overrides=_overrides(args))
 
 
 def _steer(args: argparse.Namespace) -> Steer:

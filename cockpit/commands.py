@@ -4,21 +4,24 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from agent import names
-from cockpit.config import Settings, load_settings
+from cockpit.config import ConfigError, Settings
 from cockpit.engine.agents import build_agent
 from cockpit.engine.executors import executor_for
 from cockpit.engine.loop import Engine, EngineOptions, journal_path
 from cockpit.engine.workspace import Workspace
 from cockpit.engine.workspace_error import WorkspaceError
 from cockpit.errors import EngineError
+from cockpit.store.atomic import write_atomic
 from cockpit.store.journal import Journal
 from cockpit.store.lock import engine_lock_held, engine_lock_pid
 from cockpit.store.records import JournalError, Run
@@ -80,12 +83,94 @@ def cmd_init(path: Path) -> int:
     return 0
 
 
-def run_settings(workspace: Workspace, overrides: dict[str, Any]) -> Settings:
-    return load_settings(workspace.path, overrides=overrides)
+class EngineStart(BaseModel):
+    """What a detached engine is started with: the settings its starter resolved (the
+    defaults, the workspace's config.toml, the environment and the flags, once) and the run's
+    options that are not settings. The engine validates it with the same models, so it runs on
+    exactly these settings and never parses the flags a second time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    settings: Settings
+    options: EngineOptions
+
+    def write(self, folder: Path) -> Path:
+        """Write it to a new file in ``folder`` (atomically) and return the file's path.
+
+        Each start has a file of its own: two starts at once must not hand their engines
+        each other's settings (only one engine takes the workspace, but with its own)."""
+        path = folder / f"engine-start-{secrets.token_hex(6)}.json"
+        write_atomic(path, self.model_dump_json(indent=2).encode())
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> EngineStart:
+        """The start written at ``path``; a :class:`ConfigError` says what is wrong with it
+        and what to do."""
+        again = (
+            "Start the engine with `cockpit start` or `cockpit run`: they resolve the settings "
+            "and write the file the engine starts with."
+        )
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{path}: the settings file the engine was to start with is not there (an "
+                f"engine reads its file once and removes it). {again}"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"{path}: cannot read the engine's settings file: {exc.strerror or exc}. {again}"
+            ) from exc
+        try:
+            start = cls.model_validate_json(text)
+        except ValidationError as exc:
+            problems = "; ".join(_describe_problem(error) for error in exc.errors()[:3])
+            more = len(exc.errors()) - 3
+            if more > 0:
+                problems += f"; and {more} more"
+            raise ConfigError(
+                f"{path} is not a settings file this engine can run on ({problems}). {again}"
+            ) from None
+        missing = _unset_settings(start.settings)
+        if missing:
+            raise ConfigError(
+                f"{path} leaves settings out ({', '.join(missing[:5])}"
+                f"{', ...' if len(missing) > 5 else ''}); the engine runs on every setting as "
+                f"its starter resolved it, never on a default filled in here. {again}"
+            )
+        return start
+
+    @classmethod
+    def take(cls, path: Path) -> EngineStart:
+        """Read the start at ``path`` and remove the file: it served its one engine, whose
+        run record keeps the settings from here on."""
+        start = cls.read(path)
+        path.unlink(missing_ok=True)
+        return start
 
 
-def cmd_run(workspace: Workspace, overrides: dict[str, Any], tag: str | None, adopt: bool) -> int:
-    settings = run_settings(workspace, overrides)
+def _describe_problem(error: Any) -> str:
+    """One of pydantic's errors as `where: what`, e.g. ``settings.trainer.seed: ...``."""
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
+def _unset_settings(model: BaseModel, prefix: str = "") -> list[str]:
+    """The settings (dotted names) that ``model`` filled in with its defaults because its
+    input did not give them."""
+    unset = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if name not in model.model_fields_set:
+            unset.append(f"{prefix}{name}")
+        elif isinstance(value, BaseModel):
+            unset.extend(_unset_settings(value, f"{prefix}{name}."))
+    return unset
+
+
+def cmd_run(workspace: Workspace, settings: Settings, options: EngineOptions) -> int:
+    """The research loop in this process, on these settings, printing its progress."""
     try:
         executor = executor_for(settings, workspace.paths)
     except EngineError as exc:
@@ -95,7 +180,6 @@ def cmd_run(workspace: Workspace, overrides: dict[str, Any], tag: str | None, ad
     engine = Engine(
         workspace, settings, agent.proposer, out=sys.stdout, agent=agent, executor=executor
     )
-    options = EngineOptions(tag=tag, experiments=overrides.get("engine.experiments"), adopt=adopt)
     try:
         return engine.run(options)
     except (EngineError, WorkspaceError, JournalError) as exc:
@@ -105,12 +189,14 @@ def cmd_run(workspace: Workspace, overrides: dict[str, Any], tag: str | None, ad
         agent.close()
 
 
-def cmd_start(workspace: Workspace, argv: Sequence[str]) -> int:
-    """Run the engine detached from this terminal: its own session, immune to SIGHUP."""
+def cmd_start(workspace: Workspace, settings: Settings, options: EngineOptions) -> int:
+    """Run the engine detached from this terminal: its own session, immune to SIGHUP. It is
+    handed the settings resolved here, in a file, and runs on exactly those."""
     if engine_running(workspace):
         print(f"an engine is already running for {workspace.path}; `cockpit status` shows it")
         return 1
     log = workspace.paths.engine_log
+    start_file = EngineStart(settings=settings, options=options).write(workspace.cockpit_dir)
     command = [
         sys.executable,
         "-m",
@@ -119,7 +205,8 @@ def cmd_start(workspace: Workspace, argv: Sequence[str]) -> int:
         "--headless",
         "--workspace",
         str(workspace.path),
-        *argv,
+        "--settings-file",
+        str(start_file),
     ]
     with open(log, "ab") as output:
         child = subprocess.Popen(
@@ -133,6 +220,7 @@ def cmd_start(workspace: Workspace, argv: Sequence[str]) -> int:
     deadline = time.monotonic() + START_WAIT_SECONDS
     while time.monotonic() < deadline:
         if child.poll() is not None:
+            start_file.unlink(missing_ok=True)  # it may have stopped before it took the file
             print(f"the engine stopped at once (exit code {child.returncode}); its log, {log}:")
             print("\n".join(log.read_text(errors="replace").splitlines()[-15:]))
             return 1

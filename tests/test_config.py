@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from cockpit import config
+from cockpit import cli, config
+from cockpit.commands import EngineStart
 from cockpit.config import (
     AgentSettings,
     ConfigError,
@@ -25,6 +27,8 @@ from cockpit.config import (
     parse_env_value,
     shipped_config_path,
 )
+from cockpit.engine.loop import EngineOptions
+from cockpit.engine.workspace import Workspace
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -557,3 +561,100 @@ def test_workers_is_auto_or_a_positive_count_with_one_message(tmp_path: Path, li
 def test_workers_accepts_auto_and_counts(tmp_path: Path, line: str, expected: object) -> None:
     workspace = write_workspace(tmp_path, f"[engine]\n{line}\n")
     assert load_settings(workspace, environ={}).engine.workers == expected
+
+
+# --------------------------------------------------------------------------------------
+# The settings a detached engine is started with (commands.EngineStart)
+
+
+def test_the_engine_start_file_gives_back_exactly_the_settings_it_was_written_with(
+    tmp_path: Path,
+) -> None:
+    workspace = write_workspace(tmp_path, '[trainer]\nseed = 3\n[engine]\nworkers = "auto"\n')
+    settings = load_settings(
+        workspace,
+        overrides={"trainer.budget_seconds": 30.0, "engine.proposer": "optuna"},
+        environ={"COCKPIT_TRAINER__DEVICE": "cpu"},
+    )
+    start = EngineStart(
+        settings=settings, options=EngineOptions(tag="nov26", experiments=4, adopt=True)
+    )
+    path = start.write(workspace / ".cockpit")
+    assert path.parent == workspace / ".cockpit"
+    assert json.loads(path.read_text())["settings"] == settings.model_dump(mode="json")
+
+    read = EngineStart.read(path)
+    assert read == start and read.settings == settings
+    assert read.options == EngineOptions(tag="nov26", experiments=4, adopt=True)
+    trainer, engine = read.settings.trainer, read.settings.engine
+    assert (trainer.budget_seconds, trainer.seed, trainer.device) == (30.0, 3, "cpu")
+    assert (engine.workers, engine.proposer) == ("auto", "optuna")
+    # Each start writes a file of its own, and its engine takes it: read once, then gone.
+    assert start.write(workspace / ".cockpit") != path
+    assert EngineStart.take(path) == start and not path.exists()
+
+
+def _start_file_text(edit: str) -> bytes | None:
+    """A start file as `cockpit start` writes it, then spoilt as ``edit`` says."""
+    data = EngineStart(settings=Settings(), options=EngineOptions()).model_dump(mode="json")
+    if edit == "missing":
+        return None
+    if edit == "not json":
+        return b'{"settings": '
+    if edit == "bad value":
+        data["settings"]["trainer"]["budget_seconds"] = -1
+    if edit == "setting left out":
+        del data["settings"]["trainer"]["seed"]
+    if edit == "unknown setting":
+        data["settings"]["trainer"]["budget"] = 30
+    if edit == "text for a number":
+        data["settings"]["trainer"]["budget_seconds"] = "30"
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        ("missing", "is not there"),
+        ("not json", "Invalid JSON"),
+        ("bad value", "settings.trainer.budget_seconds: Input should be greater than 0"),
+        ("setting left out", "leaves settings out (trainer.seed)"),
+        ("unknown setting", "settings.trainer.budget: Extra inputs are not permitted"),
+        ("text for a number", "settings.trainer.budget_seconds: Input should be a valid number"),
+    ],
+)
+def test_a_bad_engine_start_file_says_what_is_wrong_and_what_to_do(
+    tmp_path: Path, edit: str, problem: str
+) -> None:
+    path = tmp_path / "engine-start.json"
+    text = _start_file_text(edit)
+    if text is not None:
+        path.write_bytes(text)
+    with pytest.raises(ConfigError) as caught:
+        EngineStart.read(path)
+    message = str(caught.value)
+    assert str(path) in message and problem in message
+    assert "Start the engine with `cockpit start` or `cockpit run`" in message
+
+
+def test_an_engine_given_a_bad_settings_file_stops_with_that_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workspace = Workspace.init(tmp_path / "ws")
+    missing = tmp_path / "gone.json"
+    argv = ["run", "--headless", "--workspace", str(workspace.path), "--settings-file"]
+    assert cli.main([*argv, str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {missing}: the settings file the engine was to start with")
+    assert "`cockpit start`" in error
+
+
+def test_the_settings_file_is_given_alone_never_beside_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workspace = Workspace.init(tmp_path / "ws")
+    path = EngineStart(settings=Settings(), options=EngineOptions()).write(tmp_path)
+    argv = ["run", "--headless", "--workspace", str(workspace.path), "--settings-file", str(path)]
+    assert cli.main([*argv, "--budget", "30"]) == 2
+    assert "give it alone" in capsys.readouterr().err
+    assert path.exists()  # refused before the engine took it

@@ -240,17 +240,57 @@ def test_start_waits_for_the_engine_without_taking_its_lock(
     import fcntl
 
     from cockpit import commands
+    from cockpit.config import load_settings
+    from cockpit.engine.loop import EngineOptions
     from cockpit.store.lock import engine_lock_held
 
     root = tmp_path / "ws"
     make_workspace(root)
+    settings = load_settings(root, overrides={"engine.experiments": 0})
     taken: list[int] = []
     flock = fcntl.flock
     monkeypatch.setattr(fcntl, "flock", lambda fd, op: taken.append(op) or flock(fd, op))
     try:
-        assert commands.cmd_start(commands.open_workspace(root), ["--experiments", "0"]) == 0
+        workspace = commands.open_workspace(root)
+        assert commands.cmd_start(workspace, settings, EngineOptions(experiments=0)) == 0
         assert engine_lock_held(root) and commands.engine_running(commands.open_workspace(root))
         assert taken == []  # this process looked, and never took the lock
+    finally:
+        cockpit("stop", "--workspace", str(root), "--now")
+
+
+def test_start_hands_the_engine_the_settings_it_resolved_and_never_the_flags(
+    tmp_path: Path,
+) -> None:
+    """A setting given only as a flag to `cockpit start` reaches the detached engine's run
+    record, and the engine's own command line carries no flag: only the settings file that
+    `cockpit start` wrote, which the engine takes."""
+    from cockpit.store.lock import engine_lock_pid
+    from cockpit.store.records import Run
+
+    root = tmp_path / "ws"
+    make_workspace(root)  # its config.toml trains 1.5 s on 64-token sequences
+    try:
+        started = cockpit(
+            "start", "--workspace", str(root), "--experiments", "0", "--budget", "0.75"
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        pid = engine_lock_pid(root)
+        assert pid is not None
+        command = psutil.Process(pid).cmdline()
+        assert "--settings-file" in command, command
+        assert not {"--budget", "--experiments"} & set(command), command
+
+        def recorded_run() -> Run | None:
+            with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+                return journal.latest_run()
+
+        run = wait_for(recorded_run, what="the run's record")
+        assert isinstance(run, Run)
+        trainer = run.config["trainer"]
+        assert trainer["budget_seconds"] == 0.75  # the flag
+        assert trainer["seq_len"] == 64  # the workspace's config.toml, resolved with it
+        assert not list((root / ".cockpit").glob("engine-start-*.json"))  # taken
     finally:
         cockpit("stop", "--workspace", str(root), "--now")
 

@@ -132,7 +132,7 @@ def _wait(monkeypatch: pytest.MonkeyPatch, said: float, runs: float) -> tuple[ob
     import sys
     import time
 
-    from trainer import supervise
+    from trainer import limits, supervise
     from trainer.bounds import Bounds, Watch
     from trainer.context import MetricsSink
     from trainer.outcomes import Outcome
@@ -140,9 +140,9 @@ def _wait(monkeypatch: pytest.MonkeyPatch, said: float, runs: float) -> tuple[ob
 
     # Small limits, so that the test takes seconds: 2 s to start, 1 s of budget, 0.5 s grace,
     # 0.5 s for the watchdog's margin and 0.5 s to export.
-    monkeypatch.setattr(supervise, "STARTUP_ALLOWANCE_SECONDS", 2.0)
-    monkeypatch.setattr(supervise, "HARD_STOP_MARGIN_SECONDS", 0.5)
-    monkeypatch.setattr(supervise, "export_limit_seconds", lambda budget: 0.5)
+    monkeypatch.setattr(limits, "STARTUP_ALLOWANCE_SECONDS", 2.0)
+    monkeypatch.setattr(limits, "HARD_STOP_MARGIN_SECONDS", 0.5)
+    monkeypatch.setattr(limits, "EXPORT_TIMEOUT_MIN_SECONDS", 0.5)  # past a quarter of 1 s
     read_end, write_end = os.pipe()
     child = subprocess.Popen(
         [sys.executable, "-c", TRAINING, str(said), str(runs), str(write_end)],

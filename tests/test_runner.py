@@ -1,10 +1,13 @@
 """The engine's runner with real processes: kill_tree ends whole trees (SIGTERM first, SIGKILL
 for what ignores it), a training that overruns its deadline is killed and reported as a
 timeout, every harness exit code becomes its Outcome, a stop request interrupts the run, and
-the metrics follower hands over complete lines only."""
+the metrics follower hands over complete lines only. And without processes: the job's command
+line is the harness's options written out, and its deadline lies past every limit the harness
+keeps itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -19,15 +22,24 @@ from typing import Any
 import psutil
 import pytest
 
-from cockpit.engine import runner
 from cockpit.engine.runner import MetricsFollower, TrainingJob, TrainingProcess, kill_tree
 from tests.conftest import SCRIPTS
+from trainer import limits
+from trainer.bounds import Bounds
+from trainer.options import HarnessOptions
 from trainer.outcomes import Outcome
 
 
-def harness_args(text_corpus: Path | str) -> tuple[str, ...]:
-    return ("--device", "cpu", "--corpus", f"text:{text_corpus}", "--seq-len", "64",
-            "--eval-tokens", "4096")  # fmt: skip
+def harness_options(script: Path, text_corpus: Path | str, **changes: Any) -> HarnessOptions:
+    """A small CPU run of the script on the test corpus."""
+    return HarnessOptions(
+        script=script,
+        device="cpu",
+        corpus=f"text:{text_corpus}",
+        seq_len=64,
+        eval_tokens=4096,
+        **changes,
+    )
 
 
 def dead(process: psutil.Process) -> bool:
@@ -153,25 +165,137 @@ def test_kill_tree_of_a_finished_process_is_harmless() -> None:
 # --- jobs and their outcomes ------------------------------------------------------------------
 
 
-def test_the_job_command_runs_the_harness_with_its_budget_and_outputs(tmp_path: Path) -> None:
-    """The command is `python -m trainer` with budget, grace, metrics and summary flags, and
-    the extra harness arguments last; the deadline adds evaluation and the kill margin."""
-    job = TrainingJob(
-        tmp_path / "train.py",
+def test_the_job_command_runs_the_harness_with_its_options(tmp_path: Path) -> None:
+    """The command is `python -m trainer` and the options' own flags, which the harness reads
+    back as the same options; budget and grace are the options'."""
+    options = HarnessOptions(
+        script=tmp_path / "train.py",
         budget_seconds=300,
         grace_seconds=10,
-        harness_args=("--device", "cpu"),
+        device="cpu",
         metrics_path=tmp_path / "m.jsonl",
-        summary_path=tmp_path / "s.json",
+        summary_json=tmp_path / "s.json",
     )
-    assert job.command() == [
-        sys.executable, "-m", "trainer", "--script", str(tmp_path / "train.py"),
-        "--budget", "300", "--grace", "10", "--metrics", str(tmp_path / "m.jsonl"),
-        "--summary-json", str(tmp_path / "s.json"), "--device", "cpu",
-    ]  # fmt: skip
-    assert job.deadline_seconds == 300 + 10 + 300 + runner.KILL_MARGIN_SECONDS
-    short = TrainingJob(tmp_path / "t.py", budget_seconds=2, grace_seconds=1)
-    assert short.deadline_seconds == 2 + 1 + 60 + runner.KILL_MARGIN_SECONDS
+    job = TrainingJob(options)
+    command = job.command()
+    assert command[:3] == [sys.executable, "-m", "trainer"]
+    assert HarnessOptions.parse(command[3:]) == options
+    assert (job.budget_seconds, job.grace_seconds) == (300, 10)
+    script_mode = TrainingJob(options, command_line=["/bin/sh", "-c", "make train"])
+    assert script_mode.command() == ["/bin/sh", "-c", "make train"]
+
+
+def test_the_harness_options_survive_their_command_line(tmp_path: Path) -> None:
+    """parse(argv()) gives back the options, every field set away from its default, with the
+    metrics going to a file or to a descriptor."""
+    root = tmp_path.resolve()
+    options = HarnessOptions(
+        script=root / "train.py",
+        budget_seconds=1.5,
+        grace_seconds=0.25,
+        device="cuda",
+        seed=7,
+        corpus=f"parquet:{root / 'corpus'}",
+        seq_len=128,
+        eval_tokens=8192,
+        threads=3,
+        cpus=(2, 5),
+        cache_dir=root / "cache",
+        pacing_path=root / "pacing.json",
+        metrics_path=root / "metrics.jsonl",
+        summary_json=root / "summary.json",
+        work_dir=root / "work",
+        program_path=root / "model.program",
+        confinement="require",
+        eval_memory_mb=512,
+        share_compile_cache=True,
+        bounds=Bounds(memory_mb=2048, processes=64, disk_mb=100, metrics_mb=2),
+    )
+    assert HarnessOptions.parse(options.argv()) == options
+    to_descriptor = dataclasses.replace(options, metrics_path=None, metrics_fd=9)
+    assert HarnessOptions.parse(to_descriptor.argv()) == to_descriptor
+    defaults = HarnessOptions(script=root / "train.py")
+    assert HarnessOptions.parse(defaults.argv()) == defaults
+
+
+def test_the_engine_builds_the_harness_options_from_the_settings_and_the_worker(
+    tmp_path: Path,
+) -> None:
+    """build_job: the settings' trainer section, the worker's device and cores, the cache
+    folder, the step plans and the run's files, as options that survive the command line."""
+    from cockpit.config import Settings, TrainerSettings
+    from cockpit.engine.jobs import RunFiles, build_job
+
+    root = tmp_path.resolve()
+    settings = Settings(
+        trainer=TrainerSettings(
+            budget_seconds=20,
+            grace_seconds=5,
+            corpus="text:corpus",
+            seq_len=128,
+            require_confinement=True,
+            share_compile_cache=True,
+            memory_limit_mb=4096,
+        )
+    )
+    files = RunFiles.under(root / "run")
+    job = build_job(
+        settings,
+        root / "train.py",
+        files,
+        root,
+        pacing=root / "pacing.json",
+        device="cuda:2",
+        cpus=(4, 5),
+        cwd=root / "worktree",
+    )
+    options = job.options
+    assert (options.budget_seconds, options.grace_seconds) == (20, 5)
+    assert (options.device, job.env["CUDA_VISIBLE_DEVICES"]) == ("cuda", "2")
+    assert (options.cpus, options.threads) == ((4, 5), 2)  # a thread per core it was given
+    assert options.corpus == f"text:{root / 'corpus'}"  # resolved against the workspace
+    assert options.confinement == "require" and options.share_compile_cache
+    assert options.bounds.memory_mb == 4096
+    assert (options.metrics_path, options.summary_json) == (files.metrics, files.summary)
+    assert options.pacing_path == root / "pacing.json"
+    assert (job.log_path, job.cwd) == (files.log, root / "worktree")
+    assert HarnessOptions.parse(job.command()[3:]) == options
+
+
+@pytest.mark.parametrize(
+    ("budget", "grace", "deadline"),
+    [
+        # startup 60 + script (budget + grace + 10 + export) + evaluation and its 10 + kill 30
+        (1.5, 1.5, 60 + (1.5 + 1.5 + 10 + 60) + (60 + 10) + 30),
+        (1.5, 10, 60 + (1.5 + 10 + 10 + 60) + (60 + 10) + 30),
+        (20, 10, 60 + (20 + 10 + 10 + 60) + (60 + 10) + 30),
+        (300, 10, 60 + (300 + 10 + 10 + 75) + (300 + 10) + 30),
+        (3600, 60, 60 + (3600 + 60 + 10 + 900) + (3600 + 10) + 30),
+    ],
+)
+def test_the_engine_kills_a_run_only_past_every_limit_the_harness_keeps(
+    budget: float, grace: float, deadline: float
+) -> None:
+    """Each phase of a run has a clock in the harness (trainer.limits): the training process's
+    start-up, its script (the soft stop at budget + grace, the watchdog's margin, the export)
+    and the evaluation (its soft stop and its watchdog). The engine's kill comes only after
+    the longest run all of them allow, and its margin on top."""
+    job = TrainingJob(HarnessOptions(Path("/w/train.py"), budget, grace))
+    startup = limits.STARTUP_ALLOWANCE_SECONDS
+    soft_stop = budget + grace
+    hard_stop = soft_stop + limits.HARD_STOP_MARGIN_SECONDS
+    export = limits.export_limit_seconds(budget)
+    script = limits.script_limit_seconds(budget, grace)
+    evaluation = limits.evaluation_limit_seconds(budget) + limits.HARD_STOP_MARGIN_SECONDS
+    assert export >= budget / 4 and limits.evaluation_limit_seconds(budget) >= budget
+    assert script >= hard_stop + export
+    longest = startup + script + evaluation
+    assert limits.harness_limit_seconds(budget, grace) >= longest
+    assert job.deadline_seconds >= longest + limits.KILL_MARGIN_SECONDS
+    assert job.deadline_seconds == pytest.approx(deadline)
+    # A shorter evaluation moves the deadline with it, and never below the rest.
+    shorter = limits.kill_deadline_seconds(budget, grace, evaluation=0)
+    assert shorter == pytest.approx(deadline - limits.evaluation_limit_seconds(budget))
 
 
 def test_every_outcome_has_its_exit_code_and_unknown_codes_have_none() -> None:
@@ -208,22 +332,32 @@ def test_a_run_past_its_deadline_is_killed_as_a_timeout(
     tmp_path: Path, text_corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A script that swallows every stop and has a child of its own: once the runner's
-    deadline (here 1 s, far inside the harness's own watchdog at budget + grace + 10 s) has
-    passed, the runner kills the whole tree and reports TIMEOUT with killed=True."""
-    monkeypatch.setattr(runner, "KILL_MARGIN_SECONDS", 0.0)
+    deadline has passed, the runner kills the whole tree and reports TIMEOUT with killed=True.
+    The engine's allowances are shrunk to nothing here (its deadline under 2 s), while the
+    harness, another process, keeps its own: its watchdog would end the script only at budget
+    + grace + 10 s, so it is the runner's kill that ends this run."""
+    for name in (
+        "STARTUP_ALLOWANCE_SECONDS",
+        "HARD_STOP_MARGIN_SECONDS",
+        "EXPORT_TIMEOUT_MIN_SECONDS",
+        "EVAL_TIMEOUT_MIN_SECONDS",
+        "KILL_MARGIN_SECONDS",
+    ):
+        monkeypatch.setattr(limits, name, 0.0)
     script = write_script(tmp_path / "stubborn.py", STUBBORN_SCRIPT)
     job = TrainingJob(
-        script,
-        budget_seconds=0.5,
-        grace_seconds=0.5,
-        harness_args=harness_args(text_corpus),
-        summary_path=tmp_path / "summary.json",
-        metrics_path=tmp_path / "metrics.jsonl",
+        harness_options(
+            script,
+            text_corpus,
+            budget_seconds=0.5,
+            grace_seconds=0.5,
+            summary_json=tmp_path / "summary.json",
+            metrics_path=tmp_path / "metrics.jsonl",
+        ),
         log_path=tmp_path / "run.log",
         cwd=tmp_path,
-        eval_allowance_seconds=0,
     )
-    assert job.deadline_seconds == 1.0
+    assert job.deadline_seconds == 0.5 + 0.5 + 0.5 / 4 + 0.5  # script, export, evaluation
     process = TrainingProcess(job)
     process.start()
     marker = tmp_path / "training" / "started.txt"
@@ -267,29 +401,32 @@ def test_exit_codes_and_signals_become_outcomes(tmp_path: Path, text_corpus: Pat
     CRASH with the script's reason; None is BAD_MODEL; a bad corpus is SETUP; a usage error
     (exit 2), the harness's death by SIGKILL and the training process's are CRASH with a
     reason that says so."""
-    base = harness_args(text_corpus)
     jobs: dict[str, TrainingJob] = {}
 
-    def job(name: str, script: Path, args: tuple[str, ...] = base, budget: float = 2.0) -> None:
+    def job(name: str, script: Path, budget: float = 2.0, **changes: Any) -> TrainingJob:
         folder = tmp_path / name
         folder.mkdir()
-        jobs[name] = TrainingJob(
+        options = harness_options(
             script,
+            text_corpus,
             budget_seconds=budget,
             grace_seconds=2.0,
-            harness_args=args,
             metrics_path=folder / "metrics.jsonl",
-            summary_path=folder / "summary.json",
-            log_path=folder / "run.log",
-            cwd=folder,
+            summary_json=folder / "summary.json",
         )
+        jobs[name] = TrainingJob(
+            dataclasses.replace(options, **changes), log_path=folder / "run.log", cwd=folder
+        )
+        return jobs[name]
 
     job("ok", SCRIPTS / "tiny_research.py", budget=1.0)
     for name, source in SIMPLE_SCRIPTS.items():
-        args = (*base, "--confinement", "off") if name == "killed" else base
-        job(name, write_script(tmp_path / f"{name}.py", source), args)
-    job("setup", SCRIPTS / "tiny_research.py", (*base[:2], "--corpus", "text:/nonexistent/corpus"))
-    job("usage", SCRIPTS / "tiny_research.py", (*base, "--no-such-flag"))
+        changes = {"confinement": "off"} if name == "killed" else {}
+        job(name, write_script(tmp_path / f"{name}.py", source), **changes)
+    job("setup", SCRIPTS / "tiny_research.py", corpus="text:/nonexistent/corpus")
+    # A flag the harness refuses: its command line, one flag longer than the options write.
+    usage = job("usage", SCRIPTS / "tiny_research.py")
+    jobs["usage"] = dataclasses.replace(usage, command_line=[*usage.command(), "--no-such-flag"])
 
     processes = {name: TrainingProcess(j) for name, j in jobs.items()}
     for process in processes.values():
@@ -354,12 +491,14 @@ def test_a_stop_request_interrupts_the_run(tmp_path: Path, text_corpus: Path) ->
         "import time\ndef train(ctx):\n    while True:\n        time.sleep(0.05)\n",
     )
     job = TrainingJob(
-        script,
-        budget_seconds=60,
-        grace_seconds=5,
-        harness_args=harness_args(text_corpus),
-        metrics_path=tmp_path / "metrics.jsonl",
-        summary_path=tmp_path / "summary.json",
+        harness_options(
+            script,
+            text_corpus,
+            budget_seconds=60,
+            grace_seconds=5,
+            metrics_path=tmp_path / "metrics.jsonl",
+            summary_json=tmp_path / "summary.json",
+        ),
         log_path=tmp_path / "run.log",
     )
     records: list[dict[str, Any]] = []
@@ -386,11 +525,13 @@ def test_stop_then_wait_records_the_run_as_interrupted(tmp_path: Path, text_corp
     """stop() says the run will be recorded as interrupted; wait() afterwards must not turn it
     into a success."""
     job = TrainingJob(
-        SCRIPTS / "tiny_research.py",
-        budget_seconds=30,
-        grace_seconds=5,
-        harness_args=harness_args(text_corpus),
-        summary_path=tmp_path / "summary.json",
+        harness_options(
+            SCRIPTS / "tiny_research.py",
+            text_corpus,
+            budget_seconds=30,
+            grace_seconds=5,
+            summary_json=tmp_path / "summary.json",
+        ),
         log_path=tmp_path / "run.log",
     )
     process = TrainingProcess(job)
@@ -455,11 +596,13 @@ def test_the_local_executor_starts_a_training_and_hands_back_its_handle(
     from cockpit.engine.runner import LocalExecutor
 
     job = TrainingJob(
-        SCRIPTS / "tiny_research.py",
-        budget_seconds=1.5,
-        grace_seconds=2,
-        harness_args=harness_args(text_corpus),
-        summary_path=tmp_path / "summary.json",
+        harness_options(
+            SCRIPTS / "tiny_research.py",
+            text_corpus,
+            budget_seconds=1.5,
+            grace_seconds=2,
+            summary_json=tmp_path / "summary.json",
+        ),
         log_path=tmp_path / "run.log",
     )
     process = LocalExecutor().start(job)

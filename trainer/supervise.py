@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import psutil
 
-from trainer import readback
+from trainer import limits, readback
 from trainer.bounds import MB, Watch
 from trainer.confine import Confinement
 from trainer.confined import TrainingSpec
@@ -32,7 +32,6 @@ from trainer.pacing import Pacing
 from trainer.program import ProgramError, open_program
 from trainer.record import Run, reported_number
 from trainer.relay import Relay
-from trainer.training import HARD_STOP_MARGIN_SECONDS, export_limit_seconds
 from trainer.walls import training_environment, walls_for
 
 if TYPE_CHECKING:
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 
     from trainer.options import HarnessOptions
 
-STARTUP_ALLOWANCE_SECONDS = 60.0  # for the training process to start Python and torch
 WAIT_POLL_SECONDS = 0.2  # how often the harness looks at the training's clock
 PROGRAM_NAME = "model.program"
 PR_SET_CHILD_SUBREAPER = 36
@@ -240,7 +238,8 @@ def _wait_for_training(
     grace, the watchdog's margin and the export's time, and not a second of the allowance it
     did not use. A script that stops the process's own clock gains nothing by it."""
     began = time.perf_counter()
-    script_limit = budget + grace + HARD_STOP_MARGIN_SECONDS + export_limit_seconds(budget)
+    startup_limit = limits.STARTUP_ALLOWANCE_SECONDS
+    script_limit = limits.script_limit_seconds(budget, grace)
     while True:
         try:
             code = child.wait(timeout=WAIT_POLL_SECONDS)
@@ -255,11 +254,11 @@ def _wait_for_training(
             return None, HarnessStop(Outcome.CRASH, passed)
         now = time.perf_counter()
         script_began = relay.script_began
-        if script_began is None and now - began > STARTUP_ALLOWANCE_SECONDS:
+        if script_began is None and now - began > startup_limit:
             return None, HarnessStop(
                 Outcome.TIMEOUT,
                 f"the training process did not start the script within "
-                f"{STARTUP_ALLOWANCE_SECONDS:g} s (importing Python and torch) and was ended",
+                f"{startup_limit:g} s (importing Python and torch) and was ended",
             )
         if script_began is not None and now - script_began > script_limit:
             relay.script_ended = now

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer import hardware
+from trainer import hardware, limits
 from trainer.atomic import write_json_atomic
 from trainer.confine import Confinement
 from trainer.confined import TrainingSpec
@@ -35,16 +35,6 @@ from trainer.context import Context, MetricsSink
 from trainer.outcomes import HarnessStop, Outcome
 from trainer.pacing import Pacing
 from trainer.program import ExportError, export_forward
-
-# A watchdog ends the process this long after the soft stop if the script never yields.
-HARD_STOP_MARGIN_SECONDS = 10.0
-EXPORT_TIMEOUT_MIN_SECONDS = 60.0
-
-
-def export_limit_seconds(budget_seconds: float) -> float:
-    """How long exporting the model may take."""
-    return max(EXPORT_TIMEOUT_MIN_SECONDS, budget_seconds / 4)
-
 
 # --- offline ------------------------------------------------------------------------------
 
@@ -89,7 +79,8 @@ def install_offline_guard() -> None:
 
 @contextmanager
 def deadline(seconds: float, reason: str, on_hard_stop: Any) -> Iterator[None]:
-    """Raise a timeout into the main thread after `seconds`; end the process if it never yields."""
+    """Raise a timeout into the main thread after `seconds`; end the process if it never yields
+    (limits.HARD_STOP_MARGIN_SECONDS later)."""
 
     def soft_stop(signum: int, frame: FrameType | None) -> None:
         raise HarnessStop(Outcome.TIMEOUT, reason)
@@ -99,7 +90,7 @@ def deadline(seconds: float, reason: str, on_hard_stop: Any) -> Iterator[None]:
     done = threading.Event()
 
     def watchdog() -> None:
-        if not done.wait(seconds + HARD_STOP_MARGIN_SECONDS):
+        if not done.wait(seconds + limits.HARD_STOP_MARGIN_SECONDS):
             on_hard_stop(reason + " (the script did not yield; the process was ended)")
 
     thread = threading.Thread(target=watchdog, name="harness-watchdog", daemon=True)
@@ -270,7 +261,7 @@ def _train(training: Training, confinement: Confinement | Exception) -> None:
         num_params=num_params, flops_per_token=_flops_per_token(model, num_params)
     )
     training.sink.write({"event": "phase", "phase": "exporting"})
-    limit = export_limit_seconds(spec.budget_seconds)
+    limit = limits.export_limit_seconds(spec.budget_seconds)
     example = torch.zeros((2, spec.seq_len), dtype=torch.long, device=device)
     started = time.perf_counter()
     with deadline(limit, f"exporting the model took longer than {limit:g} s", training.hard_stop):

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import psutil
 import torch
 
-from trainer import hardware, readback
+from trainer import hardware, limits, readback
 from trainer.data import EncodedCorpus, default_cache_dir
 from trainer.evaluate import evaluate_program
 from trainer.options import EVAL_MEMORY_SHARE
@@ -24,7 +24,6 @@ from trainer.record import Run, reported_number
 from trainer.supervise import Export
 from trainer.training import deadline
 
-EVAL_TIMEOUT_MIN_SECONDS = 60.0
 # A program whose graph allocates without bound is stopped before it takes the engine's and
 # Ollama's memory too. Its resident size is sampled this often (the sample, not an rlimit:
 # an address-space limit breaks CUDA, whose reservations are far larger than its use).
@@ -33,10 +32,10 @@ MEMORY_SAMPLE_SECONDS = 0.05
 
 def evaluate_export(run: Run, device: torch.device, corpus: EncodedCorpus, export: Export) -> None:
     """Score the export on the validation split into the run's summary, within the evaluation's
-    time (the budget, at least EVAL_TIMEOUT_MIN_SECONDS) and memory (--eval-memory-mb); the
+    time (limits.evaluation_limit_seconds) and memory (--eval-memory-mb); the
     export's file is closed after, whatever way it ends."""
     options = run.options
-    limit = max(EVAL_TIMEOUT_MIN_SECONDS, options.budget_seconds)
+    limit = limits.evaluation_limit_seconds(options.budget_seconds)
     with (
         export.file,
         deadline(limit, f"evaluation took longer than {limit:g} s", run.hard_stop),

@@ -11,9 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cockpit.config import Settings, TrainerSettings
+from cockpit.config import Settings
 from cockpit.engine.runner import TrainingJob
 from trainer import template_path
+from trainer.bounds import Bounds
+from trainer.options import HarnessOptions
 
 
 def resolve_corpus(corpus: str, base: Path) -> str:
@@ -31,45 +33,6 @@ def device_placement(device: str) -> tuple[str, dict[str, str]]:
     if kind == "cuda" and index:
         return "cuda", {"CUDA_VISIBLE_DEVICES": index}
     return device, {}
-
-
-def harness_args(
-    trainer: TrainerSettings,
-    cache_dir: str,
-    base: Path,
-    pacing: Path | None = None,
-    *,
-    device: str | None = None,
-    cpus: Sequence[int] = (),
-) -> list[str]:
-    """The harness flags for the settings (budget and grace travel in TrainingJob); a worker's
-    own device and cores, when given, stand in for the settings' device and threads."""
-    threads = trainer.threads or len(cpus)
-    args = [
-        "--device", device_placement(device or trainer.device)[0],
-        "--seed", str(trainer.seed),
-        "--corpus", resolve_corpus(trainer.corpus, base),
-        "--seq-len", str(trainer.seq_len),
-        "--eval-tokens", str(trainer.eval_tokens),
-        "--threads", str(threads),
-        "--confinement", "require" if trainer.require_confinement else "auto",
-    ]  # fmt: skip
-    if trainer.share_compile_cache:
-        args.append("--share-compile-cache")
-    args += [
-        "--memory-limit-mb", str(trainer.memory_limit_mb),
-        "--max-processes", str(trainer.max_processes),
-        "--disk-limit-mb", str(trainer.disk_limit_mb),
-        "--metrics-limit-mb", str(trainer.metrics_limit_mb),
-        "--eval-memory-mb", str(trainer.eval_memory_mb),
-    ]  # fmt: skip
-    if cpus:
-        args += ["--cpus", ",".join(str(core) for core in cpus)]
-    if cache_dir:
-        args += ["--cache-dir", str(Path(cache_dir).expanduser())]
-    if pacing is not None:
-        args += ["--pacing", str(pacing)]
-    return args
 
 
 @dataclass(frozen=True)
@@ -114,19 +77,40 @@ def build_job(
     """The harness job for one training; `pacing` is the file of step plans it shares with
     other trainings (None: the one in the cache folder, shared by every run on the machine).
 
-    `device` and `cpus` place it on a worker's device and cores; `cwd` is where it runs (a
-    worker's worktree; default: base, against which relative corpus folders are resolved)."""
+    `device` and `cpus` place it on a worker's device and cores, standing in for the settings'
+    device and (when they name none) threads; `cwd` is where it runs (a worker's worktree;
+    default: base, against which relative corpus folders are resolved)."""
     trainer = settings.trainer
-    return TrainingJob(
+    harness_device, placement = device_placement(device or trainer.device)
+    cache_dir = settings.paths.cache_dir
+    options = HarnessOptions(
         script=script,
         budget_seconds=trainer.budget_seconds,
         grace_seconds=trainer.grace_seconds,
-        harness_args=harness_args(
-            trainer, settings.paths.cache_dir, base, pacing, device=device, cpus=cpus
-        ),
+        device=harness_device,
+        seed=trainer.seed,
+        corpus=resolve_corpus(trainer.corpus, base),
+        seq_len=trainer.seq_len,
+        eval_tokens=trainer.eval_tokens,
+        threads=trainer.threads or len(cpus),
+        cpus=tuple(cpus),
+        cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
+        pacing_path=pacing,
         metrics_path=files.metrics,
-        summary_path=files.summary,
+        summary_json=files.summary,
+        confinement="require" if trainer.require_confinement else "auto",
+        eval_memory_mb=trainer.eval_memory_mb,
+        share_compile_cache=trainer.share_compile_cache,
+        bounds=Bounds(
+            memory_mb=trainer.memory_limit_mb,
+            processes=trainer.max_processes,
+            disk_mb=trainer.disk_limit_mb,
+            metrics_mb=trainer.metrics_limit_mb,
+        ),
+    )
+    return TrainingJob(
+        options=options,
         log_path=files.log,
         cwd=cwd or base,
-        env={**device_placement(device or trainer.device)[1], **(env or {})},
+        env={**placement, **(env or {})},
     )

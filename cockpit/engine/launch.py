@@ -168,7 +168,9 @@ class Launcher:
                 settings, script, files, self.workspace.path, pacing=pacing, **placement
             )
             return dataclasses.replace(
-                job, command_line=["/bin/sh", "-c", command], metrics_path=None, summary_path=None
+                job,
+                options=dataclasses.replace(job.options, metrics_path=None, summary_json=None),
+                command_line=["/bin/sh", "-c", command],
             )
         script = directory / self.workspace.script_name
         script.write_text(self.workspace.script_at(experiment.commit_sha))

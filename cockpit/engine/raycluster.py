@@ -43,15 +43,20 @@ class NodeTraining:
         """Train, and hand back how it ended with the files the engine keeps."""
         folder = Path(tempfile.mkdtemp(prefix="cockpit-ray-"))
         try:
+            summary, log = folder / "summary.json", folder / "log.txt"
+            options = dataclasses.replace(
+                job.options,
+                script=folder / job.options.script.name,
+                metrics_path=folder / "metrics.jsonl",
+                summary_json=summary,
+            )
             local = dataclasses.replace(
                 job,
-                script=folder / job.script.name,
-                metrics_path=folder / "metrics.jsonl",
-                summary_path=folder / "summary.json",
-                log_path=folder / "log.txt",
+                options=options,
+                log_path=log,
                 cwd=job.cwd if job.cwd is not None and job.cwd.is_dir() else folder,
             )
-            local.script.write_text(script)
+            options.script.write_text(script)
             process = TrainingProcess(local)
             with self._lock:
                 if self._stopped:
@@ -60,11 +65,10 @@ class NodeTraining:
                 process.start()
             result = process.wait(on_metric=self._keep)
             program = folder / PROGRAM_NAME
-            assert local.summary_path is not None and local.log_path is not None
             return {
                 "result": result,
-                "summary": _read(local.summary_path),
-                "log": _read(local.log_path),
+                "summary": _read(summary),
+                "log": _read(log),
                 "program": _read(program) if program.is_file() else None,
             }
         finally:
@@ -160,15 +164,13 @@ class RayTraining:
     def _keep_files(self, out: dict[str, Any]) -> None:
         """Write what the node sent back where a local training leaves it."""
         job = self.job
-        for path, data in (
-            (job.summary_path, out.get("summary")),
-            (job.log_path, out.get("log")),
-        ):
+        summary = job.options.summary_json
+        for path, data in ((summary, out.get("summary")), (job.log_path, out.get("log"))):
             if path is not None and data is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
-        if out.get("program") is not None and job.summary_path is not None:
-            (job.summary_path.parent / PROGRAM_NAME).write_bytes(out["program"])
+        if out.get("program") is not None and summary is not None:
+            (summary.parent / PROGRAM_NAME).write_bytes(out["program"])
 
     def stop(self) -> None:
         self.stop_requested = True
@@ -225,5 +227,5 @@ class RayExecutor:
 
     def start(self, job: TrainingJob) -> RayTraining:
         actor: Any = self._actor_class.options(**self.options).remote()
-        done = actor.run.remote(job, job.script.read_text())
+        done = actor.run.remote(job, job.options.script.read_text())
         return RayTraining(self.ray, job, actor, done)

@@ -3,8 +3,8 @@
 The training (the trainer harness running a script) gets a session of its own, so that it
 and everything it spawns (compiler workers, data loaders) can be stopped as one. Its live
 metrics are a JSON-lines file that this side follows while the run goes on. The harness
-stops a script that overruns by itself; as a last resort, at budget + grace + a margin the
-whole tree gets SIGTERM and then SIGKILL.
+stops a script that overruns by itself; as a last resort, past every limit of the harness's
+own (trainer.limits), the whole tree gets SIGTERM and then SIGKILL.
 """
 
 from __future__ import annotations
@@ -22,50 +22,45 @@ from typing import IO, Any, Protocol
 
 import psutil
 
+from trainer import limits
+from trainer.options import HarnessOptions
 from trainer.outcomes import Outcome
 
-# Past the harness's own soft and hard stops (budget + grace, then +10 s), the harness has
-# not managed to end itself: the tree is killed.
-KILL_MARGIN_SECONDS = 30.0
 TERM_TO_KILL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """What to run and where its output goes."""
+    """What to run and where its output goes: the harness's run (its options: the script, the
+    budget and grace, the metrics and summary files, the rest of its flags), the log, and the
+    folder and environment it runs in."""
 
-    script: Path
-    budget_seconds: float
-    grace_seconds: float
-    harness_args: Sequence[str] = ()
-    metrics_path: Path | None = None
-    summary_path: Path | None = None
+    options: HarnessOptions
     log_path: Path | None = None  # None: the output goes to this process's stdout
     cwd: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    # Evaluation may take up to max(60 s, budget) inside the harness.
-    eval_allowance_seconds: float | None = None
     # Script mode: run this instead of the harness; it prints its own summary block, and its
     # exit code means only success (0) or failure.
     command_line: Sequence[str] | None = None
 
     @property
+    def budget_seconds(self) -> float:
+        return self.options.budget_seconds
+
+    @property
+    def grace_seconds(self) -> float:
+        return self.options.grace_seconds
+
+    @property
     def deadline_seconds(self) -> float:
-        evaluation = self.eval_allowance_seconds
-        if evaluation is None:
-            evaluation = max(60.0, self.budget_seconds)
-        return self.budget_seconds + self.grace_seconds + evaluation + KILL_MARGIN_SECONDS
+        """Seconds after its start at which the run's whole tree is killed: past every limit
+        the harness keeps on its own clocks (trainer.limits)."""
+        return limits.kill_deadline_seconds(self.budget_seconds, self.grace_seconds)
 
     def command(self) -> list[str]:
         if self.command_line is not None:
             return list(self.command_line)
-        command = [sys.executable, "-m", "trainer", "--script", str(self.script)]
-        command += ["--budget", f"{self.budget_seconds:g}", "--grace", f"{self.grace_seconds:g}"]
-        if self.metrics_path is not None:
-            command += ["--metrics", str(self.metrics_path)]
-        if self.summary_path is not None:
-            command += ["--summary-json", str(self.summary_path)]
-        return command + list(self.harness_args)
+        return [sys.executable, "-m", "trainer", *self.options.argv()]
 
 
 @dataclass
@@ -179,11 +174,12 @@ class TrainingProcess:
         self.stop_requested = False
         self.result: RunResult | None = None
         self._log: IO[bytes] | None = None
-        self.follower = MetricsFollower(job.metrics_path) if job.metrics_path else None
+        metrics = job.options.metrics_path
+        self.follower = MetricsFollower(metrics) if metrics is not None else None
 
     def start(self) -> None:
         job = self.job
-        for path in (job.metrics_path, job.summary_path):
+        for path in (job.options.metrics_path, job.options.summary_json):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.unlink(missing_ok=True)
@@ -283,9 +279,9 @@ def result_of(
 ) -> RunResult:
     """How a training ended, from its exit code and the summary its harness wrote."""
     summary: dict[str, Any] = {}
-    if job.summary_path is not None:
+    if job.options.summary_json is not None:
         try:
-            summary = json.loads(job.summary_path.read_text())
+            summary = json.loads(job.options.summary_json.read_text())
         except (OSError, ValueError):
             summary = {}
     if killed:

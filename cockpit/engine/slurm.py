@@ -63,7 +63,8 @@ class SubmititJob:
         self.local = local  # submitit's local executor: the job id is its controller's pid
         self.started_at = time.monotonic()
         self.stop_requested = False
-        self.follower = MetricsFollower(job.metrics_path) if job.metrics_path else None
+        metrics = job.options.metrics_path
+        self.follower = MetricsFollower(metrics) if metrics is not None else None
         self.result: RunResult | None = None
 
     def poll(self, on_metric: Callable[[dict[str, Any]], None] | None = None) -> RunResult | None:

@@ -265,23 +265,24 @@ def test_the_engine_builds_the_harness_options_from_the_settings_and_the_worker(
 @pytest.mark.parametrize(
     ("budget", "grace", "deadline"),
     [
-        # startup 60 + script (budget + grace + 10 + export) + evaluation and its 10 + kill 30
-        (1.5, 1.5, 60 + (1.5 + 1.5 + 10 + 60) + (60 + 10) + 30),
-        (1.5, 10, 60 + (1.5 + 10 + 10 + 60) + (60 + 10) + 30),
-        (20, 10, 60 + (20 + 10 + 10 + 60) + (60 + 10) + 30),
-        (300, 10, 60 + (300 + 10 + 10 + 75) + (300 + 10) + 30),
-        (3600, 60, 60 + (3600 + 60 + 10 + 900) + (3600 + 10) + 30),
+        # probe 300 + startup 60 + script (budget + grace + 10 + export) + evaluation and its
+        # 10 + kill 30
+        (1.5, 1.5, 300 + 60 + (1.5 + 1.5 + 10 + 60) + (60 + 10) + 30),
+        (1.5, 10, 300 + 60 + (1.5 + 10 + 10 + 60) + (60 + 10) + 30),
+        (20, 10, 300 + 60 + (20 + 10 + 10 + 60) + (60 + 10) + 30),
+        (300, 10, 300 + 60 + (300 + 10 + 10 + 75) + (300 + 10) + 30),
+        (3600, 60, 300 + 60 + (3600 + 60 + 10 + 900) + (3600 + 10) + 30),
     ],
 )
 def test_the_engine_kills_a_run_only_past_every_limit_the_harness_keeps(
     budget: float, grace: float, deadline: float
 ) -> None:
-    """Each phase of a run has a clock in the harness (trainer.limits): the training process's
-    start-up, its script (the soft stop at budget + grace, the watchdog's margin, the export)
+    """Each phase of a run has a clock in the harness (trainer.limits): the device probe where
+    no verdict is cached (a first run on a machine), the training process's start-up, its script (the soft stop at budget + grace, the watchdog's margin, the export)
     and the evaluation (its soft stop and its watchdog). The engine's kill comes only after
     the longest run all of them allow, and its margin on top."""
     job = TrainingJob(HarnessOptions(Path("/w/train.py"), budget, grace))
-    startup = limits.STARTUP_ALLOWANCE_SECONDS
+    startup = max(limits.PROBE_TIMEOUT_SECONDS.values()) + limits.STARTUP_ALLOWANCE_SECONDS
     soft_stop = budget + grace
     hard_stop = soft_stop + limits.HARD_STOP_MARGIN_SECONDS
     export = limits.export_limit_seconds(budget)
@@ -344,6 +345,7 @@ def test_a_run_past_its_deadline_is_killed_as_a_timeout(
         "KILL_MARGIN_SECONDS",
     ):
         monkeypatch.setattr(limits, name, 0.0)
+    monkeypatch.setattr(limits, "PROBE_TIMEOUT_SECONDS", {"cpu": 0.0, "cuda": 0.0})
     script = write_script(tmp_path / "stubborn.py", STUBBORN_SCRIPT)
     job = TrainingJob(
         harness_options(

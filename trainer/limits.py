@@ -2,6 +2,8 @@
 and the deadline past which the engine kills the harness's whole tree.
 
 A run's phases, each on a clock of the harness's own:
+    probe       trying the confinement on the device, once a      PROBE_TIMEOUT_SECONDS
+                machine (its verdict is cached)                    (trainer.probe)
 
     startup     the training process starts Python and torch   STARTUP_ALLOWANCE_SECONDS
     script      budget and grace, the watchdog's margin past      script_limit_seconds
@@ -18,6 +20,9 @@ The standard library only: the engine reads these without importing torch.
 
 from __future__ import annotations
 
+# Trying the confinement on a device, in a process of its own (trainer.probe), when no verdict
+# is cached: the first run on a machine, or after a change of the confinement's code.
+PROBE_TIMEOUT_SECONDS = {"cpu": 180.0, "cuda": 300.0}
 # For the training process to start Python and torch, up to the script's first line.
 STARTUP_ALLOWANCE_SECONDS = 60.0
 # A watchdog ends the process this long after a soft stop (SIGALRM) the code never yields to.
@@ -57,13 +62,15 @@ def evaluation_limit_seconds(budget_seconds: float) -> float:
 def harness_limit_seconds(
     budget_seconds: float, grace_seconds: float, evaluation: float | None = None
 ) -> float:
-    """The most the harness's own clocks let a run take: the start-up allowance, the script's
-    limit, and the evaluation's limit (``evaluation``, default `evaluation_limit_seconds`) with
-    its watchdog's margin."""
+    """The most the harness's own clocks let a run take: the device probe's (where nothing is
+    cached; the longest of any device), the start-up allowance, the script's limit, and the
+    evaluation's limit (``evaluation``, default `evaluation_limit_seconds`) with its watchdog's
+    margin."""
     if evaluation is None:
         evaluation = evaluation_limit_seconds(budget_seconds)
     return (
-        STARTUP_ALLOWANCE_SECONDS
+        max(PROBE_TIMEOUT_SECONDS.values())
+        + STARTUP_ALLOWANCE_SECONDS
         + script_limit_seconds(budget_seconds, grace_seconds)
         + evaluation
         + HARD_STOP_MARGIN_SECONDS

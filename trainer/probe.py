@@ -51,6 +51,7 @@ from trainer import landlock
 from trainer.atomic import write_json_atomic
 from trainer.confine import FULL, LAYERS, OFF, Confinement, Layer
 from trainer.confined import TrainingSpec
+from trainer.limits import PROBE_TIMEOUT_SECONDS
 from trainer.walls import training_environment, walls_for
 
 PROBE_VERSION = "1"
@@ -59,7 +60,6 @@ CONFINEMENT_MODULES = ("confine.py", "confined.py", "landlock.py", "pidns.py", "
                        "sockets.py", "walls.py")  # fmt: skip
 CACHE_NAME = "device-probe.json"
 RECHECK_SECONDS = 3600.0  # a degraded or refused verdict is probed again after this
-TIMEOUT_SECONDS = {"cpu": 180.0, "cuda": 300.0}
 # Makes the probe name a thread through /proc as NVIDIA's driver does in cuInit, so that the
 # confinement's answer to that can be seen on a machine without an NVIDIA GPU.
 THREAD_NAMES_ENV = "COCKPIT_PROBE_THREAD_NAMES"
@@ -380,11 +380,11 @@ def run_probe(
             start_new_session=True,
         )
         try:
-            output, _ = process.communicate(timeout=TIMEOUT_SECONDS[device.type])
+            output, _ = process.communicate(timeout=PROBE_TIMEOUT_SECONDS[device.type])
         except subprocess.TimeoutExpired:
             _end_tree(process)
             return Attempt(
-                layer.name, error=f"the probe ran past {TIMEOUT_SECONDS[device.type]:g} s"
+                layer.name, error=f"the probe ran past {PROBE_TIMEOUT_SECONDS[device.type]:g} s"
             )
         _end_tree(process)
         try:

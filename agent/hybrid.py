@@ -164,16 +164,16 @@ class HybridProposer:
         """The arm of the next proposal: the one furthest behind its share."""
         for arm in self.credits:
             self.credits[arm] += split[arm]
-        arm = max(self.credits, key=lambda name: (self.credits[name], name == "optuna"))
+        arm = max(self.credits, key=lambda name: (self.credits[name], name == names.OPTUNA))
         self.credits[arm] -= 1.0
         return arm
 
     def propose(self, context: ProposalContext) -> Proposal:
         if context.fix is not None:
             return self.llm.propose(context)
-        split = self.bandit.split(context.ledger, {"llm": self.llm_missed})
+        split = self.bandit.split(context.ledger, {names.LLM: self.llm_missed})
         self._announce(split)
-        if self.choose(split) == "optuna":
+        if self.choose(split) == names.OPTUNA:
             self._asking(self.optimiser)
             try:
                 return self.optimiser.propose(context)
@@ -196,7 +196,7 @@ class HybridProposer:
                 AgentEvent(
                     "missed",
                     "the model made no proposal for its turn of the hybrid",
-                    {"arm": "llm", "ledger": position},
+                    {"arm": names.LLM, "ledger": position},
                 )
             )
 

@@ -30,11 +30,13 @@ from typing import Any
 
 import psutil
 
+from agent import names
 from cockpit.store.journal import Journal
 from cockpit.store.lock import engine_lock
 from cockpit.store.paths import WorkspacePaths
 from cockpit.store.records import Run
 from cockpit.store.samples import GpuReading, GpuSnapshot, MonitorSample, ProcessReading
+from cockpit.store.steering import SUPERVISED
 from cockpit.views.readmodel import journal_file
 
 FIRST_FRAME_TARGET_SECONDS = 1.0
@@ -179,8 +181,8 @@ def fill_journal(
         tag="nov26",
         branch="cockpit/nov26",
         base_commit=_sha(rng),
-        mode="supervised",
-        proposer="llm",
+        mode=SUPERVISED,
+        proposer=names.LLM,
         config={"trainer": {"budget_seconds": BUDGET_SECONDS, "metric": "val_bpb"}},
         corpus_fingerprint="stdlib-5f1c",
     )
@@ -227,7 +229,7 @@ def fill_journal(
         if name in ("BATCH_SIZE", "N_LAYER", "N_EMBD"):
             new = float(max(1, round(new)))
         crashed = rng.random() < 0.06
-        proposer = "llm" if rng.random() < 0.85 else "builtin"
+        proposer = names.LLM if rng.random() < 0.85 else names.BUILTIN
         description = f"{name.lower().replace('_', ' ')} {old:g} → {new:g}"
         experiment = journal.add_experiment(
             run.id,
@@ -235,7 +237,7 @@ def fill_journal(
             commit_sha=sha,
             parent_commit=_sha(rng),
             proposer=proposer,
-            model=MODEL if proposer == "llm" else None,
+            model=MODEL if proposer == names.LLM else None,
             description=description,
             hypothesis=f"a {'larger' if new > old else 'smaller'} {comment} should lower "
             "val_bpb within the same budget",
@@ -309,7 +311,7 @@ def fill_journal(
         "phase": phase if engine_pid is not None else "stopped",
         "experiment": number,
         "heartbeat": 0.0,
-        "proposer": "llm",
+        "proposer": names.LLM,
         "model": MODEL,
         "agent_state": "ready",
         "agent_message": "qwen2.5-coder:7b answered in 41 s",
@@ -326,7 +328,7 @@ def fill_journal(
             number,
             commit_sha=sha,
             parent_commit=_sha(rng),
-            proposer="llm",
+            proposer=names.LLM,
             model=MODEL,
             description=f"learning rate {old:g} → {old * 1.5:g} with a longer warmup",
             hypothesis="the loss is still falling steeply at the end of the budget: a higher "
@@ -347,7 +349,7 @@ def fill_journal(
                     number + index,
                     commit_sha=_sha(rng),
                     parent_commit=_sha(rng),
-                    proposer="builtin",
+                    proposer=names.BUILTIN,
                     description=f"{KNOBS[index][0].lower().replace('_', ' ')} x 1.25",
                     hypothesis="",
                     diff="",

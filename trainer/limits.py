@@ -41,13 +41,17 @@ def export_limit_seconds(budget_seconds: float) -> float:
     return max(EXPORT_TIMEOUT_MIN_SECONDS, budget_seconds / 4)
 
 
+def soft_stop_seconds(budget_seconds: float, grace_seconds: float) -> float:
+    """When the script is told to stop (SIGALRM raised into it): its budget and the grace."""
+    return budget_seconds + grace_seconds
+
+
 def script_limit_seconds(budget_seconds: float, grace_seconds: float) -> float:
     """How long the script may take from its first line to the end of its export: the budget
     and the grace (the soft stop), the watchdog's margin past them (the hard stop), and the
     export's limit. trainer.supervise ends the training process after this."""
     return (
-        budget_seconds
-        + grace_seconds
+        soft_stop_seconds(budget_seconds, grace_seconds)
         + HARD_STOP_MARGIN_SECONDS
         + export_limit_seconds(budget_seconds)
     )

@@ -236,7 +236,7 @@ def _train(training: Training, confinement: Confinement | Exception) -> None:
     )
     hardware.reset_peak_device_memory()
     with deadline(
-        spec.budget_seconds + spec.grace_seconds,
+        limits.soft_stop_seconds(spec.budget_seconds, spec.grace_seconds),
         f"training ran past its budget of {spec.budget_seconds:g} s "
         f"(+{spec.grace_seconds:g} s grace)",
         training.hard_stop,

@@ -26,7 +26,6 @@ from cockpit.store.journal import Journal
 from cockpit.store.lock import engine_lock_held, engine_lock_pid
 from cockpit.store.records import JournalError, Run
 from cockpit.store.state import EngineState
-from cockpit.store.state import engine_running as state_engine_running
 from cockpit.store.steering import Kind, Steer
 from cockpit.views.agent_status import (
     ModelPaused,
@@ -61,17 +60,9 @@ def open_workspace(path: Path | None, *, announce: bool = True) -> Workspace:
 
 
 def engine_running(workspace: Workspace) -> bool:
-    """Whether an engine runs for this workspace (`cockpit.store.state.engine_running`: it
-    holds the workspace's lock and has not said it stopped)."""
-    return state_engine_running(workspace.path, _engine_state(workspace))
-
-
-def _engine_state(workspace: Workspace) -> EngineState:
-    journal = _open_journal(workspace, readonly=True)
-    if journal is None:
-        return EngineState()
-    with journal:
-        return journal.engine_state()
+    """Whether an engine runs for this workspace: it holds the workspace's lock (the one
+    definition, `cockpit.store.lock.engine_lock_held`, which the screen reads too)."""
+    return engine_lock_held(workspace.path)
 
 
 def cmd_init(path: Path) -> int:
@@ -265,9 +256,10 @@ def _workers(state: EngineState, journal: Journal, run: Run) -> list[dict[str, A
 
 def status_report(workspace: Workspace) -> dict[str, Any]:
     """What `cockpit status` says, as data."""
+    running = engine_lock_held(workspace.path)
     report: dict[str, Any] = {
         "workspace": str(workspace.path),
-        "running": engine_lock_held(workspace.path),  # no journal: nothing said it stopped
+        "running": running,
         "phase": "stopped",
         "experiment": None,
         "best_val_bpb": None,
@@ -283,8 +275,6 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
         return report
     with journal:
         state = journal.engine_state()
-        running = state.running(engine_lock_held(workspace.path))
-        report["running"] = running
         run = journal.latest_run()
         if run is not None:
             report.update(

@@ -14,7 +14,8 @@ import pytest
 from cockpit.commands import status_report
 from cockpit.engine.workspace import Workspace
 from cockpit.store.journal import Journal
-from cockpit.store.state import PendingStop, engine_running
+from cockpit.store.lock import engine_lock_held
+from cockpit.store.state import PendingStop
 from cockpit.views.readmodel import StatusInfo, journal_file, read_status
 from tests.helpers import cockpit, ended, git_env, make_workspace, spawn, state, wait_for
 
@@ -54,9 +55,8 @@ def status_of(root: Path) -> tuple[str, dict[str, Any]]:
 def cockpit_status(root: Path) -> StatusInfo:
     """What the cockpit's status line reads."""
     with Journal.open(journal_file(root), readonly=True) as journal:
-        state = journal.engine_state()
-        running = engine_running(root, state)
-        return read_status(str(root), state, journal.latest_run(), running=running)
+        running = engine_lock_held(root)
+        return read_status(str(root), journal.engine_state(), journal.latest_run(), running=running)
 
 
 def test_the_time_left_of_a_training_counts_down(tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ def engine_lock_pid(workspace: Path) -> int | None:
 
 
 def engine_lock_held(workspace: Path) -> bool:
-    """Whether an engine holds the workspace's lock right now.
+    """Whether an engine holds the workspace's lock right now: the one definition of an
+    engine running, for the screen, `cockpit status` and the commands alike.
 
     Read from the kernel's table of file locks (``/proc/locks``) without touching the lock, so
     that a screen may ask several times a second: an engine starting in that instant never

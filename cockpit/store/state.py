@@ -3,9 +3,10 @@ status` to read. `EngineState` is the one owner of the state's keys: the engine 
 with ``Journal.set_state(key=value, ...)``, which refuses a key it does not name, and every
 reader parses them once, through `EngineState.from_state`, into typed fields.
 
-Whether an engine runs is one question with one answer, `running`: it holds the workspace's
-lock (`cockpit.store.lock`) and has not said it stopped. A pid in the state is not enough: a
-killed engine leaves its pid behind, and the system may give that pid to another process.
+Whether an engine runs is not in the state: it is one question with one answer, whether the
+workspace's lock is held (`cockpit.store.lock.engine_lock_held`). A pid in the state is not
+enough: a killed engine leaves its pid behind, and the system may give that pid to another
+process; the lock dies with the engine.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from cockpit.store.lock import engine_lock_held
 
 STOPPING_KEY = "stopping"  # the engine's state key of the stop it has accepted
 
@@ -137,18 +135,6 @@ class EngineState:
             confinement=_mapping(get("confinement")),
         )
 
-    def running(self, lock_held: bool) -> bool:
-        """Whether the engine runs: ``lock_held``, its workspace's lock is held (see
-        `engine_running`), and it has not said it stopped (it says so just before it lets
-        the lock go)."""
-        return lock_held and self.phase != "stopped"
-
 
 # The state's keys: those `Journal.set_state` accepts.
 KEYS = frozenset(field.name for field in dataclasses.fields(EngineState))
-
-
-def engine_running(workspace: Path, state: EngineState) -> bool:
-    """Whether an engine runs for ``workspace``: the one definition the screen, `cockpit
-    status` and the commands share."""
-    return state.running(engine_lock_held(workspace))

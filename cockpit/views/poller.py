@@ -209,7 +209,7 @@ class JournalPoller:
     def _poll(self, journal: Journal, *, running_lock: bool) -> Delta:
         state = journal.engine_state()
         run = journal.latest_run()
-        running = state.running(running_lock)
+        running = running_lock
         status = read_status(self.label, state, run, running=running)
         snapshot = self.snapshot
         reset = self._fresh or (run is not None and run.id != snapshot.run_id)

@@ -317,7 +317,7 @@ def read_status(
     journal_exists: bool = True,
 ) -> StatusInfo:
     """The status line from the engine's state and the latest run; ``running``: whether the
-    engine runs (`cockpit.store.state.engine_running`)."""
+    engine runs (its lock is held: `cockpit.store.lock.engine_lock_held`)."""
     phase = (state.phase or "starting") if running else "stopped"
     trainer: Mapping[str, Any] = {}
     if run is not None:

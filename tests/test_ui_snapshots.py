@@ -62,8 +62,13 @@ async def loaded(pilot: Pilot[Any]) -> None:
     # On a busy machine the ledger may first draw its rows before it knows its width; wait
     # until it has fitted them (no horizontal scrolling), as it does once its size is known.
     deadline = time.monotonic() + 5.0
+    # The table measures its columns when its messages run out (DataTable's idle handler): a
+    # snapshot taken before that shows rows redrawn after a resize in columns of the old width.
     while time.monotonic() < deadline and any(
-        not table.size.width or table.description_width != table._description_room(table.size.width)
+        not table.size.width
+        or table.description_width != table._description_room(table.size.width)
+        or table._require_update_dimensions
+        or table._updated_cells
         for table in pilot.app.query(LedgerTable)
         if table.display
     ):

@@ -276,7 +276,9 @@ def test_a_model_whose_proposals_keep_being_refused_hands_one_experiment_to_the_
     root = tmp_path / "ws"
     make_workspace(root)
     spawns = edit("shell out", "import torch\n", "import subprocess\nimport torch\n")
-    served.script(VALID[0], *[spawns] * 5, VALID[1])
+    # The model's last edit touches no constant: the optimiser's experiment may be kept, and
+    # then an edit of a constant it changed would no longer apply.
+    served.script(VALID[0], *[spawns] * 5, VALID[3])
     run_llm(root, 3)
     records = experiments(root)
     assert [(e.number, e.proposer) for e in records] == [
@@ -286,7 +288,7 @@ def test_a_model_whose_proposals_keep_being_refused_hands_one_experiment_to_the_
         (3, "llm"),
     ], [(e.number, e.proposer, e.description) for e in records]
     assert records[1].description == "halve the learning rate"
-    assert records[3].description == "double the batch"
+    assert records[3].description == "small random init"
     events = agent_events(root)
     refused = [e for e in events if (e.data or {}).get("type") == "refused"]
     assert len(refused) == 5 and all("subprocess" in e.message for e in refused)

@@ -72,6 +72,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"started a process but is not marked e2e: {started[0]}"
 
 
+# Under pytest-xdist, each worker (and every process its tests start: engines, trainings,
+# clusters) keeps to one core of its own. A training uses every core it may (threads = 0),
+# so unpinned workers would each start trainings of as many threads as the machine has
+# cores, and the two would fight over them. A test marked ``cores(n)`` needs more than one
+# core (two trainings side by side, the template's pace) and gets back as many for its run.
+MACHINE_CORES: list[int] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    MACHINE_CORES[:] = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {MACHINE_CORES[int(worker[2:]) % len(MACHINE_CORES)]})
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject.toml's addopts): one worker per core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@pytest.fixture(autouse=True)
+def _cores(request: pytest.FixtureRequest) -> Iterator[None]:
+    marker = request.node.get_closest_marker("cores")
+    if marker is None or not MACHINE_CORES:
+        yield
+        return
+    pinned = os.sched_getaffinity(0)
+    wanted = int(marker.args[0])
+    others = [core for core in MACHINE_CORES if core not in pinned]
+    os.sched_setaffinity(0, pinned | set(others[: max(0, wanted - len(pinned))]))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinned)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test (and every process it starts) caches corpora in one session-wide folder."""

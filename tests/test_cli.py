@@ -257,7 +257,8 @@ def test_bench_trainer_prints_its_figures_as_json(tmp_path: Path) -> None:
     """Two rounds: each side trains twice, the script plans its steps in the benchmark itself
     (never from a plan remembered elsewhere) and the speed is the median of the rounds."""
     corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
-    args = ["bench", "trainer", "--budget", "3", "--device", "cpu", "--corpus", f"text:{corpus}"]
+    # 5 s: on one core the template takes its pace only after about 3 s.
+    args = ["bench", "trainer", "--budget", "5", "--device", "cpu", "--corpus", f"text:{corpus}"]
     first = cockpit(*args, "--json", "--no-reference")  # leaves its plan in no shared cache
     assert first.returncode == 0, first.stdout + first.stderr
     result = cockpit(*args, "--json", "--repeat", "2")
@@ -285,7 +286,8 @@ def test_bench_trainer_prints_its_figures_as_json(tmp_path: Path) -> None:
 
 def test_bench_trainer_prints_a_table(tmp_path: Path) -> None:
     corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
-    args = ["bench", "trainer", "--budget", "3", "--device", "cpu", "--corpus", f"text:{corpus}"]
+    # 5 s: on one core the template takes its pace only after about 3 s.
+    args = ["bench", "trainer", "--budget", "5", "--device", "cpu", "--corpus", f"text:{corpus}"]
     result = cockpit(*args, "--no-reference")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()

@@ -239,12 +239,13 @@ def test_killed_mid_run_the_optimiser_resumes_without_repeating_a_point(tmp_path
         if engine.poll() is None:
             engine.kill()
     result = cockpit(
-        "run", "--headless", "--workspace", str(root), "--tag", "tune", "--experiments", "5",
+        "run", "--headless", "--workspace", str(root), "--tag", "tune", "--experiments", "3",
         "--proposer", "optuna",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     records = experiments(root)
-    assert [e.number for e in records] == list(range(6))
+    assert [e.number for e in records] == list(range(4))
+    assert records[2].attempt == 2  # the killed experiment, trained again on its own point
     assert all(e.proposer == "optuna" for e in records[1:])
     assert all(e.is_final for e in records)
     scripts = [script_of(root, e.commit_sha) for e in records]

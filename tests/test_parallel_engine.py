@@ -60,6 +60,7 @@ def branch_holds_only_keeps(root: Path, tag: str, records: list[Experiment]) -> 
     assert git(root, "rev-parse", f"cockpit/{tag}").strip() == run.best_commit
 
 
+@pytest.mark.cores(2)  # two trainings never share a core
 def test_two_workers_train_side_by_side_each_idea_once(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     make_workspace(root)
@@ -165,6 +166,7 @@ def test_a_gain_on_a_best_that_moved_is_reapplied_and_confirmed_on_the_new_best(
     assert "new_best" in told and told[-1] == "engine_stopped"
 
 
+@pytest.mark.cores(2)  # two trainings never share a core
 def test_kill_9_with_two_trainings_in_flight_runs_both_again_once(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     make_workspace(root)

@@ -299,6 +299,8 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 keep_margin_bpb=state.keep_margin_bpb,
                 noise_spread_bpb=state.noise_spread_bpb,
                 noise_runs=state.noise_runs,
+                noise_scripts=state.noise_scripts,
+                noise_left_out=state.noise_left_out,
             )
         confinement = Confinement.from_dict(state.confinement)
         report["confinement"] = (
@@ -386,6 +388,14 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
             if spread is not None
             else "the configured floor: no repeated runs yet"
         )
+        scripts, left_out = report.get("noise_scripts"), report.get("noise_left_out")
+        if spread is not None and scripts:
+            source += f" of {scripts} script{'s' if scripts != 1 else ''}"
+        if spread is not None and left_out:
+            source += (
+                f"; {left_out} script{'s' if left_out != 1 else ''} whose runs lay further "
+                "apart than chance allows left out"
+            )
         print(f"  keep margin {margin:.6f} ({source})")
     awaiting = report.get("awaiting")
     if awaiting is not None:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import math
+import random
 import statistics
+from pathlib import Path
 
 import pytest
 
-from cockpit.engine.noise import compare, needs_confirmation, noise_floor, pooled_spread
+from cockpit.bench.ui_bench import fill_journal
+from cockpit.cli import main
+from cockpit.engine.noise import (
+    OUTLIER_RATIO,
+    _chi2_median_over_df,
+    compare,
+    needs_confirmation,
+    noise_floor,
+    pooled_spread,
+    robust_spread,
+)
+from cockpit.engine.workspace import Workspace
+from cockpit.store.journal import Journal
+from cockpit.views.readmodel import journal_file
 
 
 def test_two_runs_of_one_script_give_their_standard_deviation() -> None:
@@ -105,3 +121,100 @@ def test_a_paired_gain_that_would_raise_the_best_is_not_kept() -> None:
     assert comparison.delta == pytest.approx(-0.12)
     kept, reason = comparison.verdict(2.48, 0.1, False, "one run")
     assert not kept and "but not the best's mean 2.480000" in reason
+
+
+# --- one outlier cannot move the margin -------------------------------------------------------
+
+CLEAN = [[2.500, 2.520], [2.410, 2.398], [2.450, 2.471], [2.380, 2.379], [2.300, 2.322]]
+
+
+def test_one_script_however_far_apart_its_runs_moves_the_spread_within_a_stated_bound() -> None:
+    """The bound: from three scripts on, a further script is pooled only while its variance is
+    at most OUTLIER_RATIO times the typical one (the median script's, scaled by the median of
+    its chi-squared distribution), so the spread can rise at most to the pool with that much
+    more in it. Farther out, the script is left out and changes nothing. The plain pooled
+    spread follows the outlier without bound."""
+    squares = sum((a - b) ** 2 / 2 for a, b in CLEAN)
+    scaled = sorted((a - b) ** 2 / 2 / _chi2_median_over_df(1) for a, b in CLEAN)
+    typical = (scaled[2] + scaled[3]) / 2  # the middle of six, the outlier the largest
+    bound = math.sqrt((squares + OUTLIER_RATIO * typical) / (len(CLEAN) + 1))
+    clean = noise_floor(CLEAN, floor=0.001, multiple=2.0)
+    assert clean.spread is not None and bound < 3.5 * clean.spread  # 3.4 times, here
+    for step in range(1, 400):
+        apart = step * 0.0025  # up to 1 bpb between two runs of one script
+        noise = noise_floor([*CLEAN, [2.4, 2.4 + apart]], floor=0.001, multiple=2.0)
+        assert noise.spread is not None and noise.spread <= bound * (1 + 1e-9), apart
+        if apart > 0.2:
+            assert noise.spread == pytest.approx(clean.spread) and noise.left_out == 1
+    far = noise_floor([*CLEAN, [2.4, 3.4]], floor=0.001, multiple=2.0)
+    assert (far.left_out, far.scripts, far.runs) == (1, 5, 10)
+    assert "1 further apart than chance left out" in far.describe()
+    plain, _, _ = pooled_spread([*CLEAN, [2.4, 3.4]])
+    assert plain is not None and plain > 10 * clean.spread
+
+
+def test_a_script_within_chance_is_pooled_though_it_is_the_widest() -> None:
+    widest = [*CLEAN, [2.4, 2.46]]  # three times the others' typical distance
+    noise = noise_floor(widest, floor=0.001, multiple=2.0)
+    spread, _, _ = pooled_spread(widest)
+    assert noise.left_out == 0 and noise.spread == pytest.approx(spread)
+
+
+def test_two_scripts_cannot_tell_an_outlier_from_the_noise_and_are_pooled() -> None:
+    """The baseline's pair and one confirmation pair: nothing to say which is the odd one."""
+    pairs = [[2.50, 2.52], [2.40, 2.60]]
+    noise = noise_floor(pairs, floor=0.001, multiple=2.0)
+    spread, _, _ = pooled_spread(pairs)
+    assert noise.left_out == 0 and noise.spread == pytest.approx(spread)
+
+
+@pytest.mark.parametrize("scripts", [3, 4, 6, 10])
+def test_on_clean_noise_the_robust_spread_leaves_out_little_and_stays_honest(scripts: int) -> None:
+    """Pairs of one normal noise: under 5 sets in 100 lose a pair, and the spread stays
+    within 5 % of the truth on average (a lower spread would keep more by luck)."""
+    rng = random.Random(scripts)
+    sets = 4000
+    variances, lost = [], 0
+    for _ in range(sets):
+        groups = [[rng.gauss(0, 1), rng.gauss(0, 1)] for _ in range(scripts)]
+        spread, _, _, left_out = robust_spread(groups)
+        assert spread is not None
+        variances.append(spread**2)
+        lost += left_out > 0
+    assert lost / sets < 0.05
+    assert statistics.fmean(variances) == pytest.approx(1.0, abs=0.05)
+
+
+def test_the_chi_squared_medians_agree_with_sampling() -> None:
+    rng = random.Random(7)
+    for freedom in (1, 2, 3, 6):
+        draws = [sum(rng.gauss(0, 1) ** 2 for _ in range(freedom)) / freedom for _ in range(20000)]
+        assert statistics.median(draws) == pytest.approx(_chi2_median_over_df(freedom), rel=0.03)
+
+
+@pytest.mark.usefixtures("no_git_identity")
+def test_status_says_how_many_runs_and_scripts_the_spread_stands_on_and_what_was_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "ws"
+    Workspace.init(root)
+    with Journal.open(journal_file(root)) as journal:
+        fill_journal(journal, experiments=4, phase="stopped", samples=0)
+        noise = noise_floor([*CLEAN, [2.4, 3.4]], floor=0.001, multiple=2.0)
+        journal.set_state(
+            keep_margin_bpb=noise.margin,
+            noise_spread_bpb=noise.spread,
+            noise_runs=noise.runs,
+            noise_scripts=noise.scripts,
+            noise_left_out=noise.left_out,
+        )
+    assert main(["status", "--workspace", str(root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["noise_runs"], report["noise_scripts"], report["noise_left_out"]) == (10, 5, 1)
+    assert main(["status", "--workspace", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert (
+        f"keep margin {noise.margin:.6f} (the run-to-run spread is {noise.spread:.6f} over 10 "
+        "repeated runs of 5 scripts; 1 script whose runs lay further apart than chance allows "
+        "left out)"
+    ) in text, text

@@ -4,6 +4,12 @@ The same script trained with another seed lands somewhere else: that run-to-run 
 measured by training some scripts more than once (the baseline at the start of a run, and
 experiments confirmed before they are kept). The spread is the pooled standard deviation of
 those repeated runs; the keep margin is a multiple of it, never below the configured floor.
+
+One noisy pair must not move the margin for the rest of the night: once there are
+`ROBUST_FROM_GROUPS` scripts trained more than once, a script whose runs lie further apart
+than chance allows (its variance over `OUTLIER_RATIO` times the spread the median script
+gives) is left out of the pool, and said to be. The median script's spread is what decides,
+so one script, however far out, moves the spread no further than the others allow.
 Pure functions: the engine feeds them the journal's numbers.
 """
 
@@ -13,23 +19,72 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+# From this many scripts trained more than once, one far out is left out of the pool.
+ROBUST_FROM_GROUPS = 3
+# A script's variance over this many times the median script's is further out than chance
+# allows: of two runs of the same noise, 1 pair in 100,000 lies that far apart. The median it
+# is set against is noisier: of sets of 3 to 10 clean pairs, 2 to 4 in 100 lose one, which
+# lowers their spread by about 1 % on average (tests/test_noise.py measures both).
+OUTLIER_RATIO = 20.0
+# The median of a chi-squared variable with k degrees of freedom, divided by k: a group's
+# variance over the true one has this median, so the median group's variance over it is a
+# fair estimate. k = 1..5 exactly; beyond, the Wilson-Hilferty approximation.
+_CHI2_MEDIAN_OVER_DF = {1: 0.454936, 2: 0.693147, 3: 0.788457, 4: 0.839410, 5: 0.870842}
+
+
+def _chi2_median_over_df(freedom: int) -> float:
+    known = _CHI2_MEDIAN_OVER_DF.get(freedom)
+    return known if known is not None else (1 - 2 / (9 * freedom)) ** 3
+
 
 @dataclass(frozen=True)
 class NoiseFloor:
     """What the repeated runs so far say about run-to-run noise."""
 
     spread: float | None  # pooled standard deviation of val_bpb; None until measured
-    scripts: int  # scripts trained more than once
+    scripts: int  # scripts trained more than once, in the pool
     runs: int  # their trainings in all
     margin: float  # the keep margin that follows from it
+    left_out: int = 0  # scripts whose runs lay too far apart to pool (outliers)
 
     def describe(self) -> str:
         if self.spread is None:
             return f"margin {self.margin:.6f} (the configured floor; no repeated runs yet)"
-        return (
+        text = (
             f"margin {self.margin:.6f} from a spread of {self.spread:.6f} measured over "
             f"{self.runs} runs of {self.scripts} script{'s' if self.scripts != 1 else ''}"
         )
+        if self.left_out:
+            text += f" ({self.left_out} further apart than chance left out)"
+        return text
+
+
+@dataclass(frozen=True)
+class _Group:
+    squares: float  # the sum of squared deviations from its mean
+    freedom: int  # its values less one
+    values: int
+
+    @property
+    def variance(self) -> float:
+        return self.squares / self.freedom
+
+
+def _groups(groups: Iterable[Sequence[float]]) -> list[_Group]:
+    """The groups of two values or more (a single value says nothing about spread)."""
+    found = []
+    for group in groups:
+        if len(group) < 2:
+            continue
+        mean = math.fsum(group) / len(group)
+        squares = math.fsum((value - mean) ** 2 for value in group)
+        found.append(_Group(squares, len(group) - 1, len(group)))
+    return found
+
+
+def _pool(groups: Sequence[_Group]) -> float | None:
+    freedom = sum(group.freedom for group in groups)
+    return math.sqrt(math.fsum(g.squares for g in groups) / freedom) if freedom else None
 
 
 def pooled_spread(groups: Iterable[Sequence[float]]) -> tuple[float | None, int, int]:
@@ -38,25 +93,40 @@ def pooled_spread(groups: Iterable[Sequence[float]]) -> tuple[float | None, int,
     Groups of one value say nothing about spread and are skipped. Returns (spread, groups
     used, values used); spread is None when no group has two values.
     """
-    squares, freedom, used, values = 0.0, 0, 0, 0
-    for group in groups:
-        if len(group) < 2:
-            continue
-        mean = math.fsum(group) / len(group)
-        squares += math.fsum((value - mean) ** 2 for value in group)
-        freedom += len(group) - 1
-        used += 1
-        values += len(group)
-    if not freedom:
+    found = _groups(groups)
+    spread = _pool(found)
+    if spread is None:
         return None, 0, 0
-    return math.sqrt(squares / freedom), used, values
+    return spread, len(found), sum(group.values for group in found)
+
+
+def robust_spread(groups: Iterable[Sequence[float]]) -> tuple[float | None, int, int, int]:
+    """The pooled standard deviation without the groups further out than chance allows.
+
+    From `ROBUST_FROM_GROUPS` groups on, the median group's variance (scaled by the median of
+    its chi-squared distribution) is a spread no single group can move far; a group whose
+    variance exceeds `OUTLIER_RATIO` times it is left out of the pool. Fewer groups than
+    that cannot tell an outlier from the noise, and are all pooled. Returns (spread, groups
+    used, values used, groups left out)."""
+    found = _groups(groups)
+    kept = found
+    if len(found) >= ROBUST_FROM_GROUPS:
+        scaled = sorted(group.variance / _chi2_median_over_df(group.freedom) for group in found)
+        middle = len(scaled) // 2
+        typical = scaled[middle] if len(scaled) % 2 else (scaled[middle - 1] + scaled[middle]) / 2
+        if typical > 0:
+            kept = [group for group in found if group.variance <= OUTLIER_RATIO * typical]
+    spread = _pool(kept)
+    if spread is None:
+        return None, 0, 0, 0
+    return spread, len(kept), sum(group.values for group in kept), len(found) - len(kept)
 
 
 def noise_floor(groups: Iterable[Sequence[float]], *, floor: float, multiple: float) -> NoiseFloor:
-    """The keep margin: ``multiple`` spreads, and never less than ``floor``."""
-    spread, scripts, runs = pooled_spread(groups)
+    """The keep margin: ``multiple`` robust spreads, and never less than ``floor``."""
+    spread, scripts, runs, left_out = robust_spread(groups)
     margin = floor if spread is None else max(floor, multiple * spread)
-    return NoiseFloor(spread, scripts, runs, margin)
+    return NoiseFloor(spread, scripts, runs, margin, left_out)
 
 
 def needs_confirmation(gain: float, margin: float, multiple: float, runs: int) -> bool:

@@ -98,10 +98,13 @@ class EngineState:
     agent_paused: Mapping[str, Any] | None = None  # the model's pause, while it lasts
     agent_stream: str = ""  # the reply being streamed, its last characters
     search_split: Mapping[str, Any] | None = None  # the hybrid's shares of the next proposals
-    # The noise: the margin a keep must clear, and the spread and runs it came from.
+    # The noise: the margin a keep must clear, and the spread and runs it came from (the runs
+    # of noise_scripts scripts; noise_left_out more lay too far apart to pool).
     keep_margin_bpb: float | None = None
     noise_spread_bpb: float | None = None
     noise_runs: int | None = None
+    noise_scripts: int | None = None
+    noise_left_out: int | None = None
     # What confined the latest training (trainer.confine.Confinement.to_dict()).
     confinement: Mapping[str, Any] | None = None
 
@@ -132,6 +135,8 @@ class EngineState:
             keep_margin_bpb=_float(get("keep_margin_bpb")),
             noise_spread_bpb=_float(get("noise_spread_bpb")),
             noise_runs=_int(get("noise_runs")),
+            noise_scripts=_int(get("noise_scripts")),
+            noise_left_out=_int(get("noise_left_out")),
             confinement=_mapping(get("confinement")),
         )
 

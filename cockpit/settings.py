@@ -247,6 +247,26 @@ class EngineSettings(BaseModel):
         ),
         json_schema_extra={"allowed": "a number, 0 or more"},
     )
+    keep_runs: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Trainings, each with its own seed, an experiment needs before it is kept and "
+            "becomes the best (whose value is their mean): one lucky training never sets the "
+            "value every later experiment is judged against; 1 = keep on a single training."
+        ),
+        json_schema_extra={"allowed": "an integer, 1 or more"},
+    )
+    max_runs: int = Field(
+        default=4,
+        ge=1,
+        description=(
+            "Trainings an experiment gets at most: past keep_runs, one whose gain falls short "
+            "of a keep by less than the standard error of the difference is trained again, "
+            "up to this many."
+        ),
+        json_schema_extra={"allowed": "an integer, 1 or more"},
+    )
     confirm_multiple: float = Field(
         default=2.0,
         ge=0,

@@ -37,6 +37,7 @@ def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> W
         # One training per experiment keeps these tests short; the noise floor and the
         # confirmation runs have tests of their own.
         "noise_runs = 1\n"
+        "keep_runs = 1\n"
         "confirm_multiple = 0\n"
         # Early abort has tests of its own; here every training runs its budget.
         "early_abort = false\n"

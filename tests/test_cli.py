@@ -286,8 +286,7 @@ def test_bench_trainer_prints_its_figures_as_json(tmp_path: Path) -> None:
 
 def test_bench_trainer_prints_a_table(tmp_path: Path) -> None:
     corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
-    # 5 s: on one core the template takes its pace only after about 3 s.
-    args = ["bench", "trainer", "--budget", "5", "--device", "cpu", "--corpus", f"text:{corpus}"]
+    args = ["bench", "trainer", "--budget", "3", "--device", "cpu", "--corpus", f"text:{corpus}"]
     result = cockpit(*args, "--no-reference")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from cockpit.engine.decide import Action, Rules, Standing, decide
 from cockpit.engine.integrity import SEED_ONLY
-from cockpit.engine.noise import NoiseFloor
+from cockpit.engine.noise import NoiseFloor, difference_error
 
 NOISE = NoiseFloor(spread=None, scripts=0, runs=0, margin=0.01)
-RULES = Rules(noise_runs=2, confirm_multiple=2.0)
+RULES = Rules(noise_runs=2, keep_runs=1, max_runs=4, confirm_multiple=2.0)
 BASE = Standing(0, 2.0, {42: 2.0}, lines_of_code=50)
 
 
@@ -76,3 +78,80 @@ def test_an_experiment_is_decided_only_after_the_baseline() -> None:
         decide(1, {42: 1.9}, lines_of_code=50, best=None, parent=None, noise=NOISE, rules=RULES)
     with pytest.raises(ValueError, match="no trial"):
         decide(1, {}, lines_of_code=50, best=BASE, parent=None, noise=NOISE, rules=RULES)
+
+
+# --- a keep is a mean over seeds, judged in standard errors of the difference ------------------
+
+MEASURED = NoiseFloor(spread=0.02, scripts=1, runs=2, margin=0.04, multiple=2.0)
+TWO_SEEDS = Rules(noise_runs=2, keep_runs=2, max_runs=4, confirm_multiple=2.0)
+PAIRED_BASE = Standing(0, 2.0, {42: 2.0, 43: 2.0}, lines_of_code=50)
+
+
+def judged(trials: dict[int, float], best: Standing = PAIRED_BASE, **kwargs: object) -> Action:
+    return decide(
+        1, trials, lines_of_code=50, best=best, parent=None, noise=MEASURED, rules=TWO_SEEDS,
+        **kwargs,  # type: ignore[arg-type]
+    ).action  # fmt: skip
+
+
+def test_a_single_lucky_run_is_never_the_bests_value() -> None:
+    """However far beyond the noise one training lands, it is trained on a second seed, and
+    the keep's value, the best's from then on, is the mean of both."""
+    lucky = decide(
+        1, {42: 1.5}, lines_of_code=50, best=PAIRED_BASE, parent=None, noise=MEASURED,
+        rules=TWO_SEEDS,
+    )  # fmt: skip
+    assert lucky.action is Action.TRAIN_AGAIN
+    assert "a keep is trained on 2 seeds at least" in lucky.reason
+    kept = decide(
+        1, {42: 1.5, 43: 1.9}, lines_of_code=50, best=PAIRED_BASE, parent=None, noise=MEASURED,
+        rules=TWO_SEEDS,
+    )  # fmt: skip
+    assert kept.action is Action.KEEP and kept.value == pytest.approx(1.7)
+    assert "the mean of 2 runs" in kept.reason
+
+
+def test_a_loss_or_a_gain_within_the_margin_costs_one_training() -> None:
+    assert judged({42: 2.05}) is Action.DISCARD
+    assert judged({42: 1.97}) is Action.DISCARD  # 0.03 < margin 0.04
+
+
+def test_the_standard_error_of_a_difference_of_means() -> None:
+    assert difference_error(0.02, 1, 1) == pytest.approx(0.02 * math.sqrt(2))
+    assert difference_error(0.02, 2, 2) == pytest.approx(0.02)
+    assert difference_error(0.02, 4, 1) == pytest.approx(0.02 * math.sqrt(1.25))
+    assert difference_error(None, 2, 2) is None
+    # One run against one run must clear two standard errors of their difference, more than
+    # the margin; two against two, the margin.
+    assert MEASURED.needed(1, 1) == pytest.approx(2 * 0.02 * math.sqrt(2))
+    assert MEASURED.needed(2, 2) == pytest.approx(0.04)
+    assert NOISE.needed(1, 1) == NOISE.margin  # no spread measured: the configured margin
+
+
+def test_one_training_against_one_is_kept_only_beyond_two_standard_errors() -> None:
+    single = Rules(noise_runs=1, keep_runs=1, max_runs=1, confirm_multiple=0.0)
+    one = Standing(0, 2.0, {42: 2.0}, lines_of_code=50)
+    for gain, action in ((0.05, Action.DISCARD), (0.06, Action.KEEP)):  # needed: 0.0566
+        decision = decide(
+            1, {42: 2.0 - gain}, lines_of_code=50, best=one, parent=None, noise=MEASURED,
+            rules=single,
+        )  # fmt: skip
+        assert decision.action is action, decision.reason
+    assert decision.evidence["needed"] == pytest.approx(0.04 * math.sqrt(2))
+    assert decision.evidence["difference_error"] == pytest.approx(0.02 * math.sqrt(2))
+
+
+def test_extra_trainings_go_to_gains_in_doubt_not_to_clear_ones() -> None:
+    """Past two seeds, a gain short of the keep by less than a standard error is trained
+    again, up to max_runs; a clear gain is kept on two, a clear miss discarded."""
+    assert judged({42: 1.9, 43: 1.9}) is Action.KEEP  # 0.1, far beyond 0.04
+    assert judged({42: 1.95}) is Action.TRAIN_AGAIN  # 0.05 > margin: a second seed
+    in_doubt = {42: 1.95, 43: 1.985}  # mean gain 0.0325: short of 0.04 by under 0.02
+    assert judged(in_doubt) is Action.TRAIN_AGAIN
+    assert judged({**in_doubt, 44: 1.97}) is Action.TRAIN_AGAIN  # 0.0317 vs 0.04 - 0.0183
+    assert judged({**in_doubt, 44: 1.97, 45: 1.975}) is Action.DISCARD  # max_runs reached
+    assert judged({42: 1.95, 43: 2.03}) is Action.DISCARD  # mean gain 0.01: a clear miss
+
+
+def test_a_seed_only_change_is_not_trained_again() -> None:
+    assert judged({42: 1.5}, flags={SEED_ONLY}) is Action.DISCARD

@@ -44,6 +44,7 @@ def short_trainings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "COCKPIT_TRAINER__EVAL_TOKENS": "4096",
         "COCKPIT_ENGINE__NOISE_RUNS": "1",
         "COCKPIT_ENGINE__CONFIRM_MULTIPLE": "0",
+        "COCKPIT_ENGINE__KEEP_RUNS": "1",
         "COCKPIT_ENGINE__EARLY_ABORT": "false",
         "COCKPIT_ENGINE__SAMPLE_SECONDS": "0.2",
     }.items():

@@ -43,9 +43,11 @@ class Standing:
 @dataclass(frozen=True)
 class Rules:
     """The settings a decision follows (their defaults are the settings' own: `[engine]`
-    noise_runs and confirm_multiple, `[trainer]` metric)."""
+    noise_runs, keep_runs, max_runs and confirm_multiple, `[trainer]` metric)."""
 
     noise_runs: int  # trainings of the baseline before it is decided
+    keep_runs: int  # trainings (seeds) a keep needs at least
+    max_runs: int  # trainings an experiment gets at most, while its gain is in doubt
     confirm_multiple: float  # gains under this many margins are trained again first
     metric: str = "val_bpb"  # the name the reasons quote
     source: str = "harness"  # or "self-reported"
@@ -90,6 +92,10 @@ def decide(
     margin = noise.margin
     against = best if parent is None else parent
     comparison = compare(trials, against.trials, against.value)
+    count = len(trials)
+    reference_runs = len(comparison.seeds) or max(1, len(against.trials))
+    needed = noise.needed(count, reference_runs)
+    error = noise.error(count, reference_runs)
     evidence: dict[str, Any] = {
         "metric": rules.metric,
         "source": rules.source,
@@ -101,19 +107,28 @@ def decide(
         # had one for each (paired), else its mean.
         "compared_with": comparison.reference,
         "paired_seeds": list(comparison.seeds),
+        "reference_runs": reference_runs,
+        # The standard error of the difference of the two means, and the gain a keep needed.
+        "difference_error": error,
+        "needed": needed,
     }
     if parent is not None:
         evidence["parent"] = parent.number
     gain = -comparison.delta
-    if needs_confirmation(gain, margin, rules.confirm_multiple, len(trials)):
-        why = f"confirming a gain of {gain:.6f} (margin {margin:.6f}): another run"
-        return Decision(Action.TRAIN_AGAIN, why, value, evidence)
     fewer_lines = (
         lines_of_code is not None
         and against.lines_of_code is not None
         and lines_of_code < against.lines_of_code
     )
-    keep, reason = comparison.verdict(against.value, margin, fewer_lines, runs)
+    # Another seed only re-rolls a seed-only change's luck: it is never trained again.
+    again = (
+        None
+        if SEED_ONLY in flags
+        else _train_again(gain, count, margin, needed, error, fewer_lines, rules)
+    )
+    if again is not None:
+        return Decision(Action.TRAIN_AGAIN, again, value, evidence)
+    keep, reason = comparison.verdict(against.value, margin, fewer_lines, runs, needed=needed)
     if keep and SEED_ONLY in flags:
         # Approved despite its flag: whatever it measured, another seed is only noise.
         return Decision(
@@ -131,3 +146,47 @@ def decide(
             evidence,
         )
     return Decision(Action.DISCARD, f"{reason}; {moved}", value, evidence)
+
+
+def _train_again(
+    gain: float,
+    runs: int,
+    margin: float,
+    needed: float,
+    error: float | None,
+    fewer_lines: bool,
+    rules: Rules,
+) -> str | None:
+    """Why the experiment is trained once more with the next seed, or None: decide now.
+
+    A keep becomes the best, and every later experiment is judged against its value: one
+    lucky training must not set it. So an experiment that would be kept (a gain beyond the
+    margin, or a tie by a shorter script) is trained on `keep_runs` seeds at least (two, under
+    `confirm_multiple` margins, where that is one). Past that, a gain that falls short of what
+    a keep needs by less than one standard error of the difference is still in doubt, and
+    trained again, up to `max_runs`: the extra trainings go where they can change the
+    decision, not to gains far beyond the noise or to losses."""
+    tie = fewer_lines and abs(gain) <= margin
+    wanted = max(1, rules.keep_runs)
+    if needs_confirmation(gain, margin, rules.confirm_multiple, runs):
+        wanted = max(wanted, 2)
+    if (gain > margin or tie) and runs < wanted:
+        if wanted == 2 and rules.keep_runs < 2:
+            return f"confirming a gain of {gain:.6f} (margin {margin:.6f}): another run"
+        return (
+            f"a gain of {gain:.6f} over {runs} run{'s' if runs != 1 else ''} (margin "
+            f"{margin:.6f}): a keep is trained on {wanted} seeds at least, another run"
+        )
+    # Trained again already (it looked like a keep), and now just short of one.
+    if (
+        runs >= 2
+        and error is not None
+        and runs < rules.max_runs
+        and needed - error < gain <= needed
+        and not tie
+    ):
+        return (
+            f"a gain of {gain:.6f} over {runs} runs, short of the {needed:.6f} a keep needs "
+            f"by less than its standard error {error:.6f}: another run"
+        )
+    return None

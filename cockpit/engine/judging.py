@@ -167,6 +167,8 @@ class Judge:
             noise=noise,
             rules=Rules(
                 noise_runs=self.settings.engine.noise_runs,
+                keep_runs=self.settings.engine.keep_runs,
+                max_runs=self.settings.engine.max_runs,
                 confirm_multiple=self.settings.engine.confirm_multiple,
                 metric=self.settings.trainer.metric,
                 source="self-reported" if self.settings.trainer.command else "harness",

@@ -46,6 +46,19 @@ class NoiseFloor:
     runs: int  # their trainings in all
     margin: float  # the keep margin that follows from it
     left_out: int = 0  # scripts whose runs lay too far apart to pool (outliers)
+    multiple: float = 0.0  # the margin's spreads; a gain must clear as many standard errors
+
+    def error(self, runs: int, reference_runs: int) -> float | None:
+        """The standard error of the difference between a mean of ``runs`` trainings and one
+        of ``reference_runs`` (None before the spread is measured)."""
+        return difference_error(self.spread, runs, reference_runs)
+
+    def needed(self, runs: int, reference_runs: int) -> float:
+        """The gain a keep must show, as means of ``runs`` trainings against
+        ``reference_runs``: the margin, or `multiple` standard errors of the difference of the
+        two means when that is more (one run against one run: the margin times sqrt 2)."""
+        error = self.error(runs, reference_runs)
+        return self.margin if error is None else max(self.margin, self.multiple * error)
 
     def describe(self) -> str:
         if self.spread is None:
@@ -126,7 +139,16 @@ def noise_floor(groups: Iterable[Sequence[float]], *, floor: float, multiple: fl
     """The keep margin: ``multiple`` robust spreads, and never less than ``floor``."""
     spread, scripts, runs, left_out = robust_spread(groups)
     margin = floor if spread is None else max(floor, multiple * spread)
-    return NoiseFloor(spread, scripts, runs, margin, left_out)
+    return NoiseFloor(spread, scripts, runs, margin, left_out, multiple)
+
+
+def difference_error(spread: float | None, runs: int, reference_runs: int) -> float | None:
+    """The standard error of a difference of two means, of ``runs`` and ``reference_runs``
+    trainings, each with run-to-run spread ``spread`` (None: not measured yet). Paired seeds
+    share some luck and make the true error smaller: this is the error without that help."""
+    if spread is None or runs < 1 or reference_runs < 1:
+        return None
+    return spread * math.sqrt(1 / runs + 1 / reference_runs)
 
 
 def needs_confirmation(gain: float, margin: float, multiple: float, runs: int) -> bool:
@@ -151,22 +173,37 @@ class Comparison:
         """The experiment's value minus the reference (negative is better)."""
         return self.value - self.reference
 
-    def verdict(self, best: float, margin: float, fewer_lines: bool, runs: str) -> tuple[bool, str]:
-        """Keep or not, and why: a gain beyond the margin is kept, and so is a tie within it
-        by a shorter script (the simplicity criterion); ``best`` is the best's mean, which a
-        keep never raises. ``runs`` says what ``value`` is ("one run", "the mean of 2 runs")."""
+    def verdict(
+        self,
+        best: float,
+        margin: float,
+        fewer_lines: bool,
+        runs: str,
+        needed: float | None = None,
+    ) -> tuple[bool, str]:
+        """Keep or not, and why: a gain beyond ``needed`` (the margin, or more standard errors
+        of the difference than that) is kept, and so is a tie within the margin by a shorter
+        script (the simplicity criterion); ``best`` is the best's mean, which a keep never
+        raises. ``runs`` says what ``value`` is ("one run", "the mean of 2 runs")."""
         delta, against = self.delta, self.describe_reference()
+        needed = margin if needed is None else max(margin, needed)
         measured = f"val_bpb {self.value:.6f} ({runs})"
-        if delta < -margin and self.value >= best:
+        cleared = f"margin {margin:.6f}" if needed <= margin else f"needed {needed:.6f}"
+        if delta < -needed and self.value >= best:
             # Paired, it clears the margin; but the best's other seeds did better than this
             # one's luck can show, and keeping it would raise the best val_bpb.
             return False, (
                 f"{measured} beats {against} by {-delta:.6f}, but not the best's mean {best:.6f}"
             )
-        if delta < -margin:
-            return True, f"{measured} beats {against} by {-delta:.6f} (margin {margin:.6f})"
+        if delta < -needed:
+            return True, f"{measured} beats {against} by {-delta:.6f} ({cleared})"
         if abs(delta) <= margin and fewer_lines:
             return True, f"{measured} ties {against} within {margin:.6f} with fewer lines"
+        if delta < -margin:
+            return False, (
+                f"{measured} beats {against} by {-delta:.6f}, short of the {needed:.6f} a "
+                "keep needs on this many runs (the margin in standard errors of the difference)"
+            )
         if delta < 0:
             return False, (
                 f"{measured} beats {against} by only {-delta:.6f}, within the noise margin "

@@ -26,6 +26,7 @@ from agent.names import PROPOSERS
 from cockpit.config import ConfigError, Settings, load_settings
 from cockpit.gpu_check import GpuCheckOptions
 from cockpit.store.steering import MODES, Kind, Steer
+from cockpit.store.verification import DEFAULT_SEEDS as VERIFY_SEEDS
 
 if TYPE_CHECKING:
     from cockpit.engine.workspace import Workspace
@@ -254,6 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help="print the run's figures as JSON instead of writing the files",
+    )
+
+    verify = commands.add_parser(
+        "verify",
+        help="train a run's best again on seeds no experiment used: the gain you can bank",
+    )
+    _add_engine_workspace(verify)
+    verify.add_argument("--tag", default=None, help="the run (default: the latest)")
+    verify.add_argument(
+        "--seeds",
+        type=int,
+        default=VERIFY_SEEDS,
+        help=f"fresh seeds to train it on (default: {VERIFY_SEEDS})",
     )
 
     _add_doctor(commands)
@@ -566,6 +580,13 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return print_doctor(checks, workspace, as_json=args.json)
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from cockpit import commands
+    from cockpit.verify import cmd_verify
+
+    return cmd_verify(commands.open_workspace(args.workspace), args.tag, args.seeds)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     import json
 
@@ -715,6 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _cmd_train,
         "bench": _cmd_bench,
         "report": _cmd_report,
+        "verify": _cmd_verify,
         "doctor": _cmd_doctor,
     }
     try:

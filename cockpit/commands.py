@@ -27,6 +27,7 @@ from cockpit.store.lock import engine_lock_held, engine_lock_pid
 from cockpit.store.records import JournalError, Run
 from cockpit.store.state import EngineState
 from cockpit.store.steering import Kind, Steer
+from cockpit.store.verification import latest_verification
 from cockpit.views.agent_status import (
     ModelPaused,
     ProposedBy,
@@ -268,6 +269,10 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
         "mode": None,
         "time_left": None,
         "stopping": None,  # the stop the running engine has accepted, while it is pending
+        # The best trained again on fresh seeds (`cockpit verify`); None until it has been.
+        "verified_best": None,
+        "verified_gain": None,
+        "verify_seeds": None,
         "last_decisions": [],
     }
     journal = _open_journal(workspace, readonly=True)
@@ -288,6 +293,16 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 metric=run.config.get("trainer", {}).get("metric", "val_bpb"),
                 # Script mode: the metric is what the workspace's own command printed.
                 self_reported=bool(run.config.get("trainer", {}).get("command")),
+            )
+            verified = latest_verification(journal, run.id)
+            # The best trained again on fresh seeds (`cockpit verify`): what can be banked.
+            report.update(
+                verified_best=None if verified is None else verified.mean,
+                verified_gain=None if verified is None else verified.verified_gain,
+                verify_seeds=None if verified is None else list(verified.seeds),
+                verified_differs=None if verified is None else verified.differs,
+                verified_message=None if verified is None else verified.describe(),
+                verified_experiment=None if verified is None else verified.experiment,
             )
             decisions = journal.events(run.id, kinds=["decision"], limit=5, latest=True)
             report["last_decisions"] = [
@@ -380,6 +395,8 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
             " (self-reported)" if report.get("self_reported") else ""
         )
         print(f"  best {metric} {best:.6f}  baseline {baseline:.6f}  gain {baseline - best:+.6f}")
+    if report.get("verified_message"):
+        print(f"  #{report['verified_experiment']} {report['verified_message']}")
     margin = report.get("keep_margin_bpb")
     if margin is not None:
         spread = report.get("noise_spread_bpb")

@@ -52,6 +52,7 @@ from cockpit.engine.workspace import Workspace
 from cockpit.report.summary import summarize_experiments
 from cockpit.store.atomic import write_atomic
 from cockpit.store.journal import Journal
+from cockpit.store.verification import FIRST_SEED
 
 if TYPE_CHECKING:  # the engine loads only when a run starts, not to parse the options
     from cockpit.engine.agents import AgentSetup
@@ -70,7 +71,8 @@ PROPOSER_COLORS = {
     names.LLM: "#d62728",
 }
 SECONDS_PER_HOUR = 3600.0
-VERIFY_SEED = 1000  # verification trainings use seeds 1000, 1001, ...: no run uses them
+# Verification trainings use seeds 1000, 1001, ... (cockpit.store.verification owns it).
+VERIFY_SEED = FIRST_SEED
 
 
 def parse_proposers(text: str) -> tuple[str, ...]:

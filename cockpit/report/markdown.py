@@ -156,6 +156,10 @@ def _headline_rows(summary: RunSummary) -> list[tuple[str, str]]:
             "" if summary.total_gain_percent is None else f" ({summary.total_gain_percent:.2f} %)"
         )
         rows.append(("Total gain", f"{summary.total_gain_bpb:.6f} bpb{percent}"))
+    if summary.verified_message is not None:
+        rows.append(("Verified", _cell(summary.verified_message)))
+    elif summary.best_number:
+        rows.append(("Verified", "not yet: `cockpit verify` trains the best on fresh seeds"))
     stopped = (
         f" ({summary.stopped_early} of them stopped early by early abort, with no val_bpb)"
         if summary.stopped_early

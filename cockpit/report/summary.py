@@ -18,6 +18,7 @@ from typing import Any
 from agent import names
 from cockpit.store.journal import Journal
 from cockpit.store.records import LEDGER_DECISIONS, Experiment, Run
+from cockpit.store.verification import latest_verification
 
 
 class ReportError(Exception):
@@ -124,6 +125,11 @@ class RunSummary:
     points: tuple[ProgressPoint, ...]
     # One per proposer of the experiments after the baseline, the largest gain first.
     proposer_gains: tuple[ProposerGain, ...]
+    # The best trained again on fresh seeds (`cockpit verify`); None until it has been.
+    verified_best: float | None = None
+    verified_gain: float | None = None
+    verify_seeds: tuple[int, ...] | None = None
+    verified_message: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The summary as JSON-ready data (tuples become lists of objects)."""
@@ -139,7 +145,17 @@ def summarize(journal: Journal, run_id: int) -> RunSummary:
             f"no run with id {run_id} in the journal at {journal.path} (runs: {tags}); "
             "name one of them by its tag"
         )
-    return summarize_experiments(journal.experiments(run_id), run=run)
+    summary = summarize_experiments(journal.experiments(run_id), run=run)
+    verified = latest_verification(journal, run_id)
+    if verified is None:
+        return summary
+    return dataclasses.replace(
+        summary,
+        verified_best=verified.mean,
+        verified_gain=verified.verified_gain,
+        verify_seeds=verified.seeds,
+        verified_message=f"#{verified.experiment} {verified.describe()}",
+    )
 
 
 def summarize_experiments(

@@ -1,0 +1,165 @@
+"""A verification as the journal holds it: a run's best trained again on seeds no experiment
+of the run used, and what that says of the ledger's best.
+
+The ledger's best is the luckiest of many noisy draws: the keep that beat the others is also
+the one whose seeds favoured it most. Trained again on fresh seeds, it shows what its script is
+worth. `cockpit verify` (cockpit/verify.py) records one as a ``verify`` event of the run; this
+module is the one owner of that event's data, for the writer and every reader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cockpit.store.journal import Journal
+
+EVENT_KIND = "verify"
+DEFAULT_SEEDS = 3  # `cockpit verify`'s fresh trainings unless told
+# Verification trainings use seeds from here up, skipping any the run used: far above the
+# seeds experiments take (the run's seed, plus one per further training of a script).
+FIRST_SEED = 1000
+
+
+def fresh_seeds(used: set[int], count: int) -> list[int]:
+    """``count`` seeds from `FIRST_SEED` up that are not in ``used``."""
+    seeds: list[int] = []
+    seed = FIRST_SEED
+    while len(seeds) < count:
+        if seed not in used:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The best of a run, trained again: its seeds and what each training measured."""
+
+    experiment: int  # the best's experiment number
+    commit: str  # the best's commit
+    seeds: tuple[int, ...]
+    values: tuple[float | None, ...]  # val_bpb per seed (None: that training gave none)
+    ledger_best: float  # the best's value in the ledger (the mean of its trainings)
+    ledger_runs: int  # how many trainings that value is the mean of
+    baseline: float | None  # the run's baseline value
+    spread: float | None  # the run's run-to-run spread when it was verified
+    multiple: float = 2.0  # how many standard errors make a difference more than the noise
+    at: str = field(default="", compare=False)  # when it was recorded (the event's time)
+
+    @property
+    def measured(self) -> list[float]:
+        return [value for value in self.values if value is not None and math.isfinite(value)]
+
+    @property
+    def mean(self) -> float | None:
+        """The verified best: the mean of the fresh trainings (None: none measured)."""
+        measured = self.measured
+        return math.fsum(measured) / len(measured) if measured else None
+
+    @property
+    def verified_gain(self) -> float | None:
+        mean = self.mean
+        return None if mean is None or self.baseline is None else self.baseline - mean
+
+    @property
+    def ledger_gain(self) -> float | None:
+        return None if self.baseline is None else self.baseline - self.ledger_best
+
+    @property
+    def optimism(self) -> float | None:
+        """How much better the ledger says the best is than its fresh trainings do."""
+        mean = self.mean
+        return None if mean is None else mean - self.ledger_best
+
+    @property
+    def error(self) -> float | None:
+        """The standard error of the difference between the ledger's mean and the verified
+        one (None before the spread is measured, or with nothing verified)."""
+        runs = len(self.measured)
+        if self.spread is None or not runs or self.ledger_runs < 1:
+            return None
+        return self.spread * math.sqrt(1 / runs + 1 / self.ledger_runs)
+
+    @property
+    def differs(self) -> bool | None:
+        """Whether the ledger and the fresh trainings differ by more than the noise explains
+        (None: no spread to tell by)."""
+        optimism, error = self.optimism, self.error
+        if optimism is None or error is None:
+            return None
+        return abs(optimism) > self.multiple * error
+
+    def describe(self) -> str:
+        """One line for `cockpit status`, the report and the notifications."""
+        mean = self.mean
+        seeds = _seed_range(self.seeds)
+        if mean is None:
+            return f"verified on seeds {seeds}: no training gave a val_bpb"
+        text = f"verified best {mean:.6f} over {len(self.measured)} fresh seeds ({seeds})"
+        gain, ledger_gain = self.verified_gain, self.ledger_gain
+        if gain is not None and ledger_gain is not None:
+            text += f": gain {gain:+.6f} against the ledger's {ledger_gain:+.6f}"
+        differs, optimism, error = self.differs, self.optimism, self.error
+        if differs and optimism is not None and error is not None:
+            side = "optimistic" if optimism > 0 else "pessimistic"
+            text += (
+                f"; the ledger is {side} by {abs(optimism):.6f}, more than the noise "
+                f"explains ({self.multiple:g} standard errors: {self.multiple * error:.6f})"
+            )
+        elif differs is False:
+            text += "; within the noise of the ledger's"
+        return text
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "commit": self.commit,
+            "seeds": list(self.seeds),
+            "values": list(self.values),
+            "ledger_best": self.ledger_best,
+            "ledger_runs": self.ledger_runs,
+            "baseline": self.baseline,
+            "spread": self.spread,
+            "multiple": self.multiple,
+            # Derived, for readers of the raw journal (the fields above are what is read back).
+            "verified_best": self.mean,
+            "verified_gain": self.verified_gain,
+            "differs": self.differs,
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], at: str = "") -> Verification | None:
+        """The verification an event's data holds (None: not one)."""
+        try:
+            return cls(
+                experiment=int(data["experiment"]),
+                commit=str(data["commit"]),
+                seeds=tuple(int(seed) for seed in data["seeds"]),
+                values=tuple(None if v is None else float(v) for v in data["values"]),
+                ledger_best=float(data["ledger_best"]),
+                ledger_runs=int(data["ledger_runs"]),
+                baseline=None if data.get("baseline") is None else float(data["baseline"]),
+                spread=None if data.get("spread") is None else float(data["spread"]),
+                multiple=float(data.get("multiple", 2.0)),
+                at=at,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _seed_range(seeds: Sequence[int]) -> str:
+    if len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(str(seed) for seed in seeds)
+
+
+def latest_verification(journal: Journal, run_id: int) -> Verification | None:
+    """The run's latest verification, if any."""
+    for event in journal.events(run_id, kinds=[EVENT_KIND], limit=1, latest=True):
+        found = Verification.from_data(event.data or {}, at=str(event.at))
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,114 @@
+"""`cockpit verify`: the run's best trained again on fresh seeds, recorded, and shown where
+people read the figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from cockpit.cli import main
+from cockpit.engine.workspace import Workspace
+from cockpit.store.journal import Journal
+from cockpit.store.verification import FIRST_SEED, Verification, fresh_seeds
+from tests.helpers import cockpit, experiments, make_workspace
+
+RECORD = Verification(
+    experiment=3,
+    commit="a" * 40,
+    seeds=(1000, 1001, 1002),
+    values=(2.40, 2.42, None),
+    ledger_best=2.30,
+    ledger_runs=2,
+    baseline=2.70,
+    spread=0.02,
+)
+
+
+def test_fresh_seeds_skip_every_seed_the_run_used() -> None:
+    assert fresh_seeds(set(), 2) == [FIRST_SEED, FIRST_SEED + 1]
+    assert fresh_seeds({42, 43, 1000, 1002}, 3) == [1001, 1003, 1004]
+
+
+def test_the_verified_figures_and_when_they_differ_from_the_ledger_by_more_than_the_noise() -> None:
+    assert RECORD.mean == pytest.approx(2.41)  # the training that gave none is left out
+    assert RECORD.verified_gain == pytest.approx(0.29)
+    assert RECORD.ledger_gain == pytest.approx(0.40)
+    assert RECORD.optimism == pytest.approx(0.11)
+    assert RECORD.error == pytest.approx(0.02 * math.sqrt(1 / 2 + 1 / 2))
+    assert RECORD.differs is True
+    text = RECORD.describe()
+    assert text.startswith("verified best 2.410000 over 2 fresh seeds (1000-1002)")
+    assert "gain +0.290000 against the ledger's +0.400000" in text
+    assert "the ledger is optimistic by 0.110000, more than the noise explains" in text
+    close = Verification(3, "a" * 40, (1000,), (2.31,), 2.30, 2, 2.70, 0.02)
+    assert close.differs is False and "within the noise of the ledger's" in close.describe()
+    unmeasured = Verification(3, "a" * 40, (1000,), (2.31,), 2.30, 2, 2.70, None)
+    assert unmeasured.differs is None
+    assert Verification.from_data(RECORD.to_data()) == RECORD
+    assert Verification.from_data({"experiment": 1}) is None
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("no_git_identity")
+def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_show_it(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "ws"
+    make_workspace(root)
+    ran = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    records = experiments(root)
+    used = {trial["seed"] for e in records for trial in (e.details or {}).get("trials", [])}
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        run = journal.latest_run()
+    assert run is not None and run.best_val_bpb is not None
+
+    result = cockpit("verify", "--workspace", str(root), "--seeds", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verified best" in result.stdout, result.stdout
+
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["verify_seeds"] == [1000, 1001] and not set(status["verify_seeds"]) & used
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        (event,) = journal.events(run.id, kinds=["verify"])
+    values = event.data["values"]
+    assert len(values) == 2 and all(isinstance(v, float) for v in values)
+    assert status["verified_best"] == pytest.approx(sum(values) / 2)
+    assert status["verified_gain"] == pytest.approx(run.baseline_val_bpb - sum(values) / 2)
+    best = next(e for e in records if e.commit_sha == run.best_commit)
+    assert event.data["experiment"] == best.number and event.data["commit"] == run.best_commit
+    # Each training left its files, under the run's verification folder, with its seed.
+    for seed in (1000, 1001):
+        summary = json.loads(
+            (root / ".cockpit" / "verify" / run.tag / str(seed) / "summary.json").read_text()
+        )
+        assert summary["seed"] == seed and summary["val_bpb"] in values
+    text = cockpit("status", "--workspace", str(root)).stdout
+    assert f"#{best.number} verified best" in text, text
+    report = json.loads(cockpit("report", "--workspace", str(root), "--json").stdout)
+    assert report["verify_seeds"] == [1000, 1001]
+    assert report["verified_best"] == pytest.approx(status["verified_best"])
+    assert cockpit("report", "--workspace", str(root)).returncode == 0
+    markdown = (root / "report" / "report.md").read_text()
+    assert "| Verified | #" in markdown and "fresh seeds (1000, 1001)" in markdown
+
+
+@pytest.mark.usefixtures("no_git_identity")
+def test_verify_without_a_run_or_with_the_engine_running_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cockpit.bench.ui_bench import release_engine, stand_in_engine
+
+    root = tmp_path / "ws"
+    Workspace.init(root)
+    assert main(["verify", "--workspace", str(root)]) == 1
+    assert "no run yet" in capsys.readouterr().err
+    stand_in_engine(root)
+    try:
+        assert main(["verify", "--workspace", str(root)]) == 1
+        assert "the engine is running" in capsys.readouterr().err
+    finally:
+        release_engine(root)

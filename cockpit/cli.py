@@ -26,7 +26,6 @@ from agent.names import PROPOSERS
 from cockpit.config import ConfigError, Settings, load_settings
 from cockpit.gpu_check import GpuCheckOptions
 from cockpit.store.steering import MODES, Kind, Steer
-from cockpit.store.verification import DEFAULT_SEEDS as VERIFY_SEEDS
 
 if TYPE_CHECKING:
     from cockpit.engine.workspace import Workspace
@@ -266,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--seeds",
         type=int,
-        default=VERIFY_SEEDS,
-        help=f"fresh seeds to train it on (default: {VERIFY_SEEDS})",
+        default=None,
+        help="fresh seeds to train it on (config: engine.verify_seeds; 3 where that is 0)",
     )
 
     _add_doctor(commands)

@@ -62,11 +62,14 @@ OVERHEAD_SECONDS = {"cuda": 40.0, "cpu": 25.0}
 DOCTOR_SECONDS = 30.0  # the device probe on a cold cache, the user-namespace trial, Ollama
 ENGINE_SECONDS = 15.0  # a fresh workspace, the engine's start, its proposals and its end
 LOOP_PROPOSER = names.OPTUNA
-# A night measures the run-to-run noise with a second baseline and confirms a close keep with
-# another seed; the loop of a ten-minute check does neither (a variable already set wins).
+# A night measures the run-to-run noise with a second baseline, trains a keep on two seeds and
+# verifies its best at the end; the loop of a ten-minute check does none of it (a variable
+# already set wins).
 LOOP_ENVIRONMENT = {
     "COCKPIT_ENGINE__NOISE_RUNS": "1",
+    "COCKPIT_ENGINE__KEEP_RUNS": "1",
     "COCKPIT_ENGINE__CONFIRM_MULTIPLE": "0",
+    "COCKPIT_ENGINE__VERIFY_SEEDS": "0",
 }
 # Checks whose failure means no training can run: the check stops after the doctor.
 BLOCKING_CHECKS = ("torch", "probe", "disk", "corpus")

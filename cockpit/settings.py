@@ -267,6 +267,16 @@ class EngineSettings(BaseModel):
         ),
         json_schema_extra={"allowed": "an integer, 1 or more"},
     )
+    verify_seeds: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "At the end of a run that finished, its best is trained again this many times on "
+            "seeds no experiment used (`cockpit verify`): the verified best and gain show what "
+            "its script is worth beside the ledger's luckiest draw; 0 = skip."
+        ),
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = skip)"},
+    )
     confirm_multiple: float = Field(
         default=2.0,
         ge=0,

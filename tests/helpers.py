@@ -38,6 +38,8 @@ def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> W
         # confirmation runs have tests of their own.
         "noise_runs = 1\n"
         "keep_runs = 1\n"
+        # Verifying the best at the end has tests of its own (tests/test_verify.py).
+        "verify_seeds = 0\n"
         "confirm_multiple = 0\n"
         # Early abort has tests of its own; here every training runs its budget.
         "early_abort = false\n"

@@ -131,8 +131,8 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
         assert row["experiments_per_run"] == 2
         assert row["gain_per_hour"] == pytest.approx(run["gain_bpb"] / run["compute_hours"])
 
-        # --verify 1: the best script trained again with seed 1000, as `cockpit train` does.
-        verify = workspace / ".cockpit" / "verify"
+        # --verify 1: the best script trained again with seed 1000, as `cockpit verify` does.
+        verify = workspace / ".cockpit" / "verify" / recorded.tag
         best_commit = recorded.best_commit or recorded.base_commit
         assert (verify / "train.py").read_text() == git(
             workspace, "show", f"{best_commit}:train.py"
@@ -144,7 +144,10 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
         )
         assert run["verified_gain"] == pytest.approx(baseline - trained["val_bpb"])
         assert row["verified_gain_mean"] == pytest.approx(run["verified_gain"])
-        assert f"verifying the best: seed 1000, val_bpb {trained['val_bpb']:.6f}" in progress
+        assert f"  seed 1000: val_bpb {trained['val_bpb']:.6f}" in progress
+        with Journal.open(workspace / ".cockpit" / "journal.db", readonly=True) as journal:
+            (event,) = journal.events(recorded.id, kinds=["verify"])
+        assert event.data["values"] == run["verified"]
 
     plot = out / "search.png"
     assert report["plot"] == str(plot)

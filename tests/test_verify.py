@@ -3,16 +3,25 @@ people read the figures."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from agent.builtin import BuiltinProposer
+from cockpit.bench.ui_bench import build_workspace
 from cockpit.cli import main
+from cockpit.config import load_settings
+from cockpit.engine.loop import Engine, EngineOptions
+from cockpit.engine.monitor import ScriptedGpuSource
 from cockpit.engine.workspace import Workspace
 from cockpit.store.journal import Journal
-from cockpit.store.verification import FIRST_SEED, Verification, fresh_seeds
+from cockpit.store.verification import FIRST_SEED, Verification, fresh_seeds, latest_verification
+from cockpit.ui.app import create_app
+from cockpit.ui.status_line import StatusLine
+from cockpit.views.readmodel import journal_file
 from tests.helpers import cockpit, experiments, make_workspace
 
 RECORD = Verification(
@@ -112,3 +121,74 @@ def test_verify_without_a_run_or_with_the_engine_running_says_what_to_do(
         assert "the engine is running" in capsys.readouterr().err
     finally:
         release_engine(root)
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("no_git_identity")
+def test_a_finished_run_verifies_its_best_and_the_last_notice_says_what_it_showed(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "ws"
+    workspace = make_workspace(root)
+    notices = tmp_path / "notices.txt"
+    settings = load_settings(
+        root,
+        overrides={
+            "engine.verify_seeds": 2,
+            "notify.command": f'echo "$COCKPIT_NOTIFY_KIND: $COCKPIT_NOTIFY_BODY" >> {notices}',
+            "notify.min_interval_seconds": 0.0,
+        },
+    )
+    proposer = BuiltinProposer(seed=0)
+    output = io.StringIO()
+    engine = Engine(
+        workspace, settings, proposer, gpu_source=ScriptedGpuSource.no_gpu(), out=output
+    )
+    assert engine.run(EngineOptions(tag="night", experiments=1)) == 0
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        run = journal.run_by_tag("night")
+        assert run is not None
+        verified = latest_verification(journal, run.id)
+        assert journal.engine_state().phase == "stopped"
+    assert verified is not None and verified.seeds == (1000, 1001)
+    assert verified.ledger_best == run.best_val_bpb and len(verified.measured) == 2
+    assert f"#{verified.experiment} verified best" in output.getvalue()
+    stopped = [line for line in notices.read_text().splitlines() if "engine_stopped" in line]
+    assert len(stopped) == 1, notices.read_text()  # one notice, once it is verified
+    body = notices.read_text().split("engine_stopped: ", 1)[1]
+    assert "run finished" in body and "verified best" in body, body
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_git_identity")
+async def test_the_status_line_shows_the_verified_gain_beside_the_ledgers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "home").mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COCKPIT_STATE_DIR", str(tmp_path / "state"))
+    root = build_workspace(tmp_path / "home" / "ws", experiments=6)
+    with Journal.open(journal_file(root)) as journal:
+        run = journal.latest_run()
+        assert run is not None and run.best_val_bpb is not None and run.best_commit
+        assert run.baseline_val_bpb is not None
+        record = Verification(
+            experiment=1,
+            commit=run.best_commit,
+            seeds=(1000, 1001),
+            values=(run.best_val_bpb + 0.2, run.best_val_bpb + 0.2),
+            ledger_best=run.best_val_bpb,
+            ledger_runs=2,
+            baseline=run.baseline_val_bpb,
+            spread=0.01,
+        )
+        journal.add_event("verify", record.describe(), run_id=run.id, data=record.to_data())
+    app = create_app(root, poll_seconds=600.0)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        rendered = app.query_one(StatusLine).render()
+        text = str(getattr(rendered, "plain", rendered))
+    gain = run.baseline_val_bpb - (run.best_val_bpb + 0.2)
+    assert f"verified {gain:+.4f}" in text, text

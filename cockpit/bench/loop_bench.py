@@ -177,6 +177,7 @@ def run_loop_bench(
                 "engine.noise_runs": 1,
                 "engine.confirm_multiple": 0.0,
                 "engine.test_split_summary": False,
+                "engine.verify_seeds": 0,
             },
         )
         proposer = SlowProposer(propose_seconds)

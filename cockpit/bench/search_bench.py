@@ -525,6 +525,8 @@ def run_settings(
             "engine.experiments": options.experiments,
             "engine.workers": options.workers,
             "engine.test_split_summary": False,
+            # The bench verifies each run's best itself (--verify), outside the time it counts.
+            "engine.verify_seeds": 0,
             "trainer.budget_seconds": options.budget_seconds,
             "trainer.seed": seed,
             "trainer.device": options.device,
@@ -585,35 +587,23 @@ def run_one(
             workers=options.workers,
             model_note=note,
         )
-        best = journal.run_by_tag(run.tag)
-    if not options.verify or best is None or best.best_commit is None:
+    if not options.verify:
         return run
-    script = workspace.script_at(best.best_commit)
-    verified = verify_best(options, workspace.path, proposer, script, progress)
-    return dataclasses.replace(run, verified=verified)
+    from cockpit.engine.verification import verify_best
 
-
-def verify_best(
-    options: SearchOptions, workspace: Path, proposer: str, script: str, progress: TextIO
-) -> tuple[float | None, ...]:
-    """Train a run's best script ``options.verify`` times with the verification seeds, as
-    `cockpit train` does; each training's val_bpb (None for one that gave none)."""
-    from cockpit.training import run_training
-
-    folder = workspace / ".cockpit" / "verify"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "train.py"
-    write_atomic(target, script.encode("utf-8"))
-    values: list[float | None] = []
-    for seed in range(VERIFY_SEED, VERIFY_SEED + options.verify):
-        settings = run_settings(
-            options, workspace, proposer, seed, script=str(target.relative_to(workspace))
+    with Journal.open(workspace.paths.journal) as journal:
+        record = journal.run_by_tag(run.tag)
+        if record is None or record.best_commit is None:
+            return run
+        verified = verify_best(
+            workspace,
+            journal,
+            record,
+            settings,
+            options.verify,
+            say=lambda line: print(line, file=progress, flush=True),
         )
-        result = run_training(settings, workspace, out=io.StringIO(), keep_dir=folder / str(seed))
-        values.append(result.val_bpb)
-        shown = "no val_bpb" if result.val_bpb is None else f"val_bpb {result.val_bpb:.6f}"
-        print(f"verifying the best: seed {seed}, {shown}", file=progress, flush=True)
-    return tuple(values)
+    return run if verified is None else dataclasses.replace(run, verified=verified.values)
 
 
 def run_search_bench(options: SearchOptions, *, as_json: bool) -> int:

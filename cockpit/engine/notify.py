@@ -473,8 +473,11 @@ class EngineNotices:
             f"{self.metric} {val_bpb:.6f}, {gain}\n#{number}: {description}",
         )
 
-    def engine_stopped(self, tag: str, reason: str, best: float | None) -> bool:
-        """The engine stopped (run done, stopped by the researcher, or failed)."""
+    def engine_stopped(
+        self, tag: str, reason: str, best: float | None, verified: str | None = None
+    ) -> bool:
+        """The engine stopped (run done, stopped by the researcher, or failed); ``verified``
+        is what training the best again on fresh seeds showed, when it was."""
         if tag:
             self.tag = tag
         result = (
@@ -482,7 +485,8 @@ class EngineNotices:
             if best is not None
             else f"no {self.metric} recorded yet"
         )
-        return self._send("engine_stopped", f"engine stopped ({result})", f"{reason}\n{result}")
+        body = f"{reason}\n{result}" + (f"\n{verified}" if verified else "")
+        return self._send("engine_stopped", f"engine stopped ({result})", body)
 
     def agent_state(self, state: str, message: str) -> bool:
         """The agent reported its model server's health (``agent_state``, ``agent_message``):

@@ -17,7 +17,6 @@ from typing import Any
 from cockpit.store.journal import Journal
 
 EVENT_KIND = "verify"
-DEFAULT_SEEDS = 3  # `cockpit verify`'s fresh trainings unless told
 # Verification trainings use seeds from here up, skipping any the run used: far above the
 # seeds experiments take (the run's seed, plus one per further training of a script).
 FIRST_SEED = 1000

@@ -29,6 +29,7 @@ PHASE_WORDS = {
     "awaiting_approval": "AWAITING APPROVAL",
     "training": "TRAINING",
     "evaluating": "EVALUATING",
+    "verifying": "VERIFYING",
     "paused": "PAUSED",
     "stopped": "STOPPED",
 }
@@ -75,6 +76,7 @@ class StatusLine(ValuePanel):
                 "paused": palette.warning,
                 "training": palette.running,
                 "evaluating": palette.running,
+                "verifying": palette.running,
             }.get(status.phase, palette.primary)
             word = PHASE_WORDS.get(status.phase, status.phase.upper())
             phase = text_line((f" {word} ", badge + Style(bgcolor=colour)))
@@ -83,6 +85,7 @@ class StatusLine(ValuePanel):
                 "awaiting_approval",
                 "training",
                 "evaluating",
+                "verifying",
             ):
                 phase.append(f" #{status.experiment}", Style(bold=True, color=colour))
             parts.append((phase, 0))
@@ -130,6 +133,12 @@ class StatusLine(ValuePanel):
             gain_style = Style(color=palette.keep if gain > 0 else palette.muted)
             parts.append((text_line((f" {arrow}{abs(gain):.4f}", gain_style)), 1))
             parts.append((text_line((f" ({share:+.1f}%) vs baseline", gain_style)), 4))
+        verified = status.verified_gain
+        if verified is not None:
+            # What the best's script is worth on fresh seeds: the gain that can be banked.
+            differs = status.verified is not None and status.verified.differs
+            style = Style(color=palette.warning if differs else palette.keep)
+            parts.append((text_line(("  verified ", muted), (f"{verified:+.4f}", style)), 2))
         if status.self_reported:
             parts.append((text_line((" self-reported", palette.warning)), 2))
         if status.mode:

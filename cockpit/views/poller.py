@@ -34,6 +34,7 @@ from cockpit.store.lock import engine_lock_held
 from cockpit.store.records import Command, LedgerEntry, Run
 from cockpit.store.samples import MonitorSample
 from cockpit.store.state import EngineState
+from cockpit.store.verification import latest_verification
 from cockpit.views.loss_follow import LossFollower
 from cockpit.views.readmodel import (
     EVENT_HISTORY,
@@ -210,7 +211,8 @@ class JournalPoller:
         state = journal.engine_state()
         run = journal.latest_run()
         running = running_lock
-        status = read_status(self.label, state, run, running=running)
+        verified = None if run is None else latest_verification(journal, run.id)
+        status = read_status(self.label, state, run, running=running, verified=verified)
         snapshot = self.snapshot
         reset = self._fresh or (run is not None and run.id != snapshot.run_id)
         if reset:

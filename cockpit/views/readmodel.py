@@ -32,6 +32,7 @@ from cockpit.store.trials import (
     latest_curve,
     trial_results,
 )
+from cockpit.store.verification import Verification
 from cockpit.views.agent_status import (
     ModelPaused,
     ProposedBy,
@@ -153,6 +154,16 @@ class StatusInfo:
     workers: tuple[WorkerRow, ...] = ()
     # The stop the running engine has accepted and not carried out yet.
     stopping: PendingStop | None = None
+    verified: Verification | None = None  # the run's latest verification
+
+    @property
+    def verified_gain(self) -> float | None:
+        """The gain of the best trained again on fresh seeds (`cockpit verify`), when it was
+        verified at the best it is now (None otherwise)."""
+        verified = self.verified
+        if verified is None or verified.ledger_best != self.best_val_bpb:
+            return None
+        return verified.verified_gain
 
     @property
     def gain(self) -> float | None:
@@ -315,6 +326,7 @@ def read_status(
     *,
     running: bool,
     journal_exists: bool = True,
+    verified: Verification | None = None,
 ) -> StatusInfo:
     """The status line from the engine's state and the latest run; ``running``: whether the
     engine runs (its lock is held: `cockpit.store.lock.engine_lock_held`)."""
@@ -351,6 +363,7 @@ def read_status(
         confinement=Confinement.from_dict(state.confinement),
         workers=read_workers(state) if running else (),
         stopping=state.stopping if running else None,
+        verified=verified,
     )
 
 

@@ -1,0 +1,145 @@
+"""Verifying a run's best: its script trained again on seeds no experiment of the run used.
+
+The ledger's best is the mean of the trainings that made it a keep, and the keep is the one
+whose seeds favoured it most among many: its value is optimistic. Trained again on fresh seeds
+with the run's settings and its step plans (the same budget, corpus, device, harness and
+number of steps), the best shows what its script is worth. The result is a ``verify`` event of
+the run (`cockpit.store.verification` owns its data). `cockpit verify` does it on demand, and
+the engine at the end of a run that finished (``[engine] verify_seeds``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from cockpit.config import Settings
+from cockpit.engine.jobs import RunFiles, build_job
+from cockpit.engine.noise import noise_floor
+from cockpit.engine.runner import TrainingProcess
+from cockpit.engine.runs import fixed_parts_fingerprint
+from cockpit.engine.workspace import Workspace
+from cockpit.errors import EngineError
+from cockpit.store.atomic import write_atomic
+from cockpit.store.journal import Journal
+from cockpit.store.records import Run
+from cockpit.store.verification import EVENT_KIND, Verification, fresh_seeds
+
+
+def run_settings(run: Run) -> Settings:
+    """The settings the run was started with, as its journal recorded them."""
+    recorded = {key: value for key, value in run.config.items() if key != "fixed_parts"}
+    return Settings.model_validate(recorded)
+
+
+def verify_best(
+    workspace: Workspace,
+    journal: Journal,
+    run: Run,
+    settings: Settings,
+    seeds: int,
+    *,
+    say: Callable[[str], None],
+    should_stop: Callable[[], bool] | None = None,
+) -> Verification | None:
+    """Train ``run``'s best ``seeds`` times on fresh seeds, record it, and return it (None:
+    stopped before a training ended, and nothing recorded).
+
+    Raises EngineError when there is nothing to verify, or nothing comparable to verify with
+    (the harness changed since the run; a run of the workspace's own command)."""
+    if seeds < 1:
+        raise EngineError(f"the seeds to verify on must be 1 or more, got {seeds}")
+    if run.best_commit is None or run.best_val_bpb is None:
+        raise EngineError(f"run {run.tag} has no best yet: let its baseline finish first")
+    if settings.trainer.command:
+        raise EngineError(
+            f"run {run.tag} trained the workspace's own command (script mode), whose trainings "
+            "the cockpit does not set the seed of: there is nothing to verify it with"
+        )
+    recorded = run.config.get("fixed_parts")
+    if recorded and recorded != fixed_parts_fingerprint():
+        raise EngineError(
+            f"the harness or the evaluator changed since run {run.tag} started: trainings now "
+            "would not compare with its ledger; verify with the version that ran it"
+        )
+    experiments = journal.experiments(run.id)
+    best = next((e for e in experiments if e.commit_sha == run.best_commit), None)
+    if best is None:
+        raise EngineError(
+            f"run {run.tag}'s best commit {run.best_commit[:10]} is not in its ledger"
+        )
+    trials = [list((e.details or {}).get("trials", [])) for e in experiments]
+    used = {int(t["seed"]) for group in trials for t in group if isinstance(t.get("seed"), int)}
+    used.add(settings.trainer.seed)
+    chosen = fresh_seeds(used, seeds)
+    noise = noise_floor(
+        [[float(t["val_bpb"]) for t in group if "val_bpb" in t] for group in trials],
+        floor=settings.engine.keep_margin_bpb,
+        multiple=settings.engine.noise_multiple,
+    )
+    folder = workspace.path / ".cockpit" / "verify" / run.tag
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / Path(workspace.script_name).name
+    write_atomic(script, workspace.script_at(run.best_commit).encode("utf-8"))
+    # The run's step plans: the best trains the steps its keep trained, not a plan of now.
+    pacing = workspace.paths.pacing(run.tag, 0)
+    values: list[float | None] = []
+    for seed in chosen:
+        if should_stop is not None and should_stop():
+            break
+        say(
+            f"verifying #{best.number} of run {run.tag}: seed {seed} "
+            f"({settings.trainer.budget_seconds:g} s)"
+        )
+        value = _train(
+            settings, workspace.path, script, seed, folder / str(seed), pacing, should_stop
+        )
+        if should_stop is not None and should_stop():
+            break  # the training was cut short: it measured nothing
+        say(f"  seed {seed}: " + ("no val_bpb" if value is None else f"val_bpb {value:.6f}"))
+        values.append(value)
+    if len(values) < len(chosen):
+        say(f"verification of #{best.number} stopped: nothing recorded")
+        return None
+    verification = Verification(
+        experiment=best.number,
+        commit=run.best_commit,
+        seeds=tuple(chosen),
+        values=tuple(values),
+        ledger_best=run.best_val_bpb,
+        ledger_runs=max(1, len(trials[experiments.index(best)])),
+        baseline=run.baseline_val_bpb,
+        spread=noise.spread,
+        multiple=settings.engine.noise_multiple,
+    )
+    journal.add_event(
+        EVENT_KIND,
+        f"#{best.number} {verification.describe()}",
+        run_id=run.id,
+        experiment_id=best.id,
+        data=verification.to_data(),
+    )
+    return verification
+
+
+def _train(
+    settings: Settings,
+    base: Path,
+    script: Path,
+    seed: int,
+    folder: Path,
+    pacing: Path,
+    should_stop: Callable[[], bool] | None,
+) -> float | None:
+    """One training of the script with ``seed``; its val_bpb (None: it gave none)."""
+    trainer = settings.trainer.model_copy(update={"seed": seed})
+    job = build_job(
+        settings.model_copy(update={"trainer": trainer}),
+        script,
+        RunFiles.under(folder),
+        base,
+        pacing=pacing,
+    )
+    process = TrainingProcess(job)
+    process.start()
+    return process.wait(should_stop=should_stop).val_bpb

@@ -177,11 +177,14 @@ def test_bare_cockpit_without_a_terminal_runs_the_research_loop_on_the_defaults(
             "COCKPIT_TRAINER__CORPUS": f"text:{corpus}",
             "COCKPIT_TRAINER__SEQ_LEN": "64",
             "COCKPIT_TRAINER__EVAL_TOKENS": "4096",
+            "COCKPIT_ENGINE__VERIFY_SEEDS": "1",  # the defaults' 3, cut to one training
         }
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "created the default workspace" in output and "no terminal here" in output
+    # A finished run trains its best again on a fresh seed and says what that showed.
+    assert "verifying #" in output and "verified best" in output, output
     assert "`ollama serve`" in output and "the Optuna proposer stands in" in output, output
     (results,) = (tmp_path / "data").rglob("results.tsv")
     rows = results.read_text().splitlines()

@@ -201,13 +201,7 @@ def test_status_says_how_many_runs_and_scripts_the_spread_stands_on_and_what_was
     with Journal.open(journal_file(root)) as journal:
         fill_journal(journal, experiments=4, phase="stopped", samples=0)
         noise = noise_floor([*CLEAN, [2.4, 3.4]], floor=0.001, multiple=2.0)
-        journal.set_state(
-            keep_margin_bpb=noise.margin,
-            noise_spread_bpb=noise.spread,
-            noise_runs=noise.runs,
-            noise_scripts=noise.scripts,
-            noise_left_out=noise.left_out,
-        )
+        journal.set_state(**noise.as_state())
     assert main(["status", "--workspace", str(root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["noise_runs"], report["noise_scripts"], report["noise_left_out"]) == (10, 5, 1)

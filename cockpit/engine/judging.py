@@ -325,13 +325,7 @@ class Judge:
         ]
         engine = self.settings.engine
         noise = noise_floor(groups, floor=engine.keep_margin_bpb, multiple=engine.noise_multiple)
-        self.journal.set_state(
-            keep_margin_bpb=noise.margin,
-            noise_spread_bpb=noise.spread,
-            noise_runs=noise.runs,
-            noise_scripts=noise.scripts,
-            noise_left_out=noise.left_out,
-        )
+        self.journal.set_state(**noise.as_state())
         return noise
 
     def experiment_at(self, run: Run, commit: str | None) -> Experiment | None:

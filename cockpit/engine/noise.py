@@ -48,6 +48,16 @@ class NoiseFloor:
     left_out: int = 0  # scripts whose runs lay too far apart to pool (outliers)
     multiple: float = 0.0  # the margin's spreads; a gain must clear as many standard errors
 
+    def as_state(self) -> dict[str, float | int | None]:
+        """The engine state keys (`cockpit.store.state.EngineState`) that publish it."""
+        return {
+            "keep_margin_bpb": self.margin,
+            "noise_spread_bpb": self.spread,
+            "noise_runs": self.runs,
+            "noise_scripts": self.scripts,
+            "noise_left_out": self.left_out,
+        }
+
     def error(self, runs: int, reference_runs: int) -> float | None:
         """The standard error of the difference between a mean of ``runs`` trainings and one
         of ``reference_runs`` (None before the spread is measured)."""

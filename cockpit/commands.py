@@ -301,8 +301,7 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 verified_gain=None if verified is None else verified.verified_gain,
                 verify_seeds=None if verified is None else list(verified.seeds),
                 verified_differs=None if verified is None else verified.differs,
-                verified_message=None if verified is None else verified.describe(),
-                verified_experiment=None if verified is None else verified.experiment,
+                verified_message=None if verified is None else verified.headline(),
             )
             decisions = journal.events(run.id, kinds=["decision"], limit=5, latest=True)
             report["last_decisions"] = [
@@ -396,7 +395,7 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
         )
         print(f"  best {metric} {best:.6f}  baseline {baseline:.6f}  gain {baseline - best:+.6f}")
     if report.get("verified_message"):
-        print(f"  #{report['verified_experiment']} {report['verified_message']}")
+        print(f"  {report['verified_message']}")
     margin = report.get("keep_margin_bpb")
     if margin is not None:
         spread = report.get("noise_spread_bpb")

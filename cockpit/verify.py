@@ -41,5 +41,5 @@ def cmd_verify(workspace: Workspace, tag: str | None, seeds: int | None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     assert verification is not None  # nothing stops it here but Ctrl-C
-    print(f"run {run.tag}, #{verification.experiment}: {verification.describe()}")
+    print(f"run {run.tag}: {verification.headline()}")
     return 0

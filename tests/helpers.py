@@ -12,9 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent.proposal import Proposal, ProposalContext
+from cockpit.bench.ui_bench import fill_journal
 from cockpit.engine.workspace import Workspace
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment
+from cockpit.views.readmodel import journal_file
 from tests.conftest import REPO, SCRIPTS, write_text_corpus
 from tests.ollama_server import Reply
 
@@ -209,3 +212,48 @@ ECHOED_REPLIES = {
     "message": "the last 6 replies were unusable: they repeat the prompt's example",
     "advice": "the model seems too small or not instruction-tuned for this task",
 }
+
+
+def workspace_with_state(root: Path, **state: object) -> Path:
+    """A workspace whose journal holds a stopped run of four experiments (its agent's state
+    as ``fill_journal`` writes it: the LLM with qwen2.5-coder:7b), then ``state``."""
+    Workspace.init(root)
+    with Journal.open(journal_file(root)) as journal:
+        fill_journal(journal, experiments=4, phase="stopped", samples=0)
+        journal.set_state(**state)
+    return root
+
+
+def slow_script(tmp_path: Path) -> Path:
+    """The tiny script with a learning rate too low, and two constants that each raise it."""
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        (SCRIPTS / "tiny_research.py")
+        .read_text()
+        .replace(
+            "LEARNING_RATE = 0.1  # AdamW learning rate", "LEARNING_RATE = 0.001\nLR_BOOST = 1.0"
+        )
+        .replace("lr=LEARNING_RATE,", "lr=LEARNING_RATE * LR_BOOST,")
+    )
+    assert "LEARNING_RATE * LR_BOOST" in slow.read_text()
+    return slow
+
+
+class Scripted:
+    """Proposes the given edits of the best script, in order (a stand-in for the model)."""
+
+    name = "scripted"
+
+    def __init__(self, edits: list[tuple[str, str, str]]) -> None:
+        self.edits = list(edits)
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        from agent.proposal import NoProposal
+
+        if not self.edits:
+            raise NoProposal("no more edits")
+        description, search, replace = self.edits.pop(0)
+        assert search in context.best_script, (search, context.best_script)
+        return Proposal(
+            description, "it should help", context.best_script.replace(search, replace), "scripted"
+        )

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from cockpit.bench.ui_bench import MODEL, fill_journal
-from cockpit.engine.workspace import Workspace
+from cockpit.bench.ui_bench import MODEL
 from cockpit.store.journal import Journal
 from cockpit.views.readmodel import journal_file
 from tests.conftest import REPO, SCRIPTS, write_text_corpus
+from tests.helpers import workspace_with_state
 from trainer.outcomes import Outcome
 from trainer.summary import parse_summary
 
@@ -190,16 +190,6 @@ def test_bare_cockpit_without_a_terminal_runs_the_research_loop_on_the_defaults(
     rows = results.read_text().splitlines()
     assert len(rows) == 3, rows  # header, baseline, one experiment
     assert rows[1].endswith("\tkeep\tbaseline")
-
-
-def workspace_with_state(root: Path, **state: object) -> Path:
-    """A workspace whose journal holds a stopped run of four experiments (its agent's state
-    as ``fill_journal`` writes it: the LLM with qwen2.5-coder:7b), then ``state``."""
-    Workspace.init(root)
-    with Journal.open(journal_file(root)) as journal:
-        fill_journal(journal, experiments=4, phase="stopped", samples=0)
-        journal.set_state(**state)
-    return root
 
 
 def status_of(root: Path) -> tuple[str, dict[str, Any]]:

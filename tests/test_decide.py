@@ -8,7 +8,8 @@ import pytest
 
 from cockpit.engine.decide import Action, Rules, Standing, decide
 from cockpit.engine.integrity import SEED_ONLY
-from cockpit.engine.noise import NoiseFloor, difference_error
+from cockpit.engine.noise import NoiseFloor
+from cockpit.store.verification import difference_error
 
 NOISE = NoiseFloor(spread=None, scripts=0, runs=0, margin=0.01)
 RULES = Rules(noise_runs=2, keep_runs=1, max_runs=4, confirm_multiple=2.0)

@@ -12,8 +12,7 @@ from cockpit.config import load_settings
 from cockpit.engine.loop import Engine, EngineOptions
 from cockpit.engine.monitor import ScriptedGpuSource
 from cockpit.store.journal import Journal
-from tests.helpers import cockpit, experiments, make_workspace
-from tests.test_parallel_engine import Scripted, slow_script
+from tests.helpers import Scripted, cockpit, experiments, make_workspace, slow_script
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_git_identity")]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.bench.ui_bench import fill_journal
 from cockpit.cli import main
 from cockpit.engine.noise import (
     OUTLIER_RATIO,
@@ -21,9 +20,7 @@ from cockpit.engine.noise import (
     pooled_spread,
     robust_spread,
 )
-from cockpit.engine.workspace import Workspace
-from cockpit.store.journal import Journal
-from cockpit.views.readmodel import journal_file
+from tests.helpers import workspace_with_state
 
 
 def test_two_runs_of_one_script_give_their_standard_deviation() -> None:
@@ -196,12 +193,8 @@ def test_the_chi_squared_medians_agree_with_sampling() -> None:
 def test_status_says_how_many_runs_and_scripts_the_spread_stands_on_and_what_was_left_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = tmp_path / "ws"
-    Workspace.init(root)
-    with Journal.open(journal_file(root)) as journal:
-        fill_journal(journal, experiments=4, phase="stopped", samples=0)
-        noise = noise_floor([*CLEAN, [2.4, 3.4]], floor=0.001, multiple=2.0)
-        journal.set_state(**noise.as_state())
+    noise = noise_floor([*CLEAN, [2.4, 3.4]], floor=0.001, multiple=2.0)
+    root = workspace_with_state(tmp_path / "ws", **noise.as_state())
     assert main(["status", "--workspace", str(root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["noise_runs"], report["noise_scripts"], report["noise_left_out"]) == (10, 5, 1)

@@ -11,20 +11,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.proposal import Proposal, ProposalContext
 from cockpit.config import load_settings
 from cockpit.engine.loop import Engine, EngineOptions
 from cockpit.engine.monitor import ScriptedGpuSource
 from cockpit.engine.workers import Worker
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment
-from tests.conftest import SCRIPTS
 from tests.helpers import (
+    Scripted,
     cockpit,
     experiments,
     git,
     git_env,
     make_workspace,
+    slow_script,
     spawn,
     state,
     trained_side_by_side,
@@ -33,21 +33,6 @@ from tests.helpers import (
 
 # Its tests start processes: the slow tier (see tests/conftest.py).
 pytestmark = pytest.mark.e2e
-
-
-def slow_script(tmp_path: Path) -> Path:
-    """The tiny script with a learning rate too low, and two constants that each raise it."""
-    slow = tmp_path / "slow.py"
-    slow.write_text(
-        (SCRIPTS / "tiny_research.py")
-        .read_text()
-        .replace(
-            "LEARNING_RATE = 0.1  # AdamW learning rate", "LEARNING_RATE = 0.001\nLR_BOOST = 1.0"
-        )
-        .replace("lr=LEARNING_RATE,", "lr=LEARNING_RATE * LR_BOOST,")
-    )
-    assert "LEARNING_RATE * LR_BOOST" in slow.read_text()
-    return slow
 
 
 def branch_holds_only_keeps(root: Path, tag: str, records: list[Experiment]) -> None:
@@ -87,26 +72,6 @@ def test_two_workers_train_side_by_side_each_idea_once(tmp_path: Path) -> None:
     # Each training ran with its worker's share of the cores.
     share = len(os.sched_getaffinity(0)) // 2
     assert {(e.summary or {}).get("threads") for e in records} == {share}
-
-
-class Scripted:
-    """Proposes the given edits of the best script, in order (a stand-in for the model)."""
-
-    name = "scripted"
-
-    def __init__(self, edits: list[tuple[str, str, str]]) -> None:
-        self.edits = list(edits)
-
-    def propose(self, context: ProposalContext) -> Proposal:
-        from agent.proposal import NoProposal
-
-        if not self.edits:
-            raise NoProposal("no more edits")
-        description, search, replace = self.edits.pop(0)
-        assert search in context.best_script, (search, context.best_script)
-        return Proposal(
-            description, "it should help", context.best_script.replace(search, replace), "scripted"
-        )
 
 
 def test_a_gain_on_a_best_that_moved_is_reapplied_and_confirmed_on_the_new_best(

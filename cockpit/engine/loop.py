@@ -229,7 +229,7 @@ class Engine:
             journal.set_state(phase="stopped")
         if verified is None:
             return None
-        message = f"#{verified.experiment} {verified.describe()}"
+        message = verified.headline()
         self.say(message)
         return message
 

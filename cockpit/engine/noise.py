@@ -19,6 +19,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from cockpit.store.verification import difference_error
+
 # From this many scripts trained more than once, one far out is left out of the pool.
 ROBUST_FROM_GROUPS = 3
 # A script's variance over this many times the median script's is further out than chance
@@ -150,15 +152,6 @@ def noise_floor(groups: Iterable[Sequence[float]], *, floor: float, multiple: fl
     spread, scripts, runs, left_out = robust_spread(groups)
     margin = floor if spread is None else max(floor, multiple * spread)
     return NoiseFloor(spread, scripts, runs, margin, left_out, multiple)
-
-
-def difference_error(spread: float | None, runs: int, reference_runs: int) -> float | None:
-    """The standard error of a difference of two means, of ``runs`` and ``reference_runs``
-    trainings, each with run-to-run spread ``spread`` (None: not measured yet). Paired seeds
-    share some luck and make the true error smaller: this is the error without that help."""
-    if spread is None or runs < 1 or reference_runs < 1:
-        return None
-    return spread * math.sqrt(1 / runs + 1 / reference_runs)
 
 
 def needs_confirmation(gain: float, margin: float, multiple: float, runs: int) -> bool:

@@ -114,7 +114,7 @@ def verify_best(
     )
     journal.add_event(
         EVENT_KIND,
-        f"#{best.number} {verification.describe()}",
+        verification.headline(),
         run_id=run.id,
         experiment_id=best.id,
         data=verification.to_data(),

@@ -154,7 +154,7 @@ def summarize(journal: Journal, run_id: int) -> RunSummary:
         verified_best=verified.mean,
         verified_gain=verified.verified_gain,
         verify_seeds=verified.seeds,
-        verified_message=f"#{verified.experiment} {verified.describe()}",
+        verified_message=verified.headline(),
     )
 
 

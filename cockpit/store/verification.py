@@ -22,6 +22,16 @@ EVENT_KIND = "verify"
 FIRST_SEED = 1000
 
 
+def difference_error(spread: float | None, runs: int, reference_runs: int) -> float | None:
+    """The standard error of a difference of two means, of ``runs`` and ``reference_runs``
+    trainings, each with run-to-run spread ``spread`` (None: not measured yet, or a side with
+    no training). Paired seeds share some luck and make the true error smaller: this is the
+    error without that help. The keep rule (`cockpit.engine.noise`) uses it too."""
+    if spread is None or runs < 1 or reference_runs < 1:
+        return None
+    return spread * math.sqrt(1 / runs + 1 / reference_runs)
+
+
 def fresh_seeds(used: set[int], count: int) -> list[int]:
     """``count`` seeds from `FIRST_SEED` up that are not in ``used``."""
     seeds: list[int] = []
@@ -77,10 +87,7 @@ class Verification:
     def error(self) -> float | None:
         """The standard error of the difference between the ledger's mean and the verified
         one (None before the spread is measured, or with nothing verified)."""
-        runs = len(self.measured)
-        if self.spread is None or not runs or self.ledger_runs < 1:
-            return None
-        return self.spread * math.sqrt(1 / runs + 1 / self.ledger_runs)
+        return difference_error(self.spread, len(self.measured), self.ledger_runs)
 
     @property
     def differs(self) -> bool | None:
@@ -111,6 +118,10 @@ class Verification:
         elif differs is False:
             text += "; within the noise of the ledger's"
         return text
+
+    def headline(self) -> str:
+        """`describe` of the best it verified (#N ...): the line every reader shows."""
+        return f"#{self.experiment} {self.describe()}"
 
     def to_data(self) -> dict[str, Any]:
         return {

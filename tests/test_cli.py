@@ -246,14 +246,23 @@ def test_status_names_optuna_or_the_built_in_proposer_alone_or_standing_in(
         assert f"  agent: {named}\n" in text, text
 
 
-def test_bench_trainer_prints_its_figures_as_json(tmp_path: Path) -> None:
-    """Two rounds: each side trains twice, the script plans its steps in the benchmark itself
-    (never from a plan remembered elsewhere) and the speed is the median of the rounds."""
+def test_bench_trainer_prints_a_table_and_its_figures_as_json(tmp_path: Path) -> None:
+    """The table of one training, then two rounds as JSON: each side trains twice, the script
+    plans its steps in the benchmark itself (never from a plan remembered elsewhere) and the
+    speed is the median of the rounds."""
     corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
     # 5 s: on one core the template takes its pace only after about 3 s.
     args = ["bench", "trainer", "--budget", "5", "--device", "cpu", "--corpus", f"text:{corpus}"]
-    first = cockpit(*args, "--json", "--no-reference")  # leaves its plan in no shared cache
-    assert first.returncode == 0, first.stdout + first.stderr
+    table = cockpit(*args, "--no-reference")  # leaves its plan in no shared cache
+    assert table.returncode == 0, table.stdout + table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("trainer benchmark:") and "budget 5 s" in lines[0]
+    assert "TFLOP/s (float32 matmul, measured now)" in lines[1]
+    row = next(line for line in lines if "default script" in line)
+    for label in ("tokens/s", "MFU", "steps", "val_bpb", "peak memory"):
+        assert label in row, label
+    assert "plain GPT" not in table.stdout
+
     result = cockpit(*args, "--json", "--repeat", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
@@ -275,17 +284,3 @@ def test_bench_trainer_prints_its_figures_as_json(tmp_path: Path) -> None:
     ]
     assert report["speed_rounds"] == pytest.approx(rounds)
     assert report["speed_vs_plain_gpt"] == pytest.approx(sum(rounds) / 2)
-
-
-def test_bench_trainer_prints_a_table(tmp_path: Path) -> None:
-    corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
-    args = ["bench", "trainer", "--budget", "3", "--device", "cpu", "--corpus", f"text:{corpus}"]
-    result = cockpit(*args, "--no-reference")
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("trainer benchmark:") and "budget 3 s" in lines[0]
-    assert "TFLOP/s (float32 matmul, measured now)" in lines[1]
-    row = next(line for line in lines if "default script" in line)
-    for label in ("tokens/s", "MFU", "steps", "val_bpb", "peak memory"):
-        assert label in row, label
-    assert "plain GPT" not in result.stdout

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agent.space import values_of
 from cockpit.engine.workspace import Workspace
 from cockpit.store.journal import Journal
 from tests.conftest import REPO, SCRIPTS
@@ -143,21 +144,24 @@ def test_supervised_mode_waits_for_approval_and_a_veto_reaches_the_journal(tmp_p
 
 
 def test_kill_9_during_training_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    """Killed in the middle of experiment 1, the run resumes on the same budget only: the
+    killed experiment trains again on its own script, nothing is lost or repeated, and the
+    optimiser, its study rebuilt from the journal, proposes no point it already tried."""
     root = tmp_path / "ws"
     make_workspace(root)
     (root / "config.toml").write_text(
         (root / "config.toml").read_text().replace("budget_seconds = 1.5", "budget_seconds = 4")
     )
     subprocess.run(["git", "-C", str(root), "commit", "-qam", "longer"], check=True, env=git_env())
-    engine = spawn(
-        "run", "--headless", "--workspace", str(root), "--experiments", "2", "--tag", "night"
-    )
+    run = ("run", "--headless", "--workspace", str(root), "--tag", "night", "--proposer", "optuna")
+    engine = spawn(*run, "--experiments", "2")
     try:
         wait_for(
             lambda: state(root, "phase") == "training" and state(root, "experiment") == 1,
             what="experiment 1",
         )
         trainer_pid = state(root, "train_pid")
+        killed_script = Workspace.open(root).script_at(experiments(root)[1].commit_sha or "")
         time.sleep(0.5)
         engine.send_signal(signal.SIGKILL)
         engine.wait(timeout=30)
@@ -166,15 +170,11 @@ def test_kill_9_during_training_resumes_without_loss_or_duplicates(tmp_path: Pat
             engine.kill()
     assert isinstance(trainer_pid, int)
     # Another budget would set trainings of different lengths against each other in one run.
-    other = cockpit(
-        "run", "--headless", "--workspace", str(root), "--tag", "night", "--budget", "2"
-    )  # fmt: skip
+    other = cockpit(*run, "--budget", "2")
     assert other.returncode == 1, other.stdout + other.stderr
     assert "budget_seconds 4.0 -> 2.0" in other.stderr and "--budget 4.0" in other.stderr
     assert [e.status for e in experiments(root)][1] == "training"  # left for the resume
-    result = cockpit(
-        "run", "--headless", "--workspace", str(root), "--tag", "night", "--experiments", "2"
-    )
+    result = cockpit(*run, "--experiments", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resuming run night" in result.stdout
     assert (
@@ -185,6 +185,11 @@ def test_kill_9_during_training_resumes_without_loss_or_duplicates(tmp_path: Pat
     assert [e.number for e in records] == [0, 1, 2]
     assert records[1].attempt == 2 and records[1].is_final  # attempts count from 1
     assert [e.attempt for e in records] == [1, 2, 1]
+    assert all(e.proposer == "optuna" for e in records[1:])
+    scripts = [Workspace.open(root).script_at(e.commit_sha or "") for e in records]
+    assert scripts[1] == killed_script  # trained again on its own point
+    points = [tuple(values_of(s, "cpu", ["LEARNING_RATE", "BATCH_SIZE"]).values()) for s in scripts]
+    assert len(set(points)) == len(points), points
     rows = (root / "results.tsv").read_text().splitlines()
     assert len(rows) == 4 and len({row.split("\t")[0] for row in rows[1:]}) == 3
     with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:

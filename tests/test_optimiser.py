@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
-import signal
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
@@ -23,9 +20,7 @@ from agent.proposal import (
     TrialRecord,
 )
 from agent.space import values_of
-from cockpit.engine.workspace import Workspace
 from tests.conftest import REPO
-from tests.helpers import cockpit, experiments, make_workspace, spawn, state, wait_for
 
 SCRIPT = (REPO / "trainer" / "train.py").read_text()
 NAMES = ("LEARNING_RATE", "EMBED_LR", "BATCH_SIZE", "WIDTH", "DEPTH", "WARMDOWN_FRACTION")
@@ -217,42 +212,3 @@ def test_descriptions_fit_the_ledger() -> None:
     text = describe_change(old, new)
     assert len(text) <= 60 and text.endswith("more") and text.startswith("CONSTANT_0 2")
     assert describe_change({"A": 1, "B": 2}, {"A": 1, "B": 3}) == "B 3"
-
-
-@pytest.mark.e2e
-def test_killed_mid_run_the_optimiser_resumes_without_repeating_a_point(tmp_path: Path) -> None:
-    root = tmp_path / "ws"
-    make_workspace(root)
-    engine = spawn(
-        "run", "--headless", "--workspace", str(root), "--experiments", "3", "--tag", "tune",
-        "--proposer", "optuna",
-    )  # fmt: skip
-    try:
-        wait_for(
-            lambda: state(root, "phase") == "training" and state(root, "experiment") == 2,
-            what="experiment 2",
-        )
-        time.sleep(0.3)
-        engine.send_signal(signal.SIGKILL)
-        engine.wait(timeout=30)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-    result = cockpit(
-        "run", "--headless", "--workspace", str(root), "--tag", "tune", "--experiments", "3",
-        "--proposer", "optuna",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    records = experiments(root)
-    assert [e.number for e in records] == list(range(4))
-    assert records[2].attempt == 2  # the killed experiment, trained again on its own point
-    assert all(e.proposer == "optuna" for e in records[1:])
-    assert all(e.is_final for e in records)
-    scripts = [script_of(root, e.commit_sha) for e in records]
-    points = [tuple(values_of(s, "cpu", ["LEARNING_RATE", "BATCH_SIZE"]).values()) for s in scripts]
-    assert len(set(points)) == len(points), points
-
-
-def script_of(root: Path, sha: str | None) -> str:
-    assert sha is not None
-    return Workspace.open(root).script_at(sha)

@@ -344,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train each run's best script again K times with fresh seeds and report the "
         "verified gain, without the luck that made it the best (default: 0)",
     )
+    search_bench.add_argument(
+        "--start",
+        default=None,
+        metavar="FILE|tuned",
+        help="the script every run begins from: a file, or tuned for the template with the "
+        "constants found best on a CPU at 20 s, so that only what a proposer finds beyond "
+        "them counts (default: the template)",
+    )
     search_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     abort_bench = benches.add_parser(
         "early-abort",
@@ -524,6 +532,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             device=args.device,
             out=args.out,
             verify=args.verify,
+            start=args.start,
         )
         return run_search_bench(options, as_json=args.json)
     if args.bench == "loop":

@@ -13,7 +13,8 @@ request is recorded.
 Standalone: ``python tests/ollama_server.py --port 11434 --replies replies.json`` serves
 until Ctrl-C; replies.json is a JSON list of ``{"content": ...}`` or
 ``{"status": 500, "error": ...}`` items (also ``{"truncated": ...}``, ``{"garbage": ...}``,
-``{"hang": SECONDS}``, ``{"echo_example": true, "quoted": false}``).
+``{"hang": SECONDS}``, ``{"echo_example": true, "quoted": false}``); ``--cycle`` starts
+them again when they run out.
 """
 
 from __future__ import annotations
@@ -512,9 +513,12 @@ class OllamaDouble:
         replies: Iterable[Scripted] = (),
         default_reply: Scripted = ErrorReply(500, "no scripted reply"),
         verbose: bool = False,
+        cycle: bool = False,
     ) -> None:
         self.models: list[str] = list(models)
         self.default_reply = default_reply
+        # True: a reply used goes to the back of the queue, so the replies never run out.
+        self.cycle = cycle
         self.verbose = verbose
         self._port = port
         self._lock = threading.Lock()
@@ -645,7 +649,12 @@ class OllamaDouble:
 
     def _next_reply(self) -> Scripted:
         with self._lock:
-            return self._replies.popleft() if self._replies else self.default_reply
+            if not self._replies:
+                return self.default_reply
+            reply = self._replies.popleft()
+            if self.cycle:
+                self._replies.append(reply)
+            return reply
 
     def _find_model(self, name: str) -> str | None:
         wanted = full_model_name(name)
@@ -754,6 +763,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         dest="models",
         help=f"a model it has pulled (repeatable; default {DEFAULT_MODELS[0]})",
     )
+    parser.add_argument(
+        "--cycle", action="store_true", help="start the replies again when they run out"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     arguments = parser.parse_args(argv)
     try:
@@ -766,6 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models=arguments.models or DEFAULT_MODELS,
         replies=replies,
         verbose=not arguments.quiet,
+        cycle=arguments.cycle,
     )
     try:
         double.start()

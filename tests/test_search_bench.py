@@ -20,11 +20,13 @@ from cockpit.bench.search_bench import (
     running_best,
     running_gain,
 )
+from cockpit.bench.starts import tuned_script
 from cockpit.cli import main
 from cockpit.store.journal import Journal
 from cockpit.store.records import LEDGER_DECISIONS
 from tests.conftest import REPO, write_text_corpus
 from tests.helpers import cockpit, git
+from tests.ollama_server import OllamaDouble, Reply, load_replies
 
 # Commits without a git identity (conftest.py).
 pytestmark = pytest.mark.usefixtures("no_git_identity")
@@ -66,10 +68,14 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
     result = cockpit(
         "bench", "search", "--proposer", "builtin,optuna", "--experiments", "2", "--budget", "1",
         "--seeds", "1", "--device", "cpu", "--out", str(out), "--verify", "1", "--json",
+        "--start", "tuned",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)  # stdout is the JSON alone; the progress went to stderr
     progress = result.stderr
+    assert "per run on 1 worker, from tuned (device cpu" in progress.splitlines()[0]
+    assert report["start"] == "tuned"
+    tuned = tuned_script((REPO / "trainer" / "train.py").read_text())
     assert "[1/2] builtin, seed 0" in progress and "[2/2] optuna, seed 0" in progress, progress
     assert "#0 baseline: val_bpb" in progress and "#2 " in progress, progress
 
@@ -84,10 +90,9 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
     for run, row in zip(report["runs"], report["proposers"], strict=True):
         workspace = Path(run["workspace"])
         assert workspace == out / f"{run['proposer']}-seed0"
-        # A default workspace: the shipped script and program.md, as `cockpit init` makes it.
-        assert (
-            git(workspace, "show", "main:train.py") == (REPO / "trainer" / "train.py").read_text()
-        )
+        # A default workspace (program.md as `cockpit init` makes it) begun from the tuned
+        # script: the template with its tuned constants.
+        assert git(workspace, "show", "main:train.py") == tuned
         assert (workspace / "program.md").read_text() == (
             REPO / "cockpit" / "template" / "program.md"
         ).read_text()
@@ -183,6 +188,41 @@ def test_bench_search_runs_the_hybrid_without_ollama_and_says_so(
     assert not Path(line.rsplit("; ", 1)[1].split(", ", 1)[1]).exists()
 
 
+@pytest.mark.e2e
+def test_bench_search_measures_the_hybrid_against_a_model_that_changes_the_structure(
+    tmp_path: Path, short_trainings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The yield bench's hybrid, as the README measures it: the test Ollama server answers
+    with the scripted structural replies, every run begins from a given script, and the
+    model's experiment is counted as the model's."""
+    replies = load_replies(REPO / "tests" / "data" / "structural_replies.json")
+    start = tmp_path / "mine.py"
+    start.write_text(tuned_script((REPO / "trainer" / "train.py").read_text()) + "# mine\n")
+    with OllamaDouble(replies=replies, cycle=True) as server:
+        monkeypatch.setenv("COCKPIT_AGENT__HOST", server.host)
+        result = cockpit(
+            "bench", "search", "--proposer", "hybrid", "--experiments", "2", "--budget", "1",
+            "--seeds", "1", "--device", "cpu", "--verify", "1", "--start", str(start),
+            "--out", str(tmp_path / "bench"), "--json",
+        )  # fmt: skip
+        chats = server.requests_to("/api/chat")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = json.loads(result.stdout)["runs"]
+    workspace = Path(run["workspace"])
+    assert git(workspace, "show", "main:train.py") == start.read_text()
+    # The optimiser's turn comes first, the model's second: one experiment each.
+    assert run["model_note"] is None and run["model_experiments"] == 1, run["proposed_by"]
+    assert len(chats) == 1 and "# mine" in json.dumps(chats[0].body)
+    assert isinstance(replies[0], Reply)
+    first = json.loads(replies[0].content)
+    with Journal.open(workspace / ".cockpit" / "journal.db", readonly=True) as journal:
+        recorded = journal.latest_run()
+        assert recorded is not None
+        by_model = [e for e in journal.experiments(recorded.id) if e.proposer == "llm"]
+    assert [e.description for e in by_model] == [first["description"]]
+    assert len(run["verified"]) == 1 and run["verified_gain"] is not None
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -276,8 +316,42 @@ def test_the_verified_gain_is_the_baseline_minus_the_mean_of_the_best_trained_ag
 
     options = SearchOptions(proposers=("optuna",), seeds=2, verify=3)
     table = "\n".join(render_table(options, [lucky, none]))
-    assert table.splitlines()[0].split()[-1] == "verified"
+    assert table.splitlines()[0].split()[-3] == "verified"
     assert "verified 1.900000 (1.850000, -, 1.950000), gain 0.100000" in table
     assert "trained again 3 times with seeds 1000..1002" in table
     plain = render_table(SearchOptions(proposers=("optuna",)), [search_run("optuna", 0, 0.3, 1, 6)])
     assert "verified" not in "\n".join(plain)
+
+
+def test_the_bench_says_its_optimism_and_each_proposers_yield_against_the_nudgers() -> None:
+    """Optimism is the verified mean minus the kept best; the yield is the verified gain over
+    the compute hours of the runs that have one, and the verdict divides it by builtin's."""
+    nudger = dataclasses.replace(search_run("builtin", 0, 0.3, 1, 1800.0), verified=(1.9,))
+    optimiser = dataclasses.replace(search_run("optuna", 0, 0.4, 2, 900.0), verified=(1.7, 1.8))
+    assert nudger.optimism == pytest.approx(0.2)  # kept 1.7, verified 1.9
+    assert optimiser.optimism == pytest.approx(0.15)  # kept 1.6, verified 1.75
+    unverified = search_run("optuna", 1, 0.2, 1, 900.0)
+    assert unverified.optimism is None
+    rows = {
+        row.proposer: row
+        for row in (
+            proposer_figures("builtin", [nudger]),
+            proposer_figures("optuna", [optimiser, unverified]),
+        )
+    }
+    # builtin: gain 0.1 verified over one hour of compute (two workers, half an hour).
+    assert rows["builtin"].verified_gain_per_hour == pytest.approx(0.1)
+    # optuna: 0.25 over the half hour of its one verified run; the other's hours do not count.
+    assert rows["optuna"].verified_gain_per_hour == pytest.approx(0.5)
+    assert rows["optuna"].optimism_mean == pytest.approx(0.15)
+
+    options = SearchOptions(proposers=("builtin", "optuna"), seeds=2, verify=2)
+    table = render_table(options, [nudger, optimiser, unverified])
+    assert table[0].split()[-3:] == ["verified", "verified/h", "optimism"]
+    assert table[1].split()[-3:] == ["0.100000", "0.1000", "0.200000"]
+    assert table[2].split()[-3:] == ["0.250000", "0.5000", "0.150000"]
+    assert "mean optimism 0.175000 over 2 runs (largest 0.200000)" in table
+    assert "verified gain per compute hour against builtin's: optuna 5.00x" in table
+    # Without the nudger there is nothing to divide by, and the verdict says only the optimism.
+    alone = render_table(SearchOptions(proposers=("optuna",), verify=2), [optimiser])
+    assert not any("against builtin" in line for line in alone)

@@ -24,6 +24,11 @@ seeds). With ``--verify K`` the run's best script is trained again K times with 
 used (the same seeds for every run, so that proposers are compared on the same luck), and the
 verified gain, the baseline minus the mean of those trainings, is what the script is worth.
 
+With ``--start tuned`` (or ``--start FILE``) every run begins from the template with the
+constants found best at 20 s on a CPU (or from that file) instead of the template, so that
+what is measured is what a proposer finds beyond the numbers a nudger reaches
+(cockpit.bench.starts).
+
 A proposer that needs the model (hybrid, llm) runs with the optimiser standing in while
 Ollama cannot be reached, as the engine always does; the bench says so, and counts the
 experiments the model actually proposed.
@@ -47,6 +52,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import names
 from agent.names import MODEL_PROPOSERS, PROPOSERS
+from cockpit.bench.starts import StartError, start_script
 from cockpit.config import Settings, load_settings
 from cockpit.engine.workspace import Workspace
 from cockpit.report.summary import summarize_experiments
@@ -112,6 +118,8 @@ class SearchOptions:
     device: str | None = None  # None: the settings' trainer.device
     out: Path | None = None  # None: a scratch folder, removed at the end
     verify: int = 0  # trainings of each run's best with fresh seeds, for its verified gain
+    start: str | None = None  # the script every run begins from: None (the template),
+    # "tuned" (the template with its tuned CPU constants) or a file (cockpit.bench.starts)
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,15 @@ class SearchRun:
         return self.baseline_val_bpb - best
 
     @property
+    def optimism(self) -> float | None:
+        """How far the kept best's val_bpb lies below its verified mean: the luck the
+        ledger's best holds (positive: the ledger promises more than the script gives)."""
+        verified = self.verified_best
+        if self.best_val_bpb is None or verified is None:
+            return None
+        return verified - self.best_val_bpb
+
+    @property
     def compute_hours(self) -> float:
         """The run's wall time times its workers, in hours."""
         return self.wall_seconds * self.workers / SECONDS_PER_HOUR
@@ -177,6 +194,7 @@ class SearchRun:
             "verified": list(self.verified),
             "verified_best": self.verified_best,
             "verified_gain": self.verified_gain,
+            "optimism": self.optimism,
             "compute_hours": self.compute_hours,
             "model_experiments": self.model_experiments,
         }
@@ -199,6 +217,9 @@ class ProposerFigures:
     compute_hours_per_run: float
     gain_per_hour: float | None  # bpb gained per hour of compute: mean gain / mean hours
     verified_gain_mean: float | None = None  # over the runs with a verified gain (--verify)
+    # The verified gains over the compute hours of their runs: what the search banks per hour.
+    verified_gain_per_hour: float | None = None
+    optimism_mean: float | None = None  # the mean of the runs' optimism (--verify)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -269,6 +290,8 @@ def proposer_figures(proposer: str, runs: Sequence[SearchRun]) -> ProposerFigure
     """A proposer's figures over its runs (see ProposerFigures)."""
     gains = [run.gain_bpb for run in runs if run.gain_bpb is not None]
     verified = [run.verified_gain for run in runs if run.verified_gain is not None]
+    hours_verified = sum(run.compute_hours for run in runs if run.verified_gain is not None)
+    optimism = [run.optimism for run in runs if run.optimism is not None]
     rates = [run.keep_rate for run in runs if run.keep_rate is not None]
     hours = sum(run.compute_hours for run in runs)
     hours_with_gain = sum(run.compute_hours for run in runs if run.gain_bpb is not None)
@@ -286,6 +309,10 @@ def proposer_figures(proposer: str, runs: Sequence[SearchRun]) -> ProposerFigure
         compute_hours_per_run=hours / count if count else 0.0,
         gain_per_hour=sum(gains) / hours_with_gain if gains and hours_with_gain > 0 else None,
         verified_gain_mean=statistics.mean(verified) if verified else None,
+        verified_gain_per_hour=(
+            sum(verified) / hours_verified if verified and hours_verified > 0 else None
+        ),
+        optimism_mean=statistics.mean(optimism) if optimism else None,
     )
 
 
@@ -318,11 +345,13 @@ def headline(options: SearchOptions, settings: Settings) -> str:
     seeds = _count(options.seeds, "seed")
     workers = _count(options.workers, "worker")
     trainer, engine = settings.trainer, settings.engine
+    start = "the template" if options.start is None else options.start
     return (
         f"search benchmark: {', '.join(options.proposers)}; {seeds} each; "
         f"{_count(options.experiments, 'experiment')} of {options.budget_seconds:g} s per run on "
-        f"{workers} (device {trainer.device}, corpus {trainer.corpus}, noise runs "
-        f"{engine.noise_runs}, early abort {'on' if engine.early_abort else 'off'})"
+        f"{workers}, from {start} (device {trainer.device}, corpus {trainer.corpus}, noise "
+        f"runs {engine.noise_runs}, keep runs {engine.keep_runs}, early abort "
+        f"{'on' if engine.early_abort else 'off'})"
     )
 
 
@@ -333,7 +362,7 @@ def render_table(options: SearchOptions, runs: Sequence[SearchRun]) -> list[str]
         f"{'keep rate':>9} {'exps/run':>8} {'compute h/run':>13} {'gain/h':>9}"
     )
     if options.verify:
-        header += f" {'verified':>9}"
+        header += f" {'verified':>9} {'verified/h':>10} {'optimism':>9}"
     lines = [header]
     for row in figures(options, runs):
         spread = (
@@ -346,7 +375,12 @@ def render_table(options: SearchOptions, runs: Sequence[SearchRun]) -> list[str]
             f"{_number(row.gain_stdev):>9} {_share(row.keep_rate_mean):>9} "
             f"{row.experiments_per_run:>8.1f} {row.compute_hours_per_run:>13.4f} "
             f"{_number(row.gain_per_hour, '.4f'):>9}"
-            + (f" {_number(row.verified_gain_mean):>9}" if options.verify else "")
+            + (
+                f" {_number(row.verified_gain_mean):>9} "
+                f"{_number(row.verified_gain_per_hour, '.4f'):>10} {_number(row.optimism_mean):>9}"
+                if options.verify
+                else ""
+            )
         )
     lines.append("")
     lines.extend(run_line(run) for run in runs)
@@ -355,8 +389,34 @@ def render_table(options: SearchOptions, runs: Sequence[SearchRun]) -> list[str]
         lines.append(
             f"verified: the baseline minus the mean val_bpb of each run's best script trained "
             f"again {_count(options.verify, 'time')} with seeds {VERIFY_SEED}.."
-            f"{VERIFY_SEED + options.verify - 1}"
+            f"{VERIFY_SEED + options.verify - 1}; optimism: the kept best's val_bpb below that "
+            "mean"
         )
+        lines.extend(verified_summary(options, runs))
+    return lines
+
+
+def verified_summary(options: SearchOptions, runs: Sequence[SearchRun]) -> list[str]:
+    """The bench's verdict under --verify: the mean optimism over every run, and each
+    proposer's verified gain per compute hour against the nudger's (builtin), when it ran."""
+    optimism = [run.optimism for run in runs if run.optimism is not None]
+    lines = []
+    if optimism:
+        lines.append(
+            f"mean optimism {statistics.mean(optimism):.6f} over {_count(len(optimism), 'run')} "
+            f"(largest {max(optimism):.6f})"
+        )
+    rows = {row.proposer: row for row in figures(options, runs)}
+    nudger = rows.get(names.BUILTIN)
+    if nudger is None or not nudger.verified_gain_per_hour or nudger.verified_gain_per_hour <= 0:
+        return lines
+    ratios = [
+        f"{row.proposer} {row.verified_gain_per_hour / nudger.verified_gain_per_hour:.2f}x"
+        for row in rows.values()
+        if row.proposer != names.BUILTIN and row.verified_gain_per_hour is not None
+    ]
+    if ratios:
+        lines.append(f"verified gain per compute hour against builtin's: {', '.join(ratios)}")
     return lines
 
 
@@ -417,6 +477,7 @@ def report_json(
         "workers": options.workers,
         "verify": options.verify,
         "verify_seeds": list(range(VERIFY_SEED, VERIFY_SEED + options.verify)),
+        "start": options.start,
         "settings": {
             "device": trainer.device,
             "corpus": trainer.corpus,
@@ -424,6 +485,7 @@ def report_json(
             "eval_tokens": trainer.eval_tokens,
             "noise_runs": engine.noise_runs,
             "confirm_multiple": engine.confirm_multiple,
+            "keep_runs": engine.keep_runs,
             "early_abort": engine.early_abort,
         },
         "out": None if options.out is None else str(options.out.expanduser().resolve()),
@@ -548,15 +610,21 @@ def _model_note(agent: AgentSetup) -> str | None:
 
 
 def run_one(
-    options: SearchOptions, root: Path, proposer: str, seed: int, progress: TextIO
+    options: SearchOptions,
+    root: Path,
+    proposer: str,
+    seed: int,
+    progress: TextIO,
+    start: Path | None = None,
 ) -> SearchRun:
-    """One run: a fresh default workspace, the real engine headless to the end, its figures."""
+    """One run: a fresh default workspace (its script ``start``, or the template), the real
+    engine headless to the end, its figures."""
     from cockpit.engine.agents import build_agent
     from cockpit.engine.executors import executor_for
     from cockpit.engine.loop import Engine, EngineOptions
 
     path = root / f"{proposer}-seed{seed}"
-    workspace = Workspace.init(path)
+    workspace = Workspace.init(path, script_source=start)
     settings = run_settings(options, workspace.path, proposer, seed)
     executor = executor_for(settings, workspace.paths)
     agent = build_agent(settings)
@@ -639,6 +707,11 @@ def run_search_bench(options: SearchOptions, *, as_json: bool) -> int:
     with contextlib.ExitStack() as scratch:
         base = root or Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=SCRATCH)))
         base.mkdir(parents=True, exist_ok=True)
+        try:
+            start = start_script(options.start, base)
+        except StartError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         total = len(options.proposers) * options.seeds
         for proposer, seed in itertools.product(options.proposers, range(options.seeds)):
             print(
@@ -648,7 +721,7 @@ def run_search_bench(options: SearchOptions, *, as_json: bool) -> int:
                 flush=True,
             )
             try:
-                run = run_one(options, base, proposer, seed, progress)
+                run = run_one(options, base, proposer, seed, progress, start)
             except (EngineError, WorkspaceError, JournalError, ValueError) as exc:
                 print(f"error: {proposer}, seed {seed}: {exc}", file=sys.stderr)
                 return 1

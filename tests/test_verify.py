@@ -22,6 +22,7 @@ from cockpit.store.verification import FIRST_SEED, Verification, fresh_seeds, la
 from cockpit.ui.app import create_app
 from cockpit.ui.status_line import StatusLine
 from cockpit.views.readmodel import journal_file
+from tests.conftest import SCRIPTS
 from tests.helpers import cockpit, experiments, make_workspace
 
 RECORD = Verification(
@@ -60,13 +61,36 @@ def test_the_verified_figures_and_when_they_differ_from_the_ledger_by_more_than_
     assert Verification.from_data({"experiment": 1}) is None
 
 
+def planning_script(tmp_path: Path) -> Path:
+    """The tiny script, planning its steps as the template does (after 20, at its pace)."""
+    source = (SCRIPTS / "tiny_research.py").read_text()
+    source = (
+        source.replace("import torch\n", "import time\n\nimport torch\n", 1)
+        .replace(
+            "    step = 0\n    while ctx.time_left() > 0:\n",
+            "    step, planned, started = 0, None, time.perf_counter()\n"
+            "    while ctx.time_left() > 0 and (planned is None or step < planned):\n",
+        )
+        .replace(
+            "        step += 1\n",
+            "        step += 1\n"
+            "        if planned is None and step == 20:\n"
+            "            planned = ctx.plan_steps(step, (time.perf_counter() - started) / step)\n",
+        )
+    )
+    assert "ctx.plan_steps" in source and "import time" in source
+    path = tmp_path / "planning.py"
+    path.write_text(source)
+    return path
+
+
 @pytest.mark.e2e
 @pytest.mark.usefixtures("no_git_identity")
 def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_show_it(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "ws"
-    make_workspace(root)
+    make_workspace(root, planning_script(tmp_path))
     ran = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     records = experiments(root)
@@ -75,9 +99,23 @@ def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_sh
         run = journal.latest_run()
     assert run is not None and run.best_val_bpb is not None
 
+    # Plans no training can finish in its budget, as on a host slower than during the run: each
+    # verification runs short of its plan and cuts it, but in a copy of its own, so the next
+    # one trains the run's plan again and the run's plans are left as they were.
+    plans = root / ".cockpit" / "runs" / run.tag / "pacing.json"
+    impossible = {
+        key: {**plan, "steps": 10**7} for key, plan in json.loads(plans.read_text()).items()
+    }
+    plans.write_text(json.dumps(impossible))
     result = cockpit("verify", "--workspace", str(root), "--seeds", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verified best" in result.stdout, result.stdout
+    assert json.loads(plans.read_text()) == impossible
+    for seed in (1000, 1001):
+        trained = json.loads(
+            (root / ".cockpit" / "verify" / run.tag / str(seed) / "summary.json").read_text()
+        )
+        assert trained["planned_steps"] == 10**7 and trained["plan_settled"] == "shrunk", trained
 
     status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
     assert status["verify_seeds"] == [1000, 1001] and not set(status["verify_seeds"]) & used

@@ -82,7 +82,11 @@ def verify_best(
     script = folder / Path(workspace.script_name).name
     write_atomic(script, workspace.script_at(run.best_commit).encode("utf-8"))
     # The run's step plans: the best trains the steps its keep trained, not a plan of now.
-    pacing = workspace.paths.pacing(run.tag, 0)
+    # Each training gets a copy of them as they are now: one that runs short of its plan on
+    # a host slower than during the run (the plan is then cut) must not cut the steps of the
+    # next verification, nor the run's own plans.
+    plans = workspace.paths.pacing(run.tag, 0)
+    snapshot = plans.read_bytes() if plans.is_file() else None
     values: list[float | None] = []
     for seed in chosen:
         if should_stop is not None and should_stop():
@@ -91,6 +95,12 @@ def verify_best(
             f"verifying #{best.number} of run {run.tag}: seed {seed} "
             f"({settings.trainer.budget_seconds:g} s)"
         )
+        pacing = folder / str(seed) / "pacing.json"
+        pacing.parent.mkdir(parents=True, exist_ok=True)
+        if snapshot is not None:
+            write_atomic(pacing, snapshot)
+        else:
+            pacing.unlink(missing_ok=True)
         value = _train(
             settings, workspace.path, script, seed, folder / str(seed), pacing, should_stop
         )

@@ -21,6 +21,23 @@ from cockpit.views.readmodel import journal_file
 from tests.conftest import REPO, SCRIPTS, write_text_corpus
 from tests.ollama_server import Reply
 
+# tiny_research.py with a step plan, as the template makes one: its trainings share plans.
+PLANNED_RESEARCH = (
+    (SCRIPTS / "tiny_research.py")
+    .read_text()
+    .replace(
+        "    step = 0\n    while ctx.time_left() > 0:\n",
+        "    step, planned = 0, None\n"
+        "    while ctx.time_left() > 0 and (planned is None or step < planned):\n",
+    )
+    .replace(
+        "        step += 1\n",
+        "        step += 1\n"
+        "        if planned is None and step == 20:\n"
+        "            planned = ctx.plan_steps(step, (ctx.budget_seconds - ctx.time_left()) / step)\n",
+    )
+)
+
 
 def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> Workspace:
     workspace = Workspace.init(root, script_source=script)

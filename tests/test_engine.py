@@ -20,6 +20,7 @@ from cockpit.engine.workspace import Workspace
 from cockpit.store.journal import Journal
 from tests.conftest import REPO, SCRIPTS
 from tests.helpers import (
+    PLANNED_RESEARCH,
     cockpit,
     ended,
     experiments,
@@ -649,24 +650,6 @@ def test_keep_and_discard_from_the_command_line_override_a_decision(
     assert workspace.best_commit("o") == experiments(root)[0].commit_sha
     with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
         assert not journal.pending_commands()
-
-
-# tiny_research.py with a step plan, as the template makes one: its trainings share plans.
-PLANNED_RESEARCH = (
-    (SCRIPTS / "tiny_research.py")
-    .read_text()
-    .replace(
-        "    step = 0\n    while ctx.time_left() > 0:\n",
-        "    step, planned = 0, None\n"
-        "    while ctx.time_left() > 0 and (planned is None or step < planned):\n",
-    )
-    .replace(
-        "        step += 1\n",
-        "        step += 1\n"
-        "        if planned is None and step == 20:\n"
-        "            planned = ctx.plan_steps(step, (ctx.budget_seconds - ctx.time_left()) / step)\n",
-    )
-)
 
 
 def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_margin(

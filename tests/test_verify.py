@@ -22,8 +22,7 @@ from cockpit.store.verification import FIRST_SEED, Verification, fresh_seeds, la
 from cockpit.ui.app import create_app
 from cockpit.ui.status_line import StatusLine
 from cockpit.views.readmodel import journal_file
-from tests.conftest import SCRIPTS
-from tests.helpers import cockpit, experiments, make_workspace
+from tests.helpers import PLANNED_RESEARCH, cockpit, experiments, make_workspace
 
 RECORD = Verification(
     experiment=3,
@@ -61,36 +60,15 @@ def test_the_verified_figures_and_when_they_differ_from_the_ledger_by_more_than_
     assert Verification.from_data({"experiment": 1}) is None
 
 
-def planning_script(tmp_path: Path) -> Path:
-    """The tiny script, planning its steps as the template does (after 20, at its pace)."""
-    source = (SCRIPTS / "tiny_research.py").read_text()
-    source = (
-        source.replace("import torch\n", "import time\n\nimport torch\n", 1)
-        .replace(
-            "    step = 0\n    while ctx.time_left() > 0:\n",
-            "    step, planned, started = 0, None, time.perf_counter()\n"
-            "    while ctx.time_left() > 0 and (planned is None or step < planned):\n",
-        )
-        .replace(
-            "        step += 1\n",
-            "        step += 1\n"
-            "        if planned is None and step == 20:\n"
-            "            planned = ctx.plan_steps(step, (time.perf_counter() - started) / step)\n",
-        )
-    )
-    assert "ctx.plan_steps" in source and "import time" in source
-    path = tmp_path / "planning.py"
-    path.write_text(source)
-    return path
-
-
 @pytest.mark.e2e
 @pytest.mark.usefixtures("no_git_identity")
 def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_show_it(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "ws"
-    make_workspace(root, planning_script(tmp_path))
+    planned = tmp_path / "planned_research.py"
+    planned.write_text(PLANNED_RESEARCH)  # its trainings make and share step plans
+    make_workspace(root, planned)
     ran = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     records = experiments(root)

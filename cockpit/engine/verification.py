@@ -95,15 +95,14 @@ def verify_best(
             f"verifying #{best.number} of run {run.tag}: seed {seed} "
             f"({settings.trainer.budget_seconds:g} s)"
         )
-        pacing = folder / str(seed) / "pacing.json"
-        pacing.parent.mkdir(parents=True, exist_ok=True)
+        files = folder / str(seed)
+        files.mkdir(parents=True, exist_ok=True)
+        pacing = files / "pacing.json"
         if snapshot is not None:
             write_atomic(pacing, snapshot)
         else:
             pacing.unlink(missing_ok=True)
-        value = _train(
-            settings, workspace.path, script, seed, folder / str(seed), pacing, should_stop
-        )
+        value = _train(settings, workspace.path, script, seed, files, pacing, should_stop)
         if should_stop is not None and should_stop():
             break  # the training was cut short: it measured nothing
         say(f"  seed {seed}: " + ("no val_bpb" if value is None else f"val_bpb {value:.6f}"))

@@ -261,9 +261,9 @@ class EngineSettings(BaseModel):
         default=4,
         ge=1,
         description=(
-            "Trainings an experiment gets at most: past keep_runs, one whose gain falls short "
-            "of a keep by less than the standard error of the difference is trained again, "
-            "up to this many."
+            "Trainings an experiment gets at most: one whose gain falls short of a keep by "
+            "less than the standard error of the difference is trained again, up to this many "
+            "(1: never)."
         ),
         json_schema_extra={"allowed": "an integer, 1 or more"},
     )

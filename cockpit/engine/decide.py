@@ -164,8 +164,8 @@ def _train_again(
     margin, or a tie by a shorter script) is trained on `keep_runs` seeds at least (two, under
     `confirm_multiple` margins, where that is one). Past that, a gain that falls short of what
     a keep needs by less than one standard error of the difference is still in doubt, and
-    trained again, up to `max_runs`: the extra trainings go where they can change the
-    decision, not to gains far beyond the noise or to losses."""
+    trained again, up to `max_runs`, after one training as after several: the extra trainings
+    go where they can change the decision, not to gains far beyond the noise or to losses."""
     tie = fewer_lines and abs(gain) <= margin
     wanted = max(1, rules.keep_runs)
     if needs_confirmation(gain, margin, rules.confirm_multiple, runs):
@@ -177,16 +177,12 @@ def _train_again(
             f"a gain of {gain:.6f} over {runs} run{'s' if runs != 1 else ''} (margin "
             f"{margin:.6f}): a keep is trained on {wanted} seeds at least, another run"
         )
-    # Trained again already (it looked like a keep), and now just short of one.
-    if (
-        runs >= 2
-        and error is not None
-        and runs < rules.max_runs
-        and needed - error < gain <= needed
-        and not tie
-    ):
+    # Just short of a keep: one more seed can still make it one. On a single run too, so
+    # that a spread measured high on one noisy pair (a margin no single run clears) is
+    # measured again on the experiments that came closest, instead of freezing the run.
+    if error is not None and runs < rules.max_runs and needed - error < gain <= needed and not tie:
         return (
-            f"a gain of {gain:.6f} over {runs} runs, short of the {needed:.6f} a keep needs "
-            f"by less than its standard error {error:.6f}: another run"
+            f"a gain of {gain:.6f} over {runs} run{'s' if runs != 1 else ''}, short of the "
+            f"{needed:.6f} a keep needs by less than its standard error {error:.6f}: another run"
         )
     return None

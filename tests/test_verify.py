@@ -3,6 +3,7 @@ people read the figures."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -60,6 +61,27 @@ def test_the_verified_figures_and_when_they_differ_from_the_ledger_by_more_than_
     assert Verification.from_data({"experiment": 1}) is None
 
 
+def test_a_verification_training_that_ran_short_of_its_plan_is_said_and_left_out() -> None:
+    """On a machine slower than during the run, a verification training runs out of its
+    budget before the steps the keep trained: it measured a shorter training, not the script
+    the ledger kept. The record says so, and its full mean leaves it out."""
+    slow = Verification(
+        3, "a" * 40, (1000, 1001, 1002), (2.40, 2.60, 2.42), 2.30, 2, 2.70, 0.02,
+        steps=(2655, 1843, 2650), planned=(2655, 2655, 2655),
+    )  # fmt: skip
+    assert slow.short == (False, True, False)  # 2650 of 2655 is its plan, within 2 %
+    assert slow.mean == pytest.approx(2.473333, abs=1e-6)  # what was measured
+    assert slow.full_mean == pytest.approx(2.41)
+    assert "ran short (seed 1001 trained 1843 of 2655 planned steps)" in slow.describe()
+    assert Verification.from_data(slow.to_data()) == slow
+    assert slow.to_data()["short"] == [False, True, False]
+    # A script that plans no steps, or a record from before steps were kept: nothing said.
+    assert RECORD.short == (False, False, False) and RECORD.full_mean == RECORD.mean
+    assert "ran short" not in RECORD.describe()
+    unplanned = dataclasses.replace(slow, planned=(None, None, None))
+    assert unplanned.short == (False, False, False)
+
+
 @pytest.mark.e2e
 @pytest.mark.usefixtures("no_git_identity")
 def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_show_it(
@@ -99,6 +121,9 @@ def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_sh
     assert status["verify_seeds"] == [1000, 1001] and not set(status["verify_seeds"]) & used
     with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
         (event,) = journal.events(run.id, kinds=["verify"])
+    # Both trained the run's plan and neither could finish it: the record says so.
+    assert event.data["planned"] == [10**7, 10**7] and event.data["short"] == [True, True]
+    assert "ran short (seed 1000 trained" in event.message, event.message
     values = event.data["values"]
     assert len(values) == 2 and all(isinstance(v, float) for v in values)
     assert status["verified_best"] == pytest.approx(sum(values) / 2)

@@ -149,12 +149,32 @@ class SearchRun:
     # The best script's val_bpb trained again with fresh seeds (--verify); None for a
     # training that gave none. Not counted in the compute, which is the search's.
     verified: tuple[float | None, ...] = ()
+    # Per verification training, whether it ran short of its plan: the machine was slower
+    # than during the run (cockpit.store.verification.FULL_SHARE).
+    verified_short: tuple[bool, ...] = ()
+
+    @property
+    def verified_full(self) -> list[float]:
+        """The verification trainings that gave a val_bpb and ran their whole plan."""
+        short = self.verified_short
+        return [
+            value
+            for index, value in enumerate(self.verified)
+            if value is not None and not (index < len(short) and short[index])
+        ]
 
     @property
     def verified_best(self) -> float | None:
-        """The mean of the verification trainings that gave a val_bpb (None: none did)."""
-        values = [value for value in self.verified if value is not None]
+        """The mean of the verification trainings that gave a val_bpb and ran their whole
+        plan (None: none did). One that ran short trained fewer steps than the keep did: it
+        measured the machine's slowness, not what the ledger's best is worth."""
+        values = self.verified_full
         return statistics.mean(values) if values else None
+
+    @property
+    def verified_left_out(self) -> int:
+        """Verification trainings with a val_bpb left out of the verified best: ran short."""
+        return sum(value is not None for value in self.verified) - len(self.verified_full)
 
     @property
     def verified_gain(self) -> float | None:
@@ -192,6 +212,7 @@ class SearchRun:
             "running_best": list(self.running_best),
             "running_gain": running_gain(self),
             "verified": list(self.verified),
+            "verified_short": list(self.verified_short),
             "verified_best": self.verified_best,
             "verified_gain": self.verified_gain,
             "optimism": self.optimism,
@@ -406,6 +427,13 @@ def verified_summary(options: SearchOptions, runs: Sequence[SearchRun]) -> list[
             f"mean optimism {statistics.mean(optimism):.6f} over {_count(len(optimism), 'run')} "
             f"(largest {max(optimism):.6f})"
         )
+    short = sum(run.verified_left_out for run in runs)
+    if short:
+        lines.append(
+            f"{_count(short, 'verification training')} ran short of the run's plan (the machine "
+            f"was slower than during the run) and {'is' if short == 1 else 'are'} left out of "
+            "the verified figures"
+        )
     rows = {row.proposer: row for row in figures(options, runs)}
     nudger = rows.get(names.BUILTIN)
     if nudger is None or not nudger.verified_gain_per_hour or nudger.verified_gain_per_hour <= 0:
@@ -453,7 +481,11 @@ def run_line(run: SearchRun) -> str:
         return f"  {run.proposer} seed {run.seed}: no baseline ({why}); {where}"
     verified = ""
     if run.verified:
-        values = ", ".join(_number(value) for value in run.verified)
+        values = ", ".join(
+            _number(value)
+            + (" short" if index < len(run.verified_short) and run.verified_short[index] else "")
+            for index, value in enumerate(run.verified)
+        )
         verified = (
             f"; verified {_number(run.verified_best)} ({values}), gain {_number(run.verified_gain)}"
         )
@@ -671,7 +703,9 @@ def run_one(
             options.verify,
             say=lambda line: print(line, file=progress, flush=True),
         )
-    return run if verified is None else dataclasses.replace(run, verified=verified.values)
+    if verified is None:
+        return run
+    return dataclasses.replace(run, verified=verified.values, verified_short=verified.short)
 
 
 def run_search_bench(options: SearchOptions, *, as_json: bool) -> int:

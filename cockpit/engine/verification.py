@@ -10,13 +10,14 @@ the engine at the end of a run that finished (``[engine] verify_seeds``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cockpit.config import Settings
 from cockpit.engine.jobs import RunFiles, build_job
 from cockpit.engine.noise import noise_floor
-from cockpit.engine.runner import TrainingProcess
+from cockpit.engine.runner import RunResult, TrainingProcess
 from cockpit.engine.runs import fixed_parts_fingerprint
 from cockpit.engine.workspace import Workspace
 from cockpit.errors import EngineError
@@ -88,6 +89,8 @@ def verify_best(
     plans = workspace.paths.pacing(run.tag, 0)
     snapshot = plans.read_bytes() if plans.is_file() else None
     values: list[float | None] = []
+    steps: list[int | None] = []
+    planned: list[int | None] = []
     for seed in chosen:
         if should_stop is not None and should_stop():
             break
@@ -102,11 +105,18 @@ def verify_best(
             write_atomic(pacing, snapshot)
         else:
             pacing.unlink(missing_ok=True)
-        value = _train(settings, workspace.path, script, seed, files, pacing, should_stop)
+        result = _train(settings, workspace.path, script, seed, files, pacing, should_stop)
         if should_stop is not None and should_stop():
             break  # the training was cut short: it measured nothing
-        say(f"  seed {seed}: " + ("no val_bpb" if value is None else f"val_bpb {value:.6f}"))
+        value = result.val_bpb
+        ran, plan = _count(result.summary, "num_steps"), _count(result.summary, "planned_steps")
+        said = "no val_bpb" if value is None else f"val_bpb {value:.6f}"
+        if ran is not None and plan is not None:
+            said += f" ({ran} of {plan} planned steps)"
+        say(f"  seed {seed}: {said}")
         values.append(value)
+        steps.append(ran)
+        planned.append(plan)
     if len(values) < len(chosen):
         say(f"verification of #{best.number} stopped: nothing recorded")
         return None
@@ -120,6 +130,8 @@ def verify_best(
         baseline=run.baseline_val_bpb,
         spread=noise.spread,
         multiple=settings.engine.noise_multiple,
+        steps=tuple(steps),
+        planned=tuple(planned),
     )
     journal.add_event(
         EVENT_KIND,
@@ -139,8 +151,8 @@ def _train(
     folder: Path,
     pacing: Path,
     should_stop: Callable[[], bool] | None,
-) -> float | None:
-    """One training of the script with ``seed``; its val_bpb (None: it gave none)."""
+) -> RunResult:
+    """One training of the script with ``seed``."""
     trainer = settings.trainer.model_copy(update={"seed": seed})
     job = build_job(
         settings.model_copy(update={"trainer": trainer}),
@@ -151,4 +163,9 @@ def _train(
     )
     process = TrainingProcess(job)
     process.start()
-    return process.wait(should_stop=should_stop).val_bpb
+    return process.wait(should_stop=should_stop)
+
+
+def _count(summary: Mapping[str, Any], key: str) -> int | None:
+    value = summary.get(key)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

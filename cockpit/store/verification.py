@@ -20,6 +20,11 @@ EVENT_KIND = "verify"
 # Verification trainings use seeds from here up, skipping any the run used: far above the
 # seeds experiments take (the run's seed, plus one per further training of a script).
 FIRST_SEED = 1000
+# A verification training that trained fewer than this share of the steps planned for it ran
+# short: the machine was slower than when the plan was made (another load, a throttled
+# device), and the plan was cut to what fitted. It measured a shorter training than the
+# keep's, not the script as the ledger trained it.
+FULL_SHARE = 0.98
 
 
 def difference_error(spread: float | None, runs: int, reference_runs: int) -> float | None:
@@ -56,11 +61,36 @@ class Verification:
     baseline: float | None  # the run's baseline value
     spread: float | None  # the run's run-to-run spread when it was verified
     multiple: float = 2.0  # how many standard errors make a difference more than the noise
+    # Per seed, the steps each training ran and the steps planned for it (the run's plan;
+    # None: not known, as for a script that plans no steps, or a record from before).
+    steps: tuple[int | None, ...] = ()
+    planned: tuple[int | None, ...] = ()
     at: str = field(default="", compare=False)  # when it was recorded (the event's time)
 
     @property
     def measured(self) -> list[float]:
         return [value for value in self.values if value is not None and math.isfinite(value)]
+
+    @property
+    def short(self) -> tuple[bool, ...]:
+        """Per seed, whether its training ran short of its plan (see `FULL_SHARE`)."""
+        return tuple(
+            index < len(self.steps)
+            and index < len(self.planned)
+            and _ran_short(self.steps[index], self.planned[index])
+            for index in range(len(self.seeds))
+        )
+
+    @property
+    def full_mean(self) -> float | None:
+        """The mean of the trainings that ran their whole plan (None: none did, or none gave
+        a val_bpb): the verified value to compare with the ledger's, which trained it."""
+        full = [
+            value
+            for value, short in zip(self.values, self.short, strict=False)
+            if not short and value is not None and math.isfinite(value)
+        ]
+        return math.fsum(full) / len(full) if full else None
 
     @property
     def mean(self) -> float | None:
@@ -117,6 +147,16 @@ class Verification:
             )
         elif differs is False:
             text += "; within the noise of the ledger's"
+        short = [
+            f"seed {seed} trained {self.steps[index]} of {self.planned[index]} planned steps"
+            for index, seed in enumerate(self.seeds)
+            if self.short[index]
+        ]
+        if short:
+            text += (
+                f"; ran short ({'; '.join(short)}): the machine was slower than when the run "
+                "planned them"
+            )
         return text
 
     def headline(self) -> str:
@@ -134,10 +174,13 @@ class Verification:
             "baseline": self.baseline,
             "spread": self.spread,
             "multiple": self.multiple,
+            "steps": list(self.steps),
+            "planned": list(self.planned),
             # Derived, for readers of the raw journal (the fields above are what is read back).
             "verified_best": self.mean,
             "verified_gain": self.verified_gain,
             "differs": self.differs,
+            "short": list(self.short),
         }
 
     @classmethod
@@ -154,10 +197,22 @@ class Verification:
                 baseline=None if data.get("baseline") is None else float(data["baseline"]),
                 spread=None if data.get("spread") is None else float(data["spread"]),
                 multiple=float(data.get("multiple", 2.0)),
+                steps=_counts(data.get("steps")),
+                planned=_counts(data.get("planned")),
                 at=at,
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def _ran_short(steps: int | None, planned: int | None) -> bool:
+    return steps is not None and planned is not None and steps < FULL_SHARE * planned
+
+
+def _counts(data: Any) -> tuple[int | None, ...]:
+    if not isinstance(data, list):
+        return ()
+    return tuple(int(value) if isinstance(value, (int, float)) else None for value in data)
 
 
 def _seed_range(seeds: Sequence[int]) -> str:

@@ -39,13 +39,19 @@ PLANNED_RESEARCH = (
 )
 
 
-def make_workspace(root: Path, script: Path = SCRIPTS / "tiny_research.py") -> Workspace:
+# What the workspaces of the tests train for, unless a test asks for longer.
+BUDGET_SECONDS = 1.0
+
+
+def make_workspace(
+    root: Path, script: Path = SCRIPTS / "tiny_research.py", budget: float = BUDGET_SECONDS
+) -> Workspace:
     workspace = Workspace.init(root, script_source=script)
     corpus = write_text_corpus(root.parent / f"{root.name}-corpus", documents=30, lines=30)
     (root / "config.toml").write_text(
         "[trainer]\n"
         f'corpus = "text:{corpus}"\n'
-        "budget_seconds = 1.5\n"
+        f"budget_seconds = {budget:g}\n"
         "grace_seconds = 2.0\n"
         "seq_len = 64\n"
         "eval_tokens = 4096\n"
@@ -184,8 +190,8 @@ VALID = [
 ]
 
 
-def run_llm(root: Path, experiments: int, budget: float = 1.5) -> str:
-    """`cockpit run` of the LLM proposer in the foreground (1.5 s trainings unless told);
+def run_llm(root: Path, experiments: int, budget: float = BUDGET_SECONDS) -> str:
+    """`cockpit run` of the LLM proposer in the foreground (1 s trainings unless told);
     its output, once it has ended well."""
     result = cockpit(
         "run", "--headless", "--workspace", str(root), "--experiments", str(experiments),
@@ -197,11 +203,11 @@ def run_llm(root: Path, experiments: int, budget: float = 1.5) -> str:
 
 
 def spawn_supervised_llm(root: Path, experiments: int) -> subprocess.Popen[str]:
-    """`cockpit run` of the LLM proposer in supervised mode (1.5 s trainings), started in
+    """`cockpit run` of the LLM proposer in supervised mode (1 s trainings), started in
     the background: each proposal waits for approval, and its state can be read at rest."""
     return spawn(
         "run", "--headless", "--workspace", str(root), "--experiments", str(experiments),
-        "--budget", "1.5", "--proposer", "llm", "--mode", "supervised",
+        "--budget", f"{BUDGET_SECONDS:g}", "--proposer", "llm", "--mode", "supervised",
     )  # fmt: skip
 
 

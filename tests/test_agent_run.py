@@ -88,7 +88,7 @@ def test_the_optimiser_stands_in_while_ollama_is_down_and_hands_back(
     served.stop()  # the same address refuses connections until it starts again
     process = spawn(
         "run", "--headless", "--workspace", str(root), "--experiments", "12",
-        "--budget", "1.5", "--proposer", "llm",
+        "--budget", "1", "--proposer", "llm",
     )  # fmt: skip
     with ended(process):
         wait_for(lambda: state(root, "run") is not None, 60, "the engine to open its journal")

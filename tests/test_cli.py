@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from cockpit.bench.trainer_bench import render_table
 from cockpit.bench.ui_bench import MODEL
 from cockpit.store.journal import Journal
 from cockpit.views.readmodel import journal_file
@@ -246,23 +247,13 @@ def test_status_names_optuna_or_the_built_in_proposer_alone_or_standing_in(
         assert f"  agent: {named}\n" in text, text
 
 
-def test_bench_trainer_prints_a_table_and_its_figures_as_json(tmp_path: Path) -> None:
-    """The table of one training, then two rounds as JSON: each side trains twice, the script
-    plans its steps in the benchmark itself (never from a plan remembered elsewhere) and the
-    speed is the median of the rounds."""
+def test_bench_trainer_prints_its_figures_as_json_and_their_table(tmp_path: Path) -> None:
+    """Two rounds as JSON: each side trains twice, the script plans its steps in the benchmark
+    itself (never from a plan remembered elsewhere) and the speed is the median of the rounds.
+    The table without --json is the same report, drawn."""
     corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
     # 5 s: on one core the template takes its pace only after about 3 s.
     args = ["bench", "trainer", "--budget", "5", "--device", "cpu", "--corpus", f"text:{corpus}"]
-    table = cockpit(*args, "--no-reference")  # leaves its plan in no shared cache
-    assert table.returncode == 0, table.stdout + table.stderr
-    lines = table.stdout.splitlines()
-    assert lines[0].startswith("trainer benchmark:") and "budget 5 s" in lines[0]
-    assert "TFLOP/s (float32 matmul, measured now)" in lines[1]
-    row = next(line for line in lines if "default script" in line)
-    for label in ("tokens/s", "MFU", "steps", "val_bpb", "peak memory"):
-        assert label in row, label
-    assert "plain GPT" not in table.stdout
-
     result = cockpit(*args, "--json", "--repeat", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
@@ -284,3 +275,17 @@ def test_bench_trainer_prints_a_table_and_its_figures_as_json(tmp_path: Path) ->
     ]
     assert report["speed_rounds"] == pytest.approx(rounds)
     assert report["speed_vs_plain_gpt"] == pytest.approx(sum(rounds) / 2)
+
+    lines = render_table(report)
+    assert lines[0].startswith("trainer benchmark:") and "budget 5 s" in lines[0]
+    assert "TFLOP/s (float32 matmul, measured now)" in lines[1]
+    row = next(line for line in lines if "default script" in line)
+    for label in ("tokens/s", "MFU", "steps", "val_bpb", "peak memory"):
+        assert label in row, label
+    assert any("plain GPT" in line for line in lines)
+    assert "(median of 2 rounds:" in lines[-1]
+    # Without --json, the table; --no-reference trains the script alone (1 s is enough).
+    table = cockpit(*args[:3], "1", *args[4:], "--no-reference")
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert table.stdout.startswith("trainer benchmark:") and "budget 1 s" in table.stdout
+    assert "default script" in table.stdout and "plain GPT" not in table.stdout

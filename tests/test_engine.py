@@ -150,11 +150,7 @@ def test_kill_9_during_training_resumes_without_loss_or_duplicates(tmp_path: Pat
     killed experiment trains again on its own script, nothing is lost or repeated, and the
     optimiser, its study rebuilt from the journal, proposes no point it already tried."""
     root = tmp_path / "ws"
-    make_workspace(root)
-    (root / "config.toml").write_text(
-        (root / "config.toml").read_text().replace("budget_seconds = 1.5", "budget_seconds = 4")
-    )
-    subprocess.run(["git", "-C", str(root), "commit", "-qam", "longer"], check=True, env=git_env())
+    make_workspace(root, budget=4)
     run = ("run", "--headless", "--workspace", str(root), "--tag", "night", "--proposer", "optuna")
     engine = spawn(*run, "--experiments", "2")
     try:
@@ -276,7 +272,7 @@ def test_start_hands_the_engine_the_settings_it_resolved_and_never_the_flags(
     from cockpit.store.records import Run
 
     root = tmp_path / "ws"
-    make_workspace(root)  # its config.toml trains 1.5 s on 64-token sequences
+    make_workspace(root)  # its config.toml trains 1 s on 64-token sequences
     try:
         started = cockpit(
             "start", "--workspace", str(root), "--experiments", "0", "--budget", "0.75"
@@ -609,7 +605,7 @@ def test_failed_trainings_are_classified_in_the_journal(tmp_path: Path, outcome:
     assert baseline.outcome == outcome
     assert baseline.status == ("timeout" if outcome == "timeout" else "crash")
     if outcome == "timeout":
-        # budget 1.5 s + grace 2 s, plus start-up: far from hanging.
+        # budget 1 s + grace 2 s, plus start-up: far from hanging.
         assert elapsed < 30 and "timeout" in (baseline.decision_reason or "")
     if outcome == "crash":
         assert baseline.crash_tail is not None

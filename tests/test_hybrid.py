@@ -273,7 +273,7 @@ def test_the_hybrid_shares_the_run_and_refuses_the_models_numbers_only_changes(
     served.script(numbers_only, VALID[3], structural)
     result = cockpit(
         "run", "--headless", "--workspace", str(root), "--experiments", "4",
-        "--budget", "1.5", "--proposer", "hybrid",
+        "--budget", "1", "--proposer", "hybrid",
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import psutil
@@ -22,7 +21,6 @@ from tests.helpers import (
     cockpit,
     experiments,
     git,
-    git_env,
     make_workspace,
     slow_script,
     spawn,
@@ -134,10 +132,7 @@ def test_a_gain_on_a_best_that_moved_is_reapplied_and_confirmed_on_the_new_best(
 @pytest.mark.cores(2)  # two trainings never share a core
 def test_kill_9_with_two_trainings_in_flight_runs_both_again_once(tmp_path: Path) -> None:
     root = tmp_path / "ws"
-    make_workspace(root)
-    config = root / "config.toml"
-    config.write_text(config.read_text().replace("budget_seconds = 1.5", "budget_seconds = 6"))
-    subprocess.run(["git", "-C", str(root), "commit", "-qam", "longer"], check=True, env=git_env())
+    make_workspace(root, budget=6)
     engine = spawn(
         "run", "--headless", "--workspace", str(root), "--workers", "2", "--experiments", "2",
         "--tag", "kill",

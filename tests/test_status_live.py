@@ -17,7 +17,7 @@ from cockpit.store.journal import Journal
 from cockpit.store.lock import engine_lock_held
 from cockpit.store.state import PendingStop
 from cockpit.views.readmodel import StatusInfo, journal_file, read_status
-from tests.helpers import cockpit, ended, git_env, make_workspace, spawn, state, wait_for
+from tests.helpers import cockpit, ended, make_workspace, spawn, state, wait_for
 
 # Commits without a git identity (conftest.py).
 pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.e2e]  # e2e: starts processes
@@ -27,13 +27,7 @@ BUDGET_SECONDS = 10
 
 def training_workspace(root: Path) -> Workspace:
     """A workspace whose trainings run long enough to read the status during one."""
-    workspace = make_workspace(root)
-    config = root / "config.toml"
-    config.write_text(
-        config.read_text().replace("budget_seconds = 1.5", f"budget_seconds = {BUDGET_SECONDS}")
-    )
-    subprocess.run(["git", "-C", str(root), "commit", "-qam", "longer"], check=True, env=git_env())
-    return workspace
+    return make_workspace(root, budget=BUDGET_SECONDS)
 
 
 def start_engine(root: Path) -> subprocess.Popen[str]:

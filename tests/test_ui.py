@@ -615,7 +615,7 @@ async def test_pressing_a_makes_a_real_engine_go_on(tmp_path: Path) -> None:
     make_workspace(root)
     engine = subprocess.Popen(
         [sys.executable, "-m", "cockpit", "run", "--headless", "--workspace", str(root),
-         "--experiments", "1", "--budget", "1.5", "--mode", "supervised",
+         "--experiments", "1", "--budget", "1", "--mode", "supervised",
          "--proposer", "builtin"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

@@ -106,24 +106,25 @@ def _fmt(value: Any, spec: str, unit: str = "") -> str:
     return "n/a"
 
 
-def _print_table(report: dict[str, Any]) -> None:
-    print(
+def render_table(report: dict[str, Any]) -> list[str]:
+    """The table `cockpit bench trainer` prints for its JSON report (``--json``)."""
+    lines = [
         f"trainer benchmark: {report['device_name']} ({report['device']}, {report['threads']} threads), "
         f"budget {report['budget_seconds']:g} s, seq_len {report['seq_len']}"
-    )
+    ]
     peak = report.get("peak_tflops")
     basis = (
         "float32 matmul, measured now" if report["device"] == "cpu" else "dense bf16, data sheet"
     )
-    print(f"  peak for MFU: {_fmt(peak, '.3f', ' TFLOP/s')} ({basis})")
+    lines.append(f"  peak for MFU: {_fmt(peak, '.3f', ' TFLOP/s')} ({basis})")
     for label, key in (("default script", "script"), ("plain GPT", "reference")):
         row = report.get(key)
         if row is None:
             continue
         if row["status"] != "ok":
-            print(f"  {label:<15} {row['status']}: {row['reason']}")
+            lines.append(f"  {label:<15} {row['status']}: {row['reason']}")
             continue
-        print(
+        lines.append(
             f"  {label:<15} tokens/s {_fmt(row['tokens_per_second'], ',.0f'):>9}   "
             f"MFU {_fmt(row['mfu_percent'], '.1f', '%'):>6}   steps {row['num_steps']:>6}   "
             f"val_bpb {_fmt(row['val_bpb'], '.4f')}   "
@@ -131,14 +132,14 @@ def _print_table(report: dict[str, Any]) -> None:
         )
     row = report.get("script")
     if row is not None and row.get("added_seconds") is not None:
-        print(
+        lines.append(
             f"  beyond training: {_fmt(row['beyond_training_seconds'], '.1f', ' s')} per run "
             f"(training process start-up {_fmt(row['training_startup_seconds'], '.1f', ' s')}, "
             f"export {_fmt(row['export_seconds'], '.1f', ' s')}, evaluation "
             f"{_fmt(row['evaluation_seconds'], '.1f', ' s')} of which checks "
             f"{_fmt(row['evaluation_checks_seconds'], '.1f', ' s')})"
         )
-        print(
+        lines.append(
             f"  added by the confined training and separate evaluation: "
             f"{row['added_seconds']:.1f} s per experiment, "
             f"{row['added_percent_of_five_minutes']:.1f}% of a five-minute budget"
@@ -148,7 +149,8 @@ def _print_table(report: dict[str, Any]) -> None:
         rounds = report.get("speed_rounds") or []
         if len(rounds) > 1:
             line += f" (median of {len(rounds)} rounds: {', '.join(f'{r:.2f}' for r in rounds)})"
-        print(line)
+        lines.append(line)
+    return lines
 
 
 def run_trainer_bench(
@@ -210,6 +212,6 @@ def run_trainer_bench(
     if as_json:
         print(json.dumps(report, indent=2))
     else:
-        _print_table(report)
+        print("\n".join(render_table(report)))
     failed = next((result for result in ours if result.outcome.status != "ok"), None)
     return 0 if failed is None else int(failed.outcome)

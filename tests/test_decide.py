@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cockpit.engine.decide import Action, Rules, Standing, decide
+from cockpit.engine.decide import Action, Decision, Rules, Standing, decide
 from cockpit.engine.integrity import SEED_ONLY
 from cockpit.engine.noise import NoiseFloor, noise_floor
 from cockpit.store.verification import difference_error
@@ -88,26 +88,28 @@ TWO_SEEDS = Rules(noise_runs=2, keep_runs=2, max_runs=4, confirm_multiple=2.0)
 PAIRED_BASE = Standing(0, 2.0, {42: 2.0, 43: 2.0}, lines_of_code=50)
 
 
-def judged(trials: dict[int, float], best: Standing = PAIRED_BASE, **kwargs: object) -> Action:
+def decision_on(
+    trials: dict[int, float], best: Standing = PAIRED_BASE, rules: Rules = TWO_SEEDS,
+    **kwargs: object,
+) -> Decision:  # fmt: skip
+    """Experiment #1's decision against ``best``, with the measured noise."""
     return decide(
-        1, trials, lines_of_code=50, best=best, parent=None, noise=MEASURED, rules=TWO_SEEDS,
+        1, trials, lines_of_code=50, best=best, parent=None, noise=MEASURED, rules=rules,
         **kwargs,  # type: ignore[arg-type]
-    ).action  # fmt: skip
+    )  # fmt: skip
+
+
+def judged(trials: dict[int, float], best: Standing = PAIRED_BASE, **kwargs: object) -> Action:
+    return decision_on(trials, best, **kwargs).action  # type: ignore[arg-type]
 
 
 def test_a_single_lucky_run_is_never_the_bests_value() -> None:
     """However far beyond the noise one training lands, it is trained on a second seed, and
     the keep's value, the best's from then on, is the mean of both."""
-    lucky = decide(
-        1, {42: 1.5}, lines_of_code=50, best=PAIRED_BASE, parent=None, noise=MEASURED,
-        rules=TWO_SEEDS,
-    )  # fmt: skip
+    lucky = decision_on({42: 1.5})
     assert lucky.action is Action.TRAIN_AGAIN
     assert "a keep is trained on 2 seeds at least" in lucky.reason
-    kept = decide(
-        1, {42: 1.5, 43: 1.9}, lines_of_code=50, best=PAIRED_BASE, parent=None, noise=MEASURED,
-        rules=TWO_SEEDS,
-    )  # fmt: skip
+    kept = decision_on({42: 1.5, 43: 1.9})
     assert kept.action is Action.KEEP and kept.value == pytest.approx(1.7)
     assert "the mean of 2 runs" in kept.reason
 
@@ -116,17 +118,12 @@ def test_a_loss_or_a_gain_far_short_of_a_keep_costs_one_training() -> None:
     # One run against the best's same-seed run: the error is 0.0283, a keep needs 0.0566.
     assert judged({42: 2.05}) is Action.DISCARD
     assert judged({42: 1.975}) is Action.DISCARD  # 0.025: short by more than one error
-    near = decide(
-        1, {42: 1.97}, lines_of_code=50, best=PAIRED_BASE, parent=None, noise=MEASURED,
-        rules=TWO_SEEDS,
-    )  # fmt: skip
+    near = decision_on({42: 1.97})
     # 0.03, under the margin but within one error of a keep: one more seed can decide it.
     assert near.action is Action.TRAIN_AGAIN
     assert "a gain of 0.030000 over 1 run, short of the 0.056569" in near.reason
     once = Rules(noise_runs=2, keep_runs=2, max_runs=1, confirm_multiple=2.0)
-    assert decide(
-        1, {42: 1.97}, lines_of_code=50, best=PAIRED_BASE, parent=None, noise=MEASURED, rules=once
-    ).action is Action.DISCARD  # max_runs 1: never a second training  # fmt: skip
+    assert decision_on({42: 1.97}, rules=once).action is Action.DISCARD  # never a second
 
 
 def test_one_noisy_baseline_pair_does_not_freeze_the_run() -> None:

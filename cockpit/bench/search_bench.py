@@ -153,14 +153,17 @@ class SearchRun:
     # than during the run (cockpit.store.verification.FULL_SHARE).
     verified_short: tuple[bool, ...] = ()
 
+    def ran_short(self, index: int) -> bool:
+        """Whether verification training ``index`` ran short of its plan."""
+        return index < len(self.verified_short) and self.verified_short[index]
+
     @property
     def verified_full(self) -> list[float]:
         """The verification trainings that gave a val_bpb and ran their whole plan."""
-        short = self.verified_short
         return [
             value
             for index, value in enumerate(self.verified)
-            if value is not None and not (index < len(short) and short[index])
+            if value is not None and not self.ran_short(index)
         ]
 
     @property
@@ -482,8 +485,7 @@ def run_line(run: SearchRun) -> str:
     verified = ""
     if run.verified:
         values = ", ".join(
-            _number(value)
-            + (" short" if index < len(run.verified_short) and run.verified_short[index] else "")
+            _number(value) + (" short" if run.ran_short(index) else "")
             for index, value in enumerate(run.verified)
         )
         verified = (

@@ -10,9 +10,8 @@ the engine at the end of a run that finished (``[engine] verify_seeds``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from cockpit.config import Settings
 from cockpit.engine.jobs import RunFiles, build_job
@@ -24,7 +23,7 @@ from cockpit.errors import EngineError
 from cockpit.store.atomic import write_atomic
 from cockpit.store.journal import Journal
 from cockpit.store.records import Run
-from cockpit.store.verification import EVENT_KIND, Verification, fresh_seeds
+from cockpit.store.verification import EVENT_KIND, Verification, fresh_seeds, whole_number
 
 
 def run_settings(run: Run) -> Settings:
@@ -109,7 +108,11 @@ def verify_best(
         if should_stop is not None and should_stop():
             break  # the training was cut short: it measured nothing
         value = result.val_bpb
-        ran, plan = _count(result.summary, "num_steps"), _count(result.summary, "planned_steps")
+        summary = result.summary
+        ran, plan = (
+            whole_number(summary.get("num_steps")),
+            whole_number(summary.get("planned_steps")),
+        )
         said = "no val_bpb" if value is None else f"val_bpb {value:.6f}"
         if ran is not None and plan is not None:
             said += f" ({ran} of {plan} planned steps)"
@@ -164,8 +167,3 @@ def _train(
     process = TrainingProcess(job)
     process.start()
     return process.wait(should_stop=should_stop)
-
-
-def _count(summary: Mapping[str, Any], key: str) -> int | None:
-    value = summary.get(key)
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

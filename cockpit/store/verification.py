@@ -209,10 +209,14 @@ def _ran_short(steps: int | None, planned: int | None) -> bool:
     return steps is not None and planned is not None and steps < FULL_SHARE * planned
 
 
+def whole_number(value: Any) -> int | None:
+    """A count as a summary or an event's data holds it (None: not a number)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return int(value) if number else None
+
+
 def _counts(data: Any) -> tuple[int | None, ...]:
-    if not isinstance(data, list):
-        return ()
-    return tuple(int(value) if isinstance(value, (int, float)) else None for value in data)
+    return tuple(whole_number(value) for value in data) if isinstance(data, list) else ()
 
 
 def _seed_range(seeds: Sequence[int]) -> str:

@@ -40,6 +40,8 @@ def test_a_good_script_is_evaluated_and_summarised(tmp_path: Path, text_corpus: 
                 "total_tokens_M", "num_steps", "num_params_M"):  # fmt: skip
         assert key in printed, key
     assert printed["val_bpb"] == pytest.approx(summary["val_bpb"], abs=1e-6)
+    # The exported weights' fingerprint, as text (16 hex digits may all be digits).
+    assert printed["shapes"] == summary["shapes"] and len(summary["shapes"]) == 16
     assert run.output.index("---") < run.output.index("val_bpb:")
     events = [m["event"] for m in run.metrics]
     assert events[0] == "start" and events[-1] == "end"

@@ -16,6 +16,7 @@ it keeps no state between calls and cannot tell a probe from an evaluation by co
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -259,6 +260,11 @@ class Program:
         self._weights = weights
         self.num_params = num_params
         self.device = device
+        # Its weights' names, shapes and types, fingerprinted: scripts that share one build the
+        # same tensors, so one seed draws them the same initial values and batches (their
+        # luck is shared, and the engine compares them seed by seed).
+        layout = sorted((name, list(t.shape), str(t.dtype)) for name, t in weights.items())
+        self.shapes = hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:16]
         # Each intermediate is dropped after its last use, so memory stays that of eager mode.
         self._last_use: dict[str, int] = {}
         for index, node in enumerate(nodes):

@@ -59,7 +59,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 # Figures that are text even when they look like numbers (a fingerprint of digits).
 _TEXT_KEYS = frozenset(
     {"status", "reason", "device", "device_name", "corpus", "corpus_fingerprint", "script",
-     "harness_version", "torch_version"}
+     "harness_version", "torch_version", "shapes"}
 )  # fmt: skip
 
 

@@ -114,6 +114,7 @@ def _evaluate(run: Run, device: torch.device, corpus: EncodedCorpus, export: Exp
         val_loss=result.val_loss_nats,
         eval_tokens=result.tokens,
         num_params_M=program.num_params / 1e6,
+        shapes=program.shapes,
         mfu_percent=100.0 * achieved / peak if achieved and peak else None,
         peak_flops=peak,
         program=str(export.path),

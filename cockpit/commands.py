@@ -315,6 +315,8 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 noise_runs=state.noise_runs,
                 noise_scripts=state.noise_scripts,
                 noise_left_out=state.noise_left_out,
+                noise_paired_bpb=state.noise_paired_bpb,
+                noise_pairs=state.noise_pairs,
             )
         confinement = Confinement.from_dict(state.confinement)
         report["confinement"] = (
@@ -413,6 +415,13 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
                 "apart than chance allows left out"
             )
         print(f"  keep margin {margin:.6f} ({source})")
+        paired, pairs = report.get("noise_paired_bpb"), report.get("noise_pairs")
+        if paired is not None:
+            print(
+                f"  paired on a seed, scripts of the same shapes differ by a spread of "
+                f"{paired:.6f} ({pairs} pair{'s' if pairs != 1 else ''}): their gains are "
+                "judged with it"
+            )
     awaiting = report.get("awaiting")
     if awaiting is not None:
         print(f"  waiting for approval: #{awaiting['experiment']} {awaiting['description']}")

@@ -187,3 +187,96 @@ def test_extra_trainings_go_to_gains_in_doubt_not_to_clear_ones() -> None:
 
 def test_a_seed_only_change_is_not_trained_again() -> None:
     assert judged({42: 1.5}, flags={SEED_ONLY}) is Action.DISCARD
+
+
+# --- scripts of the same shapes share a seed's luck: compared seed by seed ----------------------
+
+SHAPES = "0123456789abcdef"
+
+
+def test_a_freeze_on_one_noisy_baseline_pair_is_broken_by_pairing_scripts_of_its_shapes() -> None:
+    """Measured on this machine (the template at 20 s): the baseline's two seeds lay 0.197
+    apart, a margin of 0.278 that no single run cleared, and every experiment was discarded.
+    An experiment of the baseline's shapes changed the two seeds' results by -0.100 and
+    -0.095: seed luck is shared. Its gain on one run is trained again to measure that; the
+    pair's spread then judges it, and it is kept on the mean of its two seeds."""
+    rules = Rules(noise_runs=2, keep_runs=2, max_runs=4, confirm_multiple=0.0)
+    base = Standing(0, 2.82465, {0: 2.7263, 1: 2.923}, lines_of_code=50, shapes=SHAPES)
+    floor = noise_floor([[2.7263, 2.923]], floor=0.001, multiple=2.0)
+    assert floor.margin == pytest.approx(0.2782, abs=1e-4) and floor.paired is None
+
+    def judge(trials: dict[int, float], noise: NoiseFloor, shapes: str | None) -> Decision:
+        return decide(
+            6, trials, lines_of_code=50, best=base, parent=None, noise=noise, rules=rules,
+            shapes=shapes,
+        )  # fmt: skip
+
+    # One run, 0.100 better than the baseline's seed 0: far short of 0.393 unpaired.
+    one = judge({0: 2.6263}, floor, SHAPES)
+    assert one.action is Action.TRAIN_AGAIN, one.reason
+    assert "how much of a seed's luck such scripts share" in one.reason
+    assert one.evidence["paired"] is True
+    # Another shape draws other luck: nothing to measure, and 0.100 is noise.
+    assert judge({0: 2.6263}, floor, "fedcba9876543210").action is Action.DISCARD
+    assert judge({0: 2.6263}, floor, None).action is Action.DISCARD  # shapes unknown
+
+    trials = {0: 2.6263, 1: 2.828}
+    paired = noise_floor(
+        [[2.7263, 2.923], list(trials.values())], floor=0.001, multiple=2.0,
+        differences=[[2.6263 - 2.7263, 2.828 - 2.923]],
+    )  # fmt: skip
+    assert paired.pairs == 1 and paired.paired_freedom == 1
+    assert paired.paired == pytest.approx(0.005 / math.sqrt(2), abs=1e-6)
+    kept = judge(trials, paired, SHAPES)
+    assert kept.action is Action.KEEP, kept.reason
+    assert kept.value == pytest.approx(2.72715)
+    # On one degree of freedom a paired keep needs 13.97 paired standard errors.
+    assert kept.evidence["needed"] == pytest.approx(13.968 * paired.paired / math.sqrt(2), rel=1e-3)
+    assert kept.evidence["needed"] < 0.05 < floor.margin
+    # The same trials without the shapes are judged unpaired, and the gain is noise.
+    assert judge(trials, paired, None).action is Action.DISCARD
+
+
+def test_a_paired_gain_is_never_judged_more_leniently_than_the_spread_of_its_pairs_allows() -> None:
+    """Pairs whose differences move from seed to seed as much as the scripts' own runs do
+    (other batches, other luck) leave the paired spread as large as the unpaired error: the
+    gain is judged as if unpaired, never more leniently."""
+    rules = Rules(noise_runs=2, keep_runs=2, max_runs=2, confirm_multiple=0.0)
+    base = Standing(0, 2.0, {0: 1.95, 1: 2.05}, lines_of_code=50, shapes=SHAPES)
+    unshared = noise_floor(
+        [[1.95, 2.05], [1.80, 2.00], [1.90, 1.90]], floor=0.001, multiple=2.0,
+        differences=[[-0.15, -0.05], [0.05, -0.05]],
+    )  # fmt: skip
+    paired_needed = unshared.needed(2, 2, paired=True)
+    assert paired_needed == pytest.approx(unshared.needed(2, 2))
+    decision = decide(
+        2, {0: 1.90, 1: 1.94}, lines_of_code=50, best=base, parent=None, noise=unshared,
+        rules=rules, shapes=SHAPES,
+    )  # fmt: skip
+    assert decision.action is Action.DISCARD, decision.reason  # gain 0.08 < needed
+    # A tiny paired spread never takes the need below the configured floor.
+    tight = noise_floor([[1.95, 2.05]], floor=0.03, multiple=2.0, differences=[[0.0, 1e-6]] * 3)
+    assert tight.needed(1, 1, paired=True) == pytest.approx(0.03)
+
+
+def test_the_pairing_is_measured_only_where_the_best_has_a_seed_for_it() -> None:
+    """A gain on one run is trained again to measure the pairing only while fewer than two
+    pairs have measured it, and only where the reference was trained on another seed."""
+    rules = Rules(noise_runs=1, keep_runs=1, max_runs=4, confirm_multiple=0.0)
+    one_seed = Standing(0, 2.0, {0: 2.0}, lines_of_code=50, shapes=SHAPES)
+    noise = NoiseFloor(spread=0.1, scripts=1, runs=2, margin=0.2, multiple=2.0)
+    lone = decide(
+        1, {0: 1.95}, lines_of_code=50, best=one_seed, parent=None, noise=noise, rules=rules,
+        shapes=SHAPES,
+    )  # fmt: skip
+    assert lone.action is Action.DISCARD, lone.reason
+    two_seeds = Standing(0, 2.0, {0: 2.0, 1: 2.0}, lines_of_code=50, shapes=SHAPES)
+    measured = NoiseFloor(
+        spread=0.1, scripts=3, runs=6, margin=0.2, multiple=2.0, paired=0.1, pairs=2,
+        paired_freedom=2,
+    )  # fmt: skip
+    settled = decide(
+        1, {0: 1.95}, lines_of_code=50, best=two_seeds, parent=None, noise=measured,
+        rules=rules, shapes=SHAPES,
+    )  # fmt: skip
+    assert settled.action is Action.DISCARD, settled.reason

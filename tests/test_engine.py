@@ -665,6 +665,9 @@ def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_marg
     baseline, first = experiments(root)
     trials = baseline.details["trials"]
     assert [trial["seed"] for trial in trials] == [42, 43]
+    # Both seeds built the same weights: the harness's fingerprint of them agrees.
+    (shapes,) = {trial["shapes"] for trial in trials}
+    assert re.fullmatch("[0-9a-f]{16}", shapes) and baseline.summary["shapes"] == shapes
     values = [trial["val_bpb"] for trial in trials]
     assert values[0] != values[1]  # another seed, another run
     assert baseline.val_bpb == pytest.approx(sum(values) / 2)
@@ -691,6 +694,12 @@ def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_marg
     else:  # trained on the baseline's seeds and more: against the mean of both of its
         assert evidence["paired_seeds"] == [] and evidence["runs"] == again
         assert evidence["compared_with"] == pytest.approx(baseline.val_bpb)
+    # Of the baseline's shapes and on its seeds, the two scripts are a pair that measures
+    # how much of a seed's luck they share.
+    same = {trial.get("shapes") for trial in first.details["trials"]} == {shapes}
+    seeds = {trial["seed"] for trial in first.details["trials"]}
+    assert evidence["paired"] is (same and seeds <= {42, 43})  # a third seed: unpaired
+    assert status["noise_pairs"] == (1 if same and len(again) > 1 else 0)
     text = cockpit("status", "--workspace", str(root)).stdout
     assert "keep margin" in text and f"{runs} repeated runs" in text
     rows = (root / "results.tsv").read_text().splitlines()

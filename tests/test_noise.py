@@ -19,6 +19,7 @@ from cockpit.engine.noise import (
     noise_floor,
     pooled_spread,
     robust_spread,
+    student_multiple,
 )
 from tests.helpers import workspace_with_state
 
@@ -205,3 +206,45 @@ def test_status_says_how_many_runs_and_scripts_the_spread_stands_on_and_what_was
         "repeated runs of 5 scripts; 1 script whose runs lay further apart than chance allows "
         "left out)"
     ) in text, text
+    assert "paired on a seed" not in text  # no pair measured yet
+
+    paired = noise_floor(CLEAN, floor=0.001, multiple=2.0, differences=[[0.01, 0.012]] * 3)
+    root = workspace_with_state(tmp_path / "paired", **paired.as_state())
+    assert main(["status", "--workspace", str(root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["noise_pairs"] == 3
+    assert report["noise_paired_bpb"] == pytest.approx(0.002 / math.sqrt(2))
+    assert main(["status", "--workspace", str(root)]) == 0
+    assert (
+        f"paired on a seed, scripts of the same shapes differ by a spread of "
+        f"{paired.paired:.6f} (3 pairs)"
+    ) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("probability", "freedom", "quantile"),
+    [(0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 5, 2.571), (0.975, 30, 2.042)],
+)
+def test_the_student_multiple_is_the_t_quantile_of_the_normal_confidence(
+    probability: float, freedom: int, quantile: float
+) -> None:
+    multiple = statistics.NormalDist().inv_cdf(probability)
+    assert student_multiple(multiple, freedom) == pytest.approx(quantile, abs=2e-3)
+    assert student_multiple(2.0, 10_000) == pytest.approx(2.0, abs=1e-3)
+    with pytest.raises(ValueError, match="no degree of freedom"):
+        student_multiple(2.0, 0)
+
+
+def test_the_paired_spread_pools_differences_and_leaves_an_outlier_out() -> None:
+    """Each pair's differences seed by seed pool into the paired spread (a pair of two
+    shared seeds is one degree of freedom); a pair whose difference swings further than
+    chance allows against the others (its scripts drew other luck) is left out."""
+    steady = [[-0.100, -0.095], [-0.172, -0.176], [0.010, 0.013, 0.008]]
+    floor = noise_floor(CLEAN, floor=0.001, multiple=2.0, differences=steady)
+    assert (floor.pairs, floor.paired_freedom) == (3, 4)
+    spread, _, _ = pooled_spread(steady)
+    assert floor.paired == pytest.approx(spread)
+    swung = noise_floor(CLEAN, floor=0.001, multiple=2.0, differences=[*steady, [-0.1, 0.1]])
+    assert (swung.pairs, swung.paired_freedom) == (3, 4)
+    assert swung.paired == pytest.approx(floor.paired)
+    assert noise_floor(CLEAN, floor=0.001, multiple=2.0, differences=[[0.1], []]).paired is None

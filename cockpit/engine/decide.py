@@ -19,6 +19,10 @@ from typing import Any
 from cockpit.engine.integrity import SEED_ONLY
 from cockpit.engine.noise import NoiseFloor, compare, needs_confirmation
 
+# Pairs of scripts of the same shapes, trained on two seeds in common, that measure the paired
+# spread before a gain on one run is judged with it: until then such a gain is trained again.
+PAIRED_BOOTSTRAP = 2
+
 
 class Action(str, enum.Enum):
     KEEP = "keep"  # the branch advances to it
@@ -38,6 +42,7 @@ class Standing:
     value: float  # its val_bpb (the mean of its trials)
     trials: Mapping[int, float] = field(default_factory=dict)  # seed -> val_bpb
     lines_of_code: int | None = None
+    shapes: str | None = None  # its weights' fingerprint, where every trial had the same one
 
 
 @dataclass(frozen=True)
@@ -71,12 +76,15 @@ def decide(
     noise: NoiseFloor,
     rules: Rules,
     flags: Collection[str] = (),
+    shapes: str | None = None,
 ) -> Decision:
     """The decision on experiment ``number`` with these trials (seed -> val_bpb).
 
     ``best`` is the best when it finishes (None only before the baseline is decided);
     ``parent`` the script it was proposed on, when that is no longer the best (None: it
-    descends from the best). ``noise`` is the floor measured so far, its trials included."""
+    descends from the best). ``noise`` is the floor measured so far, its trials included.
+    ``shapes``: the fingerprint of its weights (None: unknown); where it is the reference's
+    and every seed of its was the reference's too, the two are compared seed by seed."""
     if not trials:
         raise ValueError(f"experiment #{number} has no trial to decide on")
     value = math.fsum(trials.values()) / len(trials)
@@ -94,8 +102,8 @@ def decide(
     comparison = compare(trials, against.trials, against.value)
     count = len(trials)
     reference_runs = len(comparison.seeds) or max(1, len(against.trials))
-    needed = noise.needed(count, reference_runs)
-    error = noise.error(count, reference_runs)
+    paired = shapes is not None and shapes == against.shapes and set(trials) <= set(against.trials)
+    error, needed = noise.test(count, reference_runs, paired)
     evidence: dict[str, Any] = {
         "metric": rules.metric,
         "source": rules.source,
@@ -108,9 +116,12 @@ def decide(
         "compared_with": comparison.reference,
         "paired_seeds": list(comparison.seeds),
         "reference_runs": reference_runs,
-        # The standard error of the difference of the two means, and the gain a keep needed.
+        # The standard error of the difference of the two means, and the gain a keep needed;
+        # paired: from the spread of differences between scripts of the same shapes.
         "difference_error": error,
         "needed": needed,
+        "paired": paired,
+        "paired_spread": noise.paired,
     }
     if parent is not None:
         evidence["parent"] = parent.number
@@ -121,10 +132,19 @@ def decide(
         and lines_of_code < against.lines_of_code
     )
     # Another seed only re-rolls a seed-only change's luck: it is never trained again.
+    # A paired comparison before the paired spread is measured is unpaired: a gain of the
+    # best's shapes on one run is trained again, so that the pair measures it.
+    unmeasured = (
+        paired
+        and noise.pairs < PAIRED_BOOTSTRAP
+        and count == 1
+        and len(against.trials) > count  # the reference has a seed for the second run
+        and gain > 0
+    )
     again = (
         None
         if SEED_ONLY in flags
-        else _train_again(gain, count, margin, needed, error, fewer_lines, rules)
+        else _train_again(gain, count, margin, needed, error, fewer_lines, rules, unmeasured)
     )
     if again is not None:
         return Decision(Action.TRAIN_AGAIN, again, value, evidence)
@@ -156,6 +176,7 @@ def _train_again(
     error: float | None,
     fewer_lines: bool,
     rules: Rules,
+    unmeasured: bool = False,
 ) -> str | None:
     """Why the experiment is trained once more with the next seed, or None: decide now.
 
@@ -165,12 +186,16 @@ def _train_again(
     `confirm_multiple` margins, where that is one). Past that, a gain that falls short of what
     a keep needs by less than one standard error of the difference is still in doubt, and
     trained again, up to `max_runs`, after one training as after several: the extra trainings
-    go where they can change the decision, not to gains far beyond the noise or to losses."""
-    tie = fewer_lines and abs(gain) <= margin
+    go where they can change the decision, not to gains far beyond the noise or to losses.
+
+    ``unmeasured``: a gain on one run of the best's shapes while the paired spread is measured
+    on fewer than `PAIRED_BOOTSTRAP` pairs: its second seed measures one more."""
+    band = min(margin, needed)  # within it, a gain is noise (paired, the band is narrower)
+    tie = fewer_lines and abs(gain) <= band
     wanted = max(1, rules.keep_runs)
-    if needs_confirmation(gain, margin, rules.confirm_multiple, runs):
+    if needs_confirmation(gain, band, rules.confirm_multiple, runs):
         wanted = max(wanted, 2)
-    if (gain > margin or tie) and runs < wanted:
+    if (gain > band or tie) and runs < wanted:
         if wanted == 2 and rules.keep_runs < 2:
             return f"confirming a gain of {gain:.6f} (margin {margin:.6f}): another run"
         return (
@@ -184,5 +209,10 @@ def _train_again(
         return (
             f"a gain of {gain:.6f} over {runs} run{'s' if runs != 1 else ''}, short of the "
             f"{needed:.6f} a keep needs by less than its standard error {error:.6f}: another run"
+        )
+    if unmeasured and runs < rules.max_runs:
+        return (
+            f"a gain of {gain:.6f} over 1 run, of the best's shapes: another seed measures how "
+            "much of a seed's luck such scripts share (the paired spread), another run"
         )
     return None

@@ -24,7 +24,7 @@ from cockpit.engine.workspace import Workspace, lines_of_code
 from cockpit.errors import EngineError
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment, Run
-from cockpit.store.trials import trial_kind, trial_results
+from cockpit.store.trials import paired_differences, trial_kind, trial_results, trial_shapes
 
 
 class Judge:
@@ -174,6 +174,7 @@ class Judge:
                 source="self-reported" if self.settings.trainer.command else "harness",
             ),
             flags={str(flag) for flag in flags},
+            shapes=trial_shapes(trials, kind),
         )
         self._apply_decision(experiment, decision, trials, noise)
 
@@ -295,6 +296,9 @@ class Judge:
             }
             if kind:
                 trial["kind"] = kind
+            shapes = (experiment.summary or {}).get("shapes")
+            if isinstance(shapes, str):
+                trial["shapes"] = shapes
             trials.append(trial)
             self.journal.update_experiment(experiment.id, details={**details, "trials": trials})
         return trials
@@ -315,16 +319,30 @@ class Judge:
     def _noise_floor(self, run: Run, kind: str = "") -> NoiseFloor:
         """The margin from every script of this run trained more than once (on devices of
         ``kind``), published for `cockpit status` and the cockpit."""
+        experiments = self.journal.experiments(run.id)
         groups = [
             [
                 float(trial["val_bpb"])
                 for trial in (e.details or {}).get("trials", [])
                 if trial_kind(trial) == kind
             ]
-            for e in self.journal.experiments(run.id)
+            for e in experiments
+        ]
+        # Each script against the one it was made from, where both were trained on two seeds
+        # or more with the same shapes: how much of a seed's luck such scripts share.
+        by_commit = {e.commit_sha: e for e in experiments if e.commit_sha is not None}
+        differences = [
+            paired_differences(e, by_commit[e.parent_commit], kind)
+            for e in experiments
+            if e.number > 0 and e.parent_commit in by_commit
         ]
         engine = self.settings.engine
-        noise = noise_floor(groups, floor=engine.keep_margin_bpb, multiple=engine.noise_multiple)
+        noise = noise_floor(
+            groups,
+            floor=engine.keep_margin_bpb,
+            multiple=engine.noise_multiple,
+            differences=differences,
+        )
         self.journal.set_state(**noise.as_state())
         return noise
 
@@ -343,14 +361,15 @@ class Judge:
         trained on one)."""
         if experiment is None:
             return Standing(-1, value)
+        shapes = trial_shapes((experiment.details or {}).get("trials"), kind)
         if not kind:
             trials = dict(trial_results(experiment))
-            return Standing(experiment.number, value, trials, experiment.lines_of_code)
+            return Standing(experiment.number, value, trials, experiment.lines_of_code, shapes)
         trials = dict(trial_results(experiment, kind))
         if not trials:
             return None
         mean = sum(trials.values()) / len(trials)
-        return Standing(experiment.number, mean, trials, experiment.lines_of_code)
+        return Standing(experiment.number, mean, trials, experiment.lines_of_code, shapes)
 
     def record_reference(
         self, experiment_id: int, value: float | None, seed: int, kind: str, reason: str

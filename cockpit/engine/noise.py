@@ -10,14 +10,27 @@ One noisy pair must not move the margin for the rest of the night: once there ar
 than chance allows (its variance over `OUTLIER_RATIO` times the spread the median script
 gives) is left out of the pool, and said to be. The median script's spread is what decides,
 so one script, however far out, moves the spread no further than the others allow.
-Pure functions: the engine feeds them the journal's numbers.
+
+A seed's luck is largely shared by scripts that build the same tensors (the same weights'
+shapes, so the same initial values and batches from one seed): on the template at 20 s on a
+CPU, two seeds of one script lie 0.1-0.2 apart, while the difference between two such
+scripts changes by under 0.01 from one seed to the next. So an experiment of the best's shapes,
+trained on seeds the best was trained on, is compared seed by seed, with the spread of such
+paired differences (`NoiseFloor.paired`), pooled over the pairs of scripts of one shape
+trained on two seeds or more, robustly as above. Measured on few pairs it is uncertain, so the
+gain it needs is as many standard errors as a Student's t with its degrees of freedom asks for
+the same confidence as `multiple` asks of a normal one. Scripts of other shapes draw other
+luck: they are compared with the plain spread. Pure functions: the engine feeds them the
+journal's numbers.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from cockpit.store.verification import difference_error
 
@@ -39,6 +52,37 @@ def _chi2_median_over_df(freedom: int) -> float:
     return known if known is not None else (1 - 2 / (9 * freedom)) ** 3
 
 
+@functools.lru_cache(maxsize=256)
+def student_multiple(multiple: float, freedom: int) -> float:
+    """The standard errors a Student's t with ``freedom`` degrees of freedom needs for the
+    confidence that ``multiple`` standard errors give a normal one (one-sided): 2.0 becomes
+    13.97 on one degree of freedom, 4.53 on two, 2.26 on ten, and tends to 2.0."""
+    if freedom < 1:
+        raise ValueError("a spread measured on no degree of freedom says nothing")
+    if multiple <= 0:
+        return 0.0
+    wanted = NormalDist().cdf(multiple) - 0.5  # the t density's area from 0 to the quantile
+    scale = math.exp(math.lgamma((freedom + 1) / 2) - math.lgamma(freedom / 2)) / math.sqrt(
+        freedom * math.pi
+    )
+
+    def area(t: float, steps: int = 400) -> float:  # Simpson's rule from 0 to t
+        h = t / steps
+        total = 0.0
+        for i in range(steps + 1):
+            weight = 1 if i in (0, steps) else (4 if i % 2 else 2)
+            total += weight * (1 + (i * h) ** 2 / freedom) ** (-(freedom + 1) / 2)
+        return scale * total * h / 3
+
+    low, high = multiple, multiple
+    while area(high) < wanted:
+        low, high = high, high * 2
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if area(middle) < wanted else (low, middle)
+    return (low + high) / 2
+
+
 @dataclass(frozen=True)
 class NoiseFloor:
     """What the repeated runs so far say about run-to-run noise."""
@@ -49,6 +93,13 @@ class NoiseFloor:
     margin: float  # the keep margin that follows from it
     left_out: int = 0  # scripts whose runs lay too far apart to pool (outliers)
     multiple: float = 0.0  # the margin's spreads; a gain must clear as many standard errors
+    floor: float = 0.0  # the configured least margin (`[engine] keep_margin_bpb`)
+    # The spread of the difference between two scripts of the same shapes trained on one seed
+    # (None until a pair of them shares two seeds), the pairs it was pooled from and its
+    # degrees of freedom (shared seeds less one, summed).
+    paired: float | None = None
+    pairs: int = 0
+    paired_freedom: int = 0
 
     def as_state(self) -> dict[str, float | int | None]:
         """The engine state keys (`cockpit.store.state.EngineState`) that publish it."""
@@ -58,19 +109,39 @@ class NoiseFloor:
             "noise_runs": self.runs,
             "noise_scripts": self.scripts,
             "noise_left_out": self.left_out,
+            "noise_paired_bpb": self.paired,
+            "noise_pairs": self.pairs,
         }
 
-    def error(self, runs: int, reference_runs: int) -> float | None:
+    def error(self, runs: int, reference_runs: int, paired: bool = False) -> float | None:
         """The standard error of the difference between a mean of ``runs`` trainings and one
-        of ``reference_runs`` (None before the spread is measured)."""
-        return difference_error(self.spread, runs, reference_runs)
+        of ``reference_runs`` (None before the spread is measured); ``paired``: the runs were
+        on the reference's seeds, by a script of its shapes, and the paired spread decides
+        where it asks for less."""
+        return self.test(runs, reference_runs, paired)[0]
 
-    def needed(self, runs: int, reference_runs: int) -> float:
+    def needed(self, runs: int, reference_runs: int, paired: bool = False) -> float:
         """The gain a keep must show, as means of ``runs`` trainings against
         ``reference_runs``: the margin, or `multiple` standard errors of the difference of the
-        two means when that is more (one run against one run: the margin times sqrt 2)."""
-        error = self.error(runs, reference_runs)
-        return self.margin if error is None else max(self.margin, self.multiple * error)
+        two means when that is more (one run against one run: the margin times sqrt 2).
+        ``paired``: as many paired standard errors as a Student's t on the paired spread's
+        degrees of freedom asks (never under the configured floor), where that is less."""
+        return self.test(runs, reference_runs, paired)[1]
+
+    def test(
+        self, runs: int, reference_runs: int, paired: bool = False
+    ) -> tuple[float | None, float]:
+        """(the standard error of the difference, the gain a keep needs): see `needed`."""
+        error = difference_error(self.spread, runs, reference_runs)
+        needed = self.margin if error is None else max(self.margin, self.multiple * error)
+        if paired and self.paired is not None and runs >= 1 and self.paired_freedom >= 1:
+            paired_error = self.paired / math.sqrt(runs)
+            paired_needed = max(
+                self.floor, student_multiple(self.multiple, self.paired_freedom) * paired_error
+            )
+            if paired_needed < needed:
+                return paired_error, paired_needed
+        return error, needed
 
     def describe(self) -> str:
         if self.spread is None:
@@ -81,6 +152,11 @@ class NoiseFloor:
         )
         if self.left_out:
             text += f" ({self.left_out} further apart than chance left out)"
+        if self.paired is not None:
+            text += (
+                f"; paired on a seed, scripts of the same shapes differ by a spread of "
+                f"{self.paired:.6f} ({self.pairs} pair{'s' if self.pairs != 1 else ''})"
+            )
         return text
 
 
@@ -147,11 +223,24 @@ def robust_spread(groups: Iterable[Sequence[float]]) -> tuple[float | None, int,
     return spread, len(kept), sum(group.values for group in kept), len(found) - len(kept)
 
 
-def noise_floor(groups: Iterable[Sequence[float]], *, floor: float, multiple: float) -> NoiseFloor:
-    """The keep margin: ``multiple`` robust spreads, and never less than ``floor``."""
+def noise_floor(
+    groups: Iterable[Sequence[float]],
+    *,
+    floor: float,
+    multiple: float,
+    differences: Iterable[Sequence[float]] = (),
+) -> NoiseFloor:
+    """The keep margin: ``multiple`` robust spreads, and never less than ``floor``.
+
+    ``differences``: for each pair of scripts of the same shapes trained on two seeds or more
+    in common, one script's val_bpb less the other's on each of those seeds."""
     spread, scripts, runs, left_out = robust_spread(groups)
     margin = floor if spread is None else max(floor, multiple * spread)
-    return NoiseFloor(spread, scripts, runs, margin, left_out, multiple)
+    paired, pairs, values, _ = robust_spread(differences)
+    freedom = values - pairs  # each pair's shared seeds less one
+    return NoiseFloor(
+        spread, scripts, runs, margin, left_out, multiple, floor, paired, pairs, freedom
+    )
 
 
 def needs_confirmation(gain: float, margin: float, multiple: float, runs: int) -> bool:
@@ -189,9 +278,10 @@ class Comparison:
         script (the simplicity criterion); ``best`` is the best's mean, which a keep never
         raises. ``runs`` says what ``value`` is ("one run", "the mean of 2 runs")."""
         delta, against = self.delta, self.describe_reference()
-        needed = margin if needed is None else max(margin, needed)
+        needed = margin if needed is None else needed
         measured = f"val_bpb {self.value:.6f} ({runs})"
-        cleared = f"margin {margin:.6f}" if needed <= margin else f"needed {needed:.6f}"
+        cleared = f"margin {margin:.6f}" if needed == margin else f"needed {needed:.6f}"
+        margin = min(margin, needed)  # paired, the noise is narrower than the margin
         if delta < -needed and self.value >= best:
             # Paired, it clears the margin; but the best's other seeds did better than this
             # one's luck can show, and keeping it would raise the best val_bpb.

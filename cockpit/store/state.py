@@ -105,6 +105,10 @@ class EngineState:
     noise_runs: int | None = None
     noise_scripts: int | None = None
     noise_left_out: int | None = None
+    # The spread of the difference between scripts of the same shapes on one seed, and the
+    # pairs of them it was measured on (a keep of such a script is judged with it).
+    noise_paired_bpb: float | None = None
+    noise_pairs: int | None = None
     # What confined the latest training (trainer.confine.Confinement.to_dict()).
     confinement: Mapping[str, Any] | None = None
 
@@ -137,6 +141,8 @@ class EngineState:
             noise_runs=_int(get("noise_runs")),
             noise_scripts=_int(get("noise_scripts")),
             noise_left_out=_int(get("noise_left_out")),
+            noise_paired_bpb=_float(get("noise_paired_bpb")),
+            noise_pairs=_int(get("noise_pairs")),
             confinement=_mapping(get("confinement")),
         )
 

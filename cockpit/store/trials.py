@@ -112,6 +112,31 @@ def trial_results(experiment: Experiment, kind: str | None = None) -> tuple[tupl
     )
 
 
+def trial_shapes(trials: object, kind: str | None = None) -> str | None:
+    """The fingerprint of the weights every one of these trainings of a script (an
+    experiment's ``details["trials"]``; on devices of ``kind``, when given) built, as the
+    harness read it from the exported model; None where one has none (a journal from before,
+    a self-reported metric) or two differ."""
+    found = {
+        trial.get("shapes")
+        for trial in (trials if isinstance(trials, list) else [])
+        if isinstance(trial, Mapping) and (kind is None or trial_kind(trial) == kind)
+    }
+    (shapes,) = found if len(found) == 1 else (None,)
+    return shapes if isinstance(shapes, str) and shapes else None
+
+
+def paired_differences(experiment: Experiment, parent: Experiment, kind: str = "") -> list[float]:
+    """An experiment's val_bpb less its parent's, seed by seed, on the seeds both were trained
+    on with the same weights' shapes (on devices of ``kind``); empty where their shapes differ
+    or are unknown: their luck is not shared, and their difference says nothing of pairing."""
+    shapes = trial_shapes((experiment.details or {}).get("trials"), kind)
+    if shapes is None or shapes != trial_shapes((parent.details or {}).get("trials"), kind):
+        return []
+    own, theirs = dict(trial_results(experiment, kind)), dict(trial_results(parent, kind))
+    return [own[seed] - theirs[seed] for seed in sorted(own) if seed in theirs]
+
+
 def measured_loss(experiment: Experiment, seed: int | None, kind: str = "") -> float | None:
     """The loss the harness measured for an experiment's training with ``seed`` on devices of
     ``kind``, in the units of a reported training loss: mean nats per token on the validation

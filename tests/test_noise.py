@@ -21,6 +21,8 @@ from cockpit.engine.noise import (
     robust_spread,
     student_multiple,
 )
+from cockpit.store.records import Experiment
+from cockpit.store.trials import paired_differences
 from tests.helpers import workspace_with_state
 
 
@@ -248,3 +250,37 @@ def test_the_paired_spread_pools_differences_and_leaves_an_outlier_out() -> None
     assert (swung.pairs, swung.paired_freedom) == (3, 4)
     assert swung.paired == pytest.approx(floor.paired)
     assert noise_floor(CLEAN, floor=0.001, multiple=2.0, differences=[[0.1], []]).paired is None
+
+
+def scripted(
+    number: int, parent: int | None, trials: list[tuple[int, float, str | None]]
+) -> Experiment:
+    """Experiment ``number``, made from ``parent``, with trainings (seed, val_bpb, shapes)."""
+    return Experiment(
+        id=number + 1, run_id=1, number=number,
+        parent_commit=None if parent is None else f"{parent:040d}", commit_sha=f"{number:040d}",
+        ref=None, proposer=None, model=None, description="", hypothesis="", diff="",
+        script_hash=None, status="keep", outcome="ok", exit_code=0, val_bpb=None,
+        peak_memory_mb=None, training_seconds=None, total_seconds=None, num_steps=None,
+        attempt=1, created_at=0.0, started_at=None, ended_at=None, decision=None,
+        decision_reason=None, summary=None, log_path=None, crash_tail=None, lines_of_code=None,
+        details={"trials": [
+            {"seed": seed, "val_bpb": value, **({"shapes": shapes} if shapes else {})}
+            for seed, value, shapes in trials
+        ]},
+    )  # fmt: skip
+
+
+def test_a_pair_is_a_script_and_its_parent_of_the_same_shapes_on_two_seeds_in_common() -> None:
+    a, b = "a" * 16, "b" * 16
+    journal = [
+        scripted(0, None, [(0, 2.70, a), (1, 2.90, a)]),
+        scripted(1, 0, [(0, 2.60, a), (1, 2.81, a), (2, 2.5, a)]),  # a pair on seeds 0 and 1
+        scripted(2, 1, [(0, 2.50, b), (1, 2.70, b)]),  # other shapes: other luck
+        scripted(3, 1, [(0, 2.55, a)]),  # one seed: no spread
+        scripted(4, 1, [(0, 2.55, None), (1, 2.75, None)]),  # shapes unknown
+        scripted(5, 1, [(0, 2.55, a), (1, 2.75, b)]),  # shapes changed between seeds
+        scripted(6, 9, [(0, 2.55, a), (1, 2.75, a)]),  # its parent is not in the run
+    ]
+    ((first, second),) = paired_differences(journal)
+    assert (first, second) == (pytest.approx(-0.10), pytest.approx(-0.09))

@@ -320,28 +320,12 @@ class Judge:
         """The margin from every script of this run trained more than once (on devices of
         ``kind``), published for `cockpit status` and the cockpit."""
         experiments = self.journal.experiments(run.id)
-        groups = [
-            [
-                float(trial["val_bpb"])
-                for trial in (e.details or {}).get("trials", [])
-                if trial_kind(trial) == kind
-            ]
-            for e in experiments
-        ]
-        # Each script against the one it was made from, where both were trained on two seeds
-        # or more with the same shapes: how much of a seed's luck such scripts share.
-        by_commit = {e.commit_sha: e for e in experiments if e.commit_sha is not None}
-        differences = [
-            paired_differences(e, by_commit[e.parent_commit], kind)
-            for e in experiments
-            if e.number > 0 and e.parent_commit in by_commit
-        ]
         engine = self.settings.engine
         noise = noise_floor(
-            groups,
+            [[value for _, value in trial_results(e, kind)] for e in experiments],
             floor=engine.keep_margin_bpb,
             multiple=engine.noise_multiple,
-            differences=differences,
+            differences=paired_differences(experiments, kind),
         )
         self.journal.set_state(**noise.as_state())
         return noise

@@ -126,15 +126,26 @@ def trial_shapes(trials: object, kind: str | None = None) -> str | None:
     return shapes if isinstance(shapes, str) and shapes else None
 
 
-def paired_differences(experiment: Experiment, parent: Experiment, kind: str = "") -> list[float]:
-    """An experiment's val_bpb less its parent's, seed by seed, on the seeds both were trained
-    on with the same weights' shapes (on devices of ``kind``); empty where their shapes differ
-    or are unknown: their luck is not shared, and their difference says nothing of pairing."""
-    shapes = trial_shapes((experiment.details or {}).get("trials"), kind)
-    if shapes is None or shapes != trial_shapes((parent.details or {}).get("trials"), kind):
-        return []
-    own, theirs = dict(trial_results(experiment, kind)), dict(trial_results(parent, kind))
-    return [own[seed] - theirs[seed] for seed in sorted(own) if seed in theirs]
+def paired_differences(experiments: Sequence[Experiment], kind: str = "") -> list[list[float]]:
+    """For each script and the one it was made from, trained on two seeds or more in common
+    with the same weights' shapes (on devices of ``kind``): its val_bpb less its parent's,
+    seed by seed. How much of a seed's luck such scripts share; scripts of other shapes, or
+    of unknown ones, drew other luck and say nothing of it."""
+    by_commit = {e.commit_sha: e for e in experiments if e.commit_sha is not None}
+    found = []
+    for experiment in experiments:
+        commit = experiment.parent_commit
+        parent = by_commit.get(commit) if commit is not None and experiment.number > 0 else None
+        if parent is None:
+            continue
+        shapes = trial_shapes((experiment.details or {}).get("trials"), kind)
+        if shapes is None or shapes != trial_shapes((parent.details or {}).get("trials"), kind):
+            continue
+        own, theirs = dict(trial_results(experiment, kind)), dict(trial_results(parent, kind))
+        common = [seed for seed in sorted(own) if seed in theirs]
+        if len(common) >= 2:
+            found.append([own[seed] - theirs[seed] for seed in common])
+    return found
 
 
 def measured_loss(experiment: Experiment, seed: int | None, kind: str = "") -> float | None:

@@ -54,6 +54,7 @@ from cockpit.engine.runs import (
     recover,
     verify_fixed_parts,
 )
+from cockpit.engine.verification import verifies_at_end, verify_at_end
 from cockpit.engine.worker_plan import plan_engine_workers
 from cockpit.engine.workers import Worker
 from cockpit.engine.workspace import Workspace
@@ -181,57 +182,22 @@ class Engine:
         stopped = self._drive(target or 0)
         journal, run = self._journal(), self._run_record()
         close_run(journal, run, self.workspace, self.settings, stopped=stopped, say=self.say)
-        if self._verifies(stopped):
+        if not stopped and verifies_at_end(self.settings, run):
             verified = self._verify(run)
             self.notices.engine_stopped(run.tag, "run finished", run.best_val_bpb, verified)
         return 0
 
-    def _verifies(self, stopped: bool) -> bool:
-        """Whether the run's best is trained again on fresh seeds now that it finished."""
-        run = self._run_record()
-        return (
-            not stopped
-            and self.settings.engine.verify_seeds > 0
-            and run.best_commit is not None
-            and not self.settings.trainer.command
-        )
-
     def _verify(self, run: Run) -> str | None:
-        """Train the finished run's best again on fresh seeds and record it
-        (`cockpit.engine.verification`); what it showed, in words (None: stopped first). A
-        stop asked meanwhile ends it, as it would a training."""
-        from cockpit.engine.verification import verify_best
-
-        journal = self._journal()
-        best = self.judge.best_experiment(run)
-        journal.set_state(
-            phase="verifying", experiment=None if best is None else best.number, time_left=None
-        )
+        """Verify the finished run's best (`verify_at_end`); a stop asked meanwhile ends it."""
 
         def should_stop() -> bool:
             self.helm.handle_pending()
             return self.control.stop_engine
 
-        try:
-            verified = verify_best(
-                self.workspace,
-                journal,
-                run,
-                self.settings,
-                self.settings.engine.verify_seeds,
-                say=self.say,
-                should_stop=should_stop,
-            )
-        except EngineError as exc:
-            self.say(f"no verification: {exc}")
-            return None
-        finally:
-            journal.set_state(phase="stopped")
-        if verified is None:
-            return None
-        message = verified.headline()
-        self.say(message)
-        return message
+        best = self.judge.best_experiment(run)
+        return verify_at_end(
+            self.workspace, self._journal(), run, self.settings, best, self.say, should_stop
+        )
 
     def _open(self, options: EngineOptions) -> Run:
         """Open the run (or resume it): it becomes the one the engine and its notices follow,
@@ -290,7 +256,7 @@ class Engine:
             stopped = self.control.stop_engine
             run = self._run_record()
             finished = not stopped and reason == "engine stopped"
-            if not (finished and self._verifies(stopped)):  # else: once it is verified
+            if not (finished and verifies_at_end(self.settings, run)):  # else: once verified
                 self.notices.engine_stopped(
                     run.tag, "run finished" if finished else reason, run.best_val_bpb
                 )

@@ -22,7 +22,7 @@ from cockpit.engine.workspace import Workspace
 from cockpit.errors import EngineError
 from cockpit.store.atomic import write_atomic
 from cockpit.store.journal import Journal
-from cockpit.store.records import Run
+from cockpit.store.records import Experiment, Run
 from cockpit.store.verification import EVENT_KIND, Verification, fresh_seeds, whole_number
 
 
@@ -167,3 +167,51 @@ def _train(
     process = TrainingProcess(job)
     process.start()
     return process.wait(should_stop=should_stop)
+
+
+def verifies_at_end(settings: Settings, run: Run) -> bool:
+    """Whether a run that finished (not stopped) has its best trained again on fresh seeds:
+    `[engine] verify_seeds` asks for it, it has a best, and the harness measures it (a
+    self-reported metric is the workspace's own command's, not ours to repeat)."""
+    return (
+        settings.engine.verify_seeds > 0
+        and run.best_commit is not None
+        and not settings.trainer.command
+    )
+
+
+def verify_at_end(
+    workspace: Workspace,
+    journal: Journal,
+    run: Run,
+    settings: Settings,
+    best: Experiment | None,
+    say: Callable[[str], None],
+    should_stop: Callable[[], bool],
+) -> str | None:
+    """The engine's verification of a finished run's best (``best``): the phase is
+    VERIFYING meanwhile, and stopped after; what it showed, in words (None: stopped first, or
+    it could not be done, which is said)."""
+    journal.set_state(
+        phase="verifying", experiment=None if best is None else best.number, time_left=None
+    )
+    try:
+        verified = verify_best(
+            workspace,
+            journal,
+            run,
+            settings,
+            settings.engine.verify_seeds,
+            say=say,
+            should_stop=should_stop,
+        )
+    except EngineError as exc:
+        say(f"no verification: {exc}")
+        return None
+    finally:
+        journal.set_state(phase="stopped")
+    if verified is None:
+        return None
+    message = verified.headline()
+    say(message)
+    return message

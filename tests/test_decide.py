@@ -280,3 +280,29 @@ def test_the_pairing_is_measured_only_where_the_best_has_a_seed_for_it() -> None
         rules=rules, shapes=SHAPES,
     )  # fmt: skip
     assert settled.action is Action.DISCARD, settled.reason
+
+
+def test_a_paired_near_miss_is_not_trained_on_a_seed_the_best_lacks() -> None:
+    """On the best's two seeds, a paired gain just short of a keep would need a third seed,
+    which the best was never trained on: the comparison would become unpaired and far looser.
+    So it is decided now; unpaired, the same near miss is trained again."""
+    rules = Rules(noise_runs=2, keep_runs=2, max_runs=4, confirm_multiple=0.0)
+    base = Standing(0, 2.0, {0: 1.95, 1: 2.05}, lines_of_code=50, shapes=SHAPES)
+    noise = NoiseFloor(
+        spread=0.05, scripts=3, runs=6, margin=0.1, multiple=2.0, floor=0.001, paired=0.01,
+        pairs=4, paired_freedom=4,
+    )  # fmt: skip
+    needed = noise.needed(2, 2, paired=True)  # 2.869 x 0.01 / sqrt 2 = 0.0203
+    assert needed == pytest.approx(2.869 * 0.01 / math.sqrt(2), rel=1e-3)
+    trials = {0: 1.95 - needed + 0.002, 1: 2.05 - needed + 0.002}
+    paired = decide(
+        3, trials, lines_of_code=50, best=base, parent=None, noise=noise, rules=rules,
+        shapes=SHAPES,
+    )  # fmt: skip
+    assert paired.action is Action.DISCARD, paired.reason
+    assert paired.evidence["paired"] is True
+    unpaired_noise = NoiseFloor(spread=0.01, scripts=3, runs=6, margin=0.02, multiple=2.0)
+    unpaired = decide(
+        3, trials, lines_of_code=50, best=base, parent=None, noise=unpaired_noise, rules=rules,
+    )  # fmt: skip
+    assert unpaired.action is Action.TRAIN_AGAIN, unpaired.reason

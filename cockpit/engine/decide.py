@@ -132,19 +132,26 @@ def decide(
         and lines_of_code < against.lines_of_code
     )
     # Another seed only re-rolls a seed-only change's luck: it is never trained again.
+    # The next training's seed (the one after its last) keeps a paired comparison paired only
+    # where the reference was trained on it too; else it would make it unpaired, and looser.
+    next_paired = paired and max(trials) + 1 in against.trials
     # A paired comparison before the paired spread is measured is unpaired: a gain of the
     # best's shapes on one run is trained again, so that the pair measures it.
-    unmeasured = (
-        paired
-        and noise.pairs < PAIRED_BOOTSTRAP
-        and count == 1
-        and len(against.trials) > count  # the reference has a seed for the second run
-        and gain > 0
-    )
+    unmeasured = next_paired and noise.pairs < PAIRED_BOOTSTRAP and count == 1 and gain > 0
     again = (
         None
         if SEED_ONLY in flags
-        else _train_again(gain, count, margin, needed, error, fewer_lines, rules, unmeasured)
+        else _train_again(
+            gain,
+            count,
+            margin,
+            needed,
+            error,
+            fewer_lines,
+            rules,
+            unmeasured,
+            helps=next_paired or not paired,
+        )
     )
     if again is not None:
         return Decision(Action.TRAIN_AGAIN, again, value, evidence)
@@ -177,6 +184,7 @@ def _train_again(
     fewer_lines: bool,
     rules: Rules,
     unmeasured: bool = False,
+    helps: bool = True,
 ) -> str | None:
     """Why the experiment is trained once more with the next seed, or None: decide now.
 
@@ -189,7 +197,8 @@ def _train_again(
     go where they can change the decision, not to gains far beyond the noise or to losses.
 
     ``unmeasured``: a gain on one run of the best's shapes while the paired spread is measured
-    on fewer than `PAIRED_BOOTSTRAP` pairs: its second seed measures one more."""
+    on fewer than `PAIRED_BOOTSTRAP` pairs: its second seed measures one more. ``helps``:
+    whether another seed can sharpen the comparison (not where it would unpair it)."""
     band = min(margin, needed)  # within it, a gain is noise (paired, the band is narrower)
     tie = fewer_lines and abs(gain) <= band
     wanted = max(1, rules.keep_runs)
@@ -205,7 +214,8 @@ def _train_again(
     # Just short of a keep: one more seed can still make it one. On a single run too, so
     # that a spread measured high on one noisy pair (a margin no single run clears) is
     # measured again on the experiments that came closest, instead of freezing the run.
-    if error is not None and runs < rules.max_runs and needed - error < gain <= needed and not tie:
+    near = needed - error < gain <= needed if error is not None else False
+    if near and helps and runs < rules.max_runs and not tie:
         return (
             f"a gain of {gain:.6f} over {runs} run{'s' if runs != 1 else ''}, short of the "
             f"{needed:.6f} a keep needs by less than its standard error {error:.6f}: another run"

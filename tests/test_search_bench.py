@@ -309,6 +309,9 @@ def test_the_verified_gain_is_the_baseline_minus_the_mean_of_the_best_trained_ag
     lucky = dataclasses.replace(search_run("optuna", 0, 0.3, 1, 60.0), verified=(1.85, None, 1.95))
     assert lucky.verified_best == pytest.approx(1.9)
     assert lucky.verified_gain == pytest.approx(0.1)
+    # Nothing kept: the best is the baseline, whose fresh seeds measure its luck, not a gain.
+    frozen = dataclasses.replace(search_run("optuna", 2, 0.0, 0, 60.0), verified=(1.97, 1.99))
+    assert frozen.verified_best == pytest.approx(1.98) and frozen.verified_gain == 0.0
     none = dataclasses.replace(search_run("optuna", 1, 0.2, 1, 60.0), verified=(None,))
     assert none.verified_best is None and none.verified_gain is None
     row = proposer_figures("optuna", [lucky, none])

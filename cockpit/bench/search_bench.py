@@ -182,11 +182,13 @@ class SearchRun:
     @property
     def verified_gain(self) -> float | None:
         """The baseline minus the best script's verified val_bpb: what the search found,
-        without the luck of the training that made it the best."""
+        without the luck of the training that made it the best. Nothing kept: the best is the
+        baseline's own script, and the search found nothing (0; its fresh seeds measure the
+        baseline's luck, which is no gain)."""
         best = self.verified_best
         if self.baseline_val_bpb is None or best is None:
             return None
-        return self.baseline_val_bpb - best
+        return self.baseline_val_bpb - best if self.keeps else 0.0
 
     @property
     def optimism(self) -> float | None:

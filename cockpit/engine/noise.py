@@ -56,7 +56,7 @@ def _chi2_median_over_df(freedom: int) -> float:
 def student_multiple(multiple: float, freedom: int) -> float:
     """The standard errors a Student's t with ``freedom`` degrees of freedom needs for the
     confidence that ``multiple`` standard errors give a normal one (one-sided): 2.0 becomes
-    13.97 on one degree of freedom, 4.53 on two, 2.26 on ten, and tends to 2.0."""
+    13.97 on one degree of freedom, 4.53 on two, 2.28 on ten, and tends to 2.0."""
     if freedom < 1:
         raise ValueError("a spread measured on no degree of freedom says nothing")
     if multiple <= 0:

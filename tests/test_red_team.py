@@ -20,14 +20,17 @@ test_confinement.py.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import HarnessRun, run_harness, tagged
 from trainer.data import prepare_corpus
 from trainer.outcomes import Outcome
+from trainer.summary import parse_summary
 
 # Its tests start processes: the slow tier (see tests/conftest.py).
 pytestmark = pytest.mark.e2e
@@ -95,11 +98,18 @@ def corpus(text_corpus: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def honest(tmp_path_factory: pytest.TempPathFactory, corpus: str) -> float:
-    """The honest script's score: what every attack of the first kind must get, exactly."""
+def honest(tmp_path_factory: pytest.TempPathFactory, corpus: str) -> dict[str, Any]:
+    """The honest script's summary: the score and the weights' fingerprint every attack of the
+    first kind must get, exactly."""
     run = attack(tmp_path_factory.mktemp("honest"), corpus, "")
     assert run.exit_code == 0, run.output
-    return float(run.summary["val_bpb"])
+    assert re.fullmatch(r"[0-9a-f]{16}", run.summary["shapes"])
+    return run.summary
+
+
+# A fingerprint of weights the honest script does not have: claimed, it would pair the attack's
+# trainings with another script's (see cockpit.engine.decide) and shrink the gain a keep needs.
+CLAIMED_SHAPES = "0123456789abcdef"
 
 
 # --- gaming the score from inside the training process ---------------------------------------
@@ -139,9 +149,10 @@ def finish(model, ctx):
     for thing in gc.get_objects():
         if type(thing).__name__ == "Training":
             thing.figures["val_bpb"] = 0.01  # "cache the metric"
+            thing.figures["shapes"] = "0123456789abcdef"
             original = thing.finish
             def finish_and_claim(outcome, reason, original=original, thing=thing):
-                thing.figures.update(val_bpb=0.01, tokens_seen=10**12)
+                thing.figures.update(val_bpb=0.01, tokens_seen=10**12, shapes="0123456789abcdef")
                 return original(outcome, reason)
             thing.finish = finish_and_claim
     return model
@@ -158,7 +169,9 @@ def finish(model, ctx):
 def finish(model, ctx):
     sink = getattr(ctx, "_sink")
     sink.write({"event": "start", "confinement": {"network": "x", "files": "y", "enforced": True}})
-    sink.write({"event": "end", "status": "ok", "val_bpb": 0.01, "exit_code": 0})
+    sink.write({"event": "end", "status": "ok", "val_bpb": 0.01, "exit_code": 0,
+                "shapes": "0123456789abcdef"})
+    print("---\\nshapes: 0123456789abcdef\\nval_bpb: 0.01", flush=True)
     return model
 """,
 }
@@ -166,13 +179,17 @@ def finish(model, ctx):
 
 @pytest.mark.parametrize("name", list(GAMING))
 def test_what_the_training_process_does_to_itself_cannot_change_the_score(
-    tmp_path: Path, corpus: str, honest: float, name: str
+    tmp_path: Path, corpus: str, honest: dict[str, Any], name: str
 ) -> None:
     run = attack(tmp_path, corpus, GAMING[name])
     assert run.exit_code == 0, run.output
-    assert run.summary["val_bpb"] == honest  # the same weights, scored elsewhere: the same
+    # The same weights, scored and fingerprinted elsewhere: the same score, the same shapes.
+    assert run.summary["val_bpb"] == honest["val_bpb"]
+    assert run.summary["shapes"] == honest["shapes"] != CLAIMED_SHAPES
+    assert parse_summary(run.output)["shapes"] == honest["shapes"]  # the block printed last
     ends = [m for m in run.metrics if m.get("event") == "end"]
-    assert len(ends) == 1 and ends[0]["val_bpb"] == honest
+    assert len(ends) == 1 and ends[0]["val_bpb"] == honest["val_bpb"]
+    assert ends[0]["shapes"] == honest["shapes"]
     starts = [m for m in run.metrics if m.get("event") == "start"]
     assert len(starts) == 1 and starts[0]["confinement"]["files"] != "y"
 

@@ -208,7 +208,7 @@ def test_a_freeze_on_one_noisy_baseline_pair_is_broken_by_pairing_scripts_of_its
     def judge(trials: dict[int, float], noise: NoiseFloor, shapes: str | None) -> Decision:
         return decide(
             6, trials, lines_of_code=50, best=base, parent=None, noise=noise, rules=rules,
-            shapes=shapes,
+            shapes=shapes, next_seed=len(trials),
         )  # fmt: skip
 
     # One run, 0.100 better than the baseline's seed 0: far short of 0.393 unpaired.
@@ -267,7 +267,7 @@ def test_the_pairing_is_measured_only_where_the_best_has_a_seed_for_it() -> None
     noise = NoiseFloor(spread=0.1, scripts=1, runs=2, margin=0.2, multiple=2.0)
     lone = decide(
         1, {0: 1.95}, lines_of_code=50, best=one_seed, parent=None, noise=noise, rules=rules,
-        shapes=SHAPES,
+        shapes=SHAPES, next_seed=1,
     )  # fmt: skip
     assert lone.action is Action.DISCARD, lone.reason
     two_seeds = Standing(0, 2.0, {0: 2.0, 1: 2.0}, lines_of_code=50, shapes=SHAPES)
@@ -277,7 +277,7 @@ def test_the_pairing_is_measured_only_where_the_best_has_a_seed_for_it() -> None
     )  # fmt: skip
     settled = decide(
         1, {0: 1.95}, lines_of_code=50, best=two_seeds, parent=None, noise=measured,
-        rules=rules, shapes=SHAPES,
+        rules=rules, shapes=SHAPES, next_seed=1,
     )  # fmt: skip
     assert settled.action is Action.DISCARD, settled.reason
 
@@ -297,7 +297,7 @@ def test_a_paired_near_miss_is_not_trained_on_a_seed_the_best_lacks() -> None:
     trials = {0: 1.95 - needed + 0.002, 1: 2.05 - needed + 0.002}
     paired = decide(
         3, trials, lines_of_code=50, best=base, parent=None, noise=noise, rules=rules,
-        shapes=SHAPES,
+        shapes=SHAPES, next_seed=2,
     )  # fmt: skip
     assert paired.action is Action.DISCARD, paired.reason
     assert paired.evidence["paired"] is True

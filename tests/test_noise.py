@@ -22,7 +22,7 @@ from cockpit.engine.noise import (
     student_multiple,
 )
 from cockpit.store.records import Experiment
-from cockpit.store.trials import paired_differences
+from cockpit.store.trials import next_seed, paired_differences
 from tests.helpers import workspace_with_state
 
 
@@ -284,3 +284,16 @@ def test_a_pair_is_a_script_and_its_parent_of_the_same_shapes_on_two_seeds_in_co
     ]
     ((first, second),) = paired_differences(journal)
     assert (first, second) == (pytest.approx(-0.10), pytest.approx(-0.09))
+
+
+def test_a_scripts_next_seed_follows_its_trainings_on_that_kind_of_device() -> None:
+    """The one rule the launch, the message that trains again and the paired decision share."""
+    trials = [
+        {"seed": 42, "val_bpb": 2.7, "kind": "NVIDIA H100"},
+        {"seed": 42, "val_bpb": 2.6, "kind": "NVIDIA H200"},
+        {"seed": 43, "val_bpb": 2.8, "kind": "NVIDIA H100"},
+    ]
+    assert next_seed(42, trials, "NVIDIA H100") == 44
+    assert next_seed(42, trials, "NVIDIA H200") == 43
+    assert next_seed(42, [], "") == next_seed(42, None) == 42
+    assert next_seed(0, [{"seed": 0, "val_bpb": 2.7}, "not a trial"]) == 1

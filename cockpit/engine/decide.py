@@ -77,6 +77,7 @@ def decide(
     rules: Rules,
     flags: Collection[str] = (),
     shapes: str | None = None,
+    next_seed: int | None = None,
 ) -> Decision:
     """The decision on experiment ``number`` with these trials (seed -> val_bpb).
 
@@ -84,7 +85,9 @@ def decide(
     ``parent`` the script it was proposed on, when that is no longer the best (None: it
     descends from the best). ``noise`` is the floor measured so far, its trials included.
     ``shapes``: the fingerprint of its weights (None: unknown); where it is the reference's
-    and every seed of its was the reference's too, the two are compared seed by seed."""
+    and every seed of its was the reference's too, the two are compared seed by seed.
+    ``next_seed``: the seed its next training would get (`cockpit.store.trials.next_seed`;
+    None: not known, and another training is taken to leave a paired comparison)."""
     if not trials:
         raise ValueError(f"experiment #{number} has no trial to decide on")
     value = math.fsum(trials.values()) / len(trials)
@@ -132,9 +135,9 @@ def decide(
         and lines_of_code < against.lines_of_code
     )
     # Another seed only re-rolls a seed-only change's luck: it is never trained again.
-    # The next training's seed (the one after its last) keeps a paired comparison paired only
-    # where the reference was trained on it too; else it would make it unpaired, and looser.
-    next_paired = paired and max(trials) + 1 in against.trials
+    # The next training's seed keeps a paired comparison paired only where the reference was
+    # trained on it too; else it would make it unpaired, and looser.
+    next_paired = paired and next_seed is not None and next_seed in against.trials
     # A paired comparison before the paired spread is measured is unpaired: a gain of the
     # best's shapes on one run is trained again, so that the pair measures it.
     unmeasured = next_paired and noise.pairs < PAIRED_BOOTSTRAP and count == 1 and gain > 0

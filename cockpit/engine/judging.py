@@ -24,7 +24,13 @@ from cockpit.engine.workspace import Workspace, lines_of_code
 from cockpit.errors import EngineError
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment, Run
-from cockpit.store.trials import paired_differences, trial_kind, trial_results, trial_shapes
+from cockpit.store.trials import (
+    next_seed,
+    paired_differences,
+    trial_kind,
+    trial_results,
+    trial_shapes,
+)
 
 
 class Judge:
@@ -175,6 +181,7 @@ class Judge:
             ),
             flags={str(flag) for flag in flags},
             shapes=trial_shapes(trials, kind),
+            next_seed=next_seed(self.settings.trainer.seed, trials, kind),
         )
         self._apply_decision(experiment, decision, trials, noise)
 
@@ -309,7 +316,7 @@ class Judge:
         """Send a trained experiment back for one more training, with the next seed (of its
         trainings on devices of ``kind``)."""
         journal = self.journal
-        seed = self.settings.trainer.seed + sum(trial_kind(t) == kind for t in trials)
+        seed = next_seed(self.settings.trainer.seed, trials, kind)
         values = ", ".join(f"{float(trial['val_bpb']):.6f}" for trial in trials)
         message = f"#{experiment.number} {why} with seed {seed} (so far: {values})"
         journal.update_experiment(experiment.id, status="committed")

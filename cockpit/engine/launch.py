@@ -26,7 +26,7 @@ from cockpit.engine.workers import Worker
 from cockpit.engine.workspace import Workspace
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment, Run
-from cockpit.store.trials import trial_kind
+from cockpit.store.trials import next_seed
 
 # What confines a script-mode training: nothing of the harness's (see trainer.confine).
 SCRIPT_MODE_CONFINEMENT = {
@@ -112,8 +112,7 @@ class Launcher:
     def _seed(self, details: dict[str, Any], worker: Worker) -> int:
         """Each training of one script (noise runs, confirmations) on one kind of device gets
         the next seed."""
-        here = [t for t in details.get("trials", []) if trial_kind(t) == worker.kind]
-        return self.settings.trainer.seed + len(here)
+        return next_seed(self.settings.trainer.seed, details.get("trials"), worker.kind)
 
     def _directory(self, run: Run, experiment: Experiment, worker: Worker, seed: int) -> Path:
         """The training's own folder: one per attempt, seed, rebase and kind of device."""

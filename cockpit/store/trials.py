@@ -98,6 +98,17 @@ def trial_kind(trial: Mapping[str, Any]) -> str:
     return str(trial.get("kind") or "")
 
 
+def next_seed(first: int, trials: object, kind: str = "") -> int:
+    """The seed of a script's next training on devices of ``kind``: its trainings there (an
+    experiment's ``details["trials"]``) take the run's first seed and the ones after it, in
+    turn (noise runs, confirmations, near misses)."""
+    return first + sum(
+        trial_kind(trial) == kind
+        for trial in (trials if isinstance(trials, list) else [])
+        if isinstance(trial, Mapping)
+    )
+
+
 def trial_results(experiment: Experiment, kind: str | None = None) -> tuple[tuple[int, float], ...]:
     """(seed, val_bpb) of every training of an experiment's script (on devices of ``kind``
     only, when given): the noise-floor runs of the baseline, a confirmation run."""

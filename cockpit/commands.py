@@ -18,6 +18,7 @@ from cockpit.config import ConfigError, Settings
 from cockpit.engine.agents import build_agent
 from cockpit.engine.executors import executor_for
 from cockpit.engine.loop import Engine, EngineOptions, journal_path
+from cockpit.engine.noise import paired_phrase
 from cockpit.engine.workspace import Workspace
 from cockpit.engine.workspace_error import WorkspaceError
 from cockpit.errors import EngineError
@@ -417,11 +418,7 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
         print(f"  keep margin {margin:.6f} ({source})")
         paired, pairs = report.get("noise_paired_bpb"), report.get("noise_pairs")
         if paired is not None:
-            print(
-                f"  paired on a seed, scripts of the same shapes differ by a spread of "
-                f"{paired:.6f} ({pairs} pair{'s' if pairs != 1 else ''}): their gains are "
-                "judged with it"
-            )
+            print(f"  {paired_phrase(paired, int(pairs or 0))}: their gains are judged with it")
     awaiting = report.get("awaiting")
     if awaiting is not None:
         print(f"  waiting for approval: #{awaiting['experiment']} {awaiting['description']}")

@@ -153,11 +153,16 @@ class NoiseFloor:
         if self.left_out:
             text += f" ({self.left_out} further apart than chance left out)"
         if self.paired is not None:
-            text += (
-                f"; paired on a seed, scripts of the same shapes differ by a spread of "
-                f"{self.paired:.6f} ({self.pairs} pair{'s' if self.pairs != 1 else ''})"
-            )
+            text += f"; {paired_phrase(self.paired, self.pairs)}"
         return text
+
+
+def paired_phrase(paired: float, pairs: int) -> str:
+    """The paired spread as a person reads it, in a decision's reason and `cockpit status`."""
+    return (
+        f"paired on a seed, scripts of the same shapes differ by a spread of {paired:.6f} "
+        f"({pairs} pair{'s' if pairs != 1 else ''})"
+    )
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def decide(
     ``shapes``: the fingerprint of its weights (None: unknown); where it is the reference's
     and every seed of its was the reference's too, the two are compared seed by seed.
     ``next_seed``: the seed its next training would get (`cockpit.store.trials.next_seed`;
-    None: not known, and another training is taken to leave a paired comparison)."""
+    None: not known, and another training is then taken to unpair a paired comparison)."""
     if not trials:
         raise ValueError(f"experiment #{number} has no trial to decide on")
     value = math.fsum(trials.values()) / len(trials)

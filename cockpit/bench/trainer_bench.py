@@ -43,6 +43,8 @@ def _figures(result: RunResult) -> dict[str, Any]:
         "num_steps": summary.get("num_steps"),
         "planned_steps": summary.get("planned_steps"),
         "plan_reused": summary.get("plan_reused"),
+        # "shrunk": the plan ran out of time and was cut; the next round may plan afresh.
+        "plan_settled": summary.get("plan_settled"),
         "val_bpb": summary.get("val_bpb"),
         "peak_memory_mb": memory,
         "peak_memory_kind": "GPU (allocated)" if device.startswith("cuda") else "process RSS",

@@ -43,7 +43,9 @@ def _figures(result: RunResult) -> dict[str, Any]:
         "num_steps": summary.get("num_steps"),
         "planned_steps": summary.get("planned_steps"),
         "plan_reused": summary.get("plan_reused"),
-        # "shrunk": the plan ran out of time and was cut; the next round may plan afresh.
+        # How the plan settled after the round (trainer.pacing.Pacing.settle): None (kept),
+        # "shrunk" (it ran out of time and was cut) or "stale" (dropped: the round ran much
+        # faster than the plan's first run); after either, the next round may plan afresh.
         "plan_settled": summary.get("plan_settled"),
         "val_bpb": summary.get("val_bpb"),
         "peak_memory_mb": memory,

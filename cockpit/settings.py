@@ -267,6 +267,17 @@ class EngineSettings(BaseModel):
         ),
         json_schema_extra={"allowed": "an integer, 1 or more"},
     )
+    short_reruns: int = Field(
+        default=2,
+        ge=0,
+        description=(
+            "Trainings an experiment may have again on the same seed because one ran short of "
+            "its step plan (under 98 % of its steps: the machine slowed down after the plan "
+            "was made, and its schedule was cut off); each reruns on the plan cut to what "
+            "fitted. A short training counts in no noise estimate; 0 = decide on it as it is."
+        ),
+        json_schema_extra={"allowed": "an integer, 0 or more (0 = never rerun)"},
+    )
     verify_seeds: int = Field(
         default=3,
         ge=0,

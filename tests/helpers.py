@@ -66,6 +66,9 @@ def make_workspace(
         "keep_runs = 1\n"
         # Verifying the best at the end has tests of its own (tests/test_verify.py).
         "verify_seeds = 0\n"
+        # Reruns of a training that ran short of its plan have a test of their own; elsewhere
+        # a loaded machine would add a training to a test that counts them.
+        "short_reruns = 0\n"
         "confirm_multiple = 0\n"
         # Early abort has tests of its own; here every training runs its budget.
         "early_abort = false\n"
@@ -85,10 +88,14 @@ def git_env() -> dict[str, str]:
             "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
 
 
-def cockpit(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def cockpit(
+    *args: str, timeout: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m cockpit ARGS`` in the checkout; ``env``: variables added to this one's."""
     return subprocess.run(
         [sys.executable, "-m", "cockpit", *args],
         cwd=REPO,
+        env=None if env is None else {**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=timeout,

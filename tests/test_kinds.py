@@ -40,6 +40,10 @@ def test_an_experiment_stays_on_the_kind_it_first_trained_on() -> None:
     confirming = experiment(3, "committed", trials=[{"seed": 42, "val_bpb": 1.9, "kind": "H200"}])
     assert wanted_kind(confirming, KINDS, noise_runs=2) == "H200"
     assert wanted_kind(confirming, ("",), noise_runs=2) is None  # one kind: anywhere
+    # Its first training ran short of its plan and waits to be trained again: where it ran.
+    short = {"seed": 42, "val_bpb": 2.1, "kind": "H200", "num_steps": 150, "planned": 200}
+    rerun = experiment(3, "committed", trials=[], short=[short])
+    assert wanted_kind(rerun, KINDS, noise_runs=2) == "H200"
 
 
 def test_the_best_is_measured_on_a_kind_where_an_experiment_waits_for_it() -> None:

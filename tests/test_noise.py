@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -22,7 +23,14 @@ from cockpit.engine.noise import (
     student_multiple,
 )
 from cockpit.store.records import Experiment
-from cockpit.store.trials import next_seed, paired_differences
+from cockpit.store.trials import (
+    FULL_SHARE,
+    next_seed,
+    paired_differences,
+    ran_short,
+    trial_ran_short,
+    trial_results,
+)
 from tests.helpers import workspace_with_state
 
 
@@ -297,3 +305,29 @@ def test_a_scripts_next_seed_follows_its_trainings_on_that_kind_of_device() -> N
     assert next_seed(42, trials, "NVIDIA H200") == 43
     assert next_seed(42, [], "") == next_seed(42, None) == 42
     assert next_seed(0, [{"seed": 0, "val_bpb": 2.7}, "not a trial"]) == 1
+
+
+def test_a_training_under_the_full_share_of_its_plan_ran_short() -> None:
+    assert not ran_short(98, 100) and ran_short(97, 100) and FULL_SHARE == 0.98
+    assert not ran_short(None, 100) and not ran_short(50, None)  # no plan: never short
+    assert trial_ran_short({"seed": 42, "num_steps": 195, "planned": 227})
+    assert not trial_ran_short({"seed": 42, "num_steps": 227, "planned": 227})
+    assert not trial_ran_short({"seed": 42, "num_steps": 195})  # a record from before plans
+
+
+def test_a_training_that_ran_short_counts_in_no_spread_and_no_pair() -> None:
+    """It measured its cut-off schedule, not its seed's luck: about 0.2 worse on a CPU."""
+    a = "a" * 16
+    parent = dataclasses.replace(
+        scripted(0, None, []),
+        details={"trials": [
+            {"seed": 42, "val_bpb": 2.86, "num_steps": 230, "planned": 230, "shapes": a},
+            {"seed": 43, "val_bpb": 3.06, "num_steps": 212, "planned": 230, "shapes": a},
+            {"seed": 44, "val_bpb": 2.88, "num_steps": 230, "planned": 230, "shapes": a},
+        ]},
+    )  # fmt: skip
+    child = scripted(1, 0, [(42, 2.80, a), (43, 2.83, a), (44, 2.81, a)])
+    assert [seed for seed, _ in trial_results(parent)] == [42, 43, 44]
+    assert [seed for seed, _ in trial_results(parent, whole=True)] == [42, 44]
+    (differences,) = paired_differences([parent, child])
+    assert differences == pytest.approx([2.80 - 2.86, 2.81 - 2.88])

@@ -17,6 +17,7 @@ from cockpit.cli import main
 from cockpit.config import load_settings
 from cockpit.engine.loop import Engine, EngineOptions
 from cockpit.engine.monitor import ScriptedGpuSource
+from cockpit.engine.verification import run_settings, verify_best
 from cockpit.engine.workspace import Workspace
 from cockpit.store.journal import Journal
 from cockpit.store.verification import FIRST_SEED, Verification, fresh_seeds, latest_verification
@@ -24,6 +25,7 @@ from cockpit.ui.app import create_app
 from cockpit.ui.status_line import StatusLine
 from cockpit.views.readmodel import journal_file
 from tests.helpers import PLANNED_RESEARCH, cockpit, experiments, make_workspace
+from trainer.pacing import SAFETY
 
 RECORD = Verification(
     experiment=3,
@@ -144,6 +146,29 @@ def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_sh
     assert cockpit("report", "--workspace", str(root)).returncode == 0
     markdown = (root / "report" / "report.md").read_text()
     assert "| Verified | #" in markdown and "fresh seeds (1000, 1001)" in markdown
+
+    # With a rerun allowed, a verification that ran short is trained again on its seed, on the
+    # plan its harness cut to what fitted (in a folder of its own), and that one is recorded.
+    settings = run_settings(run)
+    engine = settings.engine.model_copy(update={"short_reruns": 1})
+    said: list[str] = []
+    with Journal.open(root / ".cockpit" / "journal.db") as journal:
+        latest = verify_best(
+            Workspace.open(root),
+            journal,
+            run,
+            settings.model_copy(update={"engine": engine}),
+            1,
+            say=said.append,
+        )
+    assert any("short of its plan: trained again on the plan cut to what fitted" in s for s in said)
+    folder = root / ".cockpit" / "verify" / run.tag
+    cut = json.loads((folder / "1000" / "summary.json").read_text())
+    rerun = json.loads((folder / "1000-2" / "summary.json").read_text())
+    assert cut["planned_steps"] == 10**7 and rerun["seed"] == 1000
+    assert rerun["planned_steps"] == int(cut["num_steps"] * SAFETY), (cut, rerun)
+    assert latest is not None and latest.planned == (rerun["planned_steps"],)
+    assert latest.values == (rerun["val_bpb"],) and latest.steps == (rerun["num_steps"],)
 
 
 @pytest.mark.usefixtures("no_git_identity")

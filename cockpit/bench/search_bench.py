@@ -150,7 +150,7 @@ class SearchRun:
     # training that gave none. Not counted in the compute, which is the search's.
     verified: tuple[float | None, ...] = ()
     # Per verification training, whether it ran short of its plan: the machine was slower
-    # than during the run (cockpit.store.verification.FULL_SHARE).
+    # than during the run (cockpit.store.trials.FULL_SHARE).
     verified_short: tuple[bool, ...] = ()
 
     def ran_short(self, index: int) -> bool:
@@ -522,6 +522,7 @@ def report_json(
             "noise_runs": engine.noise_runs,
             "confirm_multiple": engine.confirm_multiple,
             "keep_runs": engine.keep_runs,
+            "short_reruns": engine.short_reruns,
             "early_abort": engine.early_abort,
         },
         "out": None if options.out is None else str(options.out.expanduser().resolve()),

@@ -9,6 +9,7 @@ its reason and evidence, results.tsv is rewritten, and the notices hear of it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,8 +29,10 @@ from cockpit.store.trials import (
     next_seed,
     paired_differences,
     trial_kind,
+    trial_ran_short,
     trial_results,
     trial_shapes,
+    whole_number,
 )
 
 
@@ -114,6 +117,8 @@ class Judge:
                 )
             return
         trials = self._record_trial(experiment)
+        if self._rerun_short(experiment, trials):
+            return
         kind = trial_kind(trials[-1])
         if number == 0 and len(self.kinds) > 1:
             runs = self.settings.engine.noise_runs
@@ -183,6 +188,13 @@ class Judge:
             shapes=trial_shapes(trials, kind),
             next_seed=next_seed(self.settings.trainer.seed, trials, kind),
         )
+        short = sum(trial_ran_short(t) for t in trials if trial_kind(t) == kind)
+        if short and decision.action is not Action.TRAIN_AGAIN:
+            said = "one of its trainings" if short == 1 else f"{short} of its trainings"
+            decision = dataclasses.replace(
+                decision,
+                reason=f"{decision.reason} ({said} ran short of its plan, with no rerun left)",
+            )
         self._apply_decision(experiment, decision, trials, noise)
 
     def _apply_decision(
@@ -264,6 +276,7 @@ class Judge:
                 "commit": experiment.commit_sha,
                 "parent": experiment.parent_commit,
                 "trials": trials,
+                "short": details.pop("short", []),
                 "reason": decision.reason,
             },
         ]
@@ -301,6 +314,9 @@ class Judge:
                 "num_steps": experiment.num_steps,
                 "log_path": experiment.log_path,
             }
+            planned = whole_number((experiment.summary or {}).get("planned_steps"))
+            if planned is not None:
+                trial["planned"] = planned
             if kind:
                 trial["kind"] = kind
             shapes = (experiment.summary or {}).get("shapes")
@@ -309,6 +325,33 @@ class Judge:
             trials.append(trial)
             self.journal.update_experiment(experiment.id, details={**details, "trials": trials})
         return trials
+
+    def _rerun_short(self, experiment: Experiment, trials: list[dict[str, Any]]) -> bool:
+        """Send a training that ran short of its plan back to be trained again on its seed,
+        while the experiment has `short_reruns` left: it measured how much slower the machine
+        was than when the plan was made, not the script. Its trial moves to the experiment's
+        ``short`` list, so the seed comes round again; the rerun trains the plan its harness
+        cut to what fitted, in a folder of its own (a new attempt). Returns whether it went
+        back."""
+        latest = trials[-1]
+        details = dict(experiment.details or {})
+        short = list(details.get("short", []))
+        if not trial_ran_short(latest) or len(short) >= self.settings.engine.short_reruns:
+            return False
+        details.update(trials=trials[:-1], short=[*short, latest])
+        message = (
+            f"#{experiment.number} ran short of its plan ({latest['num_steps']} of "
+            f"{latest['planned']} steps: the machine slowed down after the plan was made); "
+            f"trained again with seed {latest['seed']} on the plan cut to what fitted"
+        )
+        self.journal.update_experiment(
+            experiment.id, status="committed", attempt=experiment.attempt + 1, details=details
+        )
+        self.journal.add_event(
+            "noise", message, run_id=experiment.run_id, experiment_id=experiment.id
+        )
+        self.say(message)
+        return True
 
     def _train_again(
         self, experiment: Experiment, trials: list[dict[str, Any]], why: str, kind: str = ""
@@ -325,11 +368,12 @@ class Judge:
 
     def _noise_floor(self, run: Run, kind: str = "") -> NoiseFloor:
         """The margin from every script of this run trained more than once (on devices of
-        ``kind``), published for `cockpit status` and the cockpit."""
+        ``kind``; trainings that ran short of their plan measured the machine, not the seed,
+        and are left out), published for `cockpit status` and the cockpit."""
         experiments = self.journal.experiments(run.id)
         engine = self.settings.engine
         noise = noise_floor(
-            [[value for _, value in trial_results(e, kind)] for e in experiments],
+            [[value for _, value in trial_results(e, kind, whole=True)] for e in experiments],
             floor=engine.keep_margin_bpb,
             multiple=engine.noise_multiple,
             differences=paired_differences(experiments, kind),

@@ -30,6 +30,9 @@ def wanted_kind(experiment: Experiment, kinds: Sequence[str], noise_runs: int) -
     if experiment.number == 0:  # the baseline: on each kind, noise_runs times
         lacking = [k for k in kinds if sum(trial_kind(t) == k for t in trials) < noise_runs]
         return lacking[0] if lacking else None
+    if not trials:  # a first training that ran short trains again where it ran
+        short = (experiment.details or {}).get("short") or []
+        trials = [t for t in short if isinstance(t, Mapping)]
     return trial_kind(trials[0]) if trials else None
 
 

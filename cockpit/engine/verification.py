@@ -23,7 +23,8 @@ from cockpit.errors import EngineError
 from cockpit.store.atomic import write_atomic
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment, Run
-from cockpit.store.verification import EVENT_KIND, Verification, fresh_seeds, whole_number
+from cockpit.store.trials import ran_short, trial_results, whole_number
+from cockpit.store.verification import EVENT_KIND, Verification, fresh_seeds
 
 
 def run_settings(run: Run) -> Settings:
@@ -73,7 +74,7 @@ def verify_best(
     used.add(settings.trainer.seed)
     chosen = fresh_seeds(used, seeds)
     noise = noise_floor(
-        [[float(t["val_bpb"]) for t in group if "val_bpb" in t] for group in trials],
+        [[value for _, value in trial_results(e, whole=True)] for e in experiments],
         floor=settings.engine.keep_margin_bpb,
         multiple=settings.engine.noise_multiple,
     )
@@ -97,29 +98,14 @@ def verify_best(
             f"verifying #{best.number} of run {run.tag}: seed {seed} "
             f"({settings.trainer.budget_seconds:g} s)"
         )
-        files = folder / str(seed)
-        files.mkdir(parents=True, exist_ok=True)
-        pacing = files / "pacing.json"
-        if snapshot is not None:
-            write_atomic(pacing, snapshot)
-        else:
-            pacing.unlink(missing_ok=True)
-        result = _train(settings, workspace.path, script, seed, files, pacing, should_stop)
-        if should_stop is not None and should_stop():
-            break  # the training was cut short: it measured nothing
-        value = result.val_bpb
-        summary = result.summary
-        ran, plan = (
-            whole_number(summary.get("num_steps")),
-            whole_number(summary.get("planned_steps")),
+        trained = _verify_seed(
+            settings, workspace.path, script, seed, folder, snapshot, say, should_stop
         )
-        said = "no val_bpb" if value is None else f"val_bpb {value:.6f}"
-        if ran is not None and plan is not None:
-            said += f" ({ran} of {plan} planned steps)"
-        say(f"  seed {seed}: {said}")
-        values.append(value)
-        steps.append(ran)
-        planned.append(plan)
+        if trained is None:
+            break  # the training was cut short: it measured nothing
+        values.append(trained[0])
+        steps.append(trained[1])
+        planned.append(trained[2])
     if len(values) < len(chosen):
         say(f"verification of #{best.number} stopped: nothing recorded")
         return None
@@ -144,6 +130,48 @@ def verify_best(
         data=verification.to_data(),
     )
     return verification
+
+
+def _verify_seed(
+    settings: Settings,
+    base: Path,
+    script: Path,
+    seed: int,
+    folder: Path,
+    plans: bytes | None,
+    say: Callable[[str], None],
+    should_stop: Callable[[], bool] | None,
+) -> tuple[float | None, int | None, int | None] | None:
+    """Train the script with ``seed`` on a copy of the run's step plans ``plans``: its val_bpb,
+    the steps it ran and the steps planned (None: stopped, nothing measured). A training that
+    runs short of its plan is trained again on the plan its harness cut to what fitted, as an
+    experiment's is, up to `short_reruns` times: it measured the machine's slowdown."""
+    reruns = settings.engine.short_reruns
+    for attempt in range(1, reruns + 2):
+        files = folder / (str(seed) if attempt == 1 else f"{seed}-{attempt}")
+        files.mkdir(parents=True, exist_ok=True)
+        pacing = files / "pacing.json"
+        if plans is not None:
+            write_atomic(pacing, plans)
+        else:
+            pacing.unlink(missing_ok=True)
+        result = _train(settings, base, script, seed, files, pacing, should_stop)
+        if should_stop is not None and should_stop():
+            return None
+        value, summary = result.val_bpb, result.summary
+        ran = whole_number(summary.get("num_steps"))
+        plan = whole_number(summary.get("planned_steps"))
+        said = "no val_bpb" if value is None else f"val_bpb {value:.6f}"
+        if ran is not None and plan is not None:
+            said += f" ({ran} of {plan} planned steps)"
+        if not ran_short(ran, plan) or attempt > reruns:
+            say(f"  seed {seed}: {said}")
+            return value, ran, plan
+        say(
+            f"  seed {seed}: {said}, short of its plan: trained again on the plan cut to what fitted"
+        )
+        plans = pacing.read_bytes() if pacing.is_file() else None
+    raise AssertionError("unreachable: the last attempt returns")
 
 
 def _train(

@@ -15,16 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cockpit.store.journal import Journal
+from cockpit.store.trials import ran_short, whole_number
 
 EVENT_KIND = "verify"
 # Verification trainings use seeds from here up, skipping any the run used: far above the
 # seeds experiments take (the run's seed, plus one per further training of a script).
 FIRST_SEED = 1000
-# A verification training that trained fewer than this share of the steps planned for it ran
-# short: the machine was slower than when the plan was made (another load, a throttled
-# device), and the plan was cut to what fitted. It measured a shorter training than the
-# keep's, not the script as the ledger trained it.
-FULL_SHARE = 0.98
 
 
 def difference_error(spread: float | None, runs: int, reference_runs: int) -> float | None:
@@ -73,11 +69,12 @@ class Verification:
 
     @property
     def short(self) -> tuple[bool, ...]:
-        """Per seed, whether its training ran short of its plan (see `FULL_SHARE`)."""
+        """Per seed, whether its training ran short of its plan (`trials.ran_short`): it
+        measured a shorter training than the keep's, not the script as the ledger trained it."""
         return tuple(
             index < len(self.steps)
             and index < len(self.planned)
-            and _ran_short(self.steps[index], self.planned[index])
+            and ran_short(self.steps[index], self.planned[index])
             for index in range(len(self.seeds))
         )
 
@@ -203,16 +200,6 @@ class Verification:
             )
         except (KeyError, TypeError, ValueError):
             return None
-
-
-def _ran_short(steps: int | None, planned: int | None) -> bool:
-    return steps is not None and planned is not None and steps < FULL_SHARE * planned
-
-
-def whole_number(value: Any) -> int | None:
-    """A count as a summary or an event's data holds it (None: not a number)."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return int(value) if number else None
 
 
 def _counts(data: Any) -> tuple[int | None, ...]:

@@ -268,13 +268,14 @@ class EngineSettings(BaseModel):
         json_schema_extra={"allowed": "an integer, 1 or more"},
     )
     short_reruns: int = Field(
-        default=2,
+        default=0,
         ge=0,
         description=(
             "Trainings an experiment may have again on the same seed because one ran short of "
             "its step plan (under 98 % of its steps: the machine slowed down after the plan "
             "was made, and its schedule was cut off); each reruns on the plan cut to what "
-            "fitted. A short training counts in no noise estimate; 0 = decide on it as it is."
+            "fitted, and the short one is set aside. 0 = decide on it as it is (measured on a "
+            "shared CPU host, a rerun cost a training and scored no closer to the truth)."
         ),
         json_schema_extra={"allowed": "an integer, 0 or more (0 = never rerun)"},
     )

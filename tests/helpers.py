@@ -66,9 +66,6 @@ def make_workspace(
         "keep_runs = 1\n"
         # Verifying the best at the end has tests of its own (tests/test_verify.py).
         "verify_seeds = 0\n"
-        # Reruns of a training that ran short of its plan have a test of their own; elsewhere
-        # a loaded machine would add a training to a test that counts them.
-        "short_reruns = 0\n"
         "confirm_multiple = 0\n"
         # Early abort has tests of its own; here every training runs its budget.
         "early_abort = false\n"

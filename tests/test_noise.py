@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
@@ -29,7 +28,6 @@ from cockpit.store.trials import (
     paired_differences,
     ran_short,
     trial_ran_short,
-    trial_results,
 )
 from tests.helpers import workspace_with_state
 
@@ -313,21 +311,3 @@ def test_a_training_under_the_full_share_of_its_plan_ran_short() -> None:
     assert trial_ran_short({"seed": 42, "num_steps": 195, "planned": 227})
     assert not trial_ran_short({"seed": 42, "num_steps": 227, "planned": 227})
     assert not trial_ran_short({"seed": 42, "num_steps": 195})  # a record from before plans
-
-
-def test_a_training_that_ran_short_counts_in_no_spread_and_no_pair() -> None:
-    """It measured its cut-off schedule, not its seed's luck: about 0.2 worse on a CPU."""
-    a = "a" * 16
-    parent = dataclasses.replace(
-        scripted(0, None, []),
-        details={"trials": [
-            {"seed": 42, "val_bpb": 2.86, "num_steps": 230, "planned": 230, "shapes": a},
-            {"seed": 43, "val_bpb": 3.06, "num_steps": 212, "planned": 230, "shapes": a},
-            {"seed": 44, "val_bpb": 2.88, "num_steps": 230, "planned": 230, "shapes": a},
-        ]},
-    )  # fmt: skip
-    child = scripted(1, 0, [(42, 2.80, a), (43, 2.83, a), (44, 2.81, a)])
-    assert [seed for seed, _ in trial_results(parent)] == [42, 43, 44]
-    assert [seed for seed, _ in trial_results(parent, whole=True)] == [42, 44]
-    (differences,) = paired_differences([parent, child])
-    assert differences == pytest.approx([2.80 - 2.86, 2.81 - 2.88])

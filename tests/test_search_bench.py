@@ -37,9 +37,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture
 def short_trainings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings, through the environment, that keep each training a few seconds: a small text
-    corpus, short windows, few evaluation tokens, one training per experiment, even one that
-    ran short of its plan on a loaded machine (the bench itself sets the budget, the seed, the
-    proposer and the experiments)."""
+    corpus, short windows, few evaluation tokens, one training per experiment (the bench
+    itself sets the budget, the seed, the proposer and the experiments)."""
     corpus = write_text_corpus(tmp_path / "corpus", documents=30, lines=30)
     for name, value in {
         "COCKPIT_TRAINER__CORPUS": f"text:{corpus}",
@@ -48,7 +47,6 @@ def short_trainings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "COCKPIT_ENGINE__NOISE_RUNS": "1",
         "COCKPIT_ENGINE__CONFIRM_MULTIPLE": "0",
         "COCKPIT_ENGINE__KEEP_RUNS": "1",
-        "COCKPIT_ENGINE__SHORT_RERUNS": "0",
         "COCKPIT_ENGINE__EARLY_ABORT": "false",
         "COCKPIT_ENGINE__SAMPLE_SECONDS": "0.2",
     }.items():

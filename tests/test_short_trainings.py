@@ -1,7 +1,7 @@
 """A training that ran short of its step plan: the machine slowed down after the plan was made,
-its time ran out before its schedule ended, and it measured the machine, not the script. It is
-trained again on the same seed, on the plan cut to what fitted, and counts in no noise
-estimate; with no rerun left it is decided as it is, and the reason says so."""
+and its time ran out before its schedule ended. With `short_reruns` it is trained again on the
+same seed, on the plan cut to what fitted, and set aside; with no rerun left (by default) it is
+decided as it is, and the reason says so."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ MISPACED_RESEARCH = "import time\n" + MISPACED_RESEARCH
 def test_a_short_training_is_trained_again_on_its_seed_until_no_rerun_is_left(
     tmp_path: Path,
 ) -> None:
-    """The baseline's first training runs short and is trained again with seed 42 on the cut
-    plan; its second seed trains that plan too. The experiment after it runs short and is
-    trained again too. Resumed with no rerun, the next one is decided on its short training,
-    and its reason says so."""
+    """With one rerun: the baseline's first training runs short and is trained again with seed
+    42 on the cut plan; its second seed trains that plan too. The experiment after it runs
+    short and is trained again too. Resumed with no rerun, the next one is decided on its
+    short training, and its reason says so."""
     assert "/ step / 3)" in MISPACED_RESEARCH and "time.sleep" in MISPACED_RESEARCH
     script = tmp_path / "mispaced_research.py"
     script.write_text(MISPACED_RESEARCH)
@@ -44,7 +44,7 @@ def test_a_short_training_is_trained_again_on_its_seed_until_no_rerun_is_left(
     config = (root / "config.toml").read_text()
     # Two seeds of the baseline; an experiment trains once, but for a short training's rerun.
     config = config.replace("noise_runs = 1", "noise_runs = 2") + "max_runs = 1\n"
-    (root / "config.toml").write_text(config.replace("short_reruns = 0", "short_reruns = 1"))
+    (root / "config.toml").write_text(config + "short_reruns = 1\n")
     resume = ("run", "--headless", "--workspace", str(root), "--tag", "short")
     result = cockpit(*resume, "--experiments", "1")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -57,7 +57,9 @@ def test_a_short_training_is_trained_again_on_its_seed_until_no_rerun_is_left(
     trials = baseline.details["trials"]
     assert [trial["seed"] for trial in trials] == [42, 43]
     cut = int(short["num_steps"] * SAFETY)
-    assert [trial["planned"] for trial in trials] == [cut, cut], trials
+    # (On a loaded machine the rerun may run short too, with no rerun left: its plan is then
+    # cut again before the second seed reuses it.)
+    assert trials[0]["planned"] == cut and trials[1]["planned"] <= cut, trials
     assert baseline.attempt == 2
     folders = sorted(p.name for p in (root / ".cockpit" / "runs").glob("*/0000*"))
     assert folders == ["0000", "0000-2", "0000-2-seed43"], folders
@@ -77,21 +79,17 @@ def test_a_short_training_is_trained_again_on_its_seed_until_no_rerun_is_left(
     (again,) = first.details["short"]
     assert again["seed"] == 42 and trial_ran_short(again), again
 
-    # With no rerun left, the next experiment is decided on the short training it had, and the
-    # reason says so.
+    # With no rerun (the default), the next experiment is decided on the short training it had,
+    # and the reason says so.
     environ = {"COCKPIT_ENGINE__SHORT_RERUNS": "0"}
     result = cockpit(*resume, "--experiments", "2", env=environ)
     assert result.returncode == 0, result.stdout + result.stderr
     *_, second = experiments(root)
     assert second.number == 2 and "short" not in second.details
     assert trial_ran_short(second.details["trials"][0]), second.details
-    assert "ran short of its plan, with no rerun left" in (second.decision_reason or "")
+    assert "(one of its trainings ran short of its plan)" in (second.decision_reason or "")
 
-    # The spread is of the trainings that ran their whole plan, and only those: a short one
-    # would have moved it by several times the seeds' spread.
-    groups = [
-        [t["val_bpb"] for t in e.details["trials"] if not trial_ran_short(t)]
-        for e in experiments(root)
-    ]
+    # The spread is of the trainings decisions were made on, and of none that was set aside.
+    groups = [[t["val_bpb"] for t in e.details["trials"]] for e in experiments(root)]
     status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
     assert status["noise_runs"] == sum(len(group) for group in groups if len(group) > 1), groups

@@ -192,8 +192,7 @@ class Judge:
         if short and decision.action is not Action.TRAIN_AGAIN:
             said = "one of its trainings" if short == 1 else f"{short} of its trainings"
             decision = dataclasses.replace(
-                decision,
-                reason=f"{decision.reason} ({said} ran short of its plan, with no rerun left)",
+                decision, reason=f"{decision.reason} ({said} ran short of its plan)"
             )
         self._apply_decision(experiment, decision, trials, noise)
 
@@ -328,11 +327,10 @@ class Judge:
 
     def _rerun_short(self, experiment: Experiment, trials: list[dict[str, Any]]) -> bool:
         """Send a training that ran short of its plan back to be trained again on its seed,
-        while the experiment has `short_reruns` left: it measured how much slower the machine
-        was than when the plan was made, not the script. Its trial moves to the experiment's
-        ``short`` list, so the seed comes round again; the rerun trains the plan its harness
-        cut to what fitted, in a folder of its own (a new attempt). Returns whether it went
-        back."""
+        while the experiment has `short_reruns` left (none by default). Its trial moves to the
+        experiment's ``short`` list, so the seed comes round again; the rerun trains the plan
+        its harness cut to what fitted, in a folder of its own (a new attempt). Returns
+        whether it went back."""
         latest = trials[-1]
         details = dict(experiment.details or {})
         short = list(details.get("short", []))
@@ -368,12 +366,11 @@ class Judge:
 
     def _noise_floor(self, run: Run, kind: str = "") -> NoiseFloor:
         """The margin from every script of this run trained more than once (on devices of
-        ``kind``; trainings that ran short of their plan measured the machine, not the seed,
-        and are left out), published for `cockpit status` and the cockpit."""
+        ``kind``), published for `cockpit status` and the cockpit."""
         experiments = self.journal.experiments(run.id)
         engine = self.settings.engine
         noise = noise_floor(
-            [[value for _, value in trial_results(e, kind, whole=True)] for e in experiments],
+            [[value for _, value in trial_results(e, kind)] for e in experiments],
             floor=engine.keep_margin_bpb,
             multiple=engine.noise_multiple,
             differences=paired_differences(experiments, kind),

@@ -74,7 +74,7 @@ def verify_best(
     used.add(settings.trainer.seed)
     chosen = fresh_seeds(used, seeds)
     noise = noise_floor(
-        [[value for _, value in trial_results(e, whole=True)] for e in experiments],
+        [[value for _, value in trial_results(e)] for e in experiments],
         floor=settings.engine.keep_margin_bpb,
         multiple=settings.engine.noise_multiple,
     )

@@ -58,7 +58,7 @@ from cockpit.engine.workspace import Workspace
 from cockpit.report.summary import summarize_experiments
 from cockpit.store.atomic import write_atomic
 from cockpit.store.journal import Journal
-from cockpit.store.verification import FIRST_SEED
+from cockpit.store.verification import FIRST_SEED, verified_mean
 
 if TYPE_CHECKING:  # the engine loads only when a run starts, not to parse the options
     from cockpit.engine.agents import AgentSetup
@@ -158,26 +158,18 @@ class SearchRun:
         return index < len(self.verified_short) and self.verified_short[index]
 
     @property
-    def verified_full(self) -> list[float]:
-        """The verification trainings that gave a val_bpb and ran their whole plan."""
-        return [
-            value
-            for index, value in enumerate(self.verified)
-            if value is not None and not self.ran_short(index)
-        ]
-
-    @property
     def verified_best(self) -> float | None:
-        """The mean of the verification trainings that gave a val_bpb and ran their whole
-        plan (None: none did). One that ran short trained fewer steps than the keep did: it
-        measured the machine's slowness, not what the ledger's best is worth."""
-        values = self.verified_full
-        return statistics.mean(values) if values else None
+        """The mean of the verification trainings that gave a val_bpb, as `cockpit verify`
+        records it (`verification.verified_mean`; None: none did)."""
+        return verified_mean(self.verified)
 
     @property
-    def verified_left_out(self) -> int:
-        """Verification trainings with a val_bpb left out of the verified best: ran short."""
-        return sum(value is not None for value in self.verified) - len(self.verified_full)
+    def verified_ran_short(self) -> int:
+        """Verification trainings with a val_bpb that ran short of the run's plan: the machine
+        was slower than during the run, and part of the optimism is the machine's."""
+        return sum(
+            value is not None and self.ran_short(index) for index, value in enumerate(self.verified)
+        )
 
     @property
     def verified_gain(self) -> float | None:
@@ -432,12 +424,11 @@ def verified_summary(options: SearchOptions, runs: Sequence[SearchRun]) -> list[
             f"mean optimism {statistics.mean(optimism):.6f} over {_count(len(optimism), 'run')} "
             f"(largest {max(optimism):.6f})"
         )
-    short = sum(run.verified_left_out for run in runs)
+    short = sum(run.verified_ran_short for run in runs)
     if short:
         lines.append(
             f"{_count(short, 'verification training')} ran short of the run's plan (the machine "
-            f"was slower than during the run) and {'is' if short == 1 else 'are'} left out of "
-            "the verified figures"
+            "was slower than during the run): counted, and part of the optimism is the machine's"
         )
     rows = {row.proposer: row for row in figures(options, runs)}
     nudger = rows.get(names.BUILTIN)

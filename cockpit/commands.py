@@ -273,6 +273,8 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
         # The best trained again on fresh seeds (`cockpit verify`); None until it has been.
         "verified_best": None,
         "verified_gain": None,
+        # The baseline trained beside it on those seeds (None: it was not).
+        "verified_baseline": None,
         "verify_seeds": None,
         "last_decisions": [],
     }
@@ -300,6 +302,7 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
             report.update(
                 verified_best=None if verified is None else verified.mean,
                 verified_gain=None if verified is None else verified.verified_gain,
+                verified_baseline=None if verified is None else verified.baseline_now,
                 verify_seeds=None if verified is None else list(verified.seeds),
                 verified_differs=None if verified is None else verified.differs,
                 verified_message=None if verified is None else verified.headline(),

@@ -289,6 +289,16 @@ class EngineSettings(BaseModel):
         ),
         json_schema_extra={"allowed": "an integer, 0 or more (0 = skip)"},
     )
+    verify_baseline: bool = Field(
+        default=True,
+        description=(
+            "A verification trains the run's baseline beside its best on each fresh seed, so "
+            "that the verified gain is taken between two trainings of one seed at the same "
+            "hour: a machine slower or faster than during the run moves both. false halves a "
+            "verification's trainings, and takes the gain against the ledger's baseline."
+        ),
+        json_schema_extra={"allowed": "true or false"},
+    )
     confirm_multiple: float = Field(
         default=2.0,
         ge=0,

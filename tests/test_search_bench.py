@@ -148,8 +148,16 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
         assert (
             run["verified"] == [trained["val_bpb"]] and run["verified_best"] == trained["val_bpb"]
         )
-        # Nothing kept: the best is the baseline's script, and its fresh seed is no gain.
-        found = baseline - trained["val_bpb"] if run["keeps"] else 0.0
+        # A keep: the baseline's script was trained beside it on that seed, and the gain is
+        # taken against that. Nothing kept: the best is the baseline's script, and its fresh
+        # seed is no gain.
+        if run["keeps"]:
+            beside = json.loads((verify / "baseline" / "1000" / "summary.json").read_text())
+            assert run["verified_baseline"] == [beside["val_bpb"]] and beside["seed"] == 1000
+            found = beside["val_bpb"] - trained["val_bpb"]
+        else:
+            assert run["verified_baseline"] == []
+            found = 0.0
         assert run["verified_gain"] == pytest.approx(found)
         assert row["verified_gain_mean"] == pytest.approx(run["verified_gain"])
         assert f"  seed 1000: val_bpb {trained['val_bpb']:.6f}" in progress
@@ -354,6 +362,14 @@ def test_a_verification_that_ran_short_of_its_plan_is_counted_and_said() -> None
     assert "counted, and part of the optimism is the machine's" in table
     allshort = dataclasses.replace(slowed, verified_short=(True, True, True))
     assert allshort.verified_best == pytest.approx(1.85) and allshort.verified_ran_short == 3
+    # The baseline trained beside it on the same seeds scores 0.05 worse than in the ledger:
+    # the gain and the optimism are taken seed by seed against it (0.05 of the 0.15 was the
+    # machine's), and the line says it.
+    beside = dataclasses.replace(slowed, verified_baseline=(1.95, 2.15, 2.05))
+    assert beside.verified_gain == pytest.approx(0.2) and beside.optimism == pytest.approx(0.1)
+    assert beside.as_json()["verified_baseline_mean"] == pytest.approx(2.05)
+    line = "\n".join(render_table(options, [beside]))
+    assert "gain 0.200000 against the baseline trained again, 2.050000" in line
 
 
 def test_the_bench_says_its_optimism_and_each_proposers_yield_against_the_nudgers() -> None:

@@ -63,6 +63,30 @@ def test_the_verified_figures_and_when_they_differ_from_the_ledger_by_more_than_
     assert Verification.from_data({"experiment": 1}) is None
 
 
+def test_the_baseline_trained_beside_the_best_takes_the_machines_drift_out_of_the_gain() -> None:
+    """The machine is slower now than during the run: both scripts score 0.10 worse on the
+    fresh seeds. Against the ledger's baseline, the best would look 0.10 worse than its keep
+    promised; against the baseline trained beside it on the same seeds, what is left is the
+    ledger's luck alone."""
+    slower = dataclasses.replace(RECORD, baseline_values=(2.81, 2.79, 2.80))
+    assert slower.baseline_now == pytest.approx(2.80)
+    assert slower.drift == pytest.approx(0.10)
+    # Seed by seed, where both gave a val_bpb (the third seed's best gave none).
+    assert slower.verified_gain == pytest.approx(((2.81 - 2.40) + (2.79 - 2.42)) / 2)
+    assert slower.optimism == pytest.approx(0.40 - 0.39)  # the ledger's gain less the verified
+    assert slower.error == pytest.approx(RECORD.error * math.sqrt(2))
+    assert slower.differs is False and RECORD.differs is True  # the drift explained it
+    text = slower.describe()
+    assert "gain +0.390000 against the ledger's +0.400000" in text
+    assert "against the baseline trained again on the same seeds, 2.800000: +0.100000" in text
+    assert Verification.from_data(slower.to_data()) == slower
+    assert slower.to_data()["drift"] == pytest.approx(0.10)
+    # No baseline beside it (an older record, or none measured): the ledger's baseline.
+    lost = dataclasses.replace(RECORD, baseline_values=(None, None, None))
+    assert lost.verified_gain == RECORD.verified_gain and lost.optimism == RECORD.optimism
+    assert lost.baseline_now is None and "trained again on the same seeds" not in lost.describe()
+
+
 def test_a_verification_training_that_ran_short_of_its_plan_is_said_and_counted() -> None:
     """On a machine slower than during the run, a verification training runs out of its
     budget before the steps the keep trained. The record says so; its mean counts it (a rerun
@@ -92,6 +116,9 @@ def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_sh
     planned = tmp_path / "planned_research.py"
     planned.write_text(PLANNED_RESEARCH)  # its trainings make and share step plans
     make_workspace(root, planned)
+    # The best alone here, whichever it is; the baseline trained beside it is below.
+    config = root / "config.toml"
+    config.write_text(config.read_text() + "verify_baseline = false\n")
     ran = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     records = experiments(root)
@@ -146,28 +173,44 @@ def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_sh
     markdown = (root / "report" / "report.md").read_text()
     assert "| Verified | #" in markdown and "fresh seeds (1000, 1001)" in markdown
 
-    # With a rerun allowed, a verification that ran short is trained again on its seed, on the
-    # plan its harness cut to what fitted (in a folder of its own), and that one is recorded.
+    # The experiment's script as the best, with the baseline trained beside it on the same
+    # seed, and a rerun allowed: each training that ran short is trained again on its seed, on
+    # the plan its harness cut to what fitted (in a folder of its own), and that one is
+    # recorded; the verified gain is taken between the two reruns.
+    experiment = records[1]
+    assert experiment.commit_sha is not None and experiment.val_bpb is not None
+    as_best = dataclasses.replace(
+        run, best_commit=experiment.commit_sha, best_val_bpb=experiment.val_bpb
+    )
     settings = run_settings(run)
-    engine = settings.engine.model_copy(update={"short_reruns": 1})
+    engine = settings.engine.model_copy(update={"short_reruns": 1, "verify_baseline": True})
     said: list[str] = []
     with Journal.open(root / ".cockpit" / "journal.db") as journal:
         latest = verify_best(
             Workspace.open(root),
             journal,
-            run,
+            as_best,
             settings.model_copy(update={"engine": engine}),
             1,
             say=said.append,
         )
     assert any("short of its plan: trained again on the plan cut to what fitted" in s for s in said)
+    assert any(s.startswith("  the baseline, seed 1000: val_bpb") for s in said), said
     folder = root / ".cockpit" / "verify" / run.tag
     cut = json.loads((folder / "1000" / "summary.json").read_text())
     rerun = json.loads((folder / "1000-2" / "summary.json").read_text())
     assert cut["planned_steps"] == 10**7 and rerun["seed"] == 1000
     assert rerun["planned_steps"] == int(cut["num_steps"] * SAFETY), (cut, rerun)
-    assert latest is not None and latest.planned == (rerun["planned_steps"],)
+    assert latest is not None and latest.experiment == 1
+    assert latest.planned == (rerun["planned_steps"],)
     assert latest.values == (rerun["val_bpb"],) and latest.steps == (rerun["num_steps"],)
+    beside = json.loads((folder / "baseline" / "1000-2" / "summary.json").read_text())
+    assert beside["seed"] == 1000 and latest.baseline_values == (beside["val_bpb"],)
+    assert latest.verified_gain == pytest.approx(beside["val_bpb"] - rerun["val_bpb"])
+    assert latest.drift == pytest.approx(beside["val_bpb"] - run.baseline_val_bpb)
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["verified_gain"] == pytest.approx(latest.verified_gain)
+    assert status["verified_baseline"] == pytest.approx(beside["val_bpb"])
 
 
 @pytest.mark.usefixtures("no_git_identity")

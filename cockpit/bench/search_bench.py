@@ -56,9 +56,10 @@ from cockpit.bench.starts import StartError, start_script
 from cockpit.config import Settings, load_settings
 from cockpit.engine.workspace import Workspace
 from cockpit.report.summary import summarize_experiments
+from cockpit.store import verification
 from cockpit.store.atomic import write_atomic
 from cockpit.store.journal import Journal
-from cockpit.store.verification import FIRST_SEED, verified_mean
+from cockpit.store.verification import FIRST_SEED
 
 if TYPE_CHECKING:  # the engine loads only when a run starts, not to parse the options
     from cockpit.engine.agents import AgentSetup
@@ -152,6 +153,9 @@ class SearchRun:
     # Per verification training, whether it ran short of its plan: the machine was slower
     # than during the run (cockpit.store.trials.FULL_SHARE).
     verified_short: tuple[bool, ...] = ()
+    # The baseline's script trained beside the best on each of those seeds (empty: nothing
+    # was kept, so the best is the baseline, or the verification trained it alone).
+    verified_baseline: tuple[float | None, ...] = ()
 
     def ran_short(self, index: int) -> bool:
         """Whether verification training ``index`` ran short of its plan."""
@@ -161,7 +165,7 @@ class SearchRun:
     def verified_best(self) -> float | None:
         """The mean of the verification trainings that gave a val_bpb, as `cockpit verify`
         records it (`verification.verified_mean`; None: none did)."""
-        return verified_mean(self.verified)
+        return verification.verified_mean(self.verified)
 
     @property
     def verified_ran_short(self) -> int:
@@ -173,23 +177,30 @@ class SearchRun:
 
     @property
     def verified_gain(self) -> float | None:
-        """The baseline minus the best script's verified val_bpb: what the search found,
-        without the luck of the training that made it the best. Nothing kept: the best is the
-        baseline's own script, and the search found nothing (0; its fresh seeds measure the
-        baseline's luck, which is no gain)."""
-        best = self.verified_best
-        if self.baseline_val_bpb is None or best is None:
+        """What the search found, without the luck of the training that made it the best
+        (`verification.verified_gain`: against the baseline trained beside it on the same
+        seeds, where it was). Nothing kept: the best is the baseline's own script, and the
+        search found nothing (0; its fresh seeds measure the baseline's luck, no gain)."""
+        gain = verification.verified_gain(
+            self.baseline_val_bpb, self.verified, self.verified_baseline
+        )
+        if gain is None:
             return None
-        return self.baseline_val_bpb - best if self.keeps else 0.0
+        return gain if self.keeps else 0.0
 
     @property
     def optimism(self) -> float | None:
-        """How far the kept best's val_bpb lies below its verified mean: the luck the
-        ledger's best holds (positive: the ledger promises more than the script gives)."""
-        verified = self.verified_best
-        if self.best_val_bpb is None or verified is None:
-            return None
-        return verified - self.best_val_bpb
+        """How much the kept best's promise exceeds what its fresh trainings show: the luck
+        the ledger's best holds (`verification.optimism`; positive: the ledger promises more
+        than the script gives)."""
+        return verification.optimism(
+            self.best_val_bpb, self.baseline_val_bpb, self.verified, self.verified_baseline
+        )
+
+    @property
+    def verified_baseline_mean(self) -> float | None:
+        """The baseline's script trained again beside the best (None: it was not)."""
+        return verification.verified_mean(self.verified_baseline)
 
     @property
     def compute_hours(self) -> float:
@@ -212,6 +223,8 @@ class SearchRun:
             "verified_short": list(self.verified_short),
             "verified_best": self.verified_best,
             "verified_gain": self.verified_gain,
+            "verified_baseline": list(self.verified_baseline),
+            "verified_baseline_mean": self.verified_baseline_mean,
             "optimism": self.optimism,
             "compute_hours": self.compute_hours,
             "model_experiments": self.model_experiments,
@@ -484,6 +497,10 @@ def run_line(run: SearchRun) -> str:
         verified = (
             f"; verified {_number(run.verified_best)} ({values}), gain {_number(run.verified_gain)}"
         )
+        if run.verified_baseline_mean is not None:
+            verified += (
+                f" against the baseline trained again, {_number(run.verified_baseline_mean)}"
+            )
     return (
         f"  {run.proposer} seed {run.seed}: baseline {run.baseline_val_bpb:.6f} -> best "
         f"{_number(run.best_val_bpb)}, gain {_number(run.gain_bpb)}{verified}; {run.keeps} of "
@@ -701,7 +718,12 @@ def run_one(
         )
     if verified is None:
         return run
-    return dataclasses.replace(run, verified=verified.values, verified_short=verified.short)
+    return dataclasses.replace(
+        run,
+        verified=verified.values,
+        verified_short=verified.short,
+        verified_baseline=verified.baseline_values,
+    )
 
 
 def run_search_bench(options: SearchOptions, *, as_json: bool) -> int:

@@ -88,21 +88,47 @@ def verify_best(
     # next verification, nor the run's own plans.
     plans = workspace.paths.pacing(run.tag, 0)
     snapshot = plans.read_bytes() if plans.is_file() else None
+    # The baseline's script beside it, on each seed right after it: the verified gain is then
+    # taken between two trainings of one seed and one hour of the machine.
+    baseline = next((e for e in experiments if e.number == 0 and e.commit_sha), None)
+    beside = None
+    if settings.engine.verify_baseline and baseline is not None and baseline.id != best.id:
+        assert baseline.commit_sha is not None
+        beside = folder / "baseline" / Path(workspace.script_name).name
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(beside, workspace.script_at(baseline.commit_sha).encode("utf-8"))
     values: list[float | None] = []
     steps: list[int | None] = []
     planned: list[int | None] = []
+    baseline_values: list[float | None] = []
     for seed in chosen:
         if should_stop is not None and should_stop():
             break
+        said = " and the baseline #0" if beside is not None else ""
         say(
-            f"verifying #{best.number} of run {run.tag}: seed {seed} "
-            f"({settings.trainer.budget_seconds:g} s)"
+            f"verifying #{best.number}{said} of run {run.tag}: seed {seed} "
+            f"({settings.trainer.budget_seconds:g} s each)"
         )
         trained = _verify_seed(
             settings, workspace.path, script, seed, folder, snapshot, say, should_stop
         )
         if trained is None:
             break  # the training was cut short: it measured nothing
+        if beside is not None:
+            again = _verify_seed(
+                settings,
+                workspace.path,
+                beside,
+                seed,
+                beside.parent,
+                snapshot,
+                say,
+                should_stop,
+                label="the baseline, ",
+            )
+            if again is None:
+                break
+            baseline_values.append(again[0])
         values.append(trained[0])
         steps.append(trained[1])
         planned.append(trained[2])
@@ -121,6 +147,7 @@ def verify_best(
         multiple=settings.engine.noise_multiple,
         steps=tuple(steps),
         planned=tuple(planned),
+        baseline_values=tuple(baseline_values),
     )
     journal.add_event(
         EVENT_KIND,
@@ -141,6 +168,7 @@ def _verify_seed(
     plans: bytes | None,
     say: Callable[[str], None],
     should_stop: Callable[[], bool] | None,
+    label: str = "",
 ) -> tuple[float | None, int | None, int | None] | None:
     """Train the script with ``seed`` on a copy of the run's step plans ``plans``: its val_bpb,
     the steps it ran and the steps planned (None: stopped, nothing measured). A training that
@@ -165,10 +193,11 @@ def _verify_seed(
         if ran is not None and plan is not None:
             said += f" ({ran} of {plan} planned steps)"
         if not ran_short(ran, plan) or attempt > reruns:
-            say(f"  seed {seed}: {said}")
+            say(f"  {label}seed {seed}: {said}")
             return value, ran, plan
         say(
-            f"  seed {seed}: {said}, short of its plan: trained again on the plan cut to what fitted"
+            f"  {label}seed {seed}: {said}, short of its plan: trained again on the plan cut "
+            "to what fitted"
         )
         plans = pacing.read_bytes() if pacing.is_file() else None
     raise AssertionError("unreachable: the last attempt returns")

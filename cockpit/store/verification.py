@@ -3,8 +3,12 @@ of the run used, and what that says of the ledger's best.
 
 The ledger's best is the luckiest of many noisy draws: the keep that beat the others is also
 the one whose seeds favoured it most. Trained again on fresh seeds, it shows what its script is
-worth. `cockpit verify` (cockpit/verify.py) records one as a ``verify`` event of the run; this
-module is the one owner of that event's data, for the writer and every reader.
+worth. The run's baseline is trained again beside it, on the same seeds: a machine slower or
+faster than during the run (another load, a throttled device) then moves both, and the
+verified gain is taken between two trainings of the same seed and the same hour. `cockpit
+verify` (cockpit/verify.py) records one as a ``verify`` event of the run; this module is the
+one owner of that event's data and of the figures drawn from it, for the writer and every
+reader (the search bench's among them).
 """
 
 from __future__ import annotations
@@ -42,6 +46,50 @@ def verified_mean(values: Sequence[float | None]) -> float | None:
     return math.fsum(measured) / len(measured) if measured else None
 
 
+def _pairs(
+    values: Sequence[float | None], baseline_values: Sequence[float | None]
+) -> list[tuple[float, float]]:
+    """(baseline, best) of each seed on which both trainings gave a val_bpb."""
+    return [
+        (base, value)
+        for base, value in zip(baseline_values, values, strict=False)
+        if base is not None and value is not None and math.isfinite(base) and math.isfinite(value)
+    ]
+
+
+def verified_gain(
+    baseline: float | None,
+    values: Sequence[float | None],
+    baseline_values: Sequence[float | None] = (),
+) -> float | None:
+    """What the best's script gains over the baseline's, trained again: the mean, over the
+    fresh seeds both trained on, of the baseline's val_bpb less the best's; without those
+    (an older record, a best that is the baseline) the ledger's ``baseline`` less the
+    verified best. None: nothing to take it from."""
+    pairs = _pairs(values, baseline_values)
+    if pairs:
+        return math.fsum(base - value for base, value in pairs) / len(pairs)
+    mean = verified_mean(values)
+    return None if mean is None or baseline is None else baseline - mean
+
+
+def optimism(
+    ledger_best: float | None,
+    baseline: float | None,
+    values: Sequence[float | None],
+    baseline_values: Sequence[float | None] = (),
+) -> float | None:
+    """How much better the ledger says the best is than its fresh trainings do (positive:
+    the ledger promises more than the script gives). With the baseline trained again beside
+    it, the ledger's gain less the verified gain: a machine slower now than during the run
+    moves both trainings and drops out. Without, the verified best less the ledger's."""
+    if _pairs(values, baseline_values) and baseline is not None and ledger_best is not None:
+        gain = verified_gain(baseline, values, baseline_values)
+        return None if gain is None else (baseline - ledger_best) - gain
+    mean = verified_mean(values)
+    return None if mean is None or ledger_best is None else mean - ledger_best
+
+
 def fresh_seeds(used: set[int], count: int) -> list[int]:
     """``count`` seeds from `FIRST_SEED` up that are not in ``used``."""
     seeds: list[int] = []
@@ -70,6 +118,9 @@ class Verification:
     # None: not known, as for a script that plans no steps, or a record from before).
     steps: tuple[int | None, ...] = ()
     planned: tuple[int | None, ...] = ()
+    # Per seed, the run's baseline script trained on that seed beside the best (None: that
+    # training gave none); empty where the best is the baseline, or for a record from before.
+    baseline_values: tuple[float | None, ...] = ()
     at: str = field(default="", compare=False)  # when it was recorded (the event's time)
 
     @property
@@ -94,8 +145,20 @@ class Verification:
 
     @property
     def verified_gain(self) -> float | None:
-        mean = self.mean
-        return None if mean is None or self.baseline is None else self.baseline - mean
+        return verified_gain(self.baseline, self.values, self.baseline_values)
+
+    @property
+    def baseline_now(self) -> float | None:
+        """The baseline's script trained again on the fresh seeds (None: it was not)."""
+        return verified_mean(self.baseline_values)
+
+    @property
+    def drift(self) -> float | None:
+        """How much worse the baseline's script scores now than in the ledger (positive: the
+        machine trains fewer steps in the budget than during the run). Part of it is the
+        fresh seeds' luck."""
+        now = self.baseline_now
+        return None if now is None or self.baseline is None else now - self.baseline
 
     @property
     def ledger_gain(self) -> float | None:
@@ -103,15 +166,20 @@ class Verification:
 
     @property
     def optimism(self) -> float | None:
-        """How much better the ledger says the best is than its fresh trainings do."""
-        mean = self.mean
-        return None if mean is None else mean - self.ledger_best
+        """How much better the ledger says the best is than its fresh trainings do (see
+        `optimism`)."""
+        return optimism(self.ledger_best, self.baseline, self.values, self.baseline_values)
 
     @property
     def error(self) -> float | None:
         """The standard error of the difference between the ledger's mean and the verified
-        one (None before the spread is measured, or with nothing verified)."""
-        return difference_error(self.spread, len(self.measured), self.ledger_runs)
+        one (None before the spread is measured, or with nothing verified). Taken between two
+        gains (the baseline trained again beside the best), each side has two noisy means:
+        √2 times as much, a bound, since the two trainings of a seed share some luck."""
+        error = difference_error(self.spread, len(self.measured), self.ledger_runs)
+        if error is None or not _pairs(self.values, self.baseline_values):
+            return error
+        return error * math.sqrt(2)
 
     @property
     def differs(self) -> bool | None:
@@ -132,6 +200,12 @@ class Verification:
         gain, ledger_gain = self.verified_gain, self.ledger_gain
         if gain is not None and ledger_gain is not None:
             text += f": gain {gain:+.6f} against the ledger's {ledger_gain:+.6f}"
+        now, drift = self.baseline_now, self.drift
+        if now is not None and drift is not None:
+            text += (
+                f" (against the baseline trained again on the same seeds, {now:.6f}: "
+                f"{drift:+.6f} on the ledger's)"
+            )
         differs, optimism, error = self.differs, self.optimism, self.error
         if differs and optimism is not None and error is not None:
             side = "optimistic" if optimism > 0 else "pessimistic"
@@ -170,11 +244,14 @@ class Verification:
             "multiple": self.multiple,
             "steps": list(self.steps),
             "planned": list(self.planned),
+            "baseline_values": list(self.baseline_values),
             # Derived, for readers of the raw journal (the fields above are what is read back).
             "verified_best": self.mean,
             "verified_gain": self.verified_gain,
             "differs": self.differs,
             "short": list(self.short),
+            "baseline_now": self.baseline_now,
+            "drift": self.drift,
         }
 
     @classmethod
@@ -193,6 +270,9 @@ class Verification:
                 multiple=float(data.get("multiple", 2.0)),
                 steps=_counts(data.get("steps")),
                 planned=_counts(data.get("planned")),
+                baseline_values=tuple(
+                    None if v is None else float(v) for v in data.get("baseline_values") or ()
+                ),
                 at=at,
             )
         except (KeyError, TypeError, ValueError):

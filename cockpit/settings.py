@@ -290,12 +290,13 @@ class EngineSettings(BaseModel):
         json_schema_extra={"allowed": "an integer, 0 or more (0 = skip)"},
     )
     verify_baseline: bool = Field(
-        default=True,
+        default=False,
         description=(
             "A verification trains the run's baseline beside its best on each fresh seed, so "
             "that the verified gain is taken between two trainings of one seed at the same "
-            "hour: a machine slower or faster than during the run moves both. false halves a "
-            "verification's trainings, and takes the gain against the ledger's baseline."
+            "hour: a machine slower or faster than during the run moves both. It doubles a "
+            "verification's trainings. Off by default until the baseline trains the plan it "
+            "trained in the run: a run that dropped that plan (stale) leaves it planning afresh."
         ),
         json_schema_extra={"allowed": "true or false"},
     )

@@ -116,9 +116,6 @@ def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_sh
     planned = tmp_path / "planned_research.py"
     planned.write_text(PLANNED_RESEARCH)  # its trainings make and share step plans
     make_workspace(root, planned)
-    # The best alone here, whichever it is; the baseline trained beside it is below.
-    config = root / "config.toml"
-    config.write_text(config.read_text() + "verify_baseline = false\n")
     ran = cockpit("run", "--headless", "--workspace", str(root), "--experiments", "1")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     records = experiments(root)

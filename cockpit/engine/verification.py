@@ -173,7 +173,7 @@ def _verify_seed(
     """Train the script with ``seed`` on a copy of the run's step plans ``plans``: its val_bpb,
     the steps it ran and the steps planned (None: stopped, nothing measured). A training that
     runs short of its plan is trained again on the plan its harness cut to what fitted, as an
-    experiment's is, up to `short_reruns` times: it measured the machine's slowdown."""
+    experiment's is, up to `short_reruns` times (none by default)."""
     reruns = settings.engine.short_reruns
     for attempt in range(1, reruns + 2):
         files = folder / (str(seed) if attempt == 1 else f"{seed}-{attempt}")

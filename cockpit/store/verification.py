@@ -3,9 +3,10 @@ of the run used, and what that says of the ledger's best.
 
 The ledger's best is the luckiest of many noisy draws: the keep that beat the others is also
 the one whose seeds favoured it most. Trained again on fresh seeds, it shows what its script is
-worth. The run's baseline is trained again beside it, on the same seeds: a machine slower or
-faster than during the run (another load, a throttled device) then moves both, and the
-verified gain is taken between two trainings of the same seed and the same hour. `cockpit
+worth. Where `[engine] verify_baseline` is on, the run's baseline is trained again beside it,
+on the same seeds: a machine slower or faster than during the run (another load, a throttled
+device) then moves both, and the verified gain is taken between two trainings of the same seed
+and the same hour. `cockpit
 verify` (cockpit/verify.py) records one as a ``verify`` event of the run; this module is the
 one owner of that event's data and of the figures drawn from it, for the writer and every
 reader (the search bench's among them).
@@ -37,12 +38,17 @@ def difference_error(spread: float | None, runs: int, reference_runs: int) -> fl
     return spread * math.sqrt(1 / runs + 1 / reference_runs)
 
 
+def _measured(values: Sequence[float | None]) -> list[float]:
+    """The values of the trainings that gave a val_bpb."""
+    return [value for value in values if value is not None and math.isfinite(value)]
+
+
 def verified_mean(values: Sequence[float | None]) -> float | None:
     """The verified best: the mean of the fresh trainings that gave a val_bpb (None: none
     did). One that ran short of the run's plan counts, and is said: on a shared host it scored
     no worse than the same seed trained again on a plan cut to fit (a median 0.022 better over
     13 pairs), so leaving it out would leave a slow machine's verification with no figure."""
-    measured = [value for value in values if value is not None and math.isfinite(value)]
+    measured = _measured(values)
     return math.fsum(measured) / len(measured) if measured else None
 
 
@@ -125,7 +131,7 @@ class Verification:
 
     @property
     def measured(self) -> list[float]:
-        return [value for value in self.values if value is not None and math.isfinite(value)]
+        return _measured(self.values)
 
     @property
     def short(self) -> tuple[bool, ...]:
@@ -262,7 +268,7 @@ class Verification:
                 experiment=int(data["experiment"]),
                 commit=str(data["commit"]),
                 seeds=tuple(int(seed) for seed in data["seeds"]),
-                values=tuple(None if v is None else float(v) for v in data["values"]),
+                values=_values(data["values"]),
                 ledger_best=float(data["ledger_best"]),
                 ledger_runs=int(data["ledger_runs"]),
                 baseline=None if data.get("baseline") is None else float(data["baseline"]),
@@ -270,13 +276,15 @@ class Verification:
                 multiple=float(data.get("multiple", 2.0)),
                 steps=_counts(data.get("steps")),
                 planned=_counts(data.get("planned")),
-                baseline_values=tuple(
-                    None if v is None else float(v) for v in data.get("baseline_values") or ()
-                ),
+                baseline_values=_values(data.get("baseline_values") or ()),
                 at=at,
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def _values(data: Any) -> tuple[float | None, ...]:
+    return tuple(None if value is None else float(value) for value in data)
 
 
 def _counts(data: Any) -> tuple[int | None, ...]:

@@ -12,6 +12,8 @@ import ast
 import functools
 from dataclasses import dataclass
 
+from agent.syntax import parse
+
 
 @dataclass(frozen=True)
 class Constant:
@@ -37,7 +39,7 @@ def find_constants(source: str, device: str = "cpu") -> tuple[Constant, ...]:
     """The tunable constants of a script, in file order. Cached: the optimiser reads every
     script of the run again for each proposal, and scripts never change."""
     found: list[Constant] = []
-    for node in ast.parse(source).body:
+    for node in parse(source).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
             continue
         target = node.targets[0]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.proposal import script_hash
+from agent.syntax import parse
 
 RejectionKind = Literal[
     "empty_search",
@@ -340,7 +341,7 @@ def check_script(
             "an actual change to the code.",
         )
     try:
-        tree = ast.parse(result, filename=filename)
+        tree = parse(result, filename=filename)
     except (SyntaxError, ValueError) as exc:  # ValueError: null bytes, before Python 3.12
         line = getattr(exc, "lineno", None)
         lines = result.splitlines()
@@ -354,7 +355,7 @@ def check_script(
             + "Fix the edits so that the whole script parses.",
         ) from None
     try:
-        unchanged = _code_dump(ast.parse(original)) == _code_dump(tree)
+        unchanged = _code_dump(parse(original)) == _code_dump(tree)
     except (SyntaxError, ValueError):
         unchanged = False  # a script that crashed may not parse: any script that does differs
     if unchanged:

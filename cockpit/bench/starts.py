@@ -10,10 +10,10 @@ reaches. ``--start FILE`` begins from any script.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 from agent.space import values_of, write_values
+from agent.syntax import parse
 
 TUNED = "tuned"
 TUNED_FILE = "start-tuned.py"  # where the tuned script is written, in the bench's folder
@@ -72,7 +72,7 @@ def start_script(start: str | None, folder: Path) -> Path | None:
             "template with its tuned CPU constants"
         )
     try:
-        ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        parse(path.read_text(encoding="utf-8"), filename=str(path))
     except (OSError, UnicodeDecodeError, SyntaxError) as error:
         raise StartError(
             f"--start {start}: not a Python script the bench can train ({error}); fix it, "

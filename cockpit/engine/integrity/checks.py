@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import functools
 from collections import Counter
 from collections.abc import Iterable
 
+from agent.syntax import parse
 from cockpit.engine.integrity.flags import SYNTAX, Flag
 from cockpit.engine.integrity.scanner import Scanner
 from cockpit.engine.integrity.seed import dump, seed_only_change
@@ -15,7 +15,7 @@ from cockpit.engine.integrity.seed import dump, seed_only_change
 @functools.lru_cache(maxsize=16)
 def _findings(source: str) -> tuple[Flag, ...]:
     """Every finding in a script that parses. Cached, like dump."""
-    return tuple(Scanner(ast.parse(source)).scan())
+    return tuple(Scanner(parse(source)).scan())
 
 
 def _parses(source: str) -> bool:

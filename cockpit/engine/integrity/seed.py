@@ -7,6 +7,7 @@ import ast
 import difflib
 import functools
 
+from agent.syntax import parse
 from cockpit.engine.integrity.flags import SEED_ONLY, WHY_SEED, Flag
 from cockpit.engine.integrity.rules import SEED_FUNCTIONS, SEED_METHODS
 from cockpit.engine.integrity.syntax import is_bare_string
@@ -86,7 +87,7 @@ def dump(source: str, blind_to_seeds: bool) -> str:
     """The script's tree as text, without docstrings (and, if asked, without its seeds).
     Cached: the engine compares many proposals against the same best script."""
     transformer = _WithoutSeeds() if blind_to_seeds else _WithoutDocstrings()
-    return ast.dump(transformer.visit(ast.parse(source)))
+    return ast.dump(transformer.visit(parse(source)))
 
 
 def seed_only_change(old: str, new: str) -> Flag | None:

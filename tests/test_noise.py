@@ -27,6 +27,7 @@ from cockpit.store.trials import (
     next_seed,
     paired_differences,
     ran_short,
+    trained_plan,
     trial_ran_short,
 )
 from tests.helpers import workspace_with_state
@@ -311,3 +312,18 @@ def test_a_training_under_the_full_share_of_its_plan_ran_short() -> None:
     assert trial_ran_short({"seed": 42, "num_steps": 195, "planned": 227})
     assert not trial_ran_short({"seed": 42, "num_steps": 227, "planned": 227})
     assert not trial_ran_short({"seed": 42, "num_steps": 195})  # a record from before plans
+
+
+def test_the_plan_a_script_trained_on_is_its_latest_whole_trainings() -> None:
+    """What a verification gives the script: the plan its trainings ran whole, the latest one
+    where the run cut or dropped a plan between them."""
+    experiment = scripted(2, 1, [(42, 2.7, None), (43, 2.6, None), (44, 2.65, None)])
+    assert trained_plan(experiment) is None  # a script that plans no steps, or a record from before
+    trials = (experiment.details or {})["trials"]
+    trials[0].update(num_steps=300, planned=300)
+    trials[1].update(num_steps=280, planned=320)  # ran short
+    assert trained_plan(experiment) == 300
+    trials[2].update(num_steps=290, planned=290)  # the plan cut to what fitted, run whole
+    assert trained_plan(experiment) == 290
+    trials[0]["num_steps"] = trials[2]["num_steps"] = 200  # every one ran short: the latest
+    assert trained_plan(experiment) == 290

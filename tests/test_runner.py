@@ -202,6 +202,7 @@ def test_the_harness_options_survive_their_command_line(tmp_path: Path) -> None:
         cpus=(2, 5),
         cache_dir=root / "cache",
         pacing_path=root / "pacing.json",
+        plan_steps=480,
         metrics_path=root / "metrics.jsonl",
         summary_json=root / "summary.json",
         work_dir=root / "work",

@@ -38,6 +38,9 @@ class HarnessOptions:
     cpus: tuple[int, ...] = ()  # the cores the run is pinned to; (): those it was given
     cache_dir: Path | None = None
     pacing_path: Path | None = None  # where step plans are remembered; None: in cache_dir
+    # The script's step plan, given: what its plan_steps answers, instead of a plan remembered
+    # or made from the pace (0: none given). A rerun of a training takes the plan it trained.
+    plan_steps: int = 0
     metrics_path: Path | None = None
     metrics_fd: int | None = None
     summary_json: Path | None = None
@@ -80,6 +83,7 @@ class HarnessOptions:
             cpus=args.cpus,
             cache_dir=paths["cache_dir"],
             pacing_path=paths["pacing"],
+            plan_steps=args.plan_steps,
             metrics_path=paths["metrics"],
             metrics_fd=args.metrics_fd,
             summary_json=paths["summary_json"],
@@ -113,6 +117,8 @@ class HarnessOptions:
             "--disk-limit-mb", str(self.bounds.disk_mb),
             "--metrics-limit-mb", str(self.bounds.metrics_mb),
         ]  # fmt: skip
+        if self.plan_steps:
+            argv += ["--plan-steps", str(self.plan_steps)]
         if self.cpus:
             argv += ["--cpus", ",".join(str(core) for core in self.cpus)]
         if self.share_compile_cache:
@@ -181,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="the file that remembers step plans (default: pacing.json in the cache folder)",
+    )
+    parser.add_argument(
+        "--plan-steps",
+        type=_count,
+        default=defaults.plan_steps,
+        help="the script's step plan: what ctx.plan_steps answers, so that it trains these "
+        "steps (if they fit the budget) as a run it reproduces did (0: the plan remembered in "
+        "the pacing file, or one made from the pace)",
     )
     sink = parser.add_mutually_exclusive_group()
     sink.add_argument(

@@ -131,6 +131,11 @@ def run_training(run: Run, device: torch.device, corpus: EncodedCorpus) -> Expor
     compile_cache.mkdir(parents=True, exist_ok=True)
     run.summary["compile_cache"] = "shared" if options.share_compile_cache else "own"
     facts = _pacing_facts(run)
+    # A given plan goes into the training's copy of the plans only; settled after the
+    # training like any plan, it is cut in the pacing file where it did not fit.
+    if options.plan_steps:
+        Pacing(plans, Pacing.make_key(options.script, *facts)).remember(options.plan_steps)
+        run.summary["plan_given"] = options.plan_steps
     check = run.device_check
     read_end, write_end = os.pipe()
     spec = TrainingSpec(

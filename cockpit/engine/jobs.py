@@ -73,13 +73,15 @@ def build_job(
     device: str | None = None,
     cpus: Sequence[int] = (),
     cwd: Path | None = None,
+    plan_steps: int = 0,
 ) -> TrainingJob:
     """The harness job for one training; `pacing` is the file of step plans it shares with
     other trainings (None: the one in the cache folder, shared by every run on the machine).
 
     `device` and `cpus` place it on a worker's device and cores, standing in for the settings'
     device and (when they name none) threads; `cwd` is where it runs (a worker's worktree;
-    default: base, against which relative corpus folders are resolved)."""
+    default: base, against which relative corpus folders are resolved); `plan_steps` gives
+    the script its step plan (0: the plan file's, or one from the pace)."""
     trainer = settings.trainer
     harness_device, placement = device_placement(device or trainer.device)
     cache_dir = settings.paths.cache_dir
@@ -96,6 +98,7 @@ def build_job(
         cpus=tuple(cpus),
         cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
         pacing_path=pacing,
+        plan_steps=plan_steps,
         metrics_path=files.metrics,
         summary_json=files.summary,
         confinement="require" if trainer.require_confinement else "auto",

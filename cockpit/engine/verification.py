@@ -11,6 +11,7 @@ the engine at the end of a run that finished (``[engine] verify_seeds``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cockpit.config import Settings
@@ -23,7 +24,7 @@ from cockpit.errors import EngineError
 from cockpit.store.atomic import write_atomic
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment, Run
-from cockpit.store.trials import ran_short, trial_results, whole_number
+from cockpit.store.trials import ran_short, trained_plan, trial_results, whole_number
 from cockpit.store.verification import EVENT_KIND, Verification, fresh_seeds
 
 
@@ -31,6 +32,14 @@ def run_settings(run: Run) -> Settings:
     """The settings the run was started with, as its journal recorded them."""
     recorded = {key: value for key, value in run.config.items() if key != "fixed_parts"}
     return Settings.model_validate(recorded)
+
+
+@dataclass(frozen=True)
+class _Script:
+    """A script to verify, and the step plan its trainings in the run recorded (None: none)."""
+
+    path: Path
+    plan: int | None
 
 
 def verify_best(
@@ -82,10 +91,11 @@ def verify_best(
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / Path(workspace.script_name).name
     write_atomic(script, workspace.script_at(run.best_commit).encode("utf-8"))
-    # The run's step plans: the best trains the steps its keep trained, not a plan of now.
-    # Each training gets a copy of them as they are now: one that runs short of its plan on
-    # a host slower than during the run (the plan is then cut) must not cut the steps of the
-    # next verification, nor the run's own plans.
+    # The best trains the steps its keep trained, not a plan of now: the plan its trials
+    # recorded, given to the harness. Each training gets a copy of the run's step plans too
+    # (a script whose trials recorded none reuses the run's, where it still has one): one
+    # that runs short of its plan on a host slower than during the run (the plan is then cut)
+    # must not cut the steps of the next verification, nor the run's own plans.
     plans = workspace.paths.pacing(run.tag, 0)
     snapshot = plans.read_bytes() if plans.is_file() else None
     # The baseline's script beside it, on each seed right after it: the verified gain is then
@@ -94,9 +104,10 @@ def verify_best(
     beside = None
     if settings.engine.verify_baseline and baseline is not None and baseline.id != best.id:
         assert baseline.commit_sha is not None
-        beside = folder / "baseline" / Path(workspace.script_name).name
-        beside.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(beside, workspace.script_at(baseline.commit_sha).encode("utf-8"))
+        path = folder / "baseline" / Path(workspace.script_name).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, workspace.script_at(baseline.commit_sha).encode("utf-8"))
+        beside = _Script(path, trained_plan(baseline))
     values: list[float | None] = []
     steps: list[int | None] = []
     planned: list[int | None] = []
@@ -110,7 +121,14 @@ def verify_best(
             f"({settings.trainer.budget_seconds:g} s each)"
         )
         trained = _verify_seed(
-            settings, workspace.path, script, seed, folder, snapshot, say, should_stop
+            settings,
+            workspace.path,
+            _Script(script, trained_plan(best)),
+            seed,
+            folder,
+            snapshot,
+            say,
+            should_stop,
         )
         if trained is None:
             break  # the training was cut short: it measured nothing
@@ -120,7 +138,7 @@ def verify_best(
                 workspace.path,
                 beside,
                 seed,
-                beside.parent,
+                beside.path.parent,
                 snapshot,
                 say,
                 should_stop,
@@ -162,7 +180,7 @@ def verify_best(
 def _verify_seed(
     settings: Settings,
     base: Path,
-    script: Path,
+    script: _Script,
     seed: int,
     folder: Path,
     plans: bytes | None,
@@ -170,10 +188,11 @@ def _verify_seed(
     should_stop: Callable[[], bool] | None,
     label: str = "",
 ) -> tuple[float | None, int | None, int | None] | None:
-    """Train the script with ``seed`` on a copy of the run's step plans ``plans``: its val_bpb,
-    the steps it ran and the steps planned (None: stopped, nothing measured). A training that
-    runs short of its plan is trained again on the plan its harness cut to what fitted, as an
-    experiment's is, up to `short_reruns` times (none by default)."""
+    """Train the script with ``seed`` on the plan it recorded, with a copy of the run's step
+    plans ``plans``: its val_bpb, the steps it ran and the steps planned (None: stopped,
+    nothing measured). A training that runs short of its plan is trained again on the plan
+    its harness cut to what fitted (in its copy of the plans), as an experiment's is, up to
+    `short_reruns` times (none by default)."""
     reruns = settings.engine.short_reruns
     for attempt in range(1, reruns + 2):
         files = folder / (str(seed) if attempt == 1 else f"{seed}-{attempt}")
@@ -183,7 +202,8 @@ def _verify_seed(
             write_atomic(pacing, plans)
         else:
             pacing.unlink(missing_ok=True)
-        result = _train(settings, base, script, seed, files, pacing, should_stop)
+        given = script.plan if attempt == 1 else None
+        result = _train(settings, base, script.path, given, seed, files, pacing, should_stop)
         if should_stop is not None and should_stop():
             return None
         value, summary = result.val_bpb, result.summary
@@ -207,12 +227,13 @@ def _train(
     settings: Settings,
     base: Path,
     script: Path,
+    plan: int | None,
     seed: int,
     folder: Path,
     pacing: Path,
     should_stop: Callable[[], bool] | None,
 ) -> RunResult:
-    """One training of the script with ``seed``."""
+    """One training of the script with ``seed`` (on the step plan ``plan``, when given)."""
     trainer = settings.trainer.model_copy(update={"seed": seed})
     job = build_job(
         settings.model_copy(update={"trainer": trainer}),
@@ -220,6 +241,7 @@ def _train(
         RunFiles.under(folder),
         base,
         pacing=pacing,
+        plan_steps=plan or 0,
     )
     process = TrainingProcess(job)
     process.start()

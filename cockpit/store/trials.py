@@ -132,6 +132,21 @@ def trial_ran_short(trial: Mapping[str, Any]) -> bool:
     return ran_short(whole_number(trial.get("num_steps")), whole_number(trial.get("planned")))
 
 
+def trained_plan(experiment: Experiment) -> int | None:
+    """The step plan an experiment's script trained on, as its trials recorded it: the
+    latest training's that ran its plan whole (else the latest's that had one). None where
+    no training recorded a plan (a script that plans no steps, a journal from before)."""
+    trials = (experiment.details or {}).get("trials") or []
+    recorded = [
+        trial
+        for trial in (trials if isinstance(trials, list) else [])
+        if isinstance(trial, Mapping) and whole_number(trial.get("planned"))
+    ]
+    whole = [trial for trial in recorded if not trial_ran_short(trial)]
+    chosen = (whole or recorded)[-1:]
+    return whole_number(chosen[0]["planned"]) if chosen else None
+
+
 def trial_results(experiment: Experiment, kind: str | None = None) -> tuple[tuple[int, float], ...]:
     """(seed, val_bpb) of every training of an experiment's script (on devices of ``kind``
     only, when given): the noise-floor runs of the baseline, a confirmation run."""

@@ -4,6 +4,7 @@ a one-line reason, nothing hangs, metrics stream live, and scripts see training 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -260,18 +261,25 @@ def test_metrics_can_be_followed_while_the_run_goes_on(tmp_path: Path, text_corp
 
 
 def test_metrics_can_go_to_a_file_descriptor(tmp_path: Path, text_corpus: Path) -> None:
-    read_end, write_end = __import__("os").pipe()
+    """With no summary or folder named, the training's folder is a temporary one, and it goes
+    with the run (its export could be gigabytes on a GPU)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    read_end, write_end = os.pipe()
     process = subprocess.Popen(
         [sys.executable, "-m", "trainer", "--script", str(TINY), "--device", "cpu", "--budget", "2.5",
          "--corpus", corpus_arg(text_corpus), "--metrics-fd", str(write_end), "--seq-len", "64"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_end,),
+        env={**os.environ, "TMPDIR": str(scratch)},
     )  # fmt: skip
-    __import__("os").close(write_end)
+    os.close(write_end)
     with open(read_end, encoding="utf-8") as stream:
         records = [json.loads(line) for line in stream]
     assert process.wait(timeout=60) == 0
     assert records[-1]["event"] == "end" and records[-1]["status"] == "ok"
+    assert records[-1]["program"] is None and records[-1]["val_bpb"] > 0  # not kept
     assert any(r["event"] == "metric" for r in records)
+    assert list(scratch.iterdir()) == []
 
 
 def test_batches_come_only_from_training_files(tmp_path: Path) -> None:

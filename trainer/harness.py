@@ -26,6 +26,7 @@ left running (a forked child, a daemon of its own session) is ended before the e
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -144,6 +145,8 @@ def run_harness(options: HarnessOptions) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if run.scratch is not None:
+            shutil.rmtree(run.scratch, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.atomic import write_json_atomic
@@ -39,6 +40,9 @@ class Run:
         self.sink = MetricsSink.open(options.metrics_path, options.metrics_fd)
         self.child: subprocess.Popen[bytes] | None = None
         self.device_check: DeviceCheck | None = None
+        # The training's folder where the harness made a temporary one (no summary or work
+        # folder was named): removed when the run ends, export and all.
+        self.scratch: Path | None = None
         self._finished = threading.Lock()
 
     def figures(self) -> dict[str, Any]:

@@ -37,7 +37,6 @@ from trainer.walls import training_environment, walls_for
 if TYPE_CHECKING:
     import torch
 
-    from trainer.options import HarnessOptions
 
 WAIT_POLL_SECONDS = 0.2  # how often the harness looks at the training's clock
 PROGRAM_NAME = "model.program"
@@ -86,13 +85,16 @@ def _read_figures(path: Path) -> dict[str, Any]:
     return figures if isinstance(figures, dict) else {}
 
 
-def _work_dir(options: HarnessOptions) -> Path:
+def _work_dir(run: Run) -> Path:
+    """The training's folder, made empty: the one named, the one beside the summary, or a
+    temporary one (the run's scratch, removed when it ends)."""
+    options = run.options
     if options.work_dir is not None:
         work_dir = options.work_dir
     elif options.summary_json is not None:
         work_dir = options.summary_json.parent / "training"
     else:
-        work_dir = Path(tempfile.mkdtemp(prefix="cockpit-training-"))
+        work_dir = run.scratch = Path(tempfile.mkdtemp(prefix="cockpit-training-"))
     # Absolute: the training process starts in this folder and is handed paths inside it.
     work_dir = work_dir.absolute()
     shutil.rmtree(work_dir, ignore_errors=True)  # what an earlier run left there is not reused
@@ -120,7 +122,7 @@ def run_training(run: Run, device: torch.device, corpus: EncodedCorpus) -> Expor
     """Run the training process to its end; return its export."""
     options = run.options
     cache_dir = options.cache_dir or default_cache_dir()
-    work_dir = _work_dir(options)
+    work_dir = _work_dir(run)
     pacing_path = options.pacing_path or cache_dir / "pacing.json"
     plans = work_dir / "pacing.json"
     if pacing_path.is_file():

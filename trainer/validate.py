@@ -117,7 +117,8 @@ def _evaluate(run: Run, device: torch.device, corpus: EncodedCorpus, export: Exp
         shapes=program.shapes,
         mfu_percent=100.0 * achieved / peak if achieved and peak else None,
         peak_flops=peak,
-        program=str(export.path),
+        # Not kept where it lies in the run's scratch folder, removed when the run ends.
+        program=None if run.scratch in export.path.parents else str(export.path),
         program_mb=os.fstat(export.file.fileno()).st_size / 1e6,
         export_seconds=reported_number(exported.get("seconds")),
         evaluation_seconds=evaluation_seconds,

@@ -290,13 +290,13 @@ class EngineSettings(BaseModel):
         json_schema_extra={"allowed": "an integer, 0 or more (0 = skip)"},
     )
     verify_baseline: bool = Field(
-        default=False,
+        default=True,
         description=(
             "A verification trains the run's baseline beside its best on each fresh seed, so "
             "that the verified gain is taken between two trainings of one seed at the same "
             "hour: a machine slower or faster than during the run moves both. It doubles a "
-            "verification's trainings. Off by default until the baseline trains the plan it "
-            "trained in the run: a run that dropped that plan (stale) leaves it planning afresh."
+            "verification's trainings; false trains the best only, and the verified gain is "
+            "the ledger's baseline less the verified best."
         ),
         json_schema_extra={"allowed": "true or false"},
     )

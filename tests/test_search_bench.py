@@ -148,10 +148,16 @@ def test_bench_search_figures_agree_with_the_journals_it_leaves(
         assert (
             run["verified"] == [trained["val_bpb"]] and run["verified_best"] == trained["val_bpb"]
         )
-        # Against the ledger's baseline (no baseline trained beside it, by default). Nothing
-        # kept: the best is the baseline's script, and its fresh seed is no gain.
-        assert run["verified_baseline"] == [] and not (verify / "baseline").exists()
-        found = baseline - trained["val_bpb"] if run["keeps"] else 0.0
+        # Against the baseline trained beside it on the same seed, on the plan its trainings
+        # recorded (by default). Nothing kept: the best is the baseline's script, which is not
+        # trained twice, and its fresh seed is no gain.
+        if run["keeps"]:
+            beside = json.loads((verify / "baseline" / "1000" / "summary.json").read_text())
+            assert beside["seed"] == 1000 and run["verified_baseline"] == [beside["val_bpb"]]
+            found = beside["val_bpb"] - trained["val_bpb"]
+        else:
+            assert run["verified_baseline"] == [] and not (verify / "baseline").exists()
+            found = 0.0
         assert run["verified_gain"] == pytest.approx(found)
         assert row["verified_gain_mean"] == pytest.approx(run["verified_gain"])
         assert f"  seed 1000: val_bpb {trained['val_bpb']:.6f}" in progress

@@ -155,7 +155,23 @@ def test_cockpit_verify_trains_the_best_on_unused_seeds_and_status_and_report_sh
     values = event.data["values"]
     assert len(values) == 2 and all(isinstance(v, float) for v in values)
     assert status["verified_best"] == pytest.approx(sum(values) / 2)
-    assert status["verified_gain"] == pytest.approx(run.baseline_val_bpb - sum(values) / 2)
+    # The baseline trained beside the best on each seed (by default), on the plan its
+    # trainings recorded; the verified gain is taken seed by seed (none where the baseline
+    # is the best: its script is not trained twice).
+    beside = event.data.get("baseline_values") or []
+    if run.best_commit == records[0].commit_sha:
+        assert beside == [] and status["verified_gain"] == pytest.approx(
+            run.baseline_val_bpb - sum(values) / 2
+        )
+    else:
+        for seed, value in zip((1000, 1001), beside, strict=True):
+            trained = json.loads(
+                (
+                    root / ".cockpit" / "verify" / run.tag / "baseline" / str(seed) / "summary.json"
+                ).read_text()
+            )
+            assert trained["val_bpb"] == value and trained["plan_given"] == trained_plan(records[0])
+        assert status["verified_gain"] == pytest.approx(sum(beside) / 2 - sum(values) / 2)
     assert event.data["experiment"] == best.number and event.data["commit"] == run.best_commit
     # Each training left its files, under the run's verification folder, with its seed.
     for seed in (1000, 1001):

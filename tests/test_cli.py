@@ -60,21 +60,31 @@ def test_two_runs_with_the_same_seed_agree(text_corpus: Path) -> None:
     """The first run of a script on a machine fixes its step plan; a run that ran out of time
     cuts the plan to what fitted, and one that left much of its budget unused drops it. Once
     the plan fits, runs with the same seed do identical work and agree. (A machine whose load
-    changes may settle the plan more than once: up to five runs are allowed.) A small corpus:
-    the default one's evaluation alone takes 8 s of each run here, and plans do not depend on
-    it. 8 s of training: on a slow core the template reaches its planning step about 4 s in,
-    and a run that ends before it has no plan to hand on."""
+    changes may settle the plan more than once: up to six runs are allowed, and the two that
+    agree need not be consecutive.) A small corpus: the default one's evaluation alone takes
+    8 s of each run here, and plans do not depend on it. 8 s of training: on a slow core the
+    template reaches its planning step about 4 s in, and a run that ends before it has no plan
+    to hand on."""
     corpus = f"text:{text_corpus}"
     args = ("train", "--budget", "8", "--device", "cpu", "--seed", "7", "--corpus", corpus)
-    values = []
-    for _ in range(5):
+    values: list[dict] = []
+    pair = None
+    for _ in range(6):
         result = cockpit(*args)
         assert result.returncode == 0, result.stdout + result.stderr
         values.append(parse_summary(result.stdout))
-        done = [
+        whole = [
             v for v in values if v.get("plan_reused") and v["num_steps"] == v.get("planned_steps")
         ]
-        if len(done) >= 2 and done[-1] is values[-1] and done[-2] is values[-2]:
+        pair = next(
+            (
+                (a, b)
+                for a, b in itertools.combinations(whole, 2)
+                if a["planned_steps"] == b["planned_steps"]
+            ),
+            None,
+        )
+        if pair is not None:
             break
     for earlier, later in itertools.pairwise(values):
         if "planned_steps" not in earlier:  # it ended before its planning step: none to reuse
@@ -85,9 +95,9 @@ def test_two_runs_with_the_same_seed_agree(text_corpus: Path) -> None:
         if settled == "shrunk":  # it reached the end of its budget: the next plan is smaller
             assert earlier["training_seconds"] >= earlier["budget_seconds"], values
             assert later["planned_steps"] < earlier["planned_steps"], values
-    second, third = values[-2], values[-1]
-    assert second["num_steps"] == third["num_steps"] == second["planned_steps"], values
-    assert abs(second["val_bpb"] - third["val_bpb"]) <= 0.002, values
+    assert pair is not None, [(v.get("planned_steps"), v["num_steps"]) for v in values]
+    first, second = pair
+    assert abs(first["val_bpb"] - second["val_bpb"]) <= 0.002, values
 
 
 def make_workspace(root: Path, script: str | Path, config: str) -> Path:

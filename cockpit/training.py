@@ -7,7 +7,6 @@ live progress line while it trains, and ends with the harness's summary block an
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -18,6 +17,7 @@ from typing import Any, TextIO
 from cockpit.config import Settings
 from cockpit.engine.jobs import RunFiles, build_job, script_for
 from cockpit.engine.runner import RunResult, TrainingProcess
+from trainer.readback import remove_tree
 from trainer.summary import format_summary
 
 
@@ -131,5 +131,5 @@ def run_training(
         out.write(format_summary(figures) + "\n")
     out.flush()
     if temporary is not None:
-        shutil.rmtree(temporary, ignore_errors=True)
+        remove_tree(temporary)
     return result

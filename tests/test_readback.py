@@ -10,6 +10,7 @@ made here; the second half has a real training leave each of them, through the h
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import io
 import json
@@ -238,6 +239,58 @@ def test_an_archive_of_too_many_members_is_refused_before_its_directory_is_parse
         for number in range(readback.MAX_ARCHIVE_MEMBERS):
             archive.writestr(f"empty{number}", b"")
     assert "lists 100002 members; at most 100000 are read" in refusal(program)
+
+
+_LEFT_LOCKED = """
+import os, shutil, sys, tempfile
+from pathlib import Path
+from trainer.readback import remove_tree
+outside = tempfile.mkdtemp()
+kept = os.path.join(outside, "kept")
+open(kept, "w").write("not the training's")
+results = []
+for remove in (lambda path: shutil.rmtree(path, ignore_errors=True), remove_tree):
+    root = tempfile.mkdtemp()
+    os.makedirs(os.path.join(root, "a", "b", "c"))
+    open(os.path.join(root, "a", "b", "c", "f"), "w").write("x")
+    os.symlink(outside, os.path.join(root, "a", "link"))  # a link to a folder: never chmodded
+    os.chmod(os.path.join(root, "a", "b", "c"), 0)
+    os.chmod(os.path.join(root, "a", "b"), 0)
+    os.chmod(os.path.join(root, "a"), 0o500)
+    remove(Path(root))
+    results.append(os.path.exists(root))
+print(results[0], results[1], os.path.exists(kept), oct(os.stat(outside).st_mode & 0o777))
+"""
+
+
+@pytest.mark.e2e
+def test_a_training_folder_with_folders_of_mode_000_is_removed_by_its_owner() -> None:
+    """A training can chmod folders of its own to 000. Its owner, when not root, cannot empty
+    such a folder with shutil.rmtree (the check that the test runs without root's override),
+    and remove_tree can, without touching what a link inside points to."""
+
+    def drop_root() -> None:
+        if os.getuid() == 0:  # root reads and empties any folder: not without these
+            libc = ctypes.CDLL(None, use_errno=True)
+            for capability in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+                if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: gone at exec
+                    raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
+
+    result = subprocess.run(
+        [sys.executable, "-c", _LEFT_LOCKED],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        preexec_fn=drop_root,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert result.returncode == 0, result.stderr
+    rmtree_left, remove_tree_left, kept, outside_mode = result.stdout.split()
+    assert rmtree_left == "True", result.stdout  # shutil.rmtree leaves it
+    assert remove_tree_left == "False", result.stdout  # remove_tree does not
+    assert kept == "True", result.stdout
+    assert outside_mode == "0o700", result.stdout  # mkdtemp's mode, not chmodded
 
 
 def test_a_graph_nested_past_pythons_recursion_limit_is_a_refusal_not_a_crash(

@@ -26,7 +26,6 @@ left running (a forked child, a daemon of its own session) is ended before the e
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import traceback
@@ -43,6 +42,7 @@ from trainer.evaluate import eval_windows
 from trainer.options import HarnessOptions
 from trainer.outcomes import HarnessStop, Outcome
 from trainer.probe import check_device
+from trainer.readback import remove_tree
 from trainer.record import Run
 from trainer.supervise import end_descendants, run_training
 from trainer.training import classify
@@ -146,7 +146,7 @@ def run_harness(options: HarnessOptions) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if run.scratch is not None:
-            shutil.rmtree(run.scratch, ignore_errors=True)
+            remove_tree(run.scratch)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,13 +13,19 @@ caller's size limit; the descriptor it checked is the one it reads. A zip archiv
 are read only through `read_members` (and checked through `check_archive`): its directory is
 sized before it is parsed, and each member's declared size, name and compression before a byte
 of it is inflated; nothing is read past what a member declared.
+
+A training's folder is removed only through `remove_tree`: the training may have left a folder
+of mode 000 in it, which stops `shutil.rmtree` for any user but root, and a training folder that
+cannot be removed fails the next run made in its place and keeps its bytes on the disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
+import shutil
 import stat
 import zipfile
 import zlib
@@ -207,3 +213,21 @@ def read_members(
                 )
             contents[info.filename] = data
         return contents
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder a training wrote in, whatever modes it left on the folders inside: each
+    folder (never what a link points to) is made the owner's to list and empty first. The
+    training has ended, so nothing changes the tree meanwhile; what still cannot be removed
+    (a file another user owns) is left, as `shutil.rmtree(ignore_errors=True)` would."""
+    if path.is_symlink() or not path.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    for root, folders, _files in os.walk(path):  # top down: a folder is opened after its chmod
+        for name in folders:
+            folder = os.path.join(root, name)
+            if not os.path.islink(folder):  # os.walk lists a link to a folder among the folders
+                with contextlib.suppress(OSError):
+                    os.chmod(folder, 0o700)
+    shutil.rmtree(path, ignore_errors=True)

@@ -97,7 +97,7 @@ def _work_dir(run: Run) -> Path:
         work_dir = run.scratch = Path(tempfile.mkdtemp(prefix="cockpit-training-"))
     # Absolute: the training process starts in this folder and is handed paths inside it.
     work_dir = work_dir.absolute()
-    shutil.rmtree(work_dir, ignore_errors=True)  # what an earlier run left there is not reused
+    readback.remove_tree(work_dir)  # what an earlier run left there is not reused
     work_dir.mkdir(parents=True)
     return work_dir
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cockpit.store.records import Experiment
+from trainer.readback import remove_tree
 
 PROGRAM_NAME = "model.program"
 TRAINING_DIR = "training"
@@ -61,7 +61,7 @@ def prune(runs_dir: Path, experiments: Iterable[Experiment]) -> int:
             training = directory / TRAINING_DIR
             if training.is_dir():
                 freed += _size(training)
-                shutil.rmtree(training, ignore_errors=True)
+                remove_tree(training)
             program = directory / PROGRAM_NAME
             if not keeps_program(experiment) and program.is_file():
                 freed += program.stat().st_size

@@ -321,6 +321,9 @@ def status_report(workspace: Workspace) -> dict[str, Any]:
                 noise_left_out=state.noise_left_out,
                 noise_paired_bpb=state.noise_paired_bpb,
                 noise_pairs=state.noise_pairs,
+                noise_measured_bpb=state.noise_measured_bpb,
+                noise_prior_bpb=state.noise_prior_bpb,
+                noise_prior_runs=state.noise_prior_runs,
             )
         confinement = Confinement.from_dict(state.confinement)
         report["confinement"] = (
@@ -417,6 +420,14 @@ def cmd_status(workspace: Workspace, as_json: bool) -> int:
             source += (
                 f"; {left_out} script{'s' if left_out != 1 else ''} whose runs lay further "
                 "apart than chance allows left out"
+            )
+        prior, earlier = report.get("noise_prior_bpb"), report.get("noise_prior_runs")
+        if prior is not None:
+            measured = report.get("noise_measured_bpb")
+            source += (
+                f"; pooled with the spread of {prior:.6f} that {earlier} earlier "
+                f"run{'s' if earlier != 1 else ''} of these settings measured"
+                + ("" if measured is None else f" (this run alone: {measured:.6f})")
             )
         print(f"  keep margin {margin:.6f} ({source})")
         paired, pairs = report.get("noise_paired_bpb"), report.get("noise_pairs")

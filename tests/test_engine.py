@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from agent.space import values_of
+from cockpit.engine.noise import pooled_spread
 from cockpit.engine.workspace import Workspace
 from cockpit.store.journal import Journal
 from tests.conftest import REPO, SCRIPTS
@@ -674,10 +675,10 @@ def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_marg
     # The standard deviation of two values; pooled with the experiment's pair when it came
     # within a standard error of a keep and was trained again.
     again = [trial["val_bpb"] for trial in first.details["trials"]]
-    groups = [values, again] if len(again) > 1 else [values]
-    squares = sum((v - sum(group) / len(group)) ** 2 for group in groups for v in group)
-    spread = math.sqrt(squares / sum(len(group) - 1 for group in groups))
-    runs = sum(len(group) for group in groups)
+    groups_first = [values, again] if len(again) > 1 else [values]
+    squares = sum((v - sum(group) / len(group)) ** 2 for group in groups_first for v in group)
+    spread = math.sqrt(squares / sum(len(group) - 1 for group in groups_first))
+    runs = sum(len(group) for group in groups_first)
     status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
     assert status["noise_spread_bpb"] == pytest.approx(spread)
     assert status["noise_runs"] == runs
@@ -729,6 +730,37 @@ def test_the_noise_floor_trains_the_baseline_with_two_seeds_and_derives_the_marg
     machine_wide = private_cache / "pacing.json"
     if machine_wide.exists():
         assert not set(plans) & set(json.loads(machine_wide.read_text()))
+    assert status["noise_prior_bpb"] is None  # the workspace's first run: nothing to borrow
+
+    # A second run in the workspace, with the same settings on the same machine: its first
+    # pair is pooled with the spread the first run measured, weighed as its degrees of freedom
+    # (three at most).
+    result = cockpit(
+        "run", "--headless", "--workspace", str(root), "--experiments", "1", "--tag", "second"
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = json.loads(cockpit("status", "--workspace", str(root), "--json").stdout)
+    assert status["noise_prior_runs"] == 1
+    assert status["noise_prior_bpb"] == pytest.approx(spread)
+    with Journal.open(root / ".cockpit" / "journal.db", readonly=True) as journal:
+        second = journal.run_by_tag("second")
+        assert second is not None
+        groups = [
+            [trial["val_bpb"] for trial in e.details["trials"]]
+            for e in journal.experiments(second.id)
+            if len(e.details.get("trials") or []) > 1
+        ]
+    own, _, values = pooled_spread(groups)
+    freedom = values - len(groups)
+    assert status["noise_measured_bpb"] == pytest.approx(own)
+    weight = min(3, runs - len(groups_first))  # the first run's degrees of freedom, at most 3
+    shrunk = math.sqrt((weight * spread**2 + freedom * own**2) / (weight + freedom))
+    assert status["noise_spread_bpb"] == pytest.approx(shrunk)
+    assert status["keep_margin_bpb"] == pytest.approx(max(0.001, 2 * shrunk))
+    assert (
+        "that 1 earlier run of these settings measured"
+        in cockpit("status", "--workspace", str(root)).stdout
+    )
 
 
 def test_a_small_gain_is_confirmed_with_another_seed_before_it_is_kept(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ import pytest
 from cockpit.cli import main
 from cockpit.engine.noise import (
     OUTLIER_RATIO,
+    PRIOR_FREEDOM,
+    Prior,
     _chi2_median_over_df,
     compare,
     needs_confirmation,
@@ -21,7 +23,9 @@ from cockpit.engine.noise import (
     robust_spread,
     student_multiple,
 )
-from cockpit.store.records import Experiment
+from cockpit.engine.runs import COMPARABILITY_SETTINGS, earlier_noise
+from cockpit.store.journal import Journal
+from cockpit.store.records import Experiment, Run
 from cockpit.store.trials import (
     FULL_SHARE,
     next_seed,
@@ -327,3 +331,114 @@ def test_the_plan_a_script_trained_on_is_its_latest_whole_trainings() -> None:
     assert trained_plan(experiment) == 290
     trials[0]["num_steps"] = trials[2]["num_steps"] = 200  # every one ran short: the latest
     assert trained_plan(experiment) == 290
+
+
+def test_a_prior_from_earlier_runs_is_pooled_as_three_degrees_of_freedom_at_most() -> None:
+    """One pair of baseline runs is one degree of freedom: the run's first spread is pooled
+    with the earlier runs' (as PRIOR_FREEDOM degrees of freedom however many they measured),
+    and the run's own measurements outweigh it as they grow."""
+    earlier = [[[2.70, 2.80], [2.60, 2.72]], [[2.50, 2.58], [2.90, 3.00], [2.4]]]
+    prior = Prior.measure(earlier)
+    assert prior is not None
+    spread, scripts, _ = pooled_spread([g for run in earlier for g in run])
+    assert (prior.spread, prior.scripts, prior.runs) == (pytest.approx(spread), scripts, 2)
+    assert prior.freedom == PRIOR_FREEDOM == 3  # 4 degrees measured, weighed as 3
+    lucky = [[2.774, 2.964]]  # a wide first pair: alone, a margin of 0.27
+    alone = noise_floor(lucky, floor=0.001, multiple=2.0)
+    pooled = noise_floor(lucky, floor=0.001, multiple=2.0, prior=prior)
+    own = statistics.stdev(lucky[0])
+    assert pooled.measured == pytest.approx(own) and pooled.prior == prior
+    assert pooled.spread == pytest.approx(math.sqrt((3 * prior.spread**2 + own**2) / 4))
+    assert prior.spread < pooled.spread < own
+    assert pooled.margin == pytest.approx(2.0 * pooled.spread)
+    assert pooled.margin < alone.margin
+    assert pooled.error(1, 2) == pytest.approx(pooled.spread * math.sqrt(1.5))
+    assert "(0.134350 in this run, pooled with the " in pooled.describe()
+    assert "that 2 earlier runs here measured, as 3 degrees of freedom)" in pooled.describe()
+    state = pooled.as_state()
+    assert state["noise_prior_bpb"] == prior.spread and state["noise_prior_runs"] == 2
+    assert state["noise_measured_bpb"] == pytest.approx(own)
+    # Thirty degrees of freedom of its own: the prior's three barely move it.
+    many = [[2.7 + 0.01 * i, 2.9 + 0.01 * i] for i in range(30)]
+    grown = noise_floor(many, floor=0.001, multiple=2.0, prior=prior)
+    assert grown.spread == pytest.approx(grown.measured, rel=0.05)
+    # No prior: as before.
+    assert alone.spread == alone.measured and alone.prior is None
+    assert noise_floor([], floor=0.01, multiple=2.0).spread is None
+    # Before the run repeats a script, the prior alone sets the margin.
+    early = noise_floor([[2.7]], floor=0.001, multiple=2.0, prior=prior)
+    assert early.spread == prior.spread and early.measured is None
+    assert "none repeated in this run yet" in early.describe()
+
+
+def test_one_wild_earlier_script_does_not_move_the_prior() -> None:
+    clean = [[[2.7, 2.72], [2.6, 2.63]], [[2.5, 2.52], [2.4, 2.42], [2.3, 2.31]]]
+    calm = Prior.measure(clean)
+    wild = Prior.measure([*clean, [[2.0, 3.5]]])  # a run whose baseline pair lay 1.5 apart
+    assert calm is not None and wild is not None
+    assert wild.spread == pytest.approx(calm.spread)
+    assert Prior.measure([[[2.7]], [[2.6], [2.5]]]) is None  # nothing repeated: no prior
+
+
+def _run_with_trials(
+    journal: Journal, tag: str, trainer: dict[str, object], device: str, groups: list[list[float]]
+) -> Run:
+    run = journal.create_run(
+        tag, tag, "0" * 40, "autonomous", "builtin",
+        {"trainer": trainer, "fixed_parts": "parts"}, "",
+    )  # fmt: skip
+    for number, values in enumerate(groups):
+        trials = [{"seed": 42 + i, "val_bpb": value} for i, value in enumerate(values)]
+        journal.add_experiment(
+            run.id, number, summary={"device_name": device}, details={"trials": trials}
+        )
+    return run
+
+
+def test_a_run_borrows_the_spread_of_the_workspaces_runs_with_its_settings_and_device(
+    tmp_path: Path,
+) -> None:
+    """Real SQLite: the runs measured on another device, with another budget or other fixed
+    parts lend nothing; the run's own trainings are not its prior."""
+    settings = {key: None for key in COMPARABILITY_SETTINGS} | {"budget_seconds": 20}
+    other_budget = settings | {"budget_seconds": 60}
+    with Journal.open(tmp_path / "journal.db") as journal:
+        _run_with_trials(journal, "a", settings, "cpu-x", [[2.70, 2.80], [2.6]])
+        _run_with_trials(journal, "b", other_budget, "cpu-x", [[2.0, 3.0]])
+        _run_with_trials(journal, "c", settings, "gpu-y", [[2.0, 3.0]])
+        parts = _run_with_trials(journal, "d", settings, "cpu-x", [[2.0, 3.0]])
+        journal.update_run(parts.id, config={"trainer": settings, "fixed_parts": "older"})
+        run = _run_with_trials(journal, "now", settings, "cpu-x", [[2.5, 2.9]])
+        prior = earlier_noise(journal, run)
+        assert prior is not None and prior.runs == 1 and prior.scripts == 1
+        assert prior.spread == pytest.approx(statistics.stdev([2.70, 2.80]))
+        # A run whose baseline has not trained yet has no device to match: no prior yet.
+        fresh = journal.create_run(
+            "fresh", "fresh", "0" * 40, "autonomous", "builtin",
+            {"trainer": settings, "fixed_parts": "parts"}, "",
+        )  # fmt: skip
+        assert earlier_noise(journal, fresh) is None
+        # The first run has the later one as its prior (its own trainings are not).
+        first = journal.run_by_tag("a")
+        assert first is not None
+        assert earlier_noise(journal, first) == Prior(statistics.stdev([2.5, 2.9]), 1, 1, 1)
+
+
+@pytest.mark.usefixtures("no_git_identity")
+def test_status_says_what_the_earlier_runs_spread_and_this_runs_own_were(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prior = Prior(0.05, 3, 2, 4)
+    noise = noise_floor([[2.774, 2.964]], floor=0.001, multiple=2.0, prior=prior)
+    root = workspace_with_state(tmp_path / "ws", **noise.as_state())
+    assert main(["status", "--workspace", str(root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["noise_prior_bpb"] == 0.05 and report["noise_prior_runs"] == 2
+    assert report["noise_measured_bpb"] == pytest.approx(noise.measured)
+    assert report["noise_spread_bpb"] == pytest.approx(noise.spread)
+    assert main(["status", "--workspace", str(root)]) == 0
+    assert (
+        f"keep margin {noise.margin:.6f} (the run-to-run spread is {noise.spread:.6f} over 2 "
+        "repeated runs of 1 script; pooled with the spread of 0.050000 that 2 earlier runs of "
+        f"these settings measured (this run alone: {noise.measured:.6f}))"
+    ) in capsys.readouterr().out

@@ -19,8 +19,9 @@ from cockpit.engine.decide import Action, Decision, Rules, Standing
 from cockpit.engine.decide import decide as judge
 from cockpit.engine.early_abort import Verdict
 from cockpit.engine.failpoints import failpoint
-from cockpit.engine.noise import NoiseFloor, noise_floor
+from cockpit.engine.noise import NoiseFloor, Prior, noise_floor
 from cockpit.engine.notify import EngineNotices
+from cockpit.engine.runs import earlier_noise
 from cockpit.engine.workspace import Workspace, lines_of_code
 from cockpit.errors import EngineError
 from cockpit.store.journal import Journal
@@ -60,6 +61,9 @@ class Judge:
         # The kinds of device the workers have: with more than one, each kind has its own
         # baseline, noise floor and comparisons.
         self.kinds = kinds
+        # The spread the workspace's other runs measured, per (run, kind): they do not change
+        # while this engine drives its run.
+        self._priors: dict[tuple[int, str], Prior] = {}
 
     def discard_early(self, experiment: Experiment, verdict: Verdict) -> None:
         """Record a training stopped early as discarded, with the evidence."""
@@ -374,9 +378,19 @@ class Judge:
             floor=engine.keep_margin_bpb,
             multiple=engine.noise_multiple,
             differences=paired_differences(experiments, kind),
+            prior=self._prior(run, kind),
         )
         self.journal.set_state(**noise.as_state())
         return noise
+
+    def _prior(self, run: Run, kind: str) -> Prior | None:
+        """The spread the workspace's comparable runs measured (`runs.earlier_noise`)."""
+        prior = self._priors.get((run.id, kind))
+        if prior is None:
+            prior = earlier_noise(self.journal, run, kind)
+            if prior is not None:
+                self._priors[(run.id, kind)] = prior
+        return prior
 
     def experiment_at(self, run: Run, commit: str | None) -> Experiment | None:
         for experiment in self.journal.experiments(run.id):

@@ -20,7 +20,14 @@ paired differences (`NoiseFloor.paired`), pooled over the pairs of scripts of on
 trained on two seeds or more, robustly as above. Measured on few pairs it is uncertain, so the
 gain it needs is as many standard errors as a Student's t with its degrees of freedom asks for
 the same confidence as `multiple` asks of a normal one. Scripts of other shapes draw other
-luck: they are compared with the plain spread. Pure functions: the engine feeds them the
+luck: they are compared with the plain spread.
+
+A run's own spread starts from one pair of baseline runs, one degree of freedom: a fifth of
+such measurements lie under a third of the true spread or over 1.3 times it, and the margin
+would follow. So the spread the runs of this workspace measured before, on the same device and
+settings (a `Prior`), is pooled with the run's own as if it were `PRIOR_FREEDOM` degrees of
+freedom more (a shrunk estimate): the run's first pair moves the margin less, and its own
+measurements outweigh the prior as they grow. Pure functions: the engine feeds them the
 journal's numbers.
 """
 
@@ -41,6 +48,10 @@ ROBUST_FROM_GROUPS = 3
 # is set against is noisier: of sets of 3 to 10 clean pairs, 2 to 4 in 100 lose one, which
 # lowers their spread by about 1 % on average (tests/test_noise.py measures both).
 OUTLIER_RATIO = 20.0
+# The weight of the earlier runs' spread, in degrees of freedom of this run's: as much as three
+# pairs of runs, however many the earlier runs measured. Another night's spread is evidence of
+# tonight's, not a measurement of it (other scripts, another load on the machine).
+PRIOR_FREEDOM = 3
 # The median of a chi-squared variable with k degrees of freedom, divided by k: a group's
 # variance over the true one has this median, so the median group's variance over it is a
 # fair estimate. k = 1..5 exactly; beyond, the Wilson-Hilferty approximation.
@@ -84,6 +95,42 @@ def student_multiple(multiple: float, freedom: int) -> float:
 
 
 @dataclass(frozen=True)
+class Prior:
+    """The spread earlier runs measured on this device with these settings, and its weight."""
+
+    spread: float
+    freedom: int  # the degrees of freedom it weighs as (at most PRIOR_FREEDOM)
+    runs: int  # the earlier runs it was measured in
+    scripts: int  # their scripts trained more than once, in the pool
+
+    @classmethod
+    def measure(cls, runs: Sequence[Iterable[Sequence[float]]]) -> Prior | None:
+        """From each earlier run's groups of repeated values (a script's val_bpb on each
+        seed), pooled robustly as one run's are; None where none repeated a script."""
+        measured = [(index, list(groups)) for index, groups in enumerate(runs)]
+        spread, scripts, values, _ = robust_spread(g for _, groups in measured for g in groups)
+        if spread is None:
+            return None
+        used = sum(any(len(g) >= 2 for g in groups) for _, groups in measured)
+        return cls(spread, min(PRIOR_FREEDOM, values - scripts), used, scripts)
+
+    def describe(self) -> str:
+        runs = "run" if self.runs == 1 else "runs"
+        return f"{self.spread:.6f} that {self.runs} earlier {runs} here measured"
+
+
+def shrunk(own: float | None, freedom: int, prior: Prior | None) -> float | None:
+    """The run's own spread (on ``freedom`` degrees of freedom) pooled with the prior's, as
+    a variance weighted by degrees of freedom; the prior alone before the run has its own."""
+    if prior is None:
+        return own
+    if own is None or freedom < 1:
+        return prior.spread
+    weight = prior.freedom + freedom
+    return math.sqrt((prior.freedom * prior.spread**2 + freedom * own**2) / weight)
+
+
+@dataclass(frozen=True)
 class NoiseFloor:
     """What the repeated runs so far say about run-to-run noise."""
 
@@ -100,6 +147,10 @@ class NoiseFloor:
     paired: float | None = None
     pairs: int = 0
     paired_freedom: int = 0
+    # The run's own spread before it was pooled with the earlier runs' (`prior`); where there
+    # is no prior, ``spread`` is this.
+    measured: float | None = None
+    prior: Prior | None = None
 
     def as_state(self) -> dict[str, float | int | None]:
         """The engine state keys (`cockpit.store.state.EngineState`) that publish it."""
@@ -111,6 +162,9 @@ class NoiseFloor:
             "noise_left_out": self.left_out,
             "noise_paired_bpb": self.paired,
             "noise_pairs": self.pairs,
+            "noise_measured_bpb": self.measured,
+            "noise_prior_bpb": None if self.prior is None else self.prior.spread,
+            "noise_prior_runs": None if self.prior is None else self.prior.runs,
         }
 
     def error(self, runs: int, reference_runs: int, paired: bool = False) -> float | None:
@@ -146,10 +200,21 @@ class NoiseFloor:
     def describe(self) -> str:
         if self.spread is None:
             return f"margin {self.margin:.6f} (the configured floor; no repeated runs yet)"
-        text = (
-            f"margin {self.margin:.6f} from a spread of {self.spread:.6f} measured over "
-            f"{self.runs} runs of {self.scripts} script{'s' if self.scripts != 1 else ''}"
-        )
+        if self.measured is None and self.prior is not None:
+            text = (
+                f"margin {self.margin:.6f} from the spread of {self.prior.describe()} (none "
+                "repeated in this run yet)"
+            )
+        else:
+            text = (
+                f"margin {self.margin:.6f} from a spread of {self.spread:.6f} measured over "
+                f"{self.runs} runs of {self.scripts} script{'s' if self.scripts != 1 else ''}"
+            )
+        if self.measured is not None and self.prior is not None:
+            text += (
+                f" ({self.measured:.6f} in this run, pooled with the "
+                f"{self.prior.describe()}, as {self.prior.freedom} degrees of freedom)"
+            )
         if self.left_out:
             text += f" ({self.left_out} further apart than chance left out)"
         if self.paired is not None:
@@ -234,17 +299,31 @@ def noise_floor(
     floor: float,
     multiple: float,
     differences: Iterable[Sequence[float]] = (),
+    prior: Prior | None = None,
 ) -> NoiseFloor:
     """The keep margin: ``multiple`` robust spreads, and never less than ``floor``.
 
     ``differences``: for each pair of scripts of the same shapes trained on two seeds or more
-    in common, one script's val_bpb less the other's on each of those seeds."""
-    spread, scripts, runs, left_out = robust_spread(groups)
+    in common, one script's val_bpb less the other's on each of those seeds. ``prior``: the
+    spread earlier runs measured, pooled with this run's (see `shrunk`)."""
+    measured, scripts, runs, left_out = robust_spread(groups)
+    spread = shrunk(measured, runs - scripts, prior)
     margin = floor if spread is None else max(floor, multiple * spread)
     paired, pairs, values, _ = robust_spread(differences)
     freedom = values - pairs  # each pair's shared seeds less one
     return NoiseFloor(
-        spread, scripts, runs, margin, left_out, multiple, floor, paired, pairs, freedom
+        spread,
+        scripts,
+        runs,
+        margin,
+        left_out,
+        multiple,
+        floor,
+        paired,
+        pairs,
+        freedom,
+        measured,
+        prior,
     )
 
 

@@ -18,7 +18,7 @@ from cockpit.config import Settings
 from cockpit.engine.jobs import RunFiles, build_job
 from cockpit.engine.noise import noise_floor
 from cockpit.engine.runner import RunResult, TrainingProcess
-from cockpit.engine.runs import fixed_parts_fingerprint
+from cockpit.engine.runs import earlier_noise, fixed_parts_fingerprint
 from cockpit.engine.workspace import Workspace
 from cockpit.errors import EngineError
 from cockpit.store.atomic import write_atomic
@@ -86,6 +86,7 @@ def verify_best(
         [[value for _, value in trial_results(e)] for e in experiments],
         floor=settings.engine.keep_margin_bpb,
         multiple=settings.engine.noise_multiple,
+        prior=earlier_noise(journal, run),
     )
     folder = workspace.path / ".cockpit" / "verify" / run.tag
     folder.mkdir(parents=True, exist_ok=True)

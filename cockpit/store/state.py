@@ -109,6 +109,11 @@ class EngineState:
     # pairs of them it was measured on (a keep of such a script is judged with it).
     noise_paired_bpb: float | None = None
     noise_pairs: int | None = None
+    # The run's own spread, and the one the workspace's comparable runs measured that it is
+    # pooled with (noise_spread_bpb is the pooled one), from how many runs.
+    noise_measured_bpb: float | None = None
+    noise_prior_bpb: float | None = None
+    noise_prior_runs: int | None = None
     # What confined the latest training (trainer.confine.Confinement.to_dict()).
     confinement: Mapping[str, Any] | None = None
 
@@ -143,6 +148,9 @@ class EngineState:
             noise_left_out=_int(get("noise_left_out")),
             noise_paired_bpb=_float(get("noise_paired_bpb")),
             noise_pairs=_int(get("noise_pairs")),
+            noise_measured_bpb=_float(get("noise_measured_bpb")),
+            noise_prior_bpb=_float(get("noise_prior_bpb")),
+            noise_prior_runs=_int(get("noise_prior_runs")),
             confinement=_mapping(get("confinement")),
         )
 

@@ -22,12 +22,12 @@ gain it needs is as many standard errors as a Student's t with its degrees of fr
 the same confidence as `multiple` asks of a normal one. Scripts of other shapes draw other
 luck: they are compared with the plain spread.
 
-A run's own spread starts from one pair of baseline runs, one degree of freedom: a fifth of
-such measurements lie under a third of the true spread or over 1.3 times it, and the margin
-would follow. So the spread the runs of this workspace measured before, on the same device and
-settings (a `Prior`), is pooled with the run's own as if it were `PRIOR_FREEDOM` degrees of
-freedom more (a shrunk estimate): the run's first pair moves the margin less, and its own
-measurements outweigh the prior as they grow. Pure functions: the engine feeds them the
+A run's own spread starts from one pair of baseline runs, one degree of freedom: a quarter
+of such measurements lie under a third of the true spread and a fifth over 1.3 times it, and
+the margin would follow. So the spread the runs of this workspace measured before, on the
+same device and settings (a `Prior`), is pooled with the run's own, weighed as their degrees
+of freedom up to `PRIOR_FREEDOM` (a shrunk estimate): the run's first pair moves the margin
+less, and its own measurements outweigh the prior as they grow. Pure functions: the engine feeds them the
 journal's numbers.
 """
 

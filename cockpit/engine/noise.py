@@ -48,9 +48,10 @@ ROBUST_FROM_GROUPS = 3
 # is set against is noisier: of sets of 3 to 10 clean pairs, 2 to 4 in 100 lose one, which
 # lowers their spread by about 1 % on average (tests/test_noise.py measures both).
 OUTLIER_RATIO = 20.0
-# The weight of the earlier runs' spread, in degrees of freedom of this run's: as much as three
-# pairs of runs, however many the earlier runs measured. Another night's spread is evidence of
-# tonight's, not a measurement of it (other scripts, another load on the machine).
+# The most weight the earlier runs' spread gets, in degrees of freedom of this run's: three
+# pairs of runs' worth, however many the earlier runs measured (fewer weigh what they are).
+# Another night's spread is evidence of tonight's, not a measurement of it (other scripts,
+# another load on the machine).
 PRIOR_FREEDOM = 3
 # The median of a chi-squared variable with k degrees of freedom, divided by k: a group's
 # variance over the true one has this median, so the median group's variance over it is a

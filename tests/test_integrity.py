@@ -17,6 +17,7 @@ from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_
 from cockpit.engine.integrity import (
     EVAL_SETTINGS,
     FILE_ACCESS,
+    FIXED_SEED,
     FLAG_KINDS,
     HARNESS_TAMPER,
     PROCESS,
@@ -256,6 +257,33 @@ ATTACKS: dict[str, tuple[Edit, str]] = {
             swap("    torch.manual_seed(ctx.seed)\n", "    torch.manual_seed(SEED)\n"),
         ),
         SEED_ONLY,
+    ),
+    "fixed_seed_with_a_real_change": (
+        chain(
+            swap("    torch.manual_seed(ctx.seed)\n", "    torch.manual_seed(1234)\n"),
+            constant("LEARNING_RATE", "0.004"),
+        ),
+        FIXED_SEED,
+    ),
+    "fixed_seed_through_arithmetic": (
+        swap("    torch.manual_seed(ctx.seed)\n", "    torch.manual_seed(ctx.seed * 0 + 1234)\n"),
+        FIXED_SEED,
+    ),
+    "seed_folded_to_one_value": (
+        swap("    torch.manual_seed(ctx.seed)\n", "    torch.manual_seed(ctx.seed % 1)\n"),
+        FIXED_SEED,
+    ),
+    "reseeded_from_a_constant_later": (
+        after(TRAIN_START, "    torch.manual_seed(7)\n"),
+        FIXED_SEED,
+    ),
+    "seeded_from_the_clock": (
+        after(TRAIN_START, "    torch.seed()\n"),
+        FIXED_SEED,
+    ),
+    "a_generator_of_its_own_luck": (
+        after(TRAIN_START, "    generator = torch.Generator().manual_seed(seed=99)\n"),
+        FIXED_SEED,
     ),
     "cockpit_environment_variable": (
         after(TRAIN_START, '    os.environ["COCKPIT_TRAINER__EVAL_TOKENS"] = "4096"\n'),
@@ -595,6 +623,13 @@ SCHEDULE = '''class Schedule:
 '''
 
 ORDINARY: dict[str, Edit] = {
+    "a_second_generator_from_ctx_seed": after(
+        TRAIN_START, "    generator = torch.Generator().manual_seed(ctx.seed + 1)\n"
+    ),
+    "a_seed_in_32_bits": chain(  # with a real change: alone it is a seed-only change
+        swap("    torch.manual_seed(ctx.seed)\n", "    torch.manual_seed(int(ctx.seed) % 2**32)\n"),
+        constant("LEARNING_RATE", "0.004"),
+    ),
     "learning_rate": constant("LEARNING_RATE", "0.004  # a little hotter"),
     "embedding_learning_rate": constant("EMBED_LR", "0.02"),
     "depth": constant("DEPTH", "12 if CUDA else 6"),

@@ -28,6 +28,7 @@ from cockpit.engine.integrity.checks import describe_flags, inspect_script
 from cockpit.engine.integrity.flags import (
     EVAL_SETTINGS,
     FILE_ACCESS,
+    FIXED_SEED,
     FLAG_KINDS,
     HARNESS_TAMPER,
     PROCESS,
@@ -42,6 +43,7 @@ from cockpit.engine.integrity.flags import (
 __all__ = [
     "EVAL_SETTINGS",
     "FILE_ACCESS",
+    "FIXED_SEED",
     "FLAG_KINDS",
     "HARNESS_TAMPER",
     "PROCESS",

@@ -10,6 +10,7 @@ FILE_ACCESS = "file_access"
 VALIDATION_DATA = "validation_data"
 HARNESS_TAMPER = "harness_tamper"
 SEED_ONLY = "seed_only"
+FIXED_SEED = "fixed_seed"
 EVAL_SETTINGS = "eval_settings"
 SUMMARY_WRITE = "summary_write"
 SLEEP = "sleep"
@@ -20,6 +21,7 @@ FLAG_KINDS = (
     VALIDATION_DATA,
     HARNESS_TAMPER,
     SEED_ONLY,
+    FIXED_SEED,
     EVAL_SETTINGS,
     SUMMARY_WRITE,
     SLEEP,
@@ -86,4 +88,9 @@ WHY_SLEEP = "a run spends its budget training; waiting changes nothing but the c
 WHY_PROCESS = "a run is one offline process: no subprocesses, signals, threads or network"
 WHY_SEED = (
     "a new seed only re-rolls the noise, it does not improve the model; change the training itself"
+)
+WHY_FIXED_SEED = (
+    "the harness gives every training its seed (ctx.seed): a script that seeds itself otherwise "
+    "draws the same luck on every seed, and neither a confirmation nor a verification on fresh "
+    "seeds can measure it; seed from ctx.seed (ctx.seed + 1 for a second generator)"
 )

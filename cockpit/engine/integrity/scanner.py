@@ -4,8 +4,8 @@ reaching around the harness.
 The pass owns the walk (the scope it stands in, which nodes it descends into) and hands each
 node to the checks of every concern it concerns, in a fixed order: `references` (what is
 reached by name), `strings` (what strings name), `files` (file access), `tampering` (changes
-to shared state), `budget` (the stop and the clock); `model` checks the returned model's
-classes afterwards.
+to shared state), `budget` (the stop and the clock), `seed` (seeds not from ctx); `model`
+checks the returned model's classes afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from cockpit.engine.integrity.flags import Findings, Flag
 from cockpit.engine.integrity.model import ModelChecks
 from cockpit.engine.integrity.names import FunctionNode, Scope
 from cockpit.engine.integrity.references import ReferenceChecks
+from cockpit.engine.integrity.seed import SeedChecks
 from cockpit.engine.integrity.strings import StringChecks
 from cockpit.engine.integrity.tampering import TamperChecks
 
@@ -35,6 +36,7 @@ class Scanner(ast.NodeVisitor):
         self.tampering = TamperChecks(self.scope, self.findings)
         self.budget = BudgetChecks(self.scope, self.findings)
         self.model = ModelChecks(tree, self.scope.names, self.findings)
+        self.seeds = SeedChecks(self.scope, self.findings)
 
     def scan(self) -> list[Flag]:
         self.visit(self.tree)
@@ -99,6 +101,7 @@ class Scanner(ast.NodeVisitor):
         self.tampering.check_call(node, function_name)
         self.budget.check_call(node, function_name)
         self.files.check_call(node, function_name)
+        self.seeds.check_call(node)
         if self.strings.check_folded(node):
             # "sep".join([...literals]): the joined text is checked once, not piece by piece.
             self.visit(node.func)

@@ -1,5 +1,15 @@
-"""Seed-only changes: a proposal that changes nothing but the random seed only re-rolls the
-noise."""
+"""The seed: a proposal that changes nothing but the random seed only re-rolls the noise
+(`seed_only_change`), and a script that seeds a generator with anything but the harness's
+``ctx.seed`` draws the same luck on every seed (`SeedChecks`).
+
+The second is what makes the run's noise honest: the baseline's noise runs, a confirmation and
+a verification each train on another seed and read the spread from what changes. A script that
+calls ``torch.manual_seed(1234)`` would answer every seed with the initial weights it found
+luckiest, and its verified value would be as lucky as its ledger's. The check is static and
+so best-effort: a seed is accepted as ``ctx.seed``, ``int(ctx.seed)``, ``ctx.seed`` plus or
+minus a whole number, or ``ctx.seed`` modulo a number of 2**16 or more (a second generator, a
+generator that wants 32 bits); anything else, no argument included (seeded from the clock), is
+flagged."""
 
 from __future__ import annotations
 
@@ -8,7 +18,15 @@ import difflib
 import functools
 
 from agent.syntax import parse
-from cockpit.engine.integrity.flags import SEED_ONLY, WHY_SEED, Flag
+from cockpit.engine.integrity.flags import (
+    FIXED_SEED,
+    SEED_ONLY,
+    WHY_FIXED_SEED,
+    WHY_SEED,
+    Findings,
+    Flag,
+)
+from cockpit.engine.integrity.names import Scope
 from cockpit.engine.integrity.rules import SEED_FUNCTIONS, SEED_METHODS
 from cockpit.engine.integrity.syntax import is_bare_string
 
@@ -24,6 +42,53 @@ def _is_seed_call(node: ast.AST) -> bool:
     if isinstance(func, ast.Attribute):
         return func.attr in SEED_METHODS
     return isinstance(func, ast.Name) and func.id in SEED_FUNCTIONS
+
+
+class SeedChecks:
+    """Seeding calls whose seed is not the harness's ``ctx.seed``."""
+
+    def __init__(self, scope: Scope, findings: Findings) -> None:
+        self.scope = scope
+        self.findings = findings
+
+    def check_call(self, node: ast.Call) -> None:
+        if not _is_seed_call(node):
+            return
+        seeds = [*node.args[:1], *(k.value for k in node.keywords if k.arg and _seedlike(k.arg))]
+        if seeds and all(self._from_ctx(seed) for seed in seeds):
+            return
+        call = ast.unparse(node)
+        call = call if len(call) <= 60 else call[:57] + "..."
+        self.findings.flag(
+            FIXED_SEED, node, f"{call} does not seed from ctx.seed: {WHY_FIXED_SEED}"
+        )
+
+    def _from_ctx(self, node: ast.AST) -> bool:
+        if isinstance(node, ast.Attribute) and node.attr == "seed":
+            return self.scope.is_ctx(node.value)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            return node.func.id == "int" and len(node.args) == 1 and self._from_ctx(node.args[0])
+        if not isinstance(node, ast.BinOp) or not self._from_ctx(node.left):
+            return False
+        right = node.right
+        if not isinstance(right, ast.Constant) or type(right.value) is not int:
+            return isinstance(node.op, ast.Mod) and _power_of_two_at_least_16(right)
+        if isinstance(node.op, (ast.Add, ast.Sub)):
+            return True
+        return isinstance(node.op, ast.Mod) and right.value >= 2**16
+
+
+def _power_of_two_at_least_16(node: ast.AST) -> bool:
+    """``2**32`` and its like, written as a power."""
+    return (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Pow)
+        and isinstance(node.left, ast.Constant)
+        and node.left.value == 2
+        and isinstance(node.right, ast.Constant)
+        and type(node.right.value) is int
+        and node.right.value >= 16
+    )
 
 
 class _WithoutDocstrings(ast.NodeTransformer):

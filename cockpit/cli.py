@@ -92,7 +92,7 @@ def _gigabytes(text: str) -> float:
 
 
 def _proposer_list(text: str) -> tuple[str, ...]:
-    from cockpit.bench.search_bench import parse_proposers
+    from cockpit.bench.search_runs import parse_proposers
 
     try:
         return parse_proposers(text)
@@ -521,7 +521,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(json.dumps(figures, indent=2))
         return 0
     if args.bench == "search":
-        from cockpit.bench.search_bench import SearchOptions, run_search_bench
+        from cockpit.bench.search_bench import run_search_bench
+        from cockpit.bench.search_runs import SearchOptions
 
         options = SearchOptions(
             proposers=args.proposer,

@@ -51,7 +51,7 @@ from cockpit.doctor.storage import (
 from cockpit.doctor.verdicts import FAIL, Check
 
 if TYPE_CHECKING:
-    from cockpit.bench.search_bench import SearchRun
+    from cockpit.bench.search_runs import SearchRun
 
 LIMIT_SECONDS = 600.0
 # What one training costs beyond its budget: the training process's start (torch, CUDA,
@@ -484,7 +484,8 @@ def read_outcomes(workspace: Path) -> list[LoopOutcome]:
 
 def run_loop_part(options: GpuCheckOptions, folder: Path, progress: TextIO) -> LoopFigures:
     """The research loop on a fresh workspace under ``folder``, as the search bench runs it."""
-    from cockpit.bench.search_bench import SearchOptions, run_one
+    from cockpit.bench.search_bench import run_one
+    from cockpit.bench.search_runs import SearchOptions
     from cockpit.engine.workspace_error import WorkspaceError
     from cockpit.errors import EngineError
     from cockpit.store.records import JournalError

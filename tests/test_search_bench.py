@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.bench.search_bench import (
+from cockpit.bench.search_report import render_table
+from cockpit.bench.search_runs import (
     SearchOptions,
     SearchRun,
     proposer_figures,
-    render_table,
     running_best,
     running_gain,
 )

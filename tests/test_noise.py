@@ -23,7 +23,8 @@ from cockpit.engine.noise import (
     robust_spread,
     student_multiple,
 )
-from cockpit.engine.runs import COMPARABILITY_SETTINGS, earlier_noise
+from cockpit.engine.run_noise import earlier_noise
+from cockpit.engine.runs import COMPARABILITY_SETTINGS
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment, Run
 from cockpit.store.trials import (

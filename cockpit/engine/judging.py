@@ -19,16 +19,15 @@ from cockpit.engine.decide import Action, Decision, Rules, Standing
 from cockpit.engine.decide import decide as judge
 from cockpit.engine.early_abort import Verdict
 from cockpit.engine.failpoints import failpoint
-from cockpit.engine.noise import NoiseFloor, Prior, noise_floor
+from cockpit.engine.noise import NoiseFloor
 from cockpit.engine.notify import EngineNotices
-from cockpit.engine.runs import earlier_noise
+from cockpit.engine.run_noise import RunNoise
 from cockpit.engine.workspace import Workspace, lines_of_code
 from cockpit.errors import EngineError
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment, Run
 from cockpit.store.trials import (
     next_seed,
-    paired_differences,
     trial_kind,
     trial_ran_short,
     trial_results,
@@ -61,9 +60,7 @@ class Judge:
         # The kinds of device the workers have: with more than one, each kind has its own
         # baseline, noise floor and comparisons.
         self.kinds = kinds
-        # The spread the workspace's other runs measured, per (run, kind): they do not change
-        # while this engine drives its run.
-        self._priors: dict[tuple[int, str], Prior] = {}
+        self.noise = RunNoise(journal, settings)
 
     def discard_early(self, experiment: Experiment, verdict: Verdict) -> None:
         """Record a training stopped early as discarded, with the evidence."""
@@ -139,7 +136,7 @@ class Judge:
         if number > 0:
             best_experiment = self.best_experiment(run)
             assert run.best_val_bpb is not None
-            best = self._standing(best_experiment, run.best_val_bpb, kind)
+            best = standing(best_experiment, run.best_val_bpb, kind)
             if best is None:
                 assert best_experiment is not None  # (no experiment: a standing of its own)
                 failed = (best_experiment.details or {}).get("reference_failed") or []
@@ -158,7 +155,7 @@ class Judge:
                 parent = (
                     None
                     if origin is None or origin.val_bpb is None
-                    else self._standing(origin, origin.val_bpb, kind)
+                    else standing(origin, origin.val_bpb, kind)
                 )
                 if parent is None:
                     self.record_decision(
@@ -171,7 +168,7 @@ class Judge:
                     return
         # Measured once the experiment can be decided: one waiting for the best's result on
         # its kind of device is looked at on every tick of the engine.
-        noise = self._noise_floor(run, kind)
+        noise = self.noise.floor(run, kind)
         flags = {flag.get("kind") for flag in (experiment.details or {}).get("flags") or []}
         decision = judge(
             number,
@@ -368,30 +365,6 @@ class Judge:
         journal.add_event("noise", message, run_id=experiment.run_id, experiment_id=experiment.id)
         self.say(message)
 
-    def _noise_floor(self, run: Run, kind: str = "") -> NoiseFloor:
-        """The margin from every script of this run trained more than once (on devices of
-        ``kind``), published for `cockpit status` and the cockpit."""
-        experiments = self.journal.experiments(run.id)
-        engine = self.settings.engine
-        noise = noise_floor(
-            [[value for _, value in trial_results(e, kind)] for e in experiments],
-            floor=engine.keep_margin_bpb,
-            multiple=engine.noise_multiple,
-            differences=paired_differences(experiments, kind),
-            prior=self._prior(run, kind),
-        )
-        self.journal.set_state(**noise.as_state())
-        return noise
-
-    def _prior(self, run: Run, kind: str) -> Prior | None:
-        """The spread the workspace's comparable runs measured (`runs.earlier_noise`)."""
-        prior = self._priors.get((run.id, kind))
-        if prior is None:
-            prior = earlier_noise(self.journal, run, kind)
-            if prior is not None:
-                self._priors[(run.id, kind)] = prior
-        return prior
-
     def experiment_at(self, run: Run, commit: str | None) -> Experiment | None:
         for experiment in self.journal.experiments(run.id):
             if commit is not None and experiment.commit_sha == commit:
@@ -400,22 +373,6 @@ class Judge:
 
     def best_experiment(self, run: Run) -> Experiment | None:
         return self.experiment_at(run, run.best_commit)
-
-    @staticmethod
-    def _standing(experiment: Experiment | None, value: float, kind: str = "") -> Standing | None:
-        """A decided script as decisions on devices of ``kind`` see it (None: it was never
-        trained on one)."""
-        if experiment is None:
-            return Standing(-1, value)
-        shapes = trial_shapes((experiment.details or {}).get("trials"), kind)
-        if not kind:
-            trials = dict(trial_results(experiment))
-            return Standing(experiment.number, value, trials, experiment.lines_of_code, shapes)
-        trials = dict(trial_results(experiment, kind))
-        if not trials:
-            return None
-        mean = sum(trials.values()) / len(trials)
-        return Standing(experiment.number, mean, trials, experiment.lines_of_code, shapes)
 
     def record_reference(
         self, experiment_id: int, value: float | None, seed: int, kind: str, reason: str
@@ -474,3 +431,19 @@ class Judge:
             )
         self.export()
         return f"{'keep' if keep else 'discard'} #{number}"
+
+
+def standing(experiment: Experiment | None, value: float, kind: str = "") -> Standing | None:
+    """A decided script as decisions on devices of ``kind`` see it (None: it was never
+    trained on one)."""
+    if experiment is None:
+        return Standing(-1, value)
+    shapes = trial_shapes((experiment.details or {}).get("trials"), kind)
+    if not kind:
+        trials = dict(trial_results(experiment))
+        return Standing(experiment.number, value, trials, experiment.lines_of_code, shapes)
+    trials = dict(trial_results(experiment, kind))
+    if not trials:
+        return None
+    mean = sum(trials.values()) / len(trials)
+    return Standing(experiment.number, mean, trials, experiment.lines_of_code, shapes)

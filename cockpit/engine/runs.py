@@ -5,14 +5,13 @@ only with the trainer settings and the fixed parts (harness, evaluator) it was r
 results measured otherwise could not be compared with those it holds. A run resumed after an
 engine that died is made to agree with the journal first (orphaned trainings stopped, the
 ones cut short queued again). Its first experiment is the baseline; its close records how it
-ended. The runs of a workspace comparable with one (the same settings, fixed parts and device)
-lend it the run-to-run spread they measured (`earlier_noise`).
+ended.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,7 +20,6 @@ from cockpit.config import Settings
 from cockpit.engine import programs
 from cockpit.engine.fingerprint import describe_fingerprint_change, fingerprint_fixed_parts
 from cockpit.engine.flight import requeue
-from cockpit.engine.noise import Prior
 from cockpit.engine.results_tsv import export_results_tsv
 from cockpit.engine.runner import is_training_process, kill_tree
 from cockpit.engine.workspace import Workspace, default_tag, lines_of_code
@@ -29,7 +27,6 @@ from cockpit.engine.workspace_error import WorkspaceError
 from cockpit.errors import EngineError
 from cockpit.store.journal import Journal
 from cockpit.store.records import Experiment, Run
-from cockpit.store.trials import trial_results
 
 # Trainer settings that a run's results depend on: a run resumes only with the ones it was
 # recorded with.
@@ -98,7 +95,7 @@ def require_comparable(run: Run, settings: Settings) -> None:
     recorded = run.config.get("trainer") if isinstance(run.config, dict) else None
     if not isinstance(recorded, dict):
         return
-    changed = _changed(recorded, settings.trainer.model_dump())
+    changed = changed_settings(recorded, settings.trainer.model_dump())
     if changed:
         raise EngineError(
             f"run {run.tag} was recorded with other trainer settings than these "
@@ -109,47 +106,12 @@ def require_comparable(run: Run, settings: Settings) -> None:
         )
 
 
-def _changed(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [
         f"{key} {recorded[key]!r} -> {current[key]!r}"
         for key in COMPARABILITY_SETTINGS
         if key in recorded and recorded[key] != current.get(key)
     ]
-
-
-def _device_name(experiments: Sequence[Experiment]) -> object:
-    baseline = next((e for e in experiments if e.number == 0), None)
-    return None if baseline is None else (baseline.summary or {}).get("device_name")
-
-
-def earlier_noise(journal: Journal, run: Run, kind: str = "") -> Prior | None:
-    """The spread of val_bpb that the workspace's other runs measured (on devices of ``kind``),
-    where they trained with this run's trainer settings, fixed parts and device: the prior
-    its own spread is pooled with (`cockpit.engine.noise.shrunk`). None where there are none,
-    or none trained a script twice."""
-    config = run.config if isinstance(run.config, dict) else {}
-    trainer = config.get("trainer")
-    if not isinstance(trainer, dict):
-        return None
-    device = _device_name(journal.experiments(run.id)) if not kind else None
-    if not kind and device is None:  # its baseline has not trained yet
-        return None
-    found = []
-    for other in journal.runs():
-        recorded = other.config if isinstance(other.config, dict) else {}
-        if (
-            other.id == run.id
-            or not isinstance(recorded.get("trainer"), dict)
-            or any(key not in recorded["trainer"] for key in COMPARABILITY_SETTINGS)
-            or _changed(recorded["trainer"], trainer)
-            or recorded.get("fixed_parts") != config.get("fixed_parts")
-        ):
-            continue
-        experiments = journal.experiments(other.id)
-        if not kind and _device_name(experiments) != device:
-            continue
-        found.append([[value for _, value in trial_results(e, kind)] for e in experiments])
-    return Prior.measure(found)
 
 
 def recover(journal: Journal, run: Run) -> None:

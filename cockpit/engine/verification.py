@@ -17,8 +17,9 @@ from pathlib import Path
 from cockpit.config import Settings
 from cockpit.engine.jobs import RunFiles, build_job
 from cockpit.engine.noise import noise_floor
+from cockpit.engine.run_noise import earlier_noise
 from cockpit.engine.runner import RunResult, TrainingProcess
-from cockpit.engine.runs import earlier_noise, fixed_parts_fingerprint
+from cockpit.engine.runs import fixed_parts_fingerprint
 from cockpit.engine.workspace import Workspace
 from cockpit.errors import EngineError
 from cockpit.store.atomic import write_atomic

@@ -259,15 +259,34 @@ for remove in (lambda path: shutil.rmtree(path, ignore_errors=True), remove_tree
     os.chmod(os.path.join(root, "a"), 0o500)
     remove(Path(root))
     results.append(os.path.exists(root))
-print(results[0], results[1], os.path.exists(kept), oct(os.stat(outside).st_mode & 0o777))
+# A chain of folders 1,500 deep, made one folder at a time (its path is past what one call
+# can name): shutil.rmtree recurses once per folder and raises RecursionError.
+for remove in (lambda path: shutil.rmtree(path, ignore_errors=True), remove_tree):
+    root = tempfile.mkdtemp()
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("deeper", dir_fd=fd)
+        inner = os.open("deeper", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    open(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w").close()
+    os.fchmod(fd, 0)
+    os.close(fd)
+    try:
+        remove(Path(root))
+    except RecursionError:
+        pass
+    results.append(os.path.exists(root))
+print(*results, os.path.exists(kept), oct(os.stat(outside).st_mode & 0o777))
 """
 
 
 @pytest.mark.e2e
 def test_a_training_folder_with_folders_of_mode_000_is_removed_by_its_owner() -> None:
-    """A training can chmod folders of its own to 000. Its owner, when not root, cannot empty
-    such a folder with shutil.rmtree (the check that the test runs without root's override),
-    and remove_tree can, without touching what a link inside points to."""
+    """A training can chmod folders of its own to 000, or nest folders 1,500 deep. Its owner,
+    when not root, cannot empty a folder of mode 000 with shutil.rmtree (the check that the
+    test runs without root's override), and shutil.rmtree raises RecursionError on the deep
+    chain; remove_tree removes both, without touching what a link inside points to."""
 
     def drop_root() -> None:
         if os.getuid() == 0:  # root reads and empties any folder: not without these
@@ -286,9 +305,11 @@ def test_a_training_folder_with_folders_of_mode_000_is_removed_by_its_owner() ->
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
     assert result.returncode == 0, result.stderr
-    rmtree_left, remove_tree_left, kept, outside_mode = result.stdout.split()
-    assert rmtree_left == "True", result.stdout  # shutil.rmtree leaves it
-    assert remove_tree_left == "False", result.stdout  # remove_tree does not
+    rmtree_left, remove_tree_left, rmtree_deep, remove_tree_deep, kept, outside_mode = (
+        result.stdout.split()
+    )
+    assert rmtree_left == rmtree_deep == "True", result.stdout  # shutil.rmtree leaves them
+    assert remove_tree_left == remove_tree_deep == "False", result.stdout  # remove_tree does not
     assert kept == "True", result.stdout
     assert outside_mode == "0o700", result.stdout  # mkdtemp's mode, not chmodded
 

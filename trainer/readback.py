@@ -25,7 +25,6 @@ import contextlib
 import errno
 import io
 import os
-import shutil
 import stat
 import zipfile
 import zlib
@@ -216,18 +215,63 @@ def read_members(
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a folder a training wrote in, whatever modes it left on the folders inside: each
-    folder (never what a link points to) is made the owner's to list and empty first. The
-    training has ended, so nothing changes the tree meanwhile; what still cannot be removed
-    (a file another user owns) is left, as `shutil.rmtree(ignore_errors=True)` would."""
+    """Remove a folder a training wrote in, whatever it left there: folders of mode 000 (each
+    folder, never what a link points to, is made the owner's to list and empty first) and a
+    chain of folders thousands deep (walked one open folder at a time, by descriptor and not by
+    path, and without recursion: `shutil.rmtree` raises RecursionError there, and a path past
+    PATH_MAX cannot be named). The training has ended, so nothing changes the tree meanwhile;
+    what still cannot be removed (a file another user owns) is left, as
+    `shutil.rmtree(ignore_errors=True)` would."""
     if path.is_symlink() or not path.is_dir():
         return
     with contextlib.suppress(OSError):
         os.chmod(path, 0o700)
-    for root, folders, _files in os.walk(path):  # top down: a folder is opened after its chmod
-        for name in folders:
-            folder = os.path.join(root, name)
-            if not os.path.islink(folder):  # os.walk lists a link to a folder among the folders
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    # Per folder open on the way down: its name in its parent, and its folders still to remove.
+    stack = [("", _empty_of_files(fd))]
+    try:
+        while stack:
+            name, pending = stack[-1]
+            if pending:
+                folder = pending.pop()
                 with contextlib.suppress(OSError):
-                    os.chmod(folder, 0o700)
-    shutil.rmtree(path, ignore_errors=True)
+                    os.chmod(folder, 0o700, dir_fd=fd)  # a folder, not a link, when listed
+                try:
+                    child = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError:
+                    continue  # left, with what is in it
+                os.close(fd)
+                fd = child
+                stack.append((folder, _empty_of_files(fd)))
+                continue
+            stack.pop()
+            if stack:
+                parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = parent
+                with contextlib.suppress(OSError):
+                    os.rmdir(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+def _empty_of_files(fd: int) -> list[str]:
+    """Unlink everything but folders in the folder open at ``fd``; return its folders' names."""
+    folders = []
+    with contextlib.suppress(OSError), os.scandir(fd) as entries:
+        for entry in entries:
+            try:
+                is_folder = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_folder = False
+            if is_folder:
+                folders.append(entry.name)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.name, dir_fd=fd)
+    return folders

@@ -4,12 +4,16 @@ split's figures, and `cockpit report` shows them."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from cockpit.engine.programs import TRAINING_DIR, prune
 from tests.helpers import cockpit, experiments, git_env, make_workspace
+from tests.test_noise import scripted
 
 pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.e2e]  # e2e: starts processes
 
@@ -43,3 +47,23 @@ def test_a_run_keeps_the_models_it_needs_and_reports_the_test_split(tmp_path: Pa
     assert val != test
     assert "Kept models:" in section and "MB on disk" in section
     assert (runs / "0000" / "test.json").is_file()  # cached for the next report
+
+
+def test_pruning_a_training_folder_nested_thousands_deep_neither_recurses_nor_leaves_it(
+    tmp_path: Path,
+) -> None:
+    """A training can nest its folders 1,500 deep; the engine prunes after every decision,
+    and a walk that recursed once per folder (Path.rglob, shutil.rmtree) raised
+    RecursionError there, every time the engine came back."""
+    training = tmp_path / "runs" / "0001" / TRAINING_DIR
+    training.mkdir(parents=True)
+    fd = os.open(training, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("deeper", dir_fd=fd)
+        inner = os.open("deeper", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    decided = dataclasses.replace(scripted(1, None, []), decision="discard")
+    assert prune(tmp_path / "runs", [decided]) > 0
+    assert not training.exists() and (tmp_path / "runs" / "0001").is_dir()

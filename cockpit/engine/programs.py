@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cockpit.store.records import Experiment
+from trainer.bounds import MAX_FOLDER_ENTRIES, folder_usage
 from trainer.readback import remove_tree
 
 PROGRAM_NAME = "model.program"
@@ -60,19 +61,14 @@ def prune(runs_dir: Path, experiments: Iterable[Experiment]) -> int:
         for directory in folders.get(experiment.number, []):
             training = directory / TRAINING_DIR
             if training.is_dir():
-                freed += _size(training)
+                # Walked without recursion: a training can nest its folders thousands deep.
+                freed += folder_usage(str(training), MAX_FOLDER_ENTRIES)[0]
                 remove_tree(training)
             program = directory / PROGRAM_NAME
             if not keeps_program(experiment) and program.is_file():
                 freed += program.stat().st_size
                 program.unlink(missing_ok=True)
     return freed
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def programs_bytes(runs_dir: Path) -> tuple[int, int]:
